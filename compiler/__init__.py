@@ -1,0 +1,2 @@
+"""lrpc: compile LRP explanations into plain ONNX graphs."""
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""lrpc_runtime: run explained ONNX graphs with onnxruntime."""
