@@ -1,1 +1,26 @@
-"""lrpc_runtime: run explained ONNX graphs with onnxruntime."""
+"""lrpc_runtime: run explained ONNX graphs with onnxruntime.
+
+Production side of lrpc. It depends only on numpy and onnxruntime (Pillow is
+imported lazily by :func:`save_heatmap`); it never imports onnx or the
+compiler.
+
+Example::
+
+    >>> from lrpc_runtime import Explainer, save_heatmap      # doctest: +SKIP
+    >>> ex = Explainer("digits.explained.onnx")              # doctest: +SKIP
+    >>> result = ex.explain(images)                          # doctest: +SKIP
+    >>> save_heatmap("r0.png", result.relevance_map[0], image=images[0])  # doctest: +SKIP
+"""
+
+from .errors import DeviceUnavailableError, NotExplainedError
+from .heatmap import heatmap, save_heatmap
+from .session import Explainer, Explanation
+
+__all__ = [
+    "Explainer",
+    "Explanation",
+    "DeviceUnavailableError",
+    "NotExplainedError",
+    "heatmap",
+    "save_heatmap",
+]

@@ -1,0 +1,151 @@
+"""Read and validate the ``lrpc.*`` metadata of an explained ONNX file.
+
+The compiler writes four ``metadata_props`` entries; onnxruntime exposes them
+as ``session.get_modelmeta().custom_metadata_map``:
+
+``lrpc.version``
+    the compiler version string
+``lrpc.rule``
+    the rule spec, e.g. ``"epsilon:eps=1e-06"``
+``lrpc.target``
+    ``"max"``, ``"fixed:<k>"`` or ``"input"``
+``lrpc.relevance``
+    JSON object: explained input name -> relevance output name
+
+Example::
+
+    >>> meta = parse_metadata({
+    ...     "lrpc.version": "0.1.0", "lrpc.rule": "epsilon:eps=1e-06",
+    ...     "lrpc.target": "fixed:3", "lrpc.relevance": '{"input": "relevance"}'})
+    >>> meta.target_mode, meta.fixed_target, meta.relevance
+    ('fixed:3', 3, {'input': 'relevance'})
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .errors import NotExplainedError
+
+__all__ = [
+    "KEY_VERSION",
+    "KEY_RULE",
+    "KEY_TARGET",
+    "KEY_RELEVANCE",
+    "TARGET_INPUT_NAME",
+    "ExplainedMetadata",
+    "parse_metadata",
+]
+
+KEY_VERSION = "lrpc.version"
+KEY_RULE = "lrpc.rule"
+KEY_TARGET = "lrpc.target"
+KEY_RELEVANCE = "lrpc.relevance"
+REQUIRED_KEYS = (KEY_VERSION, KEY_RULE, KEY_TARGET, KEY_RELEVANCE)
+
+#: Name of the extra graph input added by ``lrpc compile --target input``.
+TARGET_INPUT_NAME = "target"
+
+_COMPILE_HINT = "compile the model with `lrpc compile` first"
+
+
+@dataclass(frozen=True)
+class ExplainedMetadata:
+    """The parsed ``lrpc.*`` metadata of an explained graph.
+
+    Example::
+
+        >>> m = ExplainedMetadata("0.1.0", "z", "max", {"x": "relevance"})
+        >>> m.fixed_target is None
+        True
+    """
+
+    version: str
+    rule: str
+    target_mode: str
+    relevance: dict[str, str]
+
+    @property
+    def fixed_target(self) -> int | None:
+        """The class index of a ``"fixed:<k>"`` target mode, else ``None``."""
+        if self.target_mode.startswith("fixed:"):
+            return int(self.target_mode.split(":", 1)[1])
+        return None
+
+    @property
+    def takes_target(self) -> bool:
+        """Whether the graph has the extra ``target`` input (mode ``"input"``)."""
+        return self.target_mode == "input"
+
+
+def _check_target_mode(mode: str, source: str) -> None:
+    """Raise :class:`NotExplainedError` unless ``mode`` is a known target mode."""
+    if mode in ("max", "input"):
+        return
+    if mode.startswith("fixed:"):
+        k = mode.split(":", 1)[1]
+        if k.isdigit():
+            return
+    raise NotExplainedError(
+        f"{source}: unsupported {KEY_TARGET} value {mode!r}; expected 'max', "
+        "'fixed:<k>' (k a non-negative integer) or 'input'. The file may come "
+        "from a newer lrpc compiler than this runtime."
+    )
+
+
+def _parse_relevance(text: str, source: str) -> dict[str, str]:
+    """Parse the ``lrpc.relevance`` JSON object (input name -> output name)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise NotExplainedError(
+            f"{source}: {KEY_RELEVANCE} is not valid JSON ({err}): {text!r}"
+        ) from None
+    if (
+        not isinstance(value, dict)
+        or not value
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    ):
+        raise NotExplainedError(
+            f"{source}: {KEY_RELEVANCE} must be a non-empty JSON object mapping "
+            f"input names to relevance output names, got {text!r}"
+        )
+    return dict(value)
+
+
+def parse_metadata(meta: Mapping[str, str], source: str = "model") -> ExplainedMetadata:
+    """Validate the custom metadata map of a session and return its lrpc part.
+
+    ``source`` names the model in error messages (a path or ``"<bytes>"``).
+    Raises :class:`NotExplainedError` when entries are missing or malformed.
+
+    Example::
+
+        >>> try:
+        ...     parse_metadata({}, "plain.onnx")
+        ... except NotExplainedError as err:
+        ...     print(str(err)[:40])
+        plain.onnx is not an explained lrpc mode
+    """
+    missing = [key for key in REQUIRED_KEYS if key not in meta]
+    if len(missing) == len(REQUIRED_KEYS):
+        raise NotExplainedError(
+            f"{source} is not an explained lrpc model: it has none of the "
+            f"metadata entries {', '.join(REQUIRED_KEYS)}; {_COMPILE_HINT} "
+            "and load the file it writes."
+        )
+    if missing:
+        raise NotExplainedError(
+            f"{source} has incomplete lrpc metadata (missing {', '.join(missing)}); "
+            f"the file is damaged or was edited; {_COMPILE_HINT} again."
+        )
+    mode = meta[KEY_TARGET].strip()
+    _check_target_mode(mode, source)
+    return ExplainedMetadata(
+        version=meta[KEY_VERSION],
+        rule=meta[KEY_RULE],
+        target_mode=mode,
+        relevance=_parse_relevance(meta[KEY_RELEVANCE], source),
+    )

@@ -1,0 +1,97 @@
+"""Loading: device selection (never a silent CPU fallback) and metadata checks."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import onnxruntime as ort
+import pytest
+
+from lrpc_runtime import DeviceUnavailableError, Explainer, NotExplainedError
+
+HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="CUDA is available here")
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"device": "cuda"},
+        {"device": "cuda:0"},
+        {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]},
+    ],
+)
+def test_cuda_unavailable_raises(single_model, kwargs):
+    with pytest.raises(DeviceUnavailableError) as info:
+        Explainer(single_model("max"), **kwargs)
+    message = str(info.value)
+    assert "CUDA was requested" in message
+    assert "CPUExecutionProvider" in message
+    assert 'pip install "lrpc[cuda]"' in message
+    assert isinstance(info.value, RuntimeError)
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="CUDA is available here")
+@pytest.mark.filterwarnings("ignore:Specified provider")
+def test_cuda_dropped_by_session_raises(single_model, monkeypatch):
+    # Pretend the provider is available: onnxruntime then drops it at session
+    # creation, which must be reported instead of silently using the CPU.
+    real = ort.get_available_providers()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *real])
+    with pytest.raises(DeviceUnavailableError, match="dropped the CUDAExecutionProvider"):
+        Explainer(single_model("max"), device="cuda")
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs onnxruntime-gpu and a GPU")
+def test_cuda_runs(single_model):
+    import numpy as np
+
+    ex = Explainer(single_model("max"), device="cuda")
+    assert ex.providers[0] == "CUDAExecutionProvider"
+    x = np.ones((3, 4), dtype=np.float32)
+    np.testing.assert_allclose(ex.explain(x).relevance_map, x * 2)
+
+
+def test_explicit_cpu_providers(single_model):
+    ex = Explainer(single_model("max"), device="cuda", providers=["CPUExecutionProvider"])
+    assert ex.providers == ["CPUExecutionProvider"]
+
+
+def test_file_without_metadata(single_model, tmp_path):
+    path = tmp_path / "plain.onnx"
+    path.write_bytes(single_model("max", metadata=False))
+    with pytest.raises(NotExplainedError, match=r"plain\.onnx is not an explained.*lrpc compile"):
+        Explainer(path)
+    with pytest.raises(ValueError, match="lrpc compile"):
+        Explainer(single_model("max", metadata=False))
+
+
+def _with_meta(source: bytes, changes: dict[str, str | None]) -> bytes:
+    model = onnx.load_from_string(source)
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update(changes)
+    del model.metadata_props[:]
+    for key, value in props.items():
+        if value is not None:
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"lrpc.rule": None}, "incomplete lrpc metadata"),
+        ({"lrpc.target": "best"}, "unsupported lrpc.target"),
+        ({"lrpc.target": "fixed:x"}, "unsupported lrpc.target"),
+        ({"lrpc.target": "input"}, "no int64 input named 'target'"),
+        ({"lrpc.relevance": "{not json"}, "not valid JSON"),
+        ({"lrpc.relevance": "[]"}, "non-empty JSON object"),
+        ({"lrpc.relevance": json.dumps({"input": "nope"})}, "does not match the graph"),
+        ({"lrpc.relevance": json.dumps({"x": "relevance"})}, "does not match the graph"),
+    ],
+)
+def test_malformed_metadata(single_model, changes, match):
+    with pytest.raises(NotExplainedError, match=match):
+        Explainer(_with_meta(single_model("max"), changes))
