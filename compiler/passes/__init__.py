@@ -1,0 +1,47 @@
+"""Preparation and canonization passes, run in order before lowering.
+
+Every pass keeps the forward output of the model identical; each is an onnx_ir in-place pass
+returning `PassResult(model, modified)`.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+from onnx_ir.passes import common
+
+from ..errors import LrpcError
+from .fold_constants import FoldConstantsPass
+from .matmul_add_to_gemm import MatMulAddToGemmPass
+from .remove_identity import RemoveIdentityPass
+
+
+class _ShapeInference(common.ShapeInferencePass):
+    """onnx shape inference, with failures reported as what they are."""
+
+    def call(self, model):
+        try:
+            return super().call(model)
+        except Exception as e:  # onnx raises InferenceError / ValidationError subclasses
+            raise LrpcError(f"ONNX shape inference failed on this model: {e}") from e
+
+
+def pipeline() -> list[ir.passes.PassBase]:
+    return [
+        common.RemoveInitializersFromInputsPass(),
+        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        RemoveIdentityPass(),
+        _ShapeInference(),
+        FoldConstantsPass(),
+        _ShapeInference(),
+        MatMulAddToGemmPass(),
+        common.RemoveUnusedNodesPass(),
+        common.TopologicalSortPass(),
+    ]
+
+
+def prepare(model: ir.Model, log=None) -> ir.Model:
+    """Run every pass in order; `log(pass_name)` is told which passes changed the model."""
+    for p in pipeline():
+        if p.call(model).modified and log is not None:
+            log(type(p).__name__)
+    return model

@@ -1,0 +1,72 @@
+"""The builder lowering functions use: new nodes go into the graph, named after the forward node.
+
+Weights and their transforms are built as ops on the model's initializers (W⁺ = Relu(W), …), so the
+file stays the size of the model and onnxruntime folds them once when the session is created.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+
+class Builder:
+    def __init__(self, graph: ir.Graph, dtype: ir.DataType):
+        self.graph = graph
+        self.dtype = dtype  # float type of the relevance computation (the model's activations)
+        self.scope = "lrp"
+        self._count = 0
+        self._cache: dict = {}
+
+    def op(self, op_type: str, *inputs: ir.Value | None, **attributes) -> ir.Value:
+        """Append one node with a single output and return that output."""
+        return self.op_multi(op_type, *inputs, num_outputs=1, **attributes)[0]
+
+    def op_multi(self, op_type: str, *inputs, num_outputs: int, **attributes) -> list[ir.Value]:
+        self._count += 1
+        name = f"{self.scope}/{op_type}_{self._count}"
+        node = ir.Node("", op_type, list(inputs), attributes=ir.convenience.convert_attributes(attributes),
+                       num_outputs=num_outputs, name=name)
+        for i, value in enumerate(node.outputs):
+            value.name = name if num_outputs == 1 else f"{name}:{i}"
+        self.graph.append(node)
+        return list(node.outputs)
+
+    def const(self, array, dtype=None) -> ir.Value:
+        """A constant initializer (floats in the model's dtype unless `dtype` says otherwise)."""
+        array = np.asarray(array, dtype=dtype or self.dtype.numpy())
+        key = ("const", array.dtype.str, array.shape, array.tobytes())
+        if key not in self._cache:
+            self._count += 1
+            name = f"{self.scope}/const_{self._count}"
+            value = ir.Value(name=name, shape=ir.Shape(array.shape),
+                             type=ir.TensorType(ir.DataType.from_numpy(array.dtype)), const_value=ir.tensor(array, name=name))
+            self.graph.register_initializer(value)
+            self._cache[key] = value
+        return self._cache[key]
+
+    def cached(self, key, make):
+        """Build once per key (a weight transform shared by several terms)."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def divide(self, r: ir.Value, z: ir.Value, eps: float) -> ir.Value:
+        """R / stab(z) with stab(z) = z + ε·sign₀(z); for ε = 0, R / z with 0 where z = 0."""
+        zero = self.const(0.0)
+        if eps == 0.0:
+            is_zero = self.op("Equal", z, zero)
+            safe = self.op("Where", is_zero, self.const(1.0), z)
+            return self.op("Where", is_zero, zero, self.op("Div", r, safe))
+        stab = self.op("Where", self.op("GreaterOrEqual", z, zero),
+                       self.op("Add", z, self.const(eps)), self.op("Sub", z, self.const(eps)))
+        return self.op("Div", r, stab)
+
+    def add_all(self, values: list[ir.Value]) -> ir.Value:
+        total = values[0]
+        for v in values[1:]:
+            total = self.op("Add", total, v)
+        return total
+
+    def scale(self, value: ir.Value, factor: float) -> ir.Value:
+        return value if factor == 1.0 else self.op("Mul", value, self.const(factor))

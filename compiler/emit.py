@@ -1,0 +1,106 @@
+"""Emitter: pin opset and IR version, name the relevance outputs, check, and save atomically.
+
+The explained graph keeps the model's inputs and outputs and appends one relevance output per
+float model input, of that input's shape: `relevance` for a single-input model, else
+`relevance_<input name>`. What was compiled is recorded in the file's metadata_props.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from .errors import LrpcError
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 16  # ScatterElements with reduction="add" (MaxPool's rule)
+MAX_OPSET = 26  # the newest opset onnxruntime 1.31 runs
+MAX_IR_VERSION = 13
+_PROTOBUF_LIMIT = 2**31 - 1
+
+
+def choose_opset(requested: int | None, source: int) -> int:
+    opset = requested if requested is not None else max(DEFAULT_OPSET, source)
+    if opset < source:
+        raise LrpcError(f"--opset {opset}: the model uses opset {source}, and lrpc does not downgrade "
+                        f"models; choose {source} or newer")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise LrpcError(f"--opset {opset}: lrpc emits opsets {MIN_OPSET}–{MAX_OPSET} "
+                        f"({MAX_OPSET} is the newest onnxruntime 1.31 accepts)")
+    return opset
+
+
+def ir_version_for(opset: int) -> int:
+    """The oldest IR version that carries `opset` (opset 17 → IR 8), so older runtimes load it."""
+    versions = [ir_v for _, ir_v, op, *_ in onnx.helper.VERSION_TABLE if op is not None and op >= opset]
+    return min(min(versions, default=MAX_IR_VERSION), MAX_IR_VERSION)
+
+
+def relevance_output_name(graph_inputs: list[ir.Value], value: ir.Value) -> str:
+    return "relevance" if len(graph_inputs) == 1 else f"relevance_{value.name}"
+
+
+def finish(model: ir.Model, relevance: dict, opset: int, metadata: dict, b) -> onnx.ModelProto:
+    """Add the relevance outputs (zeros for an input no relevance reaches) and serialize."""
+    graph = model.graph
+    inputs = [v for v in relevance]
+    names = {}
+    b.scope = "lrp/outputs"
+    for x, r in relevance.items():
+        if r is None:
+            r = b.op("ConstantOfShape", b.op("Shape", x), value=ir.tensor(np.zeros(1, x.dtype.numpy())))
+        out = b.op("Identity", r)
+        out.name = relevance_output_name(inputs, x)
+        out.shape, out.dtype = x.shape, x.dtype
+        graph.outputs.append(out)
+        names[x.name] = out.name
+    model.opset_imports[""] = opset
+    model.ir_version = ir_version_for(opset)
+    model.producer_name, model.producer_version = "lrpc", metadata["lrpc.version"]
+    model.metadata_props.update({**metadata, "lrpc.relevance": json.dumps(names)})
+    proto = ir.serde.serialize_model(model)
+    try:
+        if proto.ByteSize() < _PROTOBUF_LIMIT:
+            onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise LrpcError(f"internal error: the explained graph fails the ONNX checker ({e}); please report it "
+                        "with the model") from e
+    return proto
+
+
+def save(proto: onnx.ModelProto, path) -> None:
+    """Write `path` atomically: a temporary file beside it, renamed into place when complete."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    external = proto.ByteSize() >= _PROTOBUF_LIMIT
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    os.close(fd)
+    data_name = os.path.basename(path) + ".data"
+    try:
+        if external:
+            onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name + ".tmp")
+            os.replace(os.path.join(folder, data_name + ".tmp"), os.path.join(folder, data_name))
+            _retarget_external(tmp, data_name)
+        else:
+            onnx.save_model(proto, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        for leftover in (tmp, os.path.join(folder, data_name + ".tmp")):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+        raise
+
+
+def _retarget_external(model_path: str, location: str) -> None:
+    proto = onnx.load_model(model_path, load_external_data=False)
+    for tensor in onnx.external_data_helper._get_all_tensors(proto):
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save_model(proto, model_path)

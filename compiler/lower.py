@@ -1,0 +1,61 @@
+"""The lowering driver: relevance flows from the explained tensor back to the model inputs.
+
+Nodes are visited in reverse topological order. A node whose outputs carry relevance and whose
+inputs depend on a model input gets its rule from the table (rules/table.py); relevance reaching a
+value from several consumers is summed (fan-out: R_v = Σ_consumers R_v,c). Values that do not
+depend on a model input (weights, shape chains) receive none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx_ir as ir
+
+from . import rules  # noqa: F401  (registers every rule module)
+from .builder import Builder
+from .errors import LrpcError, node_label
+from .rules.lrp import Rule
+from .rules.table import RULES, supported_ops
+
+
+@dataclass(frozen=True)
+class LoweringConfig:
+    """What the rules need to know; `rule_for` is the seam for per-layer rule maps."""
+
+    rule: Rule
+
+    def rule_for(self, node: ir.Node) -> Rule:
+        return self.rule
+
+
+def _input_dependent(graph: ir.Graph) -> set[ir.Value]:
+    reached = set(graph.inputs)
+    for node in graph:
+        if any(v in reached for v in node.inputs if v is not None):
+            reached.update(node.outputs)
+    return reached
+
+
+def propagate(graph: ir.Graph, start: ir.Value, r0: ir.Value, cfg: LoweringConfig, b: Builder) -> dict:
+    """Relevance at each graph input reached from `start` (value → relevance value)."""
+    dependent = _input_dependent(graph)
+    relevance = {start: r0}
+    for node in reversed(list(graph)):
+        rel_out = [relevance.pop(v, None) for v in node.outputs]
+        if all(r is None for r in rel_out) or not any(v in dependent for v in node.inputs if v is not None):
+            continue
+        rule = RULES.get(node.op_type)
+        if rule is None:
+            raise LrpcError(f"no relevance rule for node {node_label(node)}; supported ops: "
+                            f"{', '.join(supported_ops())}")
+        if any(r is None for r in rel_out):
+            raise LrpcError(f"node {node_label(node)}: relevance reaches only some of its outputs; "
+                            "multi-output nodes are explained only as a whole")
+        b.scope = f"lrp/{node.name or node.op_type}"
+        rel_in = rule(node, rel_out, b, cfg)
+        for value, r in zip(node.inputs, rel_in):
+            if r is None or value is None or value not in dependent:
+                continue
+            relevance[value] = b.op("Add", relevance[value], r) if value in relevance else r
+    return {v: relevance.get(v) for v in graph.inputs}

@@ -1,0 +1,142 @@
+"""Constant folding, including the shape chains exporters put in front of Reshape.
+
+1. A node whose inputs are all constants is evaluated once (onnx's reference evaluator) and its
+   outputs become initializers: `y = f(c₁, …, cₙ)` → `y := const`.
+2. `Shape(x)` with a fully static shape becomes a constant.
+3. A Reshape whose target shape is computed from `Shape(x)` (the `x.view(x.size(0), -1)` pattern,
+   Shape → Gather → Unsqueeze → Concat [→ Cast]) is evaluated symbolically: each element is an int or
+   a symbolic dim. If all are ints it is a constant; a single symbolic element becomes 0 ("copy this
+   dim", when the data tensor has the same dim at that position) or -1 ("infer it"). The dynamic batch
+   dimension therefore stays dynamic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx.reference
+import onnx_ir as ir
+
+# Ops never folded: random or stateful, or too large to be worth materialising as a constant.
+_NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+               "Bernoulli", "Dropout"}
+
+
+def _const(value: ir.Value | None):
+    if value is None or value.const_value is None:
+        return None
+    return value.const_value.numpy()
+
+
+def _evaluate(node: ir.Node, opset: int) -> list[np.ndarray]:
+    """Run one node on its constant inputs with onnx's reference evaluator."""
+    proto = ir.serde.serialize_node(node)
+    names = [v.name for v in node.inputs if v is not None]
+    feeds = {v.name: _const(v) for v in node.inputs if v is not None}
+    graph = onnx.helper.make_graph(
+        [proto], "fold", [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in names],
+        [onnx.helper.make_tensor_value_info(v.name, onnx.TensorProto.UNDEFINED, None) for v in node.outputs])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+    return onnx.reference.ReferenceEvaluator(model).run(None, feeds)
+
+
+def new_constant(graph: ir.Graph, base_name: str | None, array: np.ndarray) -> ir.Value:
+    """Register `array` as an initializer under a fresh name derived from `base_name`."""
+    array = np.asarray(array)
+    name, k = f"{base_name or 'const'}__folded", 0
+    while name in graph.initializers:
+        k += 1
+        name = f"{base_name or 'const'}__folded{k}"
+    const = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+                     const_value=ir.tensor(array))
+    graph.register_initializer(const)
+    return const
+
+
+def _replace_with_constant(graph: ir.Graph, value: ir.Value, array: np.ndarray) -> None:
+    value.replace_all_uses_with(new_constant(graph, value.name, array), replace_graph_outputs=False)
+
+
+def _symbolic_shape_value(value: ir.Value, known: dict) -> list | None:
+    """The elements of a 1-D int shape tensor: ints and symbolic dims, or None if unknown."""
+    if value in known:
+        return known[value]
+    array = _const(value)
+    if array is not None and array.ndim <= 1 and array.dtype.kind == "i":
+        return [int(v) for v in np.atleast_1d(array)]
+    return None
+
+
+def _fold_shape_op(node: ir.Node, known: dict) -> list | None:
+    """Symbolic result of Shape/Gather/Unsqueeze/Squeeze/Concat/Cast/Slice on shape vectors."""
+    op = node.op_type
+    if op == "Shape":
+        shape = node.inputs[0].shape
+        if shape is None:
+            return None
+        dims = list(shape.dims)
+        start = node.attributes.get_int("start", 0)
+        end = node.attributes.get_int("end", len(dims))
+        return [d if isinstance(d, int) else d.value for d in dims[start:end]]
+    inputs = [_symbolic_shape_value(v, known) if v is not None else None for v in node.inputs]
+    if op == "Gather" and inputs[0] is not None and _const(node.inputs[1]) is not None:
+        indices = _const(node.inputs[1])
+        picked = [inputs[0][int(i)] for i in np.atleast_1d(indices)]
+        return picked  # scalar indices give a 1-element list; Unsqueeze keeps it
+    if op in ("Unsqueeze", "Squeeze", "Cast") and inputs[0] is not None:
+        return inputs[0]
+    if op == "Concat" and all(i is not None for i in inputs):
+        return [d for part in inputs for d in part]
+    if op == "Slice" and inputs[0] is not None and all(_const(v) is not None for v in node.inputs[1:]):
+        starts, ends = (int(_const(node.inputs[i])[0]) for i in (1, 2))
+        steps = int(_const(node.inputs[4])[0]) if len(node.inputs) > 4 else 1
+        return inputs[0][slice(starts, ends, steps)]
+    return None
+
+
+def _reshape_target(node: ir.Node, elements: list) -> np.ndarray | None:
+    symbolic = [i for i, d in enumerate(elements) if not isinstance(d, int)]
+    if not symbolic:
+        return np.array(elements, dtype=np.int64)
+    if len(symbolic) > 1:
+        return None
+    (i,) = symbolic
+    data_shape = node.inputs[0].shape
+    same_dim = (data_shape is not None and i < len(data_shape)
+                and not isinstance(data_shape[i], int) and data_shape[i].value == elements[i])
+    out = [d if isinstance(d, int) else 0 for d in elements]
+    if same_dim and node.attributes.get_int("allowzero", 0) == 0 and 0 not in elements:
+        return np.array(out, dtype=np.int64)
+    if -1 not in elements:
+        out[i] = -1
+        return np.array(out, dtype=np.int64)
+    return None
+
+
+class FoldConstantsPass(ir.passes.InPlacePass):
+    """Evaluate constant subgraphs and shape chains once, at compile time."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph, opset = model.graph, model.opset_imports[""]
+        modified, known = False, {}
+        for node in list(graph):
+            inputs = [v for v in node.inputs if v is not None]
+            if node.op_type not in _NEVER_FOLD and inputs and all(v.const_value is not None for v in inputs):
+                for value, array in zip(node.outputs, _evaluate(node, opset)):
+                    _replace_with_constant(graph, value, array)
+                modified = True
+                continue
+            if node.op_type in ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice"):
+                elements = _fold_shape_op(node, known)
+                if elements is not None and len(node.outputs) == 1:
+                    if all(isinstance(d, int) for d in elements) and node.op_type == "Shape":
+                        _replace_with_constant(graph, node.outputs[0], np.array(elements, np.int64))
+                        modified = True
+                    else:
+                        known[node.outputs[0]] = elements
+            if node.op_type == "Reshape" and node.inputs[1] in known:
+                target = _reshape_target(node, known[node.inputs[1]])
+                if target is not None:
+                    node.replace_input_with(1, new_constant(graph, node.inputs[1].name, target))
+                    modified = True
+        return ir.passes.PassResult(model, modified)

@@ -1,0 +1,243 @@
+"""Relevance rules of linear layers: Conv (1D/2D/3D), Gemm and MatMul by a constant.
+
+Each op is viewed as an affine map z = W x + b with two functions: `apply(x', W', b')` runs the op
+with modified operands, and `apply_t(s, W')` applies the transposed map Wᵀ s — ConvTranspose with
+the same weights and geometry for Conv, a product with the transposed weight for Gemm/MatMul. The
+rule of the layer (lrp.py) combines them:
+
+    z_g = Σᵢ σᵢ·apply(mᵢ(x), fᵢ(W), gᵢ(b)),   s_g = R / stab(z_g),   R_in = Σ_g c_g Σᵢ σᵢ·mᵢ(x) ⊙ apply_t(s_g, fᵢ(W))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import onnx_ir as ir
+
+from ..builder import Builder
+from ..errors import LrpcError, node_label
+from .lrp import ID, Rule, Term
+from .table import relevance_rule
+
+_VANISHES = object()  # an input modifier that is identically zero here (x⁻ of a non-negative x)
+
+
+@dataclass
+class LinearLayer:
+    x: ir.Value  # the input the rule sees (Gemm with transA: the transposed A)
+    weight: ir.Value
+    bias: ir.Value | None
+    z: ir.Value  # the forward output W x + b, reused where a rule needs exactly it
+    apply: Callable[[Builder, ir.Value, ir.Value, ir.Value | None], ir.Value]
+    apply_t: Callable[[Builder, ir.Value, ir.Value], ir.Value]
+    x_index: int = 0
+    unwrap: Callable[[Builder, ir.Value], ir.Value] = lambda b, r: r
+
+
+def _constant_input(node: ir.Node, index: int, what: str) -> ir.Value:
+    value = node.inputs[index] if index < len(node.inputs) else None
+    if value is None or value.const_value is None:
+        raise LrpcError(f"{node_label(node)}: its {what} (input {index}) is not a constant; lrpc explains "
+                        "layers with fixed weights (a product of two activations has no LRP rule)")
+    return value
+
+
+def _static(dim) -> int | None:
+    return dim if isinstance(dim, int) else None
+
+
+def _conv_geometry(node: ir.Node, x_shape, kernel: list[int]) -> dict:
+    n = len(kernel)
+    strides = list(node.attributes.get_ints("strides", [1] * n))
+    dilations = list(node.attributes.get_ints("dilations", [1] * n))
+    auto_pad = node.attributes.get_string("auto_pad", "NOTSET")
+    if auto_pad in ("NOTSET", ""):
+        pads = list(node.attributes.get_ints("pads", [0] * 2 * n))
+    elif auto_pad == "VALID":
+        pads = [0] * 2 * n
+    else:
+        size = [_static(x_shape[2 + i]) if x_shape is not None else None for i in range(n)]
+        if None in size:
+            raise LrpcError(f"{node_label(node)}: auto_pad={auto_pad} needs static spatial input dims")
+        begin, end = [], []
+        for i in range(n):
+            total = max((-(-size[i] // strides[i]) - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size[i], 0)
+            small, large = total // 2, total - total // 2
+            begin.append(small if auto_pad == "SAME_UPPER" else large)
+            end.append(large if auto_pad == "SAME_UPPER" else small)
+        pads = begin + end
+    return dict(kernel_shape=kernel, strides=strides, dilations=dilations, pads=pads,
+                group=node.attributes.get_int("group", 1))
+
+
+def _output_padding(node: ir.Node, geo: dict) -> list[int]:
+    """ConvTranspose output_padding that restores the Conv's input size exactly."""
+    x_shape, y_shape = node.inputs[0].shape, node.outputs[0].shape
+    n, pads = len(geo["kernel_shape"]), geo["pads"]
+    result = []
+    for i in range(n):
+        s, k, d = geo["strides"][i], geo["kernel_shape"][i], geo["dilations"][i]
+        h = _static(x_shape[2 + i]) if x_shape is not None else None
+        ho = _static(y_shape[2 + i]) if y_shape is not None else None
+        if h is None or ho is None:
+            if s == 1:
+                result.append(0)
+                continue
+            raise LrpcError(f"{node_label(node)}: a strided Conv needs static spatial dims to invert exactly; "
+                            "export the model with a fixed image size (the batch may stay dynamic)")
+        result.append(h - (s * (ho - 1) + (k - 1) * d + 1 - pads[i] - pads[n + i]))
+    return result
+
+
+def _conv(node: ir.Node, b: Builder) -> LinearLayer:
+    weight = _constant_input(node, 1, "weight")
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    kernel = list(weight.const_value.shape)[2:]
+    geo = _conv_geometry(node, node.inputs[0].shape, kernel)
+    out_pad = _output_padding(node, geo)
+
+    def apply(b, x, w, bias_):
+        return b.op("Conv", x, w, *([bias_] if bias_ is not None else []), **geo)
+
+    def apply_t(b, s, w):
+        return b.op("ConvTranspose", s, w, output_padding=out_pad, **geo)
+
+    return LinearLayer(node.inputs[0], weight, bias, node.outputs[0], apply, apply_t)
+
+
+def _gemm(node: ir.Node, b: Builder) -> LinearLayer:
+    a, weight = node.inputs[0], _constant_input(node, 1, "weight B")
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    alpha, beta = node.attributes.get_float("alpha", 1.0), node.attributes.get_float("beta", 1.0)
+    trans_a, trans_b = node.attributes.get_int("transA", 0), node.attributes.get_int("transB", 0)
+    if a.const_value is not None:
+        raise LrpcError(f"{node_label(node)}: input A is a constant and B is not; lrpc explains x·W layers")
+    if bias is not None and bias.shape is not None and len(bias.shape) == 2 and bias.shape[0] != 1:
+        raise LrpcError(f"{node_label(node)}: a bias C of shape {bias.shape} (one per sample) is not a layer bias")
+    x = b.op("Transpose", a, perm=[1, 0]) if trans_a else a
+    w = b.cached(("alpha", weight), lambda: b.scale(weight, alpha))
+    if bias is not None:
+        bias = b.cached(("beta", bias), lambda: b.scale(bias, beta))
+
+    def apply(b, x, w, bias_):
+        return b.op("Gemm", x, w, *([bias_] if bias_ is not None else []), transB=trans_b)
+
+    def apply_t(b, s, w):
+        return b.op("Gemm", s, w, transB=1 - trans_b)
+
+    unwrap = (lambda b, r: b.op("Transpose", r, perm=[1, 0])) if trans_a else (lambda b, r: r)
+    return LinearLayer(x, w, bias, node.outputs[0], apply, apply_t, unwrap=unwrap)
+
+
+def _matmul(node: ir.Node, b: Builder) -> LinearLayer:
+    weight = _constant_input(node, 1, "weight")
+    if len(weight.const_value.shape) != 2:
+        raise LrpcError(f"{node_label(node)}: a MatMul weight of rank {len(weight.const_value.shape)}; "
+                        "lrpc explains x·W with a 2-D W")
+
+    def apply(b, x, w, bias_):
+        return b.op("MatMul", x, w)
+
+    def apply_t(b, s, w):
+        return b.op("MatMul", s, b.cached(("T", w), lambda: b.op("Transpose", w, perm=[1, 0])))
+
+    return LinearLayer(node.inputs[0], weight, None, node.outputs[0], apply, apply_t)
+
+
+LAYERS = {"Conv": _conv, "Gemm": _gemm, "MatMul": _matmul}
+
+_NONNEG_OPS = {"Relu", "Sigmoid", "Softmax", "Abs"}
+_ROUTING_OPS = {"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
+
+
+def is_nonnegative(value: ir.Value) -> bool:
+    """True when `value` can never be negative by construction (a ReLU output, pooled or reshaped)."""
+    node = value.producer()
+    while node is not None and node.op_type in _ROUTING_OPS:
+        node = node.inputs[0].producer()
+    return node is not None and node.op_type in _NONNEG_OPS
+
+
+def _transform(b: Builder, w: ir.Value, key: tuple) -> ir.Value:
+    """A weight or bias transform as ops on the initializer (folded by onnxruntime at load)."""
+    kind = key[0]
+    if kind == "id":
+        return w
+    if kind == "pos":
+        make = lambda: b.op("Relu", w)
+    elif kind == "neg":
+        make = lambda: b.op("Min", w, b.const(0.0))
+    elif kind == "sq":
+        make = lambda: b.op("Mul", w, w)
+    elif kind == "ones":
+        make = lambda: b.op("ConstantOfShape", b.op("Shape", w), value=ir.tensor(np.ones(1, b.dtype.numpy())))
+    else:  # ("gamma", γ, "pos" | "neg"): W + γ·W^±
+        _, gamma, part = key
+        make = lambda: b.op("Add", w, b.scale(_transform(b, w, (part,)), gamma))
+    return b.cached((w, key), make)
+
+
+def _modified_input(b: Builder, layer: LinearLayer, kind: str, rule: Rule):
+    x = layer.x
+    if kind == "x":
+        return x
+    if kind == "pos":
+        return x if is_nonnegative(x) else b.cached((x, "pos"), lambda: b.op("Relu", x))
+    if kind == "neg":
+        return _VANISHES if is_nonnegative(x) else b.cached((x, "neg"), lambda: b.op("Min", x, b.const(0.0)))
+    fill = {"ones": 1.0, "low": rule.low, "high": rule.high}[kind]
+    return b.cached((x, kind, fill), lambda: _per_sample_constant(b, x, fill))
+
+
+def _per_sample_constant(b: Builder, x: ir.Value, fill: float) -> ir.Value:
+    """A tensor of x's shape filled with `fill`: [1, ...] when the non-batch dims are static."""
+    value = ir.tensor(np.full(1, fill, b.dtype.numpy()))
+    dims = list(x.shape) if x.shape is not None else None
+    if dims and all(isinstance(d, int) for d in dims[1:]):
+        shape = b.const(np.array([1, *dims[1:]], np.int64), dtype=np.int64)
+    else:
+        shape = b.op("Shape", x)
+    return b.op("ConstantOfShape", shape, value=value)
+
+
+def _signed(b: Builder, sign: float, v: ir.Value) -> ir.Value:
+    return v if sign > 0 else b.op("Neg", v)
+
+
+def lower_linear(layer: LinearLayer, r: ir.Value, rule: Rule, b: Builder) -> ir.Value:
+    """R_in of one linear layer under `rule` (the formula in lrp.py's docstring)."""
+    per_group = []
+    for group in rule.groups:
+        terms = [(t, m) for t in group.terms
+                 if (m := _modified_input(b, layer, t.input, rule)) is not _VANISHES]
+        if not terms:
+            continue
+        weights = [_transform(b, layer.weight, t.weight) for t, _ in terms]
+        if [t for t, _ in terms] == [Term(1, "x", ID, ID)]:
+            z = layer.z
+        else:
+            z = b.add_all([_signed(b, t.sign, layer.apply(
+                b, m, w, _transform(b, layer.bias, t.bias) if layer.bias is not None and t.bias else None))
+                for (t, m), w in zip(terms, weights)])
+        s = b.divide(r, z, rule.eps)
+        if group.gate:
+            sign = b.op("Greater" if group.gate == "pos" else "Less", layer.z, b.const(0.0))
+            s = b.op("Mul", s, b.op("Cast", sign, to=b.dtype))
+        parts = []
+        for (t, m), w in zip(terms, weights):
+            c = layer.apply_t(b, s, w)
+            if t.input != "ones":
+                c = b.op("Mul", m, c)
+            parts.append(_signed(b, t.sign, c))
+        per_group.append(b.scale(b.add_all(parts), group.coef))
+    return layer.unwrap(b, b.add_all(per_group))
+
+
+@relevance_rule(*LAYERS)
+def linear(node, rel_out, b, cfg):
+    layer = LAYERS[node.op_type](node, b)
+    rel_in = [None] * len(node.inputs)
+    rel_in[layer.x_index] = lower_linear(layer, rel_out[0], cfg.rule_for(node), b)
+    return rel_in

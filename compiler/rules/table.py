@@ -1,0 +1,30 @@
+"""The relevance rule table: op_type → lowering function.
+
+A lowering function has the signature `rule(node, rel_out, b, cfg) -> list[Value | None]`: it gets the
+forward node, the relevance arriving at each of its outputs (None where none arrives), the builder `b`
+and the compile configuration, and returns one relevance value per input of the node (None for
+weights, constants and shape inputs). It builds nodes only through `b` and has no other effects.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+RULES: dict[str, Callable] = {}
+
+
+def relevance_rule(*op_types: str):
+    """Register the decorated function as the relevance rule of `op_types`."""
+
+    def register(fn):
+        for op in op_types:
+            if op in RULES:
+                raise ValueError(f"two relevance rules for {op}")
+            RULES[op] = fn
+        return fn
+
+    return register
+
+
+def supported_ops() -> list[str]:
+    return sorted(RULES)
