@@ -43,5 +43,5 @@ def prepare(model: ir.Model, log=None) -> ir.Model:
     """Run every pass in order; `log(pass_name)` is told which passes changed the model."""
     for p in pipeline():
         if p.call(model).modified and log is not None:
-            log(type(p).__name__)
+            log(type(p).__name__.lstrip("_"))
     return model

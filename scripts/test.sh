@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up on a fresh machine and run the tests; extra arguments go to pytest (e.g. -m "not slow").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh demo test
+# PyTorch for the torch.onnx export tests: 2.13.0 is the CPU build (any other version pulls CUDA).
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q torch==2.13.0
+.venv/bin/python -m pytest "$@"
