@@ -1,0 +1,96 @@
+"""The CLI: a working compile, help with examples, and clear errors with exit status 2."""
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+import lrpc
+from lrpc.cli import main
+from nets import make_model, small_cnn, tensor
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "lrpc.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_compile_writes_a_runnable_file(tmp_path):
+    model, out = tmp_path / "m.onnx", tmp_path / "explained.onnx"
+    onnx.save(small_cnn(), model)
+    result = cli("compile", model, "--rule", "alphabeta:alpha=2,beta=1", "--target", "2", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "alphabeta:alpha=2,beta=1" in result.stdout
+    probs, rel = ort.InferenceSession(str(out)).run(None, {"x": np.ones((3, 2, 8, 8), np.float32)})
+    assert probs.shape == (3, 5) and rel.shape == (3, 2, 8, 8)
+
+
+def test_help_shows_examples(capsys):
+    for argv in (["--help"], ["compile", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 0
+        text = capsys.readouterr().out
+        assert "lrpc compile model.onnx --rule alpha1beta0 -o explained.onnx" in text
+    assert "zbox:low=REQUIRED,high=REQUIRED" in text
+
+
+def unknown_op_model():
+    w = np.ones((4, 3), np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"),
+             helper.make_node("Erf", ["h"], ["e"], name="odd_activation"),
+             helper.make_node("Gemm", ["e", "w2"], ["y"], name="head")]
+    return make_model(nodes, [tensor("x", ["n", 4])], [tensor("y", ["n", 2])], {"w": w, "w2": np.ones((3, 2), np.float32)})
+
+
+@pytest.mark.parametrize("setup, args, message", [
+    ("unknown_op", [], "no relevance rule for node 'odd_activation' (Erf); supported ops: "),
+    ("not_onnx", [], "not an ONNX model"),
+    ("missing", [], "no such file"),
+    ("good", ["--rule", "epsilonn"], "unknown rule 'epsilonn'; known rules: "),
+    ("good", ["--rule", "epsilon:epsilon=3"], "rule 'epsilon' has no parameter 'epsilon' (its parameters: eps)"),
+    ("good", ["--rule", "epsilon:eps=abc"], "needs a number"),
+    ("good", ["--rule", "zbox:low=0"], "needs high"),
+    ("good", ["--rule", "alphabeta:alpha=3,beta=1"], "alpha − beta = 1"),
+    ("good", ["--target", "7"], "the model has 5 classes"),
+    ("good", ["--target", "first"], "--target takes 'max', 'input' or a class index"),
+    ("good", ["--opset", "12"], "lrpc does not downgrade models"),
+    ("good", ["--opset", "30"], "lrpc emits opsets 16–26"),
+])
+def test_bad_input_gives_a_clear_error_and_writes_nothing(tmp_path, setup, args, message):
+    model, out = tmp_path / "m.onnx", tmp_path / "explained.onnx"
+    if setup == "unknown_op":
+        onnx.save(unknown_op_model(), model)
+    elif setup == "not_onnx":
+        model.write_text("this is a text file, not a model\n")
+    elif setup == "good":
+        onnx.save(small_cnn(), model)
+    result = cli("compile", model, "-o", out, *args)
+    assert result.returncode == 2
+    assert message in result.stderr, result.stderr
+    assert result.stderr.startswith("lrpc: error: ") and "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["m.onnx"] if setup != "missing" else [])
+
+
+def test_unknown_op_error_lists_supported_ops():
+    with pytest.raises(lrpc.LrpcError) as error:
+        lrpc.compile(unknown_op_model())
+    for op in ("Conv", "Gemm", "MatMul", "MaxPool", "Relu", "Reshape", "Transpose"):
+        assert op in str(error.value)
+
+
+def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    out = tmp_path / "explained.onnx"
+
+    def broken_save(proto, path, *a, **k):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(onnx, "save_model", broken_save)
+    with pytest.raises(OSError):
+        lrpc.compile(small_cnn(), output=out)
+    assert list(tmp_path.iterdir()) == []
