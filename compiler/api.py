@@ -58,7 +58,7 @@ def compile(model, rule: str | Rule = DEFAULT_RULE, *, target=None, opset: int |
         raise LrpcError("the model has no float input to explain")
     reached = propagate(graph, explained, r0, LoweringConfig(rule), b)
     metadata = {"lrpc.version": __version__, "lrpc.rule": rule.spec, "lrpc.target": target.spec,
-                "lrpc.explained": explained.name}
+                "lrpc.explained": explained.name, "lrpc.classes": str(explained.shape[1])}
     proto = finish(m, {v: reached.get(v) for v in float_inputs}, opset, metadata, b)
     if output is not None:
         save(proto, output)

@@ -184,7 +184,7 @@ def batch_size_of(arrays: Mapping[str, np.ndarray]) -> int:
     return int(batch)
 
 
-def prepare_target(target: Any, batch: int, target_mode: str) -> np.ndarray | None:
+def prepare_target(target: Any, batch: int, target_mode: str, classes: int | None = None) -> np.ndarray | None:
     """Validate ``target`` against the file's target mode; return int64 [batch] or None.
 
     ``target`` is ``None``, an int (same class for every sample) or integers of
@@ -226,4 +226,6 @@ def prepare_target(target: Any, batch: int, target_mode: str) -> np.ndarray | No
         )
     if (array < 0).any():
         raise ValueError(f"target class indices must be >= 0, got {array.tolist()}")
+    if classes is not None and (array >= classes).any():
+        raise ValueError(f"target class indices must be < {classes} (the model's classes), got {array.tolist()}")
     return array.astype(np.int64)

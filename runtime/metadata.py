@@ -66,6 +66,7 @@ class ExplainedMetadata:
     rule: str
     target_mode: str
     relevance: dict[str, str]
+    classes: int | None = None  # number of explained classes (``lrpc.classes``), when recorded
 
     @property
     def fixed_target(self) -> int | None:
@@ -148,4 +149,5 @@ def parse_metadata(meta: Mapping[str, str], source: str = "model") -> ExplainedM
         rule=meta[KEY_RULE],
         target_mode=mode,
         relevance=_parse_relevance(meta[KEY_RELEVANCE], source),
+        classes=int(meta["lrpc.classes"]) if meta.get("lrpc.classes", "").isdigit() else None,
     )

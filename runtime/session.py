@@ -286,7 +286,7 @@ class Explainer:
         """
         arrays = prepare_inputs(x, self._specs)
         batch = batch_size_of(arrays)
-        targets = prepare_target(target, batch, self.target_mode)
+        targets = prepare_target(target, batch, self.target_mode, self.metadata.classes)
         step = self._chunk_size(batch)
         pieces: list[dict[str, np.ndarray]] = []
         for start in range(0, batch, step):

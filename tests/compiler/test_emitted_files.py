@@ -72,6 +72,8 @@ def test_metadata_and_runtime_contract():
     for n in range(5):
         np.testing.assert_allclose(mixed[n], by_class[n][n], rtol=1e-6, atol=1e-7)
     assert not np.allclose(by_class[0], by_class[1])
+    with pytest.raises(ValueError, match="must be < 5"):
+        explainer.explain(x, target=5)  # OneHot would give silent zeros: the runtime refuses
 
 
 def test_fixed_target_and_max_target_agree_on_argmax():
