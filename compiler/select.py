@@ -77,6 +77,8 @@ def start_relevance(b: Builder, y: ir.Value, target: Target, graph: ir.Graph) ->
     else:
         index = ir.Value(name=TARGET_INPUT_NAME, shape=ir.Shape([y.shape[0]]), type=ir.TensorType(ir.DataType.INT64))
         graph.inputs.append(index)
-    depth = b.const(np.array(classes, np.int64), dtype=np.int64)
-    onehot = b.op("OneHot", index, depth, b.const([0.0, 1.0]), axis=-1)
-    return b.op("Mul", y, onehot)
+    # Equal + Where rather than OneHot: onnxruntime's OneHot has no kernel for double/half values.
+    classes_row = b.const(np.arange(classes, dtype=np.int64)[None, :], dtype=np.int64)
+    column = b.op("Unsqueeze", index, b.const(np.array([1], np.int64), dtype=np.int64))
+    selected = b.op("Equal", column, classes_row)
+    return b.op("Where", selected, y, b.const(np.zeros((), b.dtype.numpy())))
