@@ -24,13 +24,15 @@ from .select import TARGET_INPUT_NAME, explained_value, parse_target, start_rele
 DEFAULT_RULE = "epsilon"
 
 
-def compile(model, rule: str | Rule = DEFAULT_RULE, *, target=None, opset: int | None = None,
-            output: str | os.PathLike | None = None, log=None) -> onnx.ModelProto:
+def compile(model, rule: str | Rule = DEFAULT_RULE, *, target=None, keep_output_activation: bool = False,
+            opset: int | None = None, output: str | os.PathLike | None = None, log=None) -> onnx.ModelProto:
     """Compile `model` (path, bytes, ModelProto or ir.Model) into an explained ONNX model.
 
     rule:   an LRP rule spec, e.g. "epsilon:eps=1e-6", "alphabeta:alpha=2,beta=1", "zbox:low=-1,high=1".
     target: None or "max" (each sample's largest logit), a class index, or "input" (an int64 graph
             input `target` [batch] chooses per call).
+    keep_output_activation: explain the output Softmax/Sigmoid's values (probabilities) rather than
+            the logits; the selected probability starts at its logit.
     opset:  the emitted opset (default: 17, or the model's own when newer).
     output: if given, the explained model is also written there (atomically).
     log:    called with a line of text for each step that changed the model.
@@ -46,19 +48,19 @@ def compile(model, rule: str | Rule = DEFAULT_RULE, *, target=None, opset: int |
     graph = m.graph
     if any(v.name == TARGET_INPUT_NAME for v in graph.inputs) and target.mode == "input":
         raise LrpcError(f"the model already has an input named '{TARGET_INPUT_NAME}'; --target input adds one")
-    explained = explained_value(graph)
+    explained, scores = explained_value(graph, keep_output_activation)
     if explained.dtype is None or not explained.dtype.is_floating_point():
         raise LrpcError(f"the explained output '{explained.name}' is {explained.dtype}, not a float tensor")
     b = Builder(graph, explained.dtype)
     b.scope = "lrp/start"
-    r0 = start_relevance(b, explained, target, graph)
+    r0 = start_relevance(b, scores, target, graph)
     float_inputs = [v for v in graph.inputs if v.name != TARGET_INPUT_NAME and v.dtype is not None
                     and v.dtype.is_floating_point()]
     if not float_inputs:
         raise LrpcError("the model has no float input to explain")
     reached = propagate(graph, explained, r0, LoweringConfig(rule), b)
     metadata = {"lrpc.version": __version__, "lrpc.rule": rule.spec, "lrpc.target": target.spec,
-                "lrpc.explained": explained.name, "lrpc.classes": str(explained.shape[1])}
+                "lrpc.explained": scores.name, "lrpc.classes": str(scores.shape[1])}
     proto = finish(m, {v: reached.get(v) for v in float_inputs}, opset, metadata, b)
     if output is not None:
         save(proto, output)

@@ -43,10 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--target", default="max", metavar="max|N|input",
                    help="what is explained: each sample's largest logit (max, default), class N, or an "
                         "int64 graph input 'target' [batch] chosen per call (input)")
+    c.add_argument("--keep-output-activation", action="store_true",
+                   help="explain the output Softmax/LogSoftmax/Sigmoid's values (e.g. probabilities) "
+                        "instead of stripping it and explaining the logits")
     c.add_argument("--opset", type=int, default=None,
                    help=f"ONNX opset to emit, {MIN_OPSET}–{MAX_OPSET} "
                         f"(default: {DEFAULT_OPSET}, or the model's own if newer)")
-    c.add_argument("-v", "--verbose", action="store_true", help="print the passes that changed the model")
+    c.add_argument("-v", "--verbose", action="store_true", help="print what each canonization pass changed")
     return parser
 
 
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     log = (lambda line: print(f"  pass: {line}", file=sys.stderr)) if args.verbose else None
     try:
         proto = compile(args.model, rule=args.rule, target=args.target, opset=args.opset,
-                        output=args.output, log=log)
+                        keep_output_activation=args.keep_output_activation, output=args.output, log=log)
     except LrpcError as e:
         print(f"lrpc: error: {e}", file=sys.stderr)
         return 2

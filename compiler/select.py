@@ -1,7 +1,9 @@
 """What is explained: which tensor, which of its units, and the relevance it starts with.
 
 The explained tensor is the first model output, with an output Softmax/LogSoftmax/Sigmoid stripped
-(its input, the logits, is explained). For logits y of shape [batch, classes] the start relevance is
+(its input, the logits, is explained; `--keep-output-activation` takes the start relevance from the
+activation's output instead, so probabilities are explained, each assigned to its own logit).
+For scores y of shape [batch, classes] the start relevance is
 
     R₀ = onehot(t) ⊙ y     t = argmax(y)      (target "max", the default)
                            t = k              (target "fixed:k", chosen at compile time)
@@ -49,17 +51,26 @@ def parse_target(text) -> Target:
     return Target("fixed", index)
 
 
-def explained_value(graph: ir.Graph, keep_activation: bool = False) -> ir.Value:
-    """The tensor whose units are explained: the first output, its activation stripped."""
+def explained_value(graph: ir.Graph, keep_activation: bool = False) -> tuple[ir.Value, ir.Value]:
+    """(start, scores): relevance starts at `start`, with R₀ taken from the values of `scores`.
+
+    The first output is explained. If an output Softmax/LogSoftmax/Sigmoid produces it, its input
+    (the logits) is both; with `keep_activation` the activation's output gives the scores (the
+    selected probability becomes the start relevance of its logit).
+    """
     value = graph.outputs[0]
     node = value.producer()
-    if not keep_activation and node is not None and node.op_type in OUTPUT_ACTIVATIONS:
+    while node is not None and node.op_type in ("Identity", "Dropout"):
         value = node.inputs[0]
-    return value
+        node = value.producer()
+    if node is None or node.op_type not in OUTPUT_ACTIVATIONS:
+        return value, value
+    logits = node.inputs[0]
+    return logits, (value if keep_activation else logits)
 
 
 def start_relevance(b: Builder, y: ir.Value, target: Target, graph: ir.Graph) -> ir.Value:
-    """R₀ for the explained logits y [batch, classes]; adds the `target` graph input in "input" mode."""
+    """R₀ for the explained scores y [batch, classes]; adds the `target` graph input in "input" mode."""
     if y.shape is None or len(y.shape) != 2:
         raise LrpcError(f"the explained output '{y.name}' has shape {y.shape}; lrpc explains class scores "
                         "of shape [batch, classes]")

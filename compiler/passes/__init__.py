@@ -10,6 +10,8 @@ import onnx_ir as ir
 from onnx_ir.passes import common
 
 from ..errors import LrpcError
+from .avgpool_to_conv import AveragePoolToDepthwiseConvPass
+from .fold_batchnorm import FoldBatchNormPass
 from .fold_constants import FoldConstantsPass
 from .matmul_add_to_gemm import MatMulAddToGemmPass
 from .remove_identity import RemoveIdentityPass
@@ -33,15 +35,20 @@ def pipeline() -> list[ir.passes.PassBase]:
         _ShapeInference(),
         FoldConstantsPass(),
         _ShapeInference(),
+        AveragePoolToDepthwiseConvPass(),
+        FoldBatchNormPass(),
         MatMulAddToGemmPass(),
+        _ShapeInference(),
         common.RemoveUnusedNodesPass(),
         common.TopologicalSortPass(),
     ]
 
 
 def prepare(model: ir.Model, log=None) -> ir.Model:
-    """Run every pass in order; `log(pass_name)` is told which passes changed the model."""
+    """Run every pass in order; `log(line)` is told what each pass changed."""
     for p in pipeline():
         if p.call(model).modified and log is not None:
-            log(type(p).__name__.lstrip("_"))
+            name = type(p).__name__.lstrip("_").removesuffix("Pass")
+            for change in getattr(p, "changes", None) or [""]:
+                log(f"{name}: {change}" if change else name)
     return model

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from ..errors import node_label
+from .base import Canonization, replace_node
 from .fold_constants import new_constant
 
 
@@ -39,33 +41,26 @@ def _affine_pair(node: ir.Node):
     return None
 
 
-class MatMulAddToGemmPass(ir.passes.InPlacePass):
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        graph, modified = model.graph, False
-        for node in list(graph):
-            pair = _affine_pair(node)
-            if pair is None:
-                continue
-            matmul, x, w, bias = pair
-            name = matmul.name or node.name or "affine"
-            b = new_constant(graph, f"{name}.bias", bias)
-            tape = ir.tape.Tape()
-            rank, (k, m) = len(x.shape), w.const_value.numpy().shape
-            if rank == 2:
-                y = tape.op("Gemm", [x, w, b], name=name)
-            else:
-                flat = tape.op("Reshape", [x, new_constant(graph, f"{name}.flat_shape", np.array([-1, k]))],
-                               name=f"{name}/flatten")
-                z = tape.op("Gemm", [flat, w, b], name=name)
-                int64 = lambda v: new_constant(graph, f"{name}.shape_part", np.array(v, dtype=np.int64))
-                lead = tape.op("Slice", [tape.op("Shape", [x]), int64([0]), int64([-1])])
-                shape = tape.op("Concat", [lead, int64([m])], attributes={"axis": 0})
-                y = tape.op("Reshape", [z, shape], name=f"{name}/unflatten")
-            graph.insert_before(node, tape.nodes)
-            out = node.outputs[0]
-            y.shape, y.dtype = out.shape, out.dtype
-            out.replace_all_uses_with(y, replace_graph_outputs=True)
-            graph.remove([node, matmul], safe=True)
-            y.name = out.name
-            modified = True
-        return ir.passes.PassResult(model, modified)
+class MatMulAddToGemmPass(Canonization):
+    def rewrite(self, node, graph):
+        pair = _affine_pair(node)
+        if pair is None:
+            return None
+        matmul, x, w, bias = pair
+        name = matmul.name or node.name or "affine"
+        b = new_constant(graph, f"{name}.bias", bias)
+        tape = ir.tape.Tape()
+        rank, (k, m) = len(x.shape), w.const_value.numpy().shape
+        if rank == 2:
+            y = tape.op("Gemm", [x, w, b], name=name)
+        else:
+            flat = tape.op("Reshape", [x, new_constant(graph, f"{name}.flat_shape", np.array([-1, k]))],
+                           name=f"{name}/flatten")
+            z = tape.op("Gemm", [flat, w, b], name=name)
+            int64 = lambda v: new_constant(graph, f"{name}.shape_part", np.array(v, dtype=np.int64))
+            lead = tape.op("Slice", [tape.op("Shape", [x]), int64([0]), int64([-1])])
+            shape = tape.op("Concat", [lead, int64([m])], attributes={"axis": 0})
+            y = tape.op("Reshape", [z, shape], name=f"{name}/unflatten")
+        replace_node(graph, node, tape.nodes, y)
+        graph.remove(matmul, safe=True)
+        return f"{node_label(matmul)} + {node_label(node)} → Gemm with bias"

@@ -70,7 +70,7 @@ def test_shape_chains_fold_and_matmul_add_becomes_an_affine_layer(tmp_path):
     assert {"Shape", "Gather", "MatMul"} <= ops  # what the exporter wrote
     lines = []
     proto = lrpc.compile(str(path), rule="epsilon", log=lines.append)
-    assert "FoldConstantsPass" in lines and "MatMulAddToGemmPass" in lines
+    assert "FoldConstants" in lines and any(line.startswith("MatMulAddToGemm: ") for line in lines)
     forward = [n.op_type for n in proto.graph.node if not n.name.startswith("lrp/")]
     assert "Gather" not in forward and "Dropout" not in forward and forward.count("Gemm") == 2
 

@@ -1,0 +1,73 @@
+"""Inference BatchNormalization folded into the neighbouring linear layer (DESIGN §6).
+
+    BN(a) = γ·(a − μ)/√(σ² + ε) + β = scale·a + shift,   scale = γ/√(σ² + ε),  shift = β − μ·scale
+
+so after a layer z = W x + b:  W' = scale·W,  b' = (b − μ)·scale + β  (linear_fold.py). Tried in order:
+into the linear layer before it (its only reader), into the linear layer after it (its only reader,
+reading no padding), else the BN becomes a depthwise 1×1 Conv — weight scale, bias shift — an
+affine layer of its own that keeps channels apart. (iNNvestigate 2.1.2 squares the variance and
+drops γ from the mean term; this is the exact formula.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from ..errors import LrpcError, node_label
+from .base import Canonization, const_array, replace_node, sole_use
+from .fold_constants import new_constant
+from .linear_fold import LINEAR_OPS, fold_into_input, fold_into_output
+
+
+def bn_affine(node: ir.Node) -> tuple[np.ndarray, np.ndarray]:
+    params = [const_array(v) for v in node.inputs[1:5]]
+    if any(p is None for p in params):
+        raise LrpcError(f"{node_label(node)}: its scale, bias, mean and variance must be constants "
+                        "(export the model in eval mode)")
+    if node.attributes.get_int("training_mode", 0) or any(v.uses() for v in node.outputs[1:]):
+        raise LrpcError(f"{node_label(node)}: BatchNormalization in training mode; export in eval mode")
+    gamma, beta, mean, var = (p.astype(np.float64) for p in params)
+    scale = gamma / np.sqrt(var + node.attributes.get_float("epsilon", 1e-5))
+    return scale, beta - mean * scale
+
+
+def _depthwise_affine(graph: ir.Graph, node: ir.Node, scale, shift) -> None:
+    x = node.inputs[0]
+    rank, dtype, name = len(x.shape), x.dtype.numpy(), node.name or "batchnorm"
+    spatial = max(rank - 2, 1)
+    weight = new_constant(graph, f"{name}.diag_weight", scale.reshape([-1, 1] + [1] * spatial).astype(dtype))
+    bias = new_constant(graph, f"{name}.bias", shift.astype(dtype))
+    tape = ir.tape.Tape()
+    axis = new_constant(graph, f"{name}.axis", np.array([2], np.int64))
+    source = tape.op("Unsqueeze", [x, axis]) if rank == 2 else x
+    y = tape.op("Conv", [source, weight, bias], attributes={"kernel_shape": [1] * spatial, "group": scale.size},
+                name=name)
+    if rank == 2:
+        y = tape.op("Squeeze", [y, axis])
+    replace_node(graph, node, tape.nodes, y)
+
+
+class FoldBatchNormPass(Canonization):
+    def rewrite(self, node, graph):
+        if node.op_type != "BatchNormalization":
+            return None
+        scale, shift = bn_affine(node)
+        x, y = node.inputs[0], node.outputs[0]
+        before, after = x.producer(), sole_use(y)
+        if before is not None and before.op_type in LINEAR_OPS and sole_use(x) is node \
+                and fold_into_output(graph, before, scale, shift):
+            name = y.name  # the layer's output takes the BN's place (and name: it may be a graph output)
+            y.replace_all_uses_with(x, replace_graph_outputs=True)
+            graph.remove(node, safe=True)
+            x.name = name
+            return f"{node_label(node)} folded into {node_label(before)} before it"
+        if after is not None and after.op_type in LINEAR_OPS and after.inputs[0] is y \
+                and fold_into_input(graph, after, scale, shift):
+            y.replace_all_uses_with(x)
+            graph.remove(node, safe=True)
+            return f"{node_label(node)} folded into {node_label(after)} after it"
+        if x.shape is None or len(x.shape) < 2:
+            raise LrpcError(f"{node_label(node)}: the input's rank is unknown; cannot make it a layer")
+        _depthwise_affine(graph, node, scale, shift)
+        return f"{node_label(node)} → depthwise 1×1 Conv (no linear neighbour to fold into)"
