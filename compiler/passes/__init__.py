@@ -12,7 +12,9 @@ from onnx_ir.passes import common
 from ..errors import LrpcError
 from .avgpool_to_conv import AveragePoolToDepthwiseConvPass
 from .fold_batchnorm import FoldBatchNormPass
+from .fold_channel_affine import FoldChannelAffinePass
 from .fold_constants import FoldConstantsPass
+from .input_normalization import RecordInputNormalizationPass
 from .matmul_add_to_gemm import MatMulAddToGemmPass
 from .remove_identity import RemoveIdentityPass
 
@@ -37,7 +39,9 @@ def pipeline() -> list[ir.passes.PassBase]:
         _ShapeInference(),
         AveragePoolToDepthwiseConvPass(),
         FoldBatchNormPass(),
+        FoldChannelAffinePass(),
         MatMulAddToGemmPass(),
+        RecordInputNormalizationPass(),
         _ShapeInference(),
         common.RemoveUnusedNodesPass(),
         common.TopologicalSortPass(),
@@ -47,8 +51,10 @@ def pipeline() -> list[ir.passes.PassBase]:
 def prepare(model: ir.Model, log=None) -> ir.Model:
     """Run every pass in order; `log(line)` is told what each pass changed."""
     for p in pipeline():
-        if p.call(model).modified and log is not None:
-            name = type(p).__name__.lstrip("_").removesuffix("Pass")
-            for change in getattr(p, "changes", None) or [""]:
-                log(f"{name}: {change}" if change else name)
+        modified = p.call(model).modified
+        changes = getattr(p, "changes", [])
+        name = type(p).__name__.lstrip("_").removesuffix("Pass")
+        if log is not None:
+            for line in changes if changes else [None] if modified else []:
+                log(f"{name}: {line}" if line else name)
     return model

@@ -49,3 +49,13 @@ def replace_node(graph: ir.Graph, old: ir.Node, nodes: list[ir.Node], result: ir
     graph.remove(old, safe=True)
     result.name = out.name
 
+
+
+def bypass(graph: ir.Graph, node: ir.Node, source: ir.Value, rename: bool) -> None:
+    """Remove `node`, its readers reading `source` instead; `rename`: source takes the output's name."""
+    out = node.outputs[0]
+    name = out.name
+    out.replace_all_uses_with(source, replace_graph_outputs=rename)
+    graph.remove(node, safe=True)
+    if rename:
+        source.name = name

@@ -15,7 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from ..errors import LrpcError, node_label
-from .base import Canonization, const_array, replace_node, sole_use
+from .base import Canonization, bypass, const_array, replace_node, sole_use
 from .fold_constants import new_constant
 from .linear_fold import LINEAR_OPS, fold_into_input, fold_into_output
 
@@ -57,15 +57,11 @@ class FoldBatchNormPass(Canonization):
         before, after = x.producer(), sole_use(y)
         if before is not None and before.op_type in LINEAR_OPS and sole_use(x) is node \
                 and fold_into_output(graph, before, scale, shift):
-            name = y.name  # the layer's output takes the BN's place (and name: it may be a graph output)
-            y.replace_all_uses_with(x, replace_graph_outputs=True)
-            graph.remove(node, safe=True)
-            x.name = name
+            bypass(graph, node, x, rename=True)  # y may be a graph output: x takes its name
             return f"{node_label(node)} folded into {node_label(before)} before it"
         if after is not None and after.op_type in LINEAR_OPS and after.inputs[0] is y \
                 and fold_into_input(graph, after, scale, shift):
-            y.replace_all_uses_with(x)
-            graph.remove(node, safe=True)
+            bypass(graph, node, x, rename=False)
             return f"{node_label(node)} folded into {node_label(after)} after it"
         if x.shape is None or len(x.shape) < 2:
             raise LrpcError(f"{node_label(node)}: the input's rank is unknown; cannot make it a layer")

@@ -239,3 +239,62 @@ def test_batchnorm_that_is_the_graph_output_keeps_its_name():
     canon, _ = assert_same_forward(with_output([node, bn_node("z", "y")], ["N", 4], init), (2, 4))
     assert [o.name for o in canon.graph.output] == ["y"] and ops(canon) == ["Gemm"]
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-channel constant Mul/Add/Sub/Div (tf2onnx's BatchNormalization) and input normalization
+# ---------------------------------------------------------------------------------------------
+
+def affine_nodes(x, y, ops_, consts, prefix="aff"):
+    nodes, init, cur = [], {}, x
+    for i, (op, c) in enumerate(zip(ops_, consts)):
+        out = y if i == len(ops_) - 1 else f"{prefix}{i}"
+        nodes.append(helper.make_node(op, [cur, f"{prefix}.c{i}"], [out], name=f"{prefix}_{op}{i}"))
+        init[f"{prefix}.c{i}"] = c.astype(np.float32)
+        cur = out
+    return nodes, init
+
+
+AFFINE_AFTER = [("conv", ["Mul", "Add"], (1, 6, 1, 1)), ("conv", ["Div", "Sub"], (6, 1, 1)),
+                ("gemm", ["Mul", "Add"], (6,)), ("matmul", ["Add", "Mul", "Add"], (1, 6)),
+                ("conv", ["Mul"], ())]
+
+
+@pytest.mark.parametrize("kind,ops_,cshape", AFFINE_AFTER)
+def test_per_channel_constants_after_a_layer_fold_into_it(kind, ops_, cshape):
+    rng = np.random.default_rng(5)
+    node, init = layer(kind, rng, "x", "z", 4, 6)
+    more_nodes, more = affine_nodes("z", "a", ops_, [rng.uniform(0.5, 1.5, cshape) for _ in ops_])
+    init.update(more)
+    shape = ["N", 4, 7, 7] if kind in SPATIAL else ["N", 4]
+    model = with_output([node, *more_nodes, helper.make_node("Relu", ["a"], ["y"])], shape, init)
+    canon, lines = assert_same_forward(model, (2, *shape[1:]))
+    assert not set(ops_) & set(ops(canon)), ops(canon)
+    assert sum("before it" in line for line in lines) == len(ops_)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_per_channel_constants_before_a_layer_fold_into_it(transpose):
+    rng = np.random.default_rng(6)
+    shape = ["N", 7, 7, 4] if transpose else ["N", 4, 7, 7]
+    cshape = (4,) if transpose else (4, 1, 1)
+    nodes, init = affine_nodes("x", "a", ["Sub", "Div"], [rng.uniform(0.5, 1.5, cshape) for _ in range(2)])
+    conv_in = "a"
+    if transpose:
+        nodes.append(helper.make_node("Transpose", ["a"], ["t"], perm=[0, 3, 1, 2]))
+        conv_in = "t"
+    node, more = layer("conv", rng, conv_in, "y", 4, 5)
+    init.update(more)
+    canon, lines = assert_same_forward(with_output([*nodes, node], shape, init), (2, *shape[1:]))
+    assert not {"Sub", "Div"} & set(ops(canon))
+    assert sum("after it" in line for line in lines) == 2
+
+
+def test_constants_that_are_not_per_channel_or_precede_padding_stay():
+    rng = np.random.default_rng(7)
+    per_pixel, init = affine_nodes("x", "a", ["Sub", "Div"], [rng.uniform(0.5, 1.5, (4, 7, 7)) for _ in range(2)])
+    node, more = layer("conv", rng, "a", "y", 4, 5, pads=[1, 1, 1, 1])
+    init.update(more)
+    canon, lines = assert_same_forward(with_output([*per_pixel, node], ["N", 4, 7, 7], init), (2, 4, 7, 7))
+    assert ops(canon) == ["Sub", "Div", "Conv"]
+    assert any(line.startswith("RecordInputNormalization: ") for line in lines), lines
