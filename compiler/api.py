@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import onnx
 import onnx.version_converter
 import onnx_ir as ir
@@ -19,48 +20,64 @@ from .frontend import onnx as onnx_frontend
 from .lower import LoweringConfig, propagate
 from .passes import prepare
 from .rules.lrp import Rule, parse_rule
-from .select import TARGET_INPUT_NAME, explained_value, parse_target, start_relevance
+from .select import (MASK_INPUT_NAME, TARGET_INPUT_NAME, explained_value, parse_target, resolve_explain,
+                     start_relevance, units)
 
 DEFAULT_RULE = "epsilon"
 
 
-def compile(model, rule: str | Rule = DEFAULT_RULE, *, target=None, keep_output_activation: bool = False,
-            opset: int | None = None, output: str | os.PathLike | None = None, log=None) -> onnx.ModelProto:
+def compile(model, rule: str | Rule = DEFAULT_RULE, *, target=None, output_name: str | None = None,
+            explain: str | None = None, keep_output_activation: bool = False, opset: int | None = None,
+            output: str | os.PathLike | None = None, log=None) -> onnx.ModelProto:
     """Compile `model` (path, bytes, ModelProto or ir.Model) into an explained ONNX model.
 
     rule:   an LRP rule spec, e.g. "epsilon:eps=1e-6", "alphabeta:alpha=2,beta=1", "zbox:low=-1,high=1".
-    target: None or "max" (each sample's largest logit), a class index, or "input" (an int64 graph
-            input `target` [batch] chooses per call).
+    target: which units of the explained tensor: None or "max" (each sample's largest), a unit index
+            (3, or "0,4,4" for a multi-index), "input" (an int64 graph input `target` [batch] chooses
+            per call), "all" (every unit, e.g. a whole reconstruction), or "mask" (a float graph input
+            `mask` of the tensor's shape weights the units per call).
+    output_name: which model output is explained (default: the first).
+    explain: an inner tensor to explain instead of an output: a tensor name, node name or Keras layer
+            name, optionally with ":INDEX" to fix the unit (e.g. "latent:3").
     keep_output_activation: explain the output Softmax/Sigmoid's values (probabilities) rather than
             the logits; the selected probability starts at its logit.
     opset:  the emitted opset (default: 17, or the model's own when newer).
     output: if given, the explained model is also written there (atomically).
-    log:    called with a line of text for each step that changed the model.
+    log:    called with a line of text for each change a pass made.
 
     >>> explained = compile("models/digits_cnn.onnx", rule="epsilon")   # doctest: +SKIP
     """
     rule = parse_rule(rule) if isinstance(rule, str) else rule
     target = parse_target(target)
+    if explain is not None and output_name is not None:
+        raise LrpcError("give either --output (a model output) or --explain (an inner tensor), not both")
     m = onnx_frontend.load(model)
     opset = choose_opset(opset, m.opset_imports[""])
     m = _convert_opset(m, opset)
     prepare(m, log=log)
     graph = m.graph
-    if any(v.name == TARGET_INPUT_NAME for v in graph.inputs) and target.mode == "input":
-        raise LrpcError(f"the model already has an input named '{TARGET_INPUT_NAME}'; --target input adds one")
-    explained, scores = explained_value(graph, keep_output_activation)
+    if explain is not None:
+        explained, fixed = resolve_explain(graph, explain)
+        if fixed is not None and target.mode != "max":
+            raise LrpcError(f"--explain {explain} fixes the unit already; drop --target {target.spec}")
+        scores, target = explained, fixed or target
+    else:
+        explained, scores = explained_value(graph, output_name, keep_output_activation)
+    for name, mode in ((TARGET_INPUT_NAME, "input"), (MASK_INPUT_NAME, "mask")):
+        if target.mode == mode and any(v.name == name for v in graph.inputs):
+            raise LrpcError(f"the model already has an input named '{name}'; --target {mode} adds one")
     if explained.dtype is None or not explained.dtype.is_floating_point():
-        raise LrpcError(f"the explained output '{explained.name}' is {explained.dtype}, not a float tensor")
+        raise LrpcError(f"the explained tensor '{explained.name}' is {explained.dtype}, not a float tensor")
     b = Builder(graph, explained.dtype)
     b.scope = "lrp/start"
     r0 = start_relevance(b, scores, target, graph)
-    float_inputs = [v for v in graph.inputs if v.name != TARGET_INPUT_NAME and v.dtype is not None
-                    and v.dtype.is_floating_point()]
+    float_inputs = [v for v in graph.inputs if v.name not in (TARGET_INPUT_NAME, MASK_INPUT_NAME)
+                    and v.dtype is not None and v.dtype.is_floating_point()]
     if not float_inputs:
         raise LrpcError("the model has no float input to explain")
     reached = propagate(graph, explained, r0, LoweringConfig(rule), b)
     metadata = {"lrpc.version": __version__, "lrpc.rule": rule.spec, "lrpc.target": target.spec,
-                "lrpc.explained": scores.name, "lrpc.classes": str(scores.shape[1])}
+                "lrpc.explained": scores.name, "lrpc.classes": str(int(np.prod(units(scores))))}
     proto = finish(m, {v: reached.get(v) for v in float_inputs}, opset, metadata, b)
     if output is not None:
         save(proto, output)

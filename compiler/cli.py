@@ -18,6 +18,8 @@ EXAMPLES = """examples:
   lrpc compile model.onnx --rule alpha1beta0 -o explained.onnx
   lrpc compile model.onnx --rule epsilon:eps=0.25 --target input -o explained.onnx
   lrpc compile model.onnx --rule zbox:low=0,high=1 --target 3 -o explained.onnx
+  lrpc compile autoencoder.onnx --output reconstruction --target all -o explained.onnx
+  lrpc compile autoencoder.onnx --explain latent:3 -o explained.onnx
 
 then, with onnxruntime alone:
   outputs..., relevance = onnxruntime.InferenceSession("explained.onnx").run(None, {"input": x})
@@ -40,9 +42,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="where to write the explained ONNX file")
     c.add_argument("--rule", default=DEFAULT_RULE, metavar="RULE",
                    help=f"LRP rule for every linear layer, with parameters (default: {DEFAULT_RULE})")
-    c.add_argument("--target", default="max", metavar="max|N|input",
-                   help="what is explained: each sample's largest logit (max, default), class N, or an "
-                        "int64 graph input 'target' [batch] chosen per call (input)")
+    c.add_argument("--target", default="max", metavar="max|N|input|all|mask",
+                   help="which units are explained: each sample's largest (max, default), unit N (a class; "
+                        "N or i,j,k for a multi-dim tensor), chosen per call by an int64 graph input 'target' "
+                        "[batch] (input), all units (all: e.g. a whole reconstruction), or weighted per call "
+                        "by a float graph input 'mask' of the tensor's shape (mask)")
+    c.add_argument("--output", dest="output_name", metavar="NAME",
+                   help="which model output to explain (default: the first)")
+    c.add_argument("--explain", metavar="TENSOR[:INDEX]",
+                   help="explain an inner tensor instead of an output: a tensor, node or Keras layer name, "
+                        "with :INDEX to fix its unit (e.g. latent:3)")
     c.add_argument("--keep-output-activation", action="store_true",
                    help="explain the output Softmax/LogSoftmax/Sigmoid's values (e.g. probabilities) "
                         "instead of stripping it and explaining the logits")
@@ -61,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log = (lambda line: print(f"  pass: {line}", file=sys.stderr)) if args.verbose else None
     try:
-        proto = compile(args.model, rule=args.rule, target=args.target, opset=args.opset,
-                        keep_output_activation=args.keep_output_activation, output=args.output, log=log)
+        proto = compile(args.model, rule=args.rule, target=args.target, output_name=args.output_name,
+                        explain=args.explain, keep_output_activation=args.keep_output_activation,
+                        opset=args.opset, output=args.output, log=log)
     except LrpcError as e:
         print(f"lrpc: error: {e}", file=sys.stderr)
         return 2

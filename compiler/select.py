@@ -1,15 +1,18 @@
 """What is explained: which tensor, which of its units, and the relevance it starts with.
 
-The explained tensor is the first model output, with an output Softmax/LogSoftmax/Sigmoid stripped
-(its input, the logits, is explained; `--keep-output-activation` takes the start relevance from the
-activation's output instead, so probabilities are explained, each assigned to its own logit).
-For scores y of shape [batch, classes] the start relevance is
+The explained tensor y [batch, d₁, …] is the first model output, another output (`--output NAME`)
+or an inner tensor (`--explain NAME`: a value, a node, or a Keras layer's scope). At a graph output
+a final Softmax/LogSoftmax/Sigmoid is stripped, so the logits are explained (`--keep-output-activation`
+takes the start values from the activation's output instead: the selected probability starts at
+its logit). With u the per-sample units of y (flattened), the start relevance is
 
-    R₀ = onehot(t) ⊙ y     t = argmax(y)      (target "max", the default)
-                           t = k              (target "fixed:k", chosen at compile time)
-                           t = target[n]      (target "input": an int64 graph input [batch])
+    R₀ = onehot(t) ⊙ y     t = argmax(u)          target "max" (default)
+                           t = k                  target "fixed:k" (k flat, or a multi-index k₁,k₂,…)
+                           t = target[n]          target "input": an int64 graph input `target` [batch]
+    R₀ = y                                        target "all" (e.g. a whole reconstruction)
+    R₀ = mask ⊙ y                                 target "mask": a graph input `mask` of y's shape
 
-so R₀ holds the selected logit's value and relevance sums to the explained score.
+so R₀ holds the selected units' values and relevance sums to the explained score.
 """
 
 from __future__ import annotations
@@ -24,72 +27,142 @@ from .errors import LrpcError
 
 OUTPUT_ACTIVATIONS = ("Softmax", "LogSoftmax", "Sigmoid")
 TARGET_INPUT_NAME = "target"
+MASK_INPUT_NAME = "mask"
+MODES = ("max", "fixed", "input", "all", "mask")
 
 
 @dataclass(frozen=True)
 class Target:
-    mode: str  # "max" | "fixed" | "input"
-    index: int = 0
+    mode: str  # one of MODES
+    index: tuple[int, ...] = ()
 
     @property
     def spec(self) -> str:
-        return f"fixed:{self.index}" if self.mode == "fixed" else self.mode
+        return f"fixed:{','.join(map(str, self.index))}" if self.mode == "fixed" else self.mode
 
 
 def parse_target(text) -> Target:
-    """`None`/"max" → largest logit; an int or "3" → that class; "input" → chosen per call."""
-    if text is None or text == "max":
+    """None/"max", "all", "mask", "input", or a unit index: 3, "3" or "0,4,4" (a multi-index)."""
+    if text is None:
         return Target("max")
-    if text == "input":
-        return Target("input")
+    if isinstance(text, (int, np.integer)):
+        text = str(int(text))
+    if text in ("max", "input", "all", "mask"):
+        return Target(text)
     try:
-        index = int(text)
-    except (TypeError, ValueError):
-        raise LrpcError(f"--target takes 'max', 'input' or a class index, not '{text}'") from None
-    if index < 0:
-        raise LrpcError(f"--target {index}: a class index is ≥ 0")
+        index = tuple(int(part) for part in str(text).split(","))
+    except ValueError:
+        raise LrpcError(f"--target takes max, all, mask, input or a unit index (3, or 0,4,4), not '{text}'") from None
+    if any(i < 0 for i in index):
+        raise LrpcError(f"--target {text}: indices are ≥ 0")
     return Target("fixed", index)
 
 
-def explained_value(graph: ir.Graph, keep_activation: bool = False) -> tuple[ir.Value, ir.Value]:
-    """(start, scores): relevance starts at `start`, with R₀ taken from the values of `scores`.
-
-    The first output is explained. If an output Softmax/LogSoftmax/Sigmoid produces it, its input
-    (the logits) is both; with `keep_activation` the activation's output gives the scores (the
-    selected probability becomes the start relevance of its logit).
-    """
-    value = graph.outputs[0]
+def _strip_identity(value: ir.Value) -> ir.Value:
     node = value.producer()
     while node is not None and node.op_type in ("Identity", "Dropout"):
         value = node.inputs[0]
         node = value.producer()
+    return value
+
+
+def find_output(graph: ir.Graph, name: str | None) -> ir.Value:
+    if name is None:
+        return graph.outputs[0]
+    for value in graph.outputs:
+        if value.name == name:
+            return value
+    raise LrpcError(f"--output {name}: the model has no output of that name; its outputs are "
+                    f"{', '.join(v.name for v in graph.outputs)}")
+
+
+def find_tensor(graph: ir.Graph, name: str) -> ir.Value:
+    """A value by name, a node's first output by node name, or the last output of a layer scope
+    (node names with a path component `name` or Keras' `name_1`, as tf2onnx writes them)."""
+    nodes = list(graph)
+    for node in nodes:
+        for value in node.outputs:
+            if value.name == name:
+                return value
+    for node in nodes:
+        if node.name == name:
+            return node.outputs[0]
+    scoped = [n for n in nodes if n.name and ({name, f"{name}_1"} & set(n.name.split("/")[:-1]))]
+    if scoped:
+        return scoped[-1].outputs[0]
+    raise LrpcError(f"--explain {name}: no tensor, node or layer of that name after canonization (tensors folded "
+                    "into a layer, e.g. a conv output before a BatchNorm, no longer exist: name the BN's output); "
+                    f"some tensors: {', '.join(n.outputs[0].name for n in nodes[-8:])}")
+
+
+def resolve_explain(graph: ir.Graph, text: str) -> tuple[ir.Value, Target | None]:
+    """--explain NAME or NAME:INDEX (INDEX as for --target) → (tensor, fixed target or None).
+    A name that itself ends in ':digits' (tf2onnx's 'dense/BiasAdd:0') is tried whole first."""
+    try:
+        return find_tensor(graph, text), None
+    except LrpcError:
+        name, sep, index = text.rpartition(":")
+        if not sep or not index.replace(",", "").isdigit():
+            raise
+        return find_tensor(graph, name), parse_target(index)
+
+
+def explained_value(graph: ir.Graph, output: str | None = None, keep_activation: bool = False
+                    ) -> tuple[ir.Value, ir.Value]:
+    """(start, scores) at a graph output: relevance starts at `start`, R₀ from the values of `scores`."""
+    value = _strip_identity(find_output(graph, output))
+    node = value.producer()
     if node is None or node.op_type not in OUTPUT_ACTIVATIONS:
         return value, value
     logits = node.inputs[0]
     return logits, (value if keep_activation else logits)
 
 
+def units(y: ir.Value) -> tuple[int, ...]:
+    """The per-sample shape of y (static)."""
+    if y.shape is None or len(y.shape) < 2:
+        raise LrpcError(f"the explained tensor '{y.name}' has shape {y.shape}; lrpc explains tensors of shape "
+                        "[batch, ...]")
+    dims = tuple(y.shape[1:])
+    if not all(isinstance(d, int) for d in dims):
+        raise LrpcError(f"the explained tensor '{y.name}' has dynamic non-batch dims {y.shape}; export them static")
+    return dims
+
+
+def _flat_index(target: Target, dims: tuple[int, ...], name: str) -> int:
+    index = target.index
+    if len(index) == 1 and len(dims) > 1:
+        flat = index[0]
+        if flat >= int(np.prod(dims)):
+            raise LrpcError(f"--target {flat}: '{name}' has {int(np.prod(dims))} units per sample (shape {list(dims)})")
+        return flat
+    if len(index) != len(dims) or any(i >= d for i, d in zip(index, dims)):
+        has = f"{dims[0]} classes (0–{dims[0] - 1})" if len(dims) == 1 else f"per-sample shape {list(dims)}"
+        raise LrpcError(f"--target {target.spec[6:]}: '{name}' has {has}")
+    return int(np.ravel_multi_index(index, dims))
+
+
 def start_relevance(b: Builder, y: ir.Value, target: Target, graph: ir.Graph) -> ir.Value:
-    """R₀ for the explained scores y [batch, classes]; adds the `target` graph input in "input" mode."""
-    if y.shape is None or len(y.shape) != 2:
-        raise LrpcError(f"the explained output '{y.name}' has shape {y.shape}; lrpc explains class scores "
-                        "of shape [batch, classes]")
-    classes = y.shape[1]
-    if not isinstance(classes, int):
-        raise LrpcError(f"the explained output '{y.name}' has a dynamic class dimension; export it static")
+    """R₀ for the explained values y; adds the `target` or `mask` graph input where the mode needs it."""
+    dims = units(y)
+    if target.mode == "all":
+        return y
+    if target.mode == "mask":
+        mask = ir.Value(name=MASK_INPUT_NAME, shape=y.shape, type=y.type)
+        graph.inputs.append(mask)
+        return b.op("Mul", y, mask)
     if target.mode == "fixed":
-        if target.index >= classes:
-            raise LrpcError(f"--target {target.index}: the model has {classes} classes (0–{classes - 1})")
-        onehot = np.zeros((1, classes), b.dtype.numpy())
-        onehot[0, target.index] = 1
-        return b.op("Mul", y, b.const(onehot))
+        onehot = np.zeros(int(np.prod(dims)), b.dtype.numpy())
+        onehot[_flat_index(target, dims, y.name)] = 1
+        return b.op("Mul", y, b.const(onehot.reshape(1, *dims)))
+    flat = b.op("Reshape", y, b.const(np.array([0, -1], np.int64), dtype=np.int64)) if len(dims) > 1 else y
     if target.mode == "max":
-        index = b.op("ArgMax", y, axis=1, keepdims=0)
+        index = b.op("ArgMax", flat, axis=1, keepdims=0)
     else:
         index = ir.Value(name=TARGET_INPUT_NAME, shape=ir.Shape([y.shape[0]]), type=ir.TensorType(ir.DataType.INT64))
         graph.inputs.append(index)
     # Equal + Where rather than OneHot: onnxruntime's OneHot has no kernel for double/half values.
-    classes_row = b.const(np.arange(classes, dtype=np.int64)[None, :], dtype=np.int64)
+    positions = b.const(np.arange(int(np.prod(dims)), dtype=np.int64)[None, :], dtype=np.int64)
     column = b.op("Unsqueeze", index, b.const(np.array([1], np.int64), dtype=np.int64))
-    selected = b.op("Equal", column, classes_row)
-    return b.op("Where", selected, y, b.const(np.zeros((), b.dtype.numpy())))
+    selected = b.op("Where", b.op("Equal", column, positions), flat, b.const(np.zeros((), b.dtype.numpy())))
+    return selected if len(dims) == 1 else b.op("Reshape", selected, b.op("Shape", y))

@@ -8,7 +8,8 @@ as ``session.get_modelmeta().custom_metadata_map``:
 ``lrpc.rule``
     the rule spec, e.g. ``"epsilon:eps=1e-06"``
 ``lrpc.target``
-    ``"max"``, ``"fixed:<k>"`` or ``"input"``
+    ``"max"``, ``"fixed:<k>"`` (k a unit index, or ``i,j,…`` a multi-index), ``"input"``,
+    ``"all"`` or ``"mask"``
 ``lrpc.relevance``
     JSON object: explained input name -> relevance output name
 
@@ -35,6 +36,7 @@ __all__ = [
     "KEY_TARGET",
     "KEY_RELEVANCE",
     "TARGET_INPUT_NAME",
+    "MASK_INPUT_NAME",
     "ExplainedMetadata",
     "parse_metadata",
 ]
@@ -47,6 +49,8 @@ REQUIRED_KEYS = (KEY_VERSION, KEY_RULE, KEY_TARGET, KEY_RELEVANCE)
 
 #: Name of the extra graph input added by ``lrpc compile --target input``.
 TARGET_INPUT_NAME = "target"
+#: Name of the extra graph input added by ``lrpc compile --target mask``.
+MASK_INPUT_NAME = "mask"
 
 _COMPILE_HINT = "compile the model with `lrpc compile` first"
 
@@ -69,10 +73,11 @@ class ExplainedMetadata:
     classes: int | None = None  # number of explained classes (``lrpc.classes``), when recorded
 
     @property
-    def fixed_target(self) -> int | None:
-        """The class index of a ``"fixed:<k>"`` target mode, else ``None``."""
+    def fixed_target(self) -> int | tuple[int, ...] | None:
+        """The unit index of a ``"fixed:<k>"`` target mode (a tuple for ``fixed:i,j,…``), else ``None``."""
         if self.target_mode.startswith("fixed:"):
-            return int(self.target_mode.split(":", 1)[1])
+            index = tuple(int(k) for k in self.target_mode.split(":", 1)[1].split(","))
+            return index[0] if len(index) == 1 else index
         return None
 
     @property
@@ -83,16 +88,15 @@ class ExplainedMetadata:
 
 def _check_target_mode(mode: str, source: str) -> None:
     """Raise :class:`NotExplainedError` unless ``mode`` is a known target mode."""
-    if mode in ("max", "input"):
+    if mode in ("max", "input", "all", "mask"):
         return
     if mode.startswith("fixed:"):
-        k = mode.split(":", 1)[1]
-        if k.isdigit():
+        if all(k.isdigit() for k in mode.split(":", 1)[1].split(",")):
             return
     raise NotExplainedError(
         f"{source}: unsupported {KEY_TARGET} value {mode!r}; expected 'max', "
-        "'fixed:<k>' (k a non-negative integer) or 'input'. The file may come "
-        "from a newer lrpc compiler than this runtime."
+        "'fixed:<k>' (k non-negative integers, comma-separated), 'input', 'all' or "
+        "'mask'. The file may come from a newer lrpc compiler than this runtime."
     )
 
 

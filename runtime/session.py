@@ -23,7 +23,7 @@ import onnxruntime as ort
 
 from .errors import DeviceUnavailableError, NotExplainedError
 from .feeds import InputSpec, batch_size_of, ort_dtype, prepare_inputs, prepare_target
-from .metadata import TARGET_INPUT_NAME, ExplainedMetadata, parse_metadata
+from .metadata import MASK_INPUT_NAME, TARGET_INPUT_NAME, ExplainedMetadata, parse_metadata
 
 __all__ = ["Explainer", "Explanation"]
 
@@ -173,6 +173,13 @@ class Explainer:
                     f"{source}: target mode is 'input' but the graph has no int64 "
                     f"input named {TARGET_INPUT_NAME!r}"
                 )
+        self._mask_spec = None
+        if meta.target_mode == "mask":
+            mask = graph_inputs.pop(MASK_INPUT_NAME, None)
+            if mask is None:
+                raise NotExplainedError(f"{source}: target mode is 'mask' but the graph has no "
+                                        f"input named {MASK_INPUT_NAME!r}")
+            self._mask_spec = InputSpec(MASK_INPUT_NAME, tuple(mask.shape), ort_dtype(mask.type))
         self._specs = {
             name: InputSpec(name, tuple(arg.shape), ort_dtype(arg.type))
             for name, arg in graph_inputs.items()
@@ -276,7 +283,8 @@ class Explainer:
         axis 0 is the batch, processed in chunks of at most ``batch_size``.
         ``target`` is ``None``, an int or one class index per sample; it is
         required for files compiled with ``--target input`` and rejected
-        otherwise.
+        otherwise. For files compiled with ``--target mask`` it is the mask: an
+        array of the explained tensor's shape (batch first) weighting its units.
 
         Example::
 
@@ -286,7 +294,16 @@ class Explainer:
         """
         arrays = prepare_inputs(x, self._specs)
         batch = batch_size_of(arrays)
-        targets = prepare_target(target, batch, self.target_mode, self.metadata.classes)
+        if self._mask_spec is not None:
+            if target is None:
+                raise ValueError("this file was compiled with `--target mask`: pass target= (the mask, an "
+                                 "array of the explained tensor's shape)")
+            arrays[MASK_INPUT_NAME] = prepare_inputs({MASK_INPUT_NAME: target},
+                                                     {MASK_INPUT_NAME: self._mask_spec})[MASK_INPUT_NAME]
+            batch_size_of(arrays)  # the mask shares the batch size
+            targets = None
+        else:
+            targets = prepare_target(target, batch, self.target_mode, self.metadata.classes)
         step = self._chunk_size(batch)
         pieces: list[dict[str, np.ndarray]] = []
         for start in range(0, batch, step):
