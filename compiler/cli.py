@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog=f"rules (RULE[:param=value,...]):\n{describe_rules()}\n\n{EXAMPLES}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("model", help="an ONNX file (weights inline or as external data beside it)")
-    c.add_argument("-o", "--output", required=True, help="where to write the explained ONNX file")
+    c.add_argument("-o", "--out", dest="out_file", metavar="FILE", required=True,
+                   help="where to write the explained ONNX file")
     c.add_argument("--rule", default=DEFAULT_RULE, metavar="RULE",
                    help=f"LRP rule for every linear layer, with parameters (default: {DEFAULT_RULE})")
     c.add_argument("--target", default="max", metavar="max|N|input|all|mask",
@@ -72,12 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         proto = compile(args.model, rule=args.rule, target=args.target, output_name=args.output_name,
                         explain=args.explain, keep_output_activation=args.keep_output_activation,
-                        opset=args.opset, output=args.output, log=log)
+                        opset=args.opset, output=args.out_file, log=log)
     except LrpcError as e:
         print(f"lrpc: error: {e}", file=sys.stderr)
         return 2
     meta = {p.key: p.value for p in proto.metadata_props}
-    print(f"wrote {args.output}: rule {meta['lrpc.rule']}, target {meta['lrpc.target']}, "
+    print(f"wrote {args.out_file}: rule {meta['lrpc.rule']}, target {meta['lrpc.target']}, "
           f"explains '{meta['lrpc.explained']}', opset {proto.opset_import[0].version}")
     return 0
 

@@ -55,8 +55,8 @@ def unknown_op_model():
     ("good", ["--rule", "epsilon:eps=abc"], "needs a number"),
     ("good", ["--rule", "zbox:low=0"], "needs high"),
     ("good", ["--rule", "alphabeta:alpha=3,beta=1"], "alpha − beta = 1"),
-    ("good", ["--target", "7"], "the model has 5 classes"),
-    ("good", ["--target", "first"], "--target takes 'max', 'input' or a class index"),
+    ("good", ["--target", "7"], "'logits' has 5 classes (0–4)"),
+    ("good", ["--target", "first"], "--target takes max, all, mask, input or a unit index"),
     ("good", ["--opset", "12"], "lrpc does not downgrade models"),
     ("good", ["--opset", "30"], "lrpc emits opsets 16–26"),
 ])
