@@ -1,7 +1,8 @@
 """The lowering driver: relevance flows from the explained tensor back to the model inputs.
 
 Nodes are visited in reverse topological order. A node whose outputs carry relevance and whose
-inputs depend on a model input gets its rule from the table (rules/table.py); relevance reaching a
+inputs depend on a model input gets its rule from the table (rules/table.py), with None for outputs no
+relevance reaches (rules registered with partial_outputs accept that); relevance reaching a
 value from several consumers is summed (fan-out: R_v = Σ_consumers R_v,c). Values that do not
 depend on a model input (weights, shape chains) receive none.
 """
@@ -49,9 +50,9 @@ def propagate(graph: ir.Graph, start: ir.Value, r0: ir.Value, cfg: LoweringConfi
         if rule is None:
             raise LrpcError(f"no relevance rule for node {node_label(node)}; supported ops: "
                             f"{', '.join(supported_ops())}")
-        if any(r is None for r in rel_out):
+        if any(r is None for r in rel_out) and not getattr(rule, "partial_outputs", False):
             raise LrpcError(f"node {node_label(node)}: relevance reaches only some of its outputs; "
-                            "multi-output nodes are explained only as a whole")
+                            f"{node.op_type} nodes are explained only as a whole")
         b.scope = f"lrp/{node.name or node.op_type}"
         rel_in = rule(node, rel_out, b, cfg)
         for value, r in zip(node.inputs, rel_in):

@@ -1,4 +1,4 @@
-"""Relevance rules, one module per family; importing this package fills the table."""
+"""Relevance rules, one module per rule family; importing this package fills the table."""
 
-from . import elementwise, linear, pooling, shape  # noqa: F401
+from . import combine, elementwise, linear, pooling, reduce, resample, routing, shape  # noqa: F401
 from .table import RULES, relevance_rule, supported_ops  # noqa: F401

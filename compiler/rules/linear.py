@@ -1,9 +1,10 @@
-"""Relevance rules of linear layers: Conv (1D/2D/3D), Gemm and MatMul by a constant.
+"""Relevance rules of linear layers: Conv and ConvTranspose (1D/2D/3D), Gemm and MatMul by a constant.
 
 Each op is viewed as an affine map z = W x + b with two functions: `apply(x', W', b')` runs the op
 with modified operands, and `apply_t(s, W')` applies the transposed map Wᵀ s — ConvTranspose with
-the same weights and geometry for Conv, a product with the transposed weight for Gemm/MatMul. The
-rule of the layer (lrp.py) combines them:
+the same weights and geometry for Conv, Conv with the same weights and geometry for ConvTranspose
+(its weight [C_in, C_out/group, k…] is what a grouped Conv from C_out to C_in channels takes), a
+product with the transposed weight for Gemm/MatMul. The rule of the layer (lrp.py) combines them:
 
     z_g = Σᵢ σᵢ·apply(mᵢ(x), fᵢ(W), gᵢ(b)),   s_g = R / stab(z_g),   R_in = Σ_g c_g Σᵢ σᵢ·mᵢ(x) ⊙ apply_t(s_g, fᵢ(W))
 """
@@ -18,6 +19,8 @@ import onnx_ir as ir
 
 from ..builder import Builder
 from ..errors import LrpcError, node_label
+from ..geometry import static_dim, window_geometry
+from ..passes.input_normalization import INPUT_AFFINE
 from .lrp import ID, Rule, Term
 from .table import relevance_rule
 
@@ -34,6 +37,7 @@ class LinearLayer:
     apply_t: Callable[[Builder, ir.Value, ir.Value], ir.Value]
     x_index: int = 0
     unwrap: Callable[[Builder, ir.Value], ir.Value] = lambda b, r: r
+    input_affine: tuple | None = None  # (S, T): x = raw·S + T (passes/input_normalization.py)
 
 
 def _constant_input(node: ir.Node, index: int, what: str) -> ir.Value:
@@ -44,32 +48,8 @@ def _constant_input(node: ir.Node, index: int, what: str) -> ir.Value:
     return value
 
 
-def _static(dim) -> int | None:
-    return dim if isinstance(dim, int) else None
-
-
 def _conv_geometry(node: ir.Node, x_shape, kernel: list[int]) -> dict:
-    n = len(kernel)
-    strides = list(node.attributes.get_ints("strides", [1] * n))
-    dilations = list(node.attributes.get_ints("dilations", [1] * n))
-    auto_pad = node.attributes.get_string("auto_pad", "NOTSET")
-    if auto_pad in ("NOTSET", ""):
-        pads = list(node.attributes.get_ints("pads", [0] * 2 * n))
-    elif auto_pad == "VALID":
-        pads = [0] * 2 * n
-    else:
-        size = [_static(x_shape[2 + i]) if x_shape is not None else None for i in range(n)]
-        if None in size:
-            raise LrpcError(f"{node_label(node)}: auto_pad={auto_pad} needs static spatial input dims")
-        begin, end = [], []
-        for i in range(n):
-            total = max((-(-size[i] // strides[i]) - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size[i], 0)
-            small, large = total // 2, total - total // 2
-            begin.append(small if auto_pad == "SAME_UPPER" else large)
-            end.append(large if auto_pad == "SAME_UPPER" else small)
-        pads = begin + end
-    return dict(kernel_shape=kernel, strides=strides, dilations=dilations, pads=pads,
-                group=node.attributes.get_int("group", 1))
+    return dict(window_geometry(node, x_shape, kernel), group=node.attributes.get_int("group", 1))
 
 
 def _output_padding(node: ir.Node, geo: dict) -> list[int]:
@@ -79,8 +59,8 @@ def _output_padding(node: ir.Node, geo: dict) -> list[int]:
     result = []
     for i in range(n):
         s, k, d = geo["strides"][i], geo["kernel_shape"][i], geo["dilations"][i]
-        h = _static(x_shape[2 + i]) if x_shape is not None else None
-        ho = _static(y_shape[2 + i]) if y_shape is not None else None
+        h = static_dim(x_shape[2 + i]) if x_shape is not None else None
+        ho = static_dim(y_shape[2 + i]) if y_shape is not None else None
         if h is None or ho is None:
             if s == 1:
                 result.append(0)
@@ -103,6 +83,54 @@ def _conv(node: ir.Node, b: Builder) -> LinearLayer:
 
     def apply_t(b, s, w):
         return b.op("ConvTranspose", s, w, output_padding=out_pad, **geo)
+
+    return LinearLayer(node.inputs[0], weight, bias, node.outputs[0], apply, apply_t)
+
+
+def _conv_transpose_geometry(node: ir.Node, kernel: list[int]) -> tuple[dict, list[int]]:
+    """Explicit pads and output_padding of a ConvTranspose (auto_pad and output_shape resolved):
+
+    total = stride·(in − 1) + output_padding + (k − 1)·dilation + 1 − out,  out = output_shape (or in·stride
+    for SAME_*); SAME_UPPER puts the odd element at the end, SAME_LOWER and plain output_shape at the
+    start; a negative total (output_shape larger than the natural size) extends the end, as onnxruntime does.
+    """
+    n = len(kernel)
+    strides = list(node.attributes.get_ints("strides", [1] * n))
+    dilations = list(node.attributes.get_ints("dilations", [1] * n))
+    out_pad = list(node.attributes.get_ints("output_padding", [0] * n))
+    auto_pad = node.attributes.get_string("auto_pad", "NOTSET")
+    output_shape = node.attributes.get_ints("output_shape", None)
+    pads = list(node.attributes.get_ints("pads", [0] * 2 * n)) if auto_pad in ("NOTSET", "") else [0] * 2 * n
+    if output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        x_shape = node.inputs[0].shape
+        size = [static_dim(x_shape[2 + i]) if x_shape is not None else None for i in range(n)]
+        if None in size:
+            raise LrpcError(f"{node_label(node)}: auto_pad/output_shape need static spatial input dims")
+        out = list(output_shape)[-n:] if output_shape is not None else [size[i] * strides[i] for i in range(n)]
+        for i in range(n):
+            total = strides[i] * (size[i] - 1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1 - out[i]
+            if total < 0:
+                pads[i], pads[n + i], out_pad[i] = 0, 0, out_pad[i] - total
+            else:
+                small = total // 2
+                pads[i], pads[n + i] = (small, total - small) if auto_pad == "SAME_UPPER" else (total - small, small)
+    return dict(kernel_shape=kernel, strides=strides, dilations=dilations, pads=pads,
+                group=node.attributes.get_int("group", 1)), out_pad
+
+
+def _conv_transpose(node: ir.Node, b: Builder) -> LinearLayer:
+    weight = _constant_input(node, 1, "weight")
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    geo, out_pad = _conv_transpose_geometry(node, list(weight.const_value.shape)[2:])
+    if any(p >= s for p, s in zip(out_pad, geo["strides"])):  # the adjoint Conv would yield extra positions
+        raise LrpcError(f"{node_label(node)}: output_padding {out_pad} (with output_shape resolved) is not smaller "
+                        f"than the strides {geo['strides']}; onnxruntime rejects such a ConvTranspose too")
+
+    def apply(b, x, w, bias_):
+        return b.op("ConvTranspose", x, w, *([bias_] if bias_ is not None else []), output_padding=out_pad, **geo)
+
+    def apply_t(b, s, w):
+        return b.op("Conv", s, w, **geo)
 
     return LinearLayer(node.inputs[0], weight, bias, node.outputs[0], apply, apply_t)
 
@@ -146,17 +174,35 @@ def _matmul(node: ir.Node, b: Builder) -> LinearLayer:
     return LinearLayer(node.inputs[0], weight, None, node.outputs[0], apply, apply_t)
 
 
-LAYERS = {"Conv": _conv, "Gemm": _gemm, "MatMul": _matmul}
+LAYERS = {"Conv": _conv, "ConvTranspose": _conv_transpose, "Gemm": _gemm, "MatMul": _matmul}
 
 _NONNEG_OPS = {"Relu", "Sigmoid", "Softmax", "Abs"}
-_ROUTING_OPS = {"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
+# ops whose output values are all values of their first input (a max, a copy, a selection)
+_ROUTING_OPS = {"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout",
+                "GlobalMaxPool", "ReduceMax", "Split", "Slice", "Gather", "GatherElements", "GatherND",
+                "Expand", "Tile"}
+
+
+def _keeps_sign(node: ir.Node) -> bool:
+    """Routing ops, Pad unless it pads with a negative constant, Resize unless cubic (negative weights)."""
+    if node.op_type == "Pad":
+        value = node.inputs[2] if len(node.inputs) > 2 else None
+        return node.attributes.get_string("mode", "constant") != "constant" or value is None or (
+            value.const_value is not None and float(value.const_value.numpy().reshape(-1)[0]) >= 0)
+    if node.op_type == "Resize":
+        return (node.attributes.get_string("mode", "nearest") != "cubic" and node.attributes.get_string(
+            "coordinate_transformation_mode", "half_pixel") != "tf_crop_and_resize")
+    return node.op_type in _ROUTING_OPS
 
 
 def is_nonnegative(value: ir.Value) -> bool:
-    """True when `value` can never be negative by construction (a ReLU output, pooled or reshaped)."""
+    """True when `value` can never be negative by construction (a ReLU output, pooled, routed, resized,
+    or a Concat of such values)."""
     node = value.producer()
-    while node is not None and node.op_type in _ROUTING_OPS:
+    while node is not None and _keeps_sign(node):
         node = node.inputs[0].producer()
+    if node is not None and node.op_type == "Concat":
+        return all(is_nonnegative(v) for v in node.inputs)
     return node is not None and node.op_type in _NONNEG_OPS
 
 
@@ -187,6 +233,10 @@ def _modified_input(b: Builder, layer: LinearLayer, kind: str, rule: Rule):
         return x if is_nonnegative(x) else b.cached((x, "pos"), lambda: b.op("Relu", x))
     if kind == "neg":
         return _VANISHES if is_nonnegative(x) else b.cached((x, "neg"), lambda: b.op("Min", x, b.const(0.0)))
+    if kind in ("low", "high") and layer.input_affine is not None:  # zbox bounds given in raw input units
+        scale, shift = layer.input_affine
+        low, high = rule.low * scale + shift, rule.high * scale + shift
+        return b.const(np.minimum(low, high) if kind == "low" else np.maximum(low, high))
     fill = {"ones": 1.0, "low": rule.low, "high": rule.high}[kind]
     return b.cached((x, kind, fill), lambda: _per_sample_constant(b, x, fill))
 
@@ -238,6 +288,7 @@ def lower_linear(layer: LinearLayer, r: ir.Value, rule: Rule, b: Builder) -> ir.
 @relevance_rule(*LAYERS)
 def linear(node, rel_out, b, cfg):
     layer = LAYERS[node.op_type](node, b)
+    layer.input_affine = node.meta.get(INPUT_AFFINE)
     rel_in = [None] * len(node.inputs)
     rel_in[layer.x_index] = lower_linear(layer, rel_out[0], cfg.rule_for(node), b)
     return rel_in

@@ -4,6 +4,9 @@ A lowering function has the signature `rule(node, rel_out, b, cfg) -> list[Value
 forward node, the relevance arriving at each of its outputs (None where none arrives), the builder `b`
 and the compile configuration, and returns one relevance value per input of the node (None for
 weights, constants and shape inputs). It builds nodes only through `b` and has no other effects.
+
+A rule is called with a None entry in `rel_out` only if it was registered with `partial_outputs=True`
+(Split: an output nobody explains contributes zeros); for the others the driver reports the node.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from typing import Callable
 RULES: dict[str, Callable] = {}
 
 
-def relevance_rule(*op_types: str):
-    """Register the decorated function as the relevance rule of `op_types`."""
+def relevance_rule(*op_types: str, partial_outputs: bool = False):
+    """Register the decorated function as the relevance rule of `op_types`; `partial_outputs`: it
+    accepts relevance at only some of a multi-output node's outputs (None for the others)."""
 
     def register(fn):
+        fn.partial_outputs = partial_outputs
         for op in op_types:
             if op in RULES:
                 raise ValueError(f"two relevance rules for {op}")

@@ -1,0 +1,80 @@
+"""Element-wise combinations: sums of activations split relevance in proportion to contributions.
+
+Add, Sub and Sum of activations (residual connections) with signs σᵢ (Sub: σ = (+1, −1)):
+
+    z = Σᵢ σᵢ xᵢ,   s = R / stab(z),   R_xᵢ = unbroadcast(σᵢ xᵢ ⊙ s)
+    stab(z) = z + ε·sign₀(z), sign₀(0) = +1, ε = the layer's rule eps (ε = 0: 0 where z = 0)
+
+An operand that is a constant takes no part in z and gets no relevance: with one activation left
+(Add/Sub of a bias, Mul/Div by a scale) the unit keeps its relevance, R_x = unbroadcast(R). A
+product or quotient of two activations (gating) has no LRP rule here and is reported.
+
+unbroadcast sums relevance over the axes along which an operand was broadcast, back to its shape:
+ReduceSum over those axes when the shapes tell them, else a scatter-add of broadcast positions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from ..builder import Builder
+from ..errors import LrpcError, node_label
+from .routing import iota, scatter_back
+from .table import relevance_rule
+
+
+def _same_dim(d, o) -> bool:
+    if isinstance(d, int) or isinstance(o, int):
+        return d == o
+    return d.value is not None and d.value == o.value  # two unknown dims are not known to be equal
+
+
+def unbroadcast(b: Builder, r: ir.Value, value: ir.Value, out: ir.Value) -> ir.Value:
+    """Relevance r (of out's shape) summed back to the shape of `value`, which was broadcast to out."""
+    vs, os_ = value.shape, out.shape
+    if vs is not None and os_ is not None and len(vs) <= len(os_):
+        lead = len(os_) - len(vs)
+        axes = list(range(lead)) + [lead + i for i, d in enumerate(vs)
+                                    if d == 1 and not _same_dim(d, os_[lead + i])]
+        if all(_same_dim(d, os_[lead + i]) or d == 1 for i, d in enumerate(vs)):
+            if not axes:
+                return r
+            summed = b.op("ReduceSum", r, b.const(np.array(axes, np.int64), dtype=np.int64), keepdims=1)
+            return summed if lead == 0 else b.op("Reshape", summed, b.op("Shape", value))
+    # shapes not known well enough: route each broadcast copy back to its source element
+    return scatter_back(b, value, b.op("Expand", iota(b, value), b.op("Shape", out)), r)
+
+
+def _activations(node: ir.Node) -> list[int]:
+    return [i for i, v in enumerate(node.inputs) if v is not None and v.const_value is None]
+
+
+def _keep_with_unit(node, r, b, live: int):
+    rel = [None] * len(node.inputs)
+    rel[live] = unbroadcast(b, r, node.inputs[live], node.outputs[0])
+    return rel
+
+
+@relevance_rule("Add", "Sub", "Sum")
+def proportional(node, rel_out, b, cfg):
+    live, r = _activations(node), rel_out[0]
+    if len(live) == 1:
+        return _keep_with_unit(node, r, b, live[0])
+    negate = lambda i: node.op_type == "Sub" and i == 1
+    terms = [b.op("Neg", node.inputs[i]) if negate(i) else node.inputs[i] for i in live]
+    z = node.outputs[0] if len(live) == len(node.inputs) else b.add_all(terms)
+    s = b.divide(r, z, cfg.rule_for(node).eps)
+    rel = [None] * len(node.inputs)
+    for i, t in zip(live, terms):
+        rel[i] = unbroadcast(b, b.op("Mul", t, s), node.inputs[i], node.outputs[0])
+    return rel
+
+
+@relevance_rule("Mul", "Div")
+def scaled(node, rel_out, b, cfg):
+    live = _activations(node)
+    if len(live) > 1:
+        raise LrpcError(f"{node_label(node)}: a {node.op_type} of two activations (gating, attention) has no "
+                        "LRP rule in lrpc; only products with a constant (a scale) are explained")
+    return _keep_with_unit(node, rel_out[0], b, live[0])
