@@ -49,12 +49,12 @@ def pipeline() -> list[ir.passes.PassBase]:
 
 
 def prepare(model: ir.Model, log=None) -> ir.Model:
-    """Run every pass in order; `log(line)` is told what each pass changed."""
+    """Run every pass in order; `log(line)` is told what each of lrpc's passes changed."""
     for p in pipeline():
         modified = p.call(model).modified
         changes = getattr(p, "changes", [])
         name = type(p).__name__.lstrip("_").removesuffix("Pass")
-        if log is not None:
+        if log is not None and type(p).__module__.startswith(__name__) and not isinstance(p, _ShapeInference):
             for line in changes if changes else [None] if modified else []:
                 log(f"{name}: {line}" if line else name)
     return model

@@ -58,11 +58,11 @@ class FoldBatchNormPass(Canonization):
         if before is not None and before.op_type in LINEAR_OPS and sole_use(x) is node \
                 and fold_into_output(graph, before, scale, shift):
             bypass(graph, node, x, rename=True)  # y may be a graph output: x takes its name
-            return f"{node_label(node)} folded into {node_label(before)} before it"
+            return f"{node_label(node)} folded into the preceding {node_label(before)}"
         if after is not None and after.op_type in LINEAR_OPS and after.inputs[0] is y \
                 and fold_into_input(graph, after, scale, shift):
             bypass(graph, node, x, rename=False)
-            return f"{node_label(node)} folded into {node_label(after)} after it"
+            return f"{node_label(node)} folded into the following {node_label(after)}"
         if x.shape is None or len(x.shape) < 2:
             raise LrpcError(f"{node_label(node)}: the input's rank is unknown; cannot make it a layer")
         _depthwise_affine(graph, node, scale, shift)

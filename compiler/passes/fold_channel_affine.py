@@ -91,7 +91,7 @@ class FoldChannelAffinePass(Canonization):
                 and (n := _layer_channels(before, "out")) and scale.size in (1, n) \
                 and fold_into_output(graph, before, *_per_channel(scale, shift, n)):
             bypass(graph, node, a, rename=True)
-            return f"{node_label(node)} folded into {node_label(before)} before it"
+            return f"{node_label(node)} folded into the preceding {node_label(before)}"
         value, moved = node.outputs[0], axis
         reader = sole_use(value)
         if reader is not None and reader.op_type == "Transpose":
@@ -102,5 +102,5 @@ class FoldChannelAffinePass(Canonization):
                 and moved in (1, None) and (n := _layer_channels(reader, "in")) and scale.size in (1, n) \
                 and fold_into_input(graph, reader, *_per_channel(scale, shift, n)):
             bypass(graph, node, a, rename=False)
-            return f"{node_label(node)} folded into {node_label(reader)} after it"
+            return f"{node_label(node)} folded into the following {node_label(reader)}"
         return None

@@ -193,7 +193,7 @@ def test_batchnorm_after_a_layer_folds_into_it(kind, attrs):
     model = with_output(nodes, shape, init)
     canon, lines = assert_same_forward(model, (2, *shape[1:]))
     assert "BatchNormalization" not in ops(canon)
-    assert any("before it" in line for line in lines), lines
+    assert any("into the preceding" in line for line in lines), lines
 
 
 BN_BEFORE = [("conv", {}), ("conv", dict(group=2, strides=[2, 2])), ("gemm", {}),
@@ -209,7 +209,7 @@ def test_batchnorm_before_a_layer_folds_into_it(kind, attrs):
     model = with_output([bn_node("x", "bnout"), node], shape, init)
     canon, lines = assert_same_forward(model, (2, *shape[1:]))
     assert "BatchNormalization" not in ops(canon)
-    assert any("after it" in line for line in lines), lines
+    assert any("into the following" in line for line in lines), lines
 
 
 @pytest.mark.parametrize("case", ["before_padded_conv", "alone_4d", "alone_2d", "between_relus"])
@@ -270,7 +270,7 @@ def test_per_channel_constants_after_a_layer_fold_into_it(kind, ops_, cshape):
     model = with_output([node, *more_nodes, helper.make_node("Relu", ["a"], ["y"])], shape, init)
     canon, lines = assert_same_forward(model, (2, *shape[1:]))
     assert not set(ops_) & set(ops(canon)), ops(canon)
-    assert sum("before it" in line for line in lines) == len(ops_)
+    assert sum("into the preceding" in line for line in lines) == len(ops_)
 
 
 @pytest.mark.parametrize("transpose", [False, True])
@@ -287,7 +287,7 @@ def test_per_channel_constants_before_a_layer_fold_into_it(transpose):
     init.update(more)
     canon, lines = assert_same_forward(with_output([*nodes, node], shape, init), (2, *shape[1:]))
     assert not {"Sub", "Div"} & set(ops(canon))
-    assert sum("after it" in line for line in lines) == 2
+    assert sum("into the following" in line for line in lines) == 2
 
 
 def test_constants_that_are_not_per_channel_or_precede_padding_stay():

@@ -38,7 +38,7 @@ def compare(model: onnx.ModelProto, rule: str, batch=4, seed=0, tol=1e-5, **comp
 
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("name", ["cnn_avgpool_bn", "cnn_avgpool_bn_softmax", "cnn_avgpool_bn_export",
-                                  "dense_bn", "bn_first"])
+                                  "dense_bn", "bn_first", "avgpool_same_odd"])
 def test_keras_fixtures_match_the_oracle(name, rule):
     compare(onnx.load(FIXTURES / f"{name}.onnx"), rule)
 
@@ -168,3 +168,18 @@ def _zbox_tensor_bounds(L, x, R, lo, hi, eps=oracle.EPS):
     z = L.W @ x - Wp @ lo - Wn @ hi
     s = R / oracle.stab(z, eps)
     return x * (L.W.T @ s) - lo * (Wp.T @ s) - hi * (Wn.T @ s)
+
+
+def test_verbose_compile_reports_each_canonization(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "explained.onnx"
+    done = subprocess.run([sys.executable, "-m", "lrpc.cli", "compile", str(FIXTURES / "cnn_avgpool_bn.onnx"),
+                           "-o", str(out), "--verbose"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert sum("AveragePoolToDepthwiseConv:" in line for line in lines) == 3
+    assert sum("FoldChannelAffine:" in line and "into the preceding" in line for line in lines) == 2
+    assert any("border divisor map" in line for line in lines) and out.exists()
+    assert not any("ShapeInference" in line for line in lines)
