@@ -142,27 +142,37 @@ def _flat_index(target: Target, dims: tuple[int, ...], name: str) -> int:
     return int(np.ravel_multi_index(index, dims))
 
 
-def start_relevance(b: Builder, y: ir.Value, target: Target, graph: ir.Graph) -> ir.Value:
-    """R₀ for the explained values y; adds the `target` or `mask` graph input where the mode needs it."""
+def selection(b: Builder, y: ir.Value, target: Target, graph: ir.Graph) -> ir.Value | None:
+    """The weights w of y's units that `target` selects (one-hot, mask; None: all units equally),
+    shaped like y; adds the `target` or `mask` graph input where the mode needs it."""
     dims = units(y)
     if target.mode == "all":
-        return y
+        return None
     if target.mode == "mask":
         mask = ir.Value(name=MASK_INPUT_NAME, shape=y.shape, type=y.type)
         graph.inputs.append(mask)
-        return b.op("Mul", y, mask)
+        return mask
     if target.mode == "fixed":
         onehot = np.zeros(int(np.prod(dims)), b.dtype.numpy())
         onehot[_flat_index(target, dims, y.name)] = 1
-        return b.op("Mul", y, b.const(onehot.reshape(1, *dims)))
+        return b.const(onehot.reshape(1, *dims))
     flat = b.op("Reshape", y, b.const(np.array([0, -1], np.int64), dtype=np.int64)) if len(dims) > 1 else y
     if target.mode == "max":
         index = b.op("ArgMax", flat, axis=1, keepdims=0)
     else:
         index = ir.Value(name=TARGET_INPUT_NAME, shape=ir.Shape([y.shape[0]]), type=ir.TensorType(ir.DataType.INT64))
         graph.inputs.append(index)
-    # Equal + Where rather than OneHot: onnxruntime's OneHot has no kernel for double/half values.
+    # Equal + Cast rather than OneHot: onnxruntime's OneHot has no kernel for double/half values.
     positions = b.const(np.arange(int(np.prod(dims)), dtype=np.int64)[None, :], dtype=np.int64)
     column = b.op("Unsqueeze", index, b.const(np.array([1], np.int64), dtype=np.int64))
-    selected = b.op("Where", b.op("Equal", column, positions), flat, b.const(np.zeros((), b.dtype.numpy())))
-    return selected if len(dims) == 1 else b.op("Reshape", selected, b.op("Shape", y))
+    onehot = b.op("Cast", b.op("Equal", column, positions), to=b.dtype)
+    return onehot if len(dims) == 1 else b.op("Reshape", onehot, b.op("Shape", y))
+
+
+def start_relevance(b: Builder, y: ir.Value, target: Target, graph: ir.Graph, scaled: bool = True) -> ir.Value:
+    """R₀ = w ⊙ y (lrpc's and iNNvestigate's convention), or w itself when not `scaled` (Zennit's,
+    and the gradient seed), for the selection w of `target`."""
+    w = selection(b, y, target, graph)
+    if w is None:
+        return y if scaled else b.op("ConstantOfShape", b.op("Shape", y), value=ir.tensor(np.ones(1, b.dtype.numpy())))
+    return b.op("Mul", y, w) if scaled else b.op("Expand", w, b.op("Shape", y))
