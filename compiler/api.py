@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -19,42 +20,46 @@ from .errors import LrpcError
 from .frontend import onnx as onnx_frontend
 from .lower import LoweringConfig, propagate
 from .passes import prepare
-from .rules.lrp import Rule, parse_rule
-from .select import (MASK_INPUT_NAME, TARGET_INPUT_NAME, explained_value, parse_target, resolve_explain,
-                     start_relevance, units)
+from .rules.assign import RuleMap, build_rule_map
+from .rules.lrp import CONVENTIONS, Rule
+from .select import (MASK_INPUT_NAME, TARGET_INPUT_NAME, Target, explained_value, parse_target,
+                     resolve_explain, start_relevance, units)
 
-DEFAULT_RULE = "epsilon"
+
+@dataclass
+class Plan:
+    """A model prepared for lowering: what is explained, and each linear layer's rule."""
+
+    model: ir.Model
+    opset: int
+    explained: ir.Value  # where relevance starts
+    scores: ir.Value  # whose values the start relevance takes
+    target: Target
+    rules: RuleMap
+    assigned: dict  # linear node → Rule
+    convention: str
+    changes: list  # what the canonization passes did, one line each
 
 
-def compile(model, rule: str | Rule = DEFAULT_RULE, *, target=None, output_name: str | None = None,
-            explain: str | None = None, keep_output_activation: bool = False, opset: int | None = None,
-            output: str | os.PathLike | None = None, log=None) -> onnx.ModelProto:
-    """Compile `model` (path, bytes, ModelProto or ir.Model) into an explained ONNX model.
-
-    rule:   an LRP rule spec, e.g. "epsilon:eps=1e-6", "alphabeta:alpha=2,beta=1", "zbox:low=-1,high=1".
-    target: which units of the explained tensor: None or "max" (each sample's largest), a unit index
-            (3, or "0,4,4" for a multi-index), "input" (an int64 graph input `target` [batch] chooses
-            per call), "all" (every unit, e.g. a whole reconstruction), or "mask" (a float graph input
-            `mask` of the tensor's shape weights the units per call).
-    output_name: which model output is explained (default: the first).
-    explain: an inner tensor to explain instead of an output: a tensor name, node name or Keras layer
-            name, optionally with ":INDEX" to fix the unit (e.g. "latent:3").
-    keep_output_activation: explain the output Softmax/Sigmoid's values (probabilities) rather than
-            the logits; the selected probability starts at its logit.
-    opset:  the emitted opset (default: 17, or the model's own when newer).
-    output: if given, the explained model is also written there (atomically).
-    log:    called with a line of text for each change a pass made.
-
-    >>> explained = compile("models/digits_cnn.onnx", rule="epsilon")   # doctest: +SKIP
-    """
-    rule = parse_rule(rule) if isinstance(rule, str) else rule
+def plan(model, rule: str | Rule | None = None, *, composite: str | None = None, rule_map=(),
+         rule_map_file: str | None = None, convention: str = "lrpc", target=None, output_name: str | None = None,
+         explain: str | None = None, keep_output_activation: bool = False, opset: int | None = None,
+         log=None) -> Plan:
+    """Load, canonize and decide what is explained and which rule each layer gets (no lowering yet)."""
+    if convention not in CONVENTIONS:
+        raise LrpcError(f"unknown convention '{convention}'; known: {', '.join(CONVENTIONS)}")
+    if isinstance(rule, Rule):
+        rules = RuleMap((), rule, rule.spec)
+    else:
+        rules = build_rule_map(rule, composite, rule_map, rule_map_file, convention)
     target = parse_target(target)
     if explain is not None and output_name is not None:
         raise LrpcError("give either --output (a model output) or --explain (an inner tensor), not both")
     m = onnx_frontend.load(model)
     opset = choose_opset(opset, m.opset_imports[""])
     m = _convert_opset(m, opset)
-    prepare(m, log=log)
+    changes = []
+    prepare(m, log=lambda line: (changes.append(line), log and log(line)))
     graph = m.graph
     if explain is not None:
         explained, fixed = resolve_explain(graph, explain)
@@ -68,17 +73,54 @@ def compile(model, rule: str | Rule = DEFAULT_RULE, *, target=None, output_name:
             raise LrpcError(f"the model already has an input named '{name}'; --target {mode} adds one")
     if explained.dtype is None or not explained.dtype.is_floating_point():
         raise LrpcError(f"the explained tensor '{explained.name}' is {explained.dtype}, not a float tensor")
-    b = Builder(graph, explained.dtype)
+    units(scores)  # checks the shape early
+    return Plan(m, opset, explained, scores, target, rules, rules.assign(graph), convention, changes)
+
+
+def compile(model, rule: str | Rule | None = None, *, composite: str | None = None, rule_map=(),
+            rule_map_file: str | None = None, convention: str = "lrpc", target=None,
+            output_name: str | None = None, explain: str | None = None, keep_output_activation: bool = False,
+            opset: int | None = None, output: str | os.PathLike | None = None, log=None) -> onnx.ModelProto:
+    """Compile `model` (path, bytes, ModelProto or ir.Model) into an explained ONNX model.
+
+    rule:   one LRP rule for every linear layer, e.g. "epsilon:eps=1e-6", "alphabeta:alpha=2,beta=1",
+            "zbox:low=-1,high=1". With neither rule nor composite: the EpsilonPlusFlat composite.
+    composite: a named composite, e.g. "EpsilonPlusFlat", "EpsilonGammaBox:low=-3,high=3", "A".
+    rule_map: ["PATTERN=RULE", ...] per-layer rules, first match wins (patterns: first, last, conv,
+            dense, pool, an op type, or a glob on the layer name); rule_map_file: the same in TOML.
+    convention: "lrpc" (default), "zennit" (start relevance 1) or "innvestigate" (ε = 1e-7, its α-β
+            bias form); see the README.
+    target: which units of the explained tensor: None or "max" (each sample's largest), a unit index
+            (3, or "0,4,4" for a multi-index), "input" (an int64 graph input `target` [batch] chooses
+            per call), "all" (every unit, e.g. a whole reconstruction), or "mask" (a float graph input
+            `mask` of the tensor's shape weights the units per call).
+    output_name: which model output is explained (default: the first).
+    explain: an inner tensor to explain instead of an output: a tensor name, node name or Keras layer
+            name, optionally with ":INDEX" to fix the unit (e.g. "latent:3").
+    keep_output_activation: explain the output Softmax/Sigmoid's values (probabilities) rather than
+            the logits; the selected probability starts at its logit.
+    opset:  the emitted opset (default: 17, or the model's own when newer).
+    output: if given, the explained model is also written there (atomically).
+    log:    called with a line of text for each change a pass made.
+
+    >>> explained = compile("models/digits_cnn.onnx", composite="EpsilonPlusFlat")   # doctest: +SKIP
+    """
+    p = plan(model, rule, composite=composite, rule_map=rule_map, rule_map_file=rule_map_file,
+             convention=convention, target=target, output_name=output_name, explain=explain,
+             keep_output_activation=keep_output_activation, opset=opset, log=log)
+    graph = p.model.graph
+    b = Builder(graph, p.explained.dtype)
     b.scope = "lrp/start"
-    r0 = start_relevance(b, scores, target, graph)
+    r0 = start_relevance(b, p.scores, p.target, graph, scaled=convention != "zennit")
     float_inputs = [v for v in graph.inputs if v.name not in (TARGET_INPUT_NAME, MASK_INPUT_NAME)
                     and v.dtype is not None and v.dtype.is_floating_point()]
     if not float_inputs:
         raise LrpcError("the model has no float input to explain")
-    reached = propagate(graph, explained, r0, LoweringConfig(rule), b)
-    metadata = {"lrpc.version": __version__, "lrpc.rule": rule.spec, "lrpc.target": target.spec,
-                "lrpc.explained": scores.name, "lrpc.classes": str(int(np.prod(units(scores))))}
-    proto = finish(m, {v: reached.get(v) for v in float_inputs}, opset, metadata, b)
+    reached = propagate(graph, p.explained, r0, LoweringConfig(p.rules.default, p.assigned), b)
+    metadata = {"lrpc.version": __version__, "lrpc.rule": p.rules.spec, "lrpc.target": p.target.spec,
+                "lrpc.convention": convention, "lrpc.explained": p.scores.name,
+                "lrpc.classes": str(int(np.prod(units(p.scores))))}
+    proto = finish(p.model, {v: reached.get(v) for v in float_inputs}, p.opset, metadata, b)
     if output is not None:
         save(proto, output)
     return proto

@@ -9,7 +9,7 @@ depend on a model input (weights, shape chains) receive none.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
@@ -22,12 +22,13 @@ from .rules.table import RULES, supported_ops
 
 @dataclass(frozen=True)
 class LoweringConfig:
-    """What the rules need to know; `rule_for` is the seam for per-layer rule maps."""
+    """What the rules need to know: each linear layer's rule (rules/assign.py), else `default`."""
 
-    rule: Rule
+    default: Rule
+    assigned: dict = field(default_factory=dict)
 
     def rule_for(self, node: ir.Node) -> Rule:
-        return self.rule
+        return self.assigned.get(node, self.default)
 
 
 def _input_dependent(graph: ir.Graph) -> set[ir.Value]:

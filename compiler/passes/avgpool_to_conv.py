@@ -23,6 +23,8 @@ from ..geometry import static_dim, window_geometry
 from .base import Canonization, const_array, replace_node
 from .fold_constants import new_constant
 
+ORIGIN = "lrpc.origin"
+
 
 def axis_counts(size: int, out: int, k: int, s: int, d: int, begin: int, end: int, include_pad: bool):
     """n along one axis: how many of each output's k window taps fall inside the counted range."""
@@ -39,6 +41,7 @@ def _depthwise(tape: ir.tape.Tape, graph, node, x, kernel, geo, scale_map=None) 
     weight = np.full([channels, 1, *kernel], 1.0 / np.prod(kernel), dtype)
     y = tape.op("Conv", [x, new_constant(graph, f"{name}.diag_weight", weight)],
                 attributes=dict(geo, group=channels), name=name)
+    y.producer().meta[ORIGIN] = "pool"  # composites give pools their own rule (rules/assign.py)
     if scale_map is not None:
         y = tape.op("Mul", [y, new_constant(graph, f"{name}.divisor_correction", scale_map.astype(dtype))],
                     name=f"{name}/divisor")

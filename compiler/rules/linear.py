@@ -265,12 +265,18 @@ def lower_linear(layer: LinearLayer, r: ir.Value, rule: Rule, b: Builder) -> ir.
         if not terms:
             continue
         weights = [_transform(b, layer.weight, t.weight) for t, _ in terms]
+        bias = {t: _transform(b, layer.bias, t.bias) if layer.bias is not None and t.bias else None
+                for t in group.terms}
+        # a term whose input vanishes (x⁻ of a non-negative x) still adds its bias to z: give it to the first
+        orphans = [_signed(b, t.sign, bias[t]) for t in group.terms if bias[t] is not None and t not in dict(terms)]
+        if orphans:
+            first = terms[0][0]
+            bias[first] = b.add_all(([bias[first]] if bias[first] is not None else [])
+                                    + [_signed(b, first.sign, o) for o in orphans])
         if [t for t, _ in terms] == [Term(1, "x", ID, ID)]:
             z = layer.z
         else:
-            z = b.add_all([_signed(b, t.sign, layer.apply(
-                b, m, w, _transform(b, layer.bias, t.bias) if layer.bias is not None and t.bias else None))
-                for (t, m), w in zip(terms, weights)])
+            z = b.add_all([_signed(b, t.sign, layer.apply(b, m, w, bias[t])) for (t, m), w in zip(terms, weights)])
         s = b.divide(r, z, rule.eps)
         if group.gate:
             sign = b.op("Greater" if group.gate == "pos" else "Less", layer.z, b.const(0.0))

@@ -59,9 +59,14 @@ def _epsilon(eps):
     return dict(groups=(Group(1.0, (Term(1, "x", ID, ID),)),), eps=eps)
 
 
-def _alphabeta(alpha, beta):
+def _alphabeta(alpha, beta, convention="lrpc"):
     if alpha < 0 or beta < 0 or abs(alpha - beta - 1) > 1e-12:
         raise LrpcError(f"alphabeta needs alpha ≥ 0, beta ≥ 0 and alpha − beta = 1 (got alpha={alpha:g}, beta={beta:g})")
+    if convention == "innvestigate":  # both parts carry the whole bias b⁺ + b⁻; safe division, no ε
+        groups = [Group(alpha, (Term(1, "pos", POS, POS), Term(1, "neg", NEG, NEG)))]
+        if beta:
+            groups.append(Group(-beta, (Term(1, "pos", NEG, NEG), Term(1, "neg", POS, POS))))
+        return dict(groups=tuple(groups), eps=0.0)
     groups = [Group(alpha, (Term(1, "pos", POS, POS), Term(1, "neg", NEG, None)))]
     if beta:
         groups.append(Group(-beta, (Term(1, "pos", NEG, NEG), Term(1, "neg", POS, None))))
@@ -85,7 +90,7 @@ def _zbox(low, high):
 RULE_TABLE = {
     "zero": (lambda: _epsilon(0.0), {}, "LRP-0: z = Wx + b, R_in = x ⊙ Wᵀ(R/z), 0 where z = 0"),
     "epsilon": (_epsilon, {"eps": DEFAULT_EPS}, "LRP-ε: z stabilized by ε·sign₀(z)"),
-    "zplus": (lambda: _alphabeta(1.0, 0.0), {}, "z⁺: positive contributions only (= alphabeta α=1, β=0)"),
+    "zplus": (lambda **c: _alphabeta(1.0, 0.0, **c), {}, "z⁺: positive contributions only (= alphabeta α=1, β=0)"),
     "alphabeta": (_alphabeta, {"alpha": 1.0, "beta": 0.0}, "LRP-αβ: α·positive − β·negative parts, α − β = 1"),
     "w2": (lambda: dict(groups=(Group(1.0, (Term(1, "ones", SQ, SQ),)),)), {},
            "w²: R_in = (W²)ᵀ(R/z) with z = W²·1 + b², input-independent"),
@@ -99,8 +104,13 @@ ALIASES = {"alpha1beta0": ("alphabeta", {"alpha": 1.0, "beta": 0.0}),
            "lrp0": ("zero", {}), "wsquare": ("w2", {})}
 
 
-def parse_rule(spec: str) -> Rule:
-    """`'epsilon:eps=0.25'`, `'alphabeta:alpha=2,beta=1'`, `'zbox:low=-1,high=1'`, `'alpha1beta0'` → Rule."""
+CONVENTIONS = {  # convention → default ε (DESIGN §4; the start relevance is chosen in select.py)
+    "lrpc": 1e-6, "zennit": 1e-6, "innvestigate": 1e-7}
+
+
+def parse_rule(spec: str, convention: str = "lrpc") -> Rule:
+    """`'epsilon:eps=0.25'`, `'alphabeta:alpha=2,beta=1'`, `'zbox:low=-1,high=1'`, `'alpha1beta0'` → Rule.
+    `convention` sets the default ε and, for "innvestigate", its α-β bias form."""
     name, _, arg_text = spec.strip().partition(":")
     name = name.strip().lower()
     given = dict(ALIASES[name][1]) if name in ALIASES else {}
@@ -121,14 +131,15 @@ def parse_rule(spec: str) -> Rule:
             given[key] = float(text)
         except ValueError:
             raise LrpcError(f"rule '{name}': parameter {key} needs a number, got '{text.strip()}'") from None
-    params = {**defaults, **given}
+    params = {**defaults, **({"eps": CONVENTIONS[convention]} if "eps" in defaults else {}), **given}
     missing = [k for k, v in params.items() if v is None]
     if missing:
         example = ",".join(f"{k}=…" for k in defaults)
         raise LrpcError(f"rule '{name}' needs {', '.join(missing)}: e.g. --rule {name}:{example}")
     if params.get("eps", 0.0) < 0:
         raise LrpcError(f"rule '{name}': eps must be ≥ 0")
-    return Rule(name=name, params=tuple(params.items()), **build(**params))
+    built = build(**params, **({"convention": convention} if name in ("alphabeta", "zplus") else {}))
+    return Rule(name=name, params=tuple(params.items()), **{"eps": CONVENTIONS[convention], **built})
 
 
 def describe_rules() -> str:

@@ -1,0 +1,65 @@
+"""`lrpc inspect`: what compile would do — layers, shapes, rules, canonizations, what is explained."""
+
+from __future__ import annotations
+
+import onnx
+
+from .rules.table import RULES
+
+
+def _shape(value) -> str:
+    if value is None or value.shape is None:
+        return "?"
+    return "[" + ",".join(str(d) for d in value.shape) + "]"
+
+
+def explained_metadata(path) -> dict[str, str]:
+    """The lrpc.* metadata of an ONNX file (empty for a model lrpc has not compiled)."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not readable as ONNX here: let the compile path give its clear error
+        return {}
+    return {p.key: p.value for p in model.metadata_props if p.key.startswith("lrpc.")}
+
+
+def describe_metadata(path, meta: dict[str, str]) -> str:
+    lines = [f"{path}: an explained file (lrpc {meta.get('lrpc.version', '?')})"]
+    lines += [f"  {key[5:]:<12} {value}" for key, value in sorted(meta.items()) if key != "lrpc.version"]
+    return "\n".join(lines)
+
+
+def describe_plan(path, p) -> str:
+    graph = p.model.graph
+    start = ("its value" if p.convention != "zennit" else "1") + " at the selected units"
+    lines = [f"{path}: opset {p.opset}",
+             "  inputs:  " + ", ".join(f"{v.name} {_shape(v)}" for v in graph.inputs),
+             "  outputs: " + ", ".join(f"{v.name} {_shape(v)}" for v in graph.outputs),
+             f"explains: '{p.scores.name}' {_shape(p.scores)}, target {p.target.spec}, start relevance = {start}"
+             + (f" (at '{p.explained.name}')" if p.explained is not p.scores else ""),
+             f"rules: {p.rules.spec}; convention {p.convention}",
+             "canonization:" + ("" if p.changes else " nothing to change")]
+    lines += [f"  {line}" for line in p.changes]
+    lines.append("layers (graph order; relevance flows from the last to the first):")
+    rows, upstream = [], _upstream(p.explained)
+    for node in graph:
+        if node.op_type in ("Shape", "Constant"):
+            continue
+        x = next((v for v in node.inputs if v is not None and v.const_value is None), None)
+        rule = p.assigned[node].spec if node in p.assigned else getattr(RULES.get(node.op_type), "__name__", "no rule")
+        if node not in upstream:
+            rule = "— (not on the way to the explained tensor)"
+        rows.append((node.name or "<unnamed>", node.op_type, f"{_shape(x)} → {_shape(node.outputs[0])}", rule))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)] if rows else [0, 0, 0]
+    lines += [f"  {a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
+def _upstream(value) -> set:
+    """The nodes the explained tensor depends on."""
+    seen, todo = set(), [value.producer()]
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            todo += [v.producer() for v in node.inputs if v is not None]
+    return seen

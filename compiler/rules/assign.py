@@ -1,0 +1,184 @@
+"""Which rule each linear layer gets: one rule, a named composite, and per-layer rule maps.
+
+A rule map is an ordered list `PATTERN=RULE`; a layer takes the rule of the first pattern that
+matches it, else the composite's, else the default rule. Patterns:
+
+    first, last          the first / last linear layer in graph order (average pools excluded)
+    conv, dense, pool    layer classes: Conv/ConvTranspose, Gemm/MatMul, and the depthwise convs
+                         that average pooling was canonized into
+    Conv, ConvTranspose, Gemm, MatMul    an ONNX op type (pools excluded)
+    anything else        a glob on the node name, or on one of its `/`-separated scopes (a Keras
+                         layer `conv1` matches tf2onnx's `model/conv1_1/BiasAdd`)
+
+Composites (their references' meaning; ε is the convention's unless given):
+
+    EpsilonPlus               conv: zplus, dense: epsilon                         (Zennit)
+    EpsilonPlusFlat           + first: flat                                       (Zennit; lrpc's default)
+    EpsilonAlpha2Beta1[Flat]  conv: alpha2beta1, dense: epsilon [, first: flat]   (Zennit)
+    EpsilonGammaBox           first: zbox(low, high), conv: gamma(0.25), dense: epsilon (Zennit)
+    ExcitationBackprop        conv, dense: zplus                                  (Zennit)
+    A, B, AFlat, BFlat        conv: alpha1beta0 (A) / alpha2beta1 (B), dense: epsilon(0.1) [, first: flat]
+                              (iNNvestigate's sequential presets)
+
+Average pools take epsilon in every composite (Zennit's Norm rule on pooling: the z-rule, stabilized).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from dataclasses import dataclass
+
+import onnx_ir as ir
+
+from ..errors import LrpcError
+from .lrp import Rule, parse_rule
+
+LINEAR = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+CLASSES = {"conv": ("Conv", "ConvTranspose"), "dense": ("Gemm", "MatMul")}
+ORIGIN = "lrpc.origin"
+
+COMPOSITES = {  # name → (parameters with defaults, [(pattern, rule spec template)])
+    "EpsilonPlus": ({"eps": None}, [("pool", "epsilon{eps}"), ("conv", "zplus"), ("dense", "epsilon{eps}")]),
+    "EpsilonPlusFlat": ({"eps": None}, [("pool", "epsilon{eps}"), ("first", "flat"), ("conv", "zplus"),
+                                        ("dense", "epsilon{eps}")]),
+    "EpsilonAlpha2Beta1": ({"eps": None}, [("pool", "epsilon{eps}"), ("conv", "alpha2beta1"),
+                                           ("dense", "epsilon{eps}")]),
+    "EpsilonAlpha2Beta1Flat": ({"eps": None}, [("pool", "epsilon{eps}"), ("first", "flat"),
+                                               ("conv", "alpha2beta1"), ("dense", "epsilon{eps}")]),
+    "EpsilonGammaBox": ({"low": "REQUIRED", "high": "REQUIRED", "gamma": "0.25", "eps": None},
+                        [("pool", "epsilon{eps}"), ("first", "zbox:low={low},high={high}"),
+                         ("conv", "gamma:gamma={gamma}"), ("dense", "epsilon{eps}")]),
+    "ExcitationBackprop": ({}, [("pool", "epsilon"), ("conv", "zplus"), ("dense", "zplus")]),
+    "A": ({"eps": "0.1"}, [("pool", "epsilon"), ("conv", "alpha1beta0"), ("dense", "epsilon{eps}")]),
+    "B": ({"eps": "0.1"}, [("pool", "epsilon"), ("conv", "alpha2beta1"), ("dense", "epsilon{eps}")]),
+    "AFlat": ({"eps": "0.1"}, [("pool", "epsilon"), ("first", "flat"), ("conv", "alpha1beta0"),
+                               ("dense", "epsilon{eps}")]),
+    "BFlat": ({"eps": "0.1"}, [("pool", "epsilon"), ("first", "flat"), ("conv", "alpha2beta1"),
+                               ("dense", "epsilon{eps}")]),
+}
+DEFAULT_COMPOSITE = "EpsilonPlusFlat"
+
+
+@dataclass(frozen=True)
+class RuleMap:
+    """Ordered (pattern, rule) pairs and the rule for layers no pattern matches."""
+
+    entries: tuple[tuple[str, Rule, bool], ...]  # (pattern, rule, given by the user)
+    default: Rule
+    spec: str  # "RULE" or "COMPOSITE", then "; PATTERN=RULE" per map entry (metadata, `lrpc inspect`)
+
+    def assign(self, graph: ir.Graph) -> dict[ir.Node, Rule]:
+        """The rule of every linear layer; a pattern given by the user that matches none is an error."""
+        layers = [n for n in graph if n.op_type in LINEAR]
+        real = [n for n in layers if n.meta.get(ORIGIN) != "pool"]
+        ends = {"first": real[:1], "last": real[-1:]}
+        chosen, used = {}, set()
+        for node in layers:
+            for pattern, rule, _ in self.entries:
+                if matches(node, pattern, ends):
+                    chosen[node] = rule
+                    used.add(pattern)
+                    break
+            else:
+                chosen[node] = self.default
+        unused = [p for p, _, user in self.entries if user and p not in used]
+        if unused:
+            names = ", ".join(f"{n.name or '<unnamed>'} ({n.op_type})" for n in layers[:12])
+            raise LrpcError(f"rule map pattern '{unused[0]}' matches no linear layer; the layers are: {names}")
+        return chosen
+
+
+def name_matches(name: str | None, pattern: str) -> bool:
+    """A glob on the whole name or on one of its scopes (Keras' `conv1` also as tf2onnx's `conv1_1`)."""
+    if not name:
+        return False
+    scopes = name.split("/")
+    return fnmatch.fnmatchcase(name, pattern) or any(
+        fnmatch.fnmatchcase(s, pattern) or fnmatch.fnmatchcase(s, f"{pattern}_1") for s in scopes[:-1])
+
+
+def matches(node: ir.Node, pattern: str, ends: dict) -> bool:
+    pool = node.meta.get(ORIGIN) == "pool"
+    if pattern in ends:
+        return node in ends[pattern]
+    if pattern == "pool":
+        return pool
+    if pattern in CLASSES:
+        return not pool and node.op_type in CLASSES[pattern]
+    if pattern in LINEAR:
+        return not pool and node.op_type == pattern
+    return name_matches(node.name, pattern)
+
+
+def _composite_entries(spec: str, convention: str) -> list[tuple[str, Rule, bool]]:
+    name, _, arg_text = spec.partition(":")
+    key = {k.lower(): k for k in COMPOSITES}.get(name.strip().lower())
+    if key is None:
+        raise LrpcError(f"unknown composite '{name}'; known: {', '.join(COMPOSITES)}")
+    defaults, table = COMPOSITES[key]
+    params = dict(defaults)
+    for item in filter(None, (a.strip() for a in arg_text.split(","))):
+        k, eq, v = item.partition("=")
+        if k.strip() not in defaults or not eq:
+            raise LrpcError(f"composite {key} takes {', '.join(f'{p}=…' for p in defaults) or 'no parameters'}, "
+                            f"not '{item}'")
+        params[k.strip()] = v.strip()
+    missing = [k for k, v in params.items() if v == "REQUIRED"]
+    if missing:
+        raise LrpcError(f"composite {key} needs {', '.join(missing)}: e.g. --composite {key}:low=-1,high=1")
+    fill = {k: (f":eps={v}" if k == "eps" and v else "" if k == "eps" else v) for k, v in params.items()}
+    return [(pattern, parse_rule(rule.format(**fill), convention), False) for pattern, rule in table]
+
+
+def build_rule_map(rule: str | None = None, composite: str | None = None, rule_map=(),
+                   rule_map_file: str | None = None, convention: str = "lrpc") -> RuleMap:
+    """The rule assignment from the compile options (see the module docstring for the precedence)."""
+    if rule is not None and composite is not None:
+        raise LrpcError("give --rule (one rule for every layer) or --composite, not both")
+    entries = list(_parse_entries(rule_map, convention))
+    if rule_map_file is not None:
+        file_rule, file_composite, file_entries = _read_rule_file(rule_map_file, convention)
+        entries += file_entries
+        rule, composite = rule or file_rule, composite or file_composite
+    if rule is None and composite is None:
+        composite = DEFAULT_COMPOSITE
+    default = parse_rule(rule or "epsilon", convention)
+    if composite is not None:
+        entries += _composite_entries(composite, convention)
+    spec = [default.spec if rule else composite] + [f"{p}={r.spec}" for p, r, user in entries if user]
+    return RuleMap(tuple(entries), default, "; ".join(spec))
+
+
+def _parse_entries(items, convention: str):
+    for item in items:
+        pattern, eq, rule = item.partition("=")
+        if not eq or not pattern.strip() or not rule.strip():
+            raise LrpcError(f"--rule-map takes PATTERN=RULE (e.g. 'conv1=flat'), not '{item}'")
+        yield pattern.strip(), parse_rule(rule, convention), True
+
+
+def _read_rule_file(path: str, convention: str):
+    """TOML: optional top-level `rule` or `composite`, and a `[rules]` table PATTERN = "RULE" (in order)."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise LrpcError(f"cannot read the rule map file {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise LrpcError(f"{path} is not valid TOML: {e}") from None
+    unknown = set(data) - {"rule", "composite", "rules"}
+    if unknown:
+        raise LrpcError(f"{path}: unknown keys {sorted(unknown)}; expected rule, composite and a [rules] table")
+    table = data.get("rules", {})
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise LrpcError(f"{path}: [rules] maps patterns to rule strings, e.g. conv1 = \"flat\"")
+    return data.get("rule"), data.get("composite"), list(_parse_entries([f"{k}={v}" for k, v in table.items()],
+                                                                        convention))
+
+
+def describe_composites() -> str:
+    return "\n".join(f"  {name}{':' + ','.join(f'{k}=…' for k in d) if d else ''}: "
+                     + ", ".join(f"{p}={r}" for p, r in table if p != "pool").replace("{eps}", "")
+                     for name, (d, table) in COMPOSITES.items())
+
