@@ -19,6 +19,7 @@ from .emit import choose_opset, finish, save
 from .errors import LrpcError
 from .frontend import onnx as onnx_frontend
 from .lower import LoweringConfig, propagate
+from .methods import lower_method, parse_method
 from .passes import prepare
 from .rules.assign import RuleMap, build_rule_map
 from .rules.lrp import CONVENTIONS, Rule
@@ -80,7 +81,8 @@ def plan(model, rule: str | Rule | None = None, *, composite: str | None = None,
 def compile(model, rule: str | Rule | None = None, *, composite: str | None = None, rule_map=(),
             rule_map_file: str | None = None, convention: str = "lrpc", target=None,
             output_name: str | None = None, explain: str | None = None, keep_output_activation: bool = False,
-            opset: int | None = None, output: str | os.PathLike | None = None, log=None) -> onnx.ModelProto:
+            opset: int | None = None, output: str | os.PathLike | None = None, log=None,
+            method: str | None = None) -> onnx.ModelProto:
     """Compile `model` (path, bytes, ModelProto or ir.Model) into an explained ONNX model.
 
     rule:   one LRP rule for every linear layer, e.g. "epsilon:eps=1e-6", "alphabeta:alpha=2,beta=1",
@@ -102,24 +104,36 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
     opset:  the emitted opset (default: 17, or the model's own when newer).
     output: if given, the explained model is also written there (atomically).
     log:    called with a line of text for each change a pass made.
+    method: a gradient-family method instead of LRP (None or "lrp": LRP), e.g. "gradient",
+            "inputxgradient", "guidedbackprop", "deconvnet", "integratedgradients:steps=32,baseline=0",
+            "smoothgrad:samples=16,noise=0.1,seed=0" (see lrpc/methods/spec.py); not with LRP options.
 
     >>> explained = compile("models/digits_cnn.onnx", composite="EpsilonPlusFlat")   # doctest: +SKIP
     """
+    method = parse_method(method) if method not in (None, "lrp") else None
+    if method is not None and (rule is not None or composite or rule_map or rule_map_file or convention != "lrpc"):
+        raise LrpcError(f"--method {method.name} computes gradients: drop --rule, --composite, --rule-map and "
+                        "--convention (they choose LRP rules)")
     p = plan(model, rule, composite=composite, rule_map=rule_map, rule_map_file=rule_map_file,
              convention=convention, target=target, output_name=output_name, explain=explain,
              keep_output_activation=keep_output_activation, opset=opset, log=log)
     graph = p.model.graph
     b = Builder(graph, p.explained.dtype)
     b.scope = "lrp/start"
-    r0 = start_relevance(b, p.scores, p.target, graph, scaled=convention != "zennit")
+    r0 = start_relevance(b, p.scores, p.target, graph, scaled=convention != "zennit" and method is None)
     float_inputs = [v for v in graph.inputs if v.name not in (TARGET_INPUT_NAME, MASK_INPUT_NAME)
                     and v.dtype is not None and v.dtype.is_floating_point()]
     if not float_inputs:
         raise LrpcError("the model has no float input to explain")
-    reached = propagate(graph, p.explained, r0, LoweringConfig(p.rules.default, p.assigned), b)
+    if method is not None:
+        reached = lower_method(graph, p.scores, r0, method, b, float_inputs)
+    else:
+        reached = propagate(graph, p.explained, r0, LoweringConfig(p.rules.default, p.assigned), b)
     metadata = {"lrpc.version": __version__, "lrpc.rule": p.rules.spec, "lrpc.target": p.target.spec,
                 "lrpc.convention": convention, "lrpc.explained": p.scores.name,
                 "lrpc.classes": str(int(np.prod(units(p.scores))))}
+    if method is not None:  # lrpc.rule names what the relevance output holds
+        metadata.update({"lrpc.rule": method.spec, "lrpc.method": method.spec})
     proto = finish(p.model, {v: reached.get(v) for v in float_inputs}, p.opset, metadata, b)
     if output is not None:
         save(proto, output)

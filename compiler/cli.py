@@ -13,6 +13,7 @@ from .api import compile, plan
 from .emit import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from .errors import LrpcError
 from .inspect import describe_metadata, describe_plan, explained_metadata
+from .methods import method_summary
 from .rules.assign import DEFAULT_COMPOSITE, describe_composites
 from .rules.lrp import CONVENTIONS, describe_rules
 
@@ -80,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--out", dest="out_file", metavar="FILE", required=True,
                    help="where to write the explained ONNX file")
     c.add_argument("-v", "--verbose", action="store_true", help="print what each canonization pass changed")
+    c.add_argument("--method", metavar="NAME[:params]",
+                   help=f"a gradient-family method instead of LRP: {method_summary()} (smoothgrad noise_input=1: "
+                        "the noise is a graph input 'noise' [samples, batch, ...]); e.g. --method "
+                        "integratedgradients:steps=32,baseline=0")
     i = commands.add_parser(
         "inspect", help="show the layers, canonizations, rules and what will be explained, compiling nothing",
         description="Show what `lrpc compile` would do with MODEL and these options: each layer with its "
@@ -109,12 +114,13 @@ def main(argv: list[str] | None = None) -> int:
                   describe_plan(args.model, plan(args.model, **_plan_options(args))))
             return 0
         log = (lambda line: print(f"  pass: {line}", file=sys.stderr)) if args.verbose else None
-        proto = compile(args.model, **_plan_options(args), output=args.out_file, log=log)
+        proto = compile(args.model, **_plan_options(args), output=args.out_file, log=log, method=args.method)
     except LrpcError as e:
         print(f"lrpc: error: {e}", file=sys.stderr)
         return 2
     meta = {p.key: p.value for p in proto.metadata_props}
-    print(f"wrote {args.out_file}: rule {meta['lrpc.rule']}, target {meta['lrpc.target']}, "
+    what = f"method {meta['lrpc.method']}" if "lrpc.method" in meta else f"rule {meta['lrpc.rule']}"
+    print(f"wrote {args.out_file}: {what}, target {meta['lrpc.target']}, "
           f"explains '{meta['lrpc.explained']}', opset {proto.opset_import[0].version}")
     return 0
 

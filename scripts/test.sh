@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh demo test
 # PyTorch for the torch.onnx export tests: 2.13.0 is the CPU build (any other version pulls CUDA).
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q torch==2.13.0
+# Zennit 0.5.1 for the reference tests: --no-deps, its torchvision import is stubbed (benchmarks/zennit_ref.py).
+.venv/bin/python -m pip show -q zennit >/dev/null 2>&1 || .venv/bin/python -m pip install -q --no-deps zennit==0.5.1
 .venv/bin/python -m pytest "$@"

@@ -1,0 +1,110 @@
+"""lrpc against Zennit 0.5.1 on the same torch weights, one rule on every layer (issue 6).
+
+Each torch model is exported with torch.onnx, compiled by lrpc and run in onnxruntime; Zennit explains
+the torch model with the same rule (conventions lined up in benchmarks/zennit_ref.py: Zennit starts
+from onehot·y_t with lrpc's own y_t, activations pass relevance, BN merged exactly, global average
+pooling as a depthwise conv). Goal: relative L2 error ≤ 1e-5 over the cell's relevance [batch, ...].
+
+Cells that miss the goal for a measured reason outside lrpc's rules are xfails (not strict) with that
+reason; `python benchmarks/fidelity.py` regenerates the full table (benchmarks/FIDELITY.md), with
+Zennit's own float32-vs-float64 error beside each cell.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+if importlib.util.find_spec("zennit") is None:  # not importorskip: zennit needs the torchvision stub first
+    pytest.skip("zennit is not installed (pip install --no-deps zennit==0.5.1)", allow_module_level=True)
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
+
+import zennit_ref as Z  # noqa: E402
+
+pytestmark = [pytest.mark.reference, pytest.mark.torch]
+
+GOAL = 1e-5
+FAST = ["digits_cnn", "small_vgg", "tiny_resnet_bn", "autoencoder"]
+SLOW = ["vgg16", "resnet18_bn"]
+
+_RESIDUAL = ("float32 conditioning: {rule} sends input-independent relevance into residual Adds whose sum "
+             "z ≈ 0; R/z amplifies round-off — Zennit's own float32 result is as far from its float64 one")
+_SELU = ("onnxruntime's Selu computes α(eˣ−1) (rel. error 2e-4 at x = −1e-4, torch uses expm1) and ε-LRP "
+         "divides by the next layer's small pre-activations (min |z| ≈ 2e-4): forward round-off, not the rule")
+XFAIL = {
+    **{("tiny_resnet_bn", rule, b): _RESIDUAL.format(rule=rule) for rule in ("flat", "wsquare") for b in (1, 8)},
+    **{("tiny_resnet_bn", "zbox", b): "float32 conditioning: zᴮ bounds [0, 1] on hidden layers make "
+       "z = Wx − W⁺l − W⁻h cancel; Zennit's own float32 result is as far from its float64 one" for b in (1, 8)},
+    **{("autoencoder", "epsilon", b): _SELU for b in (1, 8)},
+}
+# slow models: VGG-16 on 224x224 and ResNet-18 (measured in benchmarks/FIDELITY.md)
+_POOL = ("max-pool near-ties: a window or a few (of 802,816 in pool1) pick another winner in onnxruntime's "
+         "float32 forward than in torch's, and that unit's relevance lands on a neighbouring pixel")
+_DEEP = "float32 conditioning: Zennit's own float32 result is as far from its float64 one (deep random net)"
+XFAIL.update({("vgg16", rule, b): _POOL + ("" if b == 1 and rule not in ("epsilon", "flat") else "; " + _DEEP)
+              for rule in Z.RULES for b in (1, 8) if (rule, b) != ("gamma", 1)})
+XFAIL.update({("resnet18_bn", rule, b): _DEEP for rule in ("epsilon", "flat", "wsquare", "zbox") for b in (1, 8)})
+XFAIL[("resnet18_bn", "gamma", 8)] = _DEEP
+
+
+# One model at a time in memory (VGG-16 is 0.5 GB per copy); the tests run model by model, rule by rule.
+@functools.lru_cache(maxsize=1)
+def case_and_export(name):
+    torch.set_num_threads(2)
+    case = Z.CASES[name]()
+    return case, case.onnx_model()
+
+
+@functools.lru_cache(maxsize=1)
+def session(name, rule):
+    case, proto = case_and_export(name)
+    return Z.lrpc_session(case, Z.METHODS[rule], proto)
+
+
+def cells(models, marks=()):
+    out = []
+    for model in models:
+        for rule in Z.RULES:
+            for batch in (1, 8):
+                why = XFAIL.get((model, rule, batch))
+                # not strict: these float32 near-ties and cancellations may come out under the goal on another CPU
+                extra = [pytest.mark.xfail(strict=False, reason=why)] if why else []
+                out.append(pytest.param(model, rule, batch, marks=[*marks, *extra], id=f"{model}-{rule}-b{batch}"))
+    return out
+
+
+def check(model, rule, batch):
+    r = Z.compare(case_and_export(model)[0], Z.METHODS[rule], session(model, rule), batch)
+    assert r["rel"] <= GOAL, (f"{model} {rule} batch {batch}: relative L2 error {r['rel']:.2e} "
+                              f"(worst sample {r['worst']:.2e}, max abs {r['max_abs']:.2e})")
+
+
+@pytest.mark.parametrize("model, rule, batch", cells(FAST))
+def test_matches_zennit(model, rule, batch):
+    check(model, rule, batch)
+
+
+@pytest.mark.parametrize("model, rule, batch", cells(SLOW, marks=[pytest.mark.slow]))
+def test_matches_zennit_large(model, rule, batch):
+    check(model, rule, batch)
+
+
+def test_every_linear_layer_gets_the_rule_in_zennit():
+    """The composite hooks every Conv/Linear (the rule), ReLU (Pass) and residual Sum (Norm): only pooling and
+    shape ops are left to the plain gradient, as lrpc routes them."""
+    case = case_and_export("tiny_resnet_bn")[0]
+    view, composite = case.view, Z.METHODS["epsilon"].zennit(case)
+    with composite.context(view):
+        kinds = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.ReLU, Z.zennit.layer.Sum)
+        modules = [m for m in view.modules() if isinstance(m, kinds)]
+        assert {type(m) for m in modules} == set(kinds)
+        assert all(m._forward_hooks for m in modules)
+
