@@ -5,6 +5,7 @@ from __future__ import annotations
 import onnx
 
 from .rules.table import RULES
+from .select import upstream
 
 
 def _shape(value) -> str:
@@ -40,26 +41,16 @@ def describe_plan(path, p) -> str:
              "canonization:" + ("" if p.changes else " nothing to change")]
     lines += [f"  {line}" for line in p.changes]
     lines.append("layers (graph order; relevance flows from the last to the first):")
-    rows, upstream = [], _upstream(p.explained)
+    rows, needed = [], upstream(p.explained)
     for node in graph:
         if node.op_type in ("Shape", "Constant"):
             continue
         x = next((v for v in node.inputs if v is not None and v.const_value is None), None)
         rule = p.assigned[node].spec if node in p.assigned else getattr(RULES.get(node.op_type), "__name__", "no rule")
-        if node not in upstream:
+        if node not in needed:
             rule = "— (not on the way to the explained tensor)"
         rows.append((node.name or "<unnamed>", node.op_type, f"{_shape(x)} → {_shape(node.outputs[0])}", rule))
     widths = [max(len(r[i]) for r in rows) for i in range(3)] if rows else [0, 0, 0]
     lines += [f"  {a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
     return "\n".join(lines)
 
-
-def _upstream(value) -> set:
-    """The nodes the explained tensor depends on."""
-    seen, todo = set(), [value.producer()]
-    while todo:
-        node = todo.pop()
-        if node is not None and node not in seen:
-            seen.add(node)
-            todo += [v.producer() for v in node.inputs if v is not None]
-    return seen

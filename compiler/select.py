@@ -176,3 +176,14 @@ def start_relevance(b: Builder, y: ir.Value, target: Target, graph: ir.Graph, sc
     if w is None:
         return y if scaled else b.op("ConstantOfShape", b.op("Shape", y), value=ir.tensor(np.ones(1, b.dtype.numpy())))
     return b.op("Mul", y, w) if scaled else b.op("Expand", w, b.op("Shape", y))
+
+
+def upstream(value: ir.Value) -> set[ir.Node]:
+    """The nodes `value` depends on (its producer included)."""
+    seen, todo = set(), [value.producer()]
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            todo += [v.producer() for v in node.inputs if v is not None]
+    return seen

@@ -27,6 +27,7 @@ import onnx_ir as ir
 
 from ..builder import Builder
 from ..errors import LrpcError, node_label
+from ..select import upstream
 from .backward import backward, depends_on
 from .spec import Method, parse_method
 
@@ -111,25 +112,15 @@ def _noisy_points(b: Builder, graph, x: ir.Value, inputs, method: Method) -> ir.
     return _stack(b, b.op("Add", lifted, noise), x)
 
 
-def _ancestors(value: ir.Value) -> set[ir.Node]:
-    seen, todo = set(), [value.producer()]
-    while todo:
-        node = todo.pop()
-        if node is not None and node not in seen:
-            seen.add(node)
-            todo += [v.producer() for v in node.inputs if v is not None]
-    return seen
-
-
 def _clone_forward(graph: ir.Graph, nodes: list[ir.Node], start: ir.Value, points: dict, b: Builder):
     """Copy the nodes between the inputs and `start` onto the stacked inputs: (original value → copy, copies)."""
     inputs = list(points)
     explained = depends_on(nodes, inputs)
     other_inputs = depends_on(nodes, [v for v in graph.inputs if v not in points])
     mapping, copies = dict(points), []
-    upstream = _ancestors(start)
+    needed = upstream(start)
     for node in nodes:
-        if node not in upstream or not any(v in explained for v in node.inputs if v is not None):
+        if node not in needed or not any(v in explained for v in node.inputs if v is not None):
             continue
         for v in node.inputs:
             if v is not None and v not in explained and v in other_inputs:
