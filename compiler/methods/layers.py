@@ -22,7 +22,7 @@ from ..errors import LrpcError, node_label
 from ..rules.combine import unbroadcast
 from ..rules.linear import LAYERS
 from ..rules.reduce import _rank, _reduced_axes
-from ..rules.resample import _adjoint_along, _const_input, _probe, _resized_axes
+from ..rules.resample import _adjoint_along, _const_input, _probe, _resized_axes, check_resize
 from .table import gradient_rule, reuse_lrp_rule
 
 reuse_lrp_rule("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Gather", "GatherElements",
@@ -97,12 +97,7 @@ def reduce_backward(node, g_out, b, relu):
 @gradient_rule("Resize")
 def resize_backward(node, g_out, b, relu):
     x = node.inputs[0]
-    if node.attributes.get_string("coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize":
-        raise LrpcError(f"{node_label(node)}: tf_crop_and_resize adds a constant outside the crop; not supported")
-    if node.attributes.get_string("keep_aspect_ratio_policy", "stretch") != "stretch":
-        raise LrpcError(f"{node_label(node)}: keep_aspect_ratio_policy other than 'stretch' is not supported")
-    if x.shape is None:
-        raise LrpcError(f"{node_label(node)}: the rank of its input is unknown")
+    check_resize(node)
     rank, scales = len(x.shape), _const_input(node, 2)
     if scales is not None and node.attributes.get_ints("axes", None) is not None:  # opset 18: scales of `axes`
         full = np.ones(rank, np.float32)

@@ -91,16 +91,21 @@ def _resized_axes(node: ir.Node, scales) -> list[tuple[int, int, int]]:
     return changed
 
 
-@relevance_rule("Resize")
-def resize_back(node, rel_out, b, cfg):
-    x, y, r = node.inputs[0], node.outputs[0], rel_out[0]
-    mode = node.attributes.get_string("mode", "nearest")
+def check_resize(node) -> None:
+    """The Resize forms lrpc inverts: any mode, no crop, stretched, of known rank."""
     if node.attributes.get_string("coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize":
         raise LrpcError(f"{node_label(node)}: tf_crop_and_resize adds a constant outside the crop; not supported")
     if node.attributes.get_string("keep_aspect_ratio_policy", "stretch") != "stretch":
         raise LrpcError(f"{node_label(node)}: keep_aspect_ratio_policy other than 'stretch' is not supported")
-    if x.shape is None:
+    if node.inputs[0].shape is None:
         raise LrpcError(f"{node_label(node)}: the rank of its input is unknown")
+
+
+@relevance_rule("Resize")
+def resize_back(node, rel_out, b, cfg):
+    x, y, r = node.inputs[0], node.outputs[0], rel_out[0]
+    mode = node.attributes.get_string("mode", "nearest")
+    check_resize(node)
     rank = len(x.shape)
     scales = _const_input(node, 2)
     if scales is not None and node.attributes.get_ints("axes", None) is not None:  # opset 18: scales of `axes`

@@ -470,3 +470,11 @@ class Cases:
     def check(self, name, rule, batch=3, bias=True, tol=1e-5):
         return check(*self.net(name, bias), self.inputs(name, rule, batch, bias), rule, self.compiled(name, rule, bias),
                      tol=tol)
+
+    def check_batch(self, name, rule, batch=4):
+        """One run on `batch` samples equals `batch` runs on one sample each."""
+        sess = oracle.session(self.compiled(name, rule))
+        X = self.inputs(name, rule, batch)
+        together = oracle.run(sess, X)["relevance"]
+        for n in range(batch):
+            oracle.assert_rel_close(together[n:n + 1], oracle.run(sess, X[n:n + 1])["relevance"], 1e-6)

@@ -75,11 +75,7 @@ def test_matches_oracle(net, rule):
 
 @pytest.mark.parametrize("net", CASES.builders)
 def test_batch_equals_single_samples(net):
-    sess = oracle.session(CASES.compiled(net, "epsilon"))
-    X = CASES.inputs(net, "epsilon", 4)
-    together = oracle.run(sess, X)["relevance"]
-    for n in range(4):
-        oracle.assert_rel_close(together[n:n + 1], oracle.run(sess, X[n:n + 1])["relevance"], 1e-6)
+    CASES.check_batch(net, "epsilon")
 
 
 @pytest.mark.parametrize("net", ["residual_relu", "resnet_block", "sub_sum_broadcast"])
