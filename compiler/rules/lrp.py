@@ -73,6 +73,17 @@ def _alphabeta(alpha, beta, convention="lrpc"):
     return dict(groups=tuple(groups))
 
 
+def _zplus(convention="lrpc"):
+    if convention == "innvestigate":  # iNNvestigate's z⁺ ignores the bias
+        return dict(groups=(Group(1.0, (Term(1, "pos", POS, None), Term(1, "neg", NEG, None))),), eps=0.0)
+    return _alphabeta(1.0, 0.0, convention)
+
+
+def _w2(convention="lrpc"):
+    bias = None if convention == "innvestigate" else SQ  # iNNvestigate's z = W²·1, without b²
+    return dict(groups=(Group(1.0, (Term(1, "ones", SQ, bias),)),))
+
+
 def _gamma(gamma):
     up, down = ("gamma", gamma, "pos"), ("gamma", gamma, "neg")
     return dict(groups=(Group(1.0, (Term(1, "pos", up, up), Term(1, "neg", down, None)), gate="pos"),
@@ -90,9 +101,9 @@ def _zbox(low, high):
 RULE_TABLE = {
     "zero": (lambda: _epsilon(0.0), {}, "LRP-0: z = Wx + b, R_in = x ⊙ Wᵀ(R/z), 0 where z = 0"),
     "epsilon": (_epsilon, {"eps": DEFAULT_EPS}, "LRP-ε: z stabilized by ε·sign₀(z)"),
-    "zplus": (lambda **c: _alphabeta(1.0, 0.0, **c), {}, "z⁺: positive contributions only (= alphabeta α=1, β=0)"),
+    "zplus": (lambda **c: _zplus(**c), {}, "z⁺: positive contributions only (= alphabeta α=1, β=0)"),
     "alphabeta": (_alphabeta, {"alpha": 1.0, "beta": 0.0}, "LRP-αβ: α·positive − β·negative parts, α − β = 1"),
-    "w2": (lambda: dict(groups=(Group(1.0, (Term(1, "ones", SQ, SQ),)),)), {},
+    "w2": (lambda **c: _w2(**c), {},
            "w²: R_in = (W²)ᵀ(R/z) with z = W²·1 + b², input-independent"),
     "flat": (lambda: dict(groups=(Group(1.0, (Term(1, "ones", ONES, None),)),)), {},
              "flat: all weights 1, no bias; the kernel's structure (groups) is kept"),
@@ -138,7 +149,7 @@ def parse_rule(spec: str, convention: str = "lrpc") -> Rule:
         raise LrpcError(f"rule '{name}' needs {', '.join(missing)}: e.g. --rule {name}:{example}")
     if params.get("eps", 0.0) < 0:
         raise LrpcError(f"rule '{name}': eps must be ≥ 0")
-    built = build(**params, **({"convention": convention} if name in ("alphabeta", "zplus") else {}))
+    built = build(**params, **({"convention": convention} if name in ("alphabeta", "zplus", "w2") else {}))
     return Rule(name=name, params=tuple(params.items()), **{"eps": CONVENTIONS[convention], **built})
 
 

@@ -203,3 +203,15 @@ def test_inspect_reads_an_explained_file_and_reports_errors(tmp_path):
     assert done.returncode == 0 and "an explained file" in done.stdout and "EpsilonPlus" in done.stdout
     bad = cli("inspect", FIXTURES / "dense_bn.onnx", "--rule-map", "zzz=flat")
     assert bad.returncode == 2 and bad.stderr.startswith("lrpc: error: rule map pattern 'zzz'")
+
+
+def test_innvestigate_convention_drops_the_bias_in_zplus_and_w2():
+    """iNNvestigate's lrp.z_plus and lrp.w_square ignore the bias (measured by benchmarks/fidelity.py)."""
+    net = vgg_like()
+    X = np.random.default_rng(6).standard_normal((3, 2, 6, 6)).astype(np.float32)
+    unbiased = lambda rule: lambda L, x, R_out: rule(oracle.Linear(L.W, 0 * L.b, L.S, L.in_shape, L.out_shape), x, R_out)
+    zplus = unbiased(partial(innvestigate_alphabeta, alpha=1.0, beta=0.0))
+    w2 = unbiased(oracle.rule_w2)
+    for spec, rule in (("zplus", zplus), ("w2", w2)):
+        got = lrpc_relevance(net.model(), X, rule=spec, convention="innvestigate")
+        oracle.assert_rel_close(got, oracle_relevance(net, X, layer_rules(net, *[rule] * 4)), 1e-5)
