@@ -39,12 +39,14 @@ import resnet  # noqa: E402
 import vgg  # noqa: E402
 
 
-def _depthwise_mean(channels, size):
-    """A depthwise conv with weights 1/(h·w) and no bias: global average pooling as lrpc canonizes it."""
-    conv = nn.Conv2d(channels, channels, size, groups=channels, bias=False)
-    with torch.no_grad():
-        conv.weight.fill_(1.0 / (size[0] * size[1]))
-    return conv
+class GlobalMean(nn.Conv2d):
+    """A depthwise conv with weights 1/(h·w) and no bias: global average pooling as lrpc canonizes it
+    (its own class, so that a composite can give it the rule Zennit gives average pools)."""
+
+    def __init__(self, channels, size):
+        super().__init__(channels, channels, size, groups=channels, bias=False)
+        with torch.no_grad():
+            self.weight.fill_(1.0 / (size[0] * size[1]))
 
 
 class _AutoencoderClassView(nn.Module):
@@ -158,7 +160,7 @@ def _resnet_case(name, model):
     with torch.no_grad():
         channels = model.fc.in_features
         final = view.blocks(view.stem(torch.zeros(1, *model.in_shape))).shape[-2:]
-        view.pool = _depthwise_mean(channels, tuple(final))
+        view.pool = GlobalMean(channels, tuple(final))
     return Case(name, model, view.eval(), _uniform(model.in_shape), resnet=True)
 
 

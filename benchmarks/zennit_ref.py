@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from torch_cases import CASES, Case  # noqa: E402,F401  (CASES is re-exported for the callers)
+from torch_cases import CASES, Case, GlobalMean  # noqa: E402,F401  (CASES is re-exported for the callers)
 
 import resnet  # noqa: E402  (models/resnet.py; torch_cases put models/ on sys.path)
 
@@ -87,16 +87,18 @@ zr, zc, zt = zennit.rules, zennit.composites, zennit.types
 
 @dataclass(frozen=True)
 class Method:
-    """A table row kind: what lrpc compiles (`lrpc`) and what Zennit computes (`zennit(case)`).
+    """A table row kind: what lrpc compiles (`lrpc`, a spec of kind `kind`: rule, composite or method)
+    and what Zennit computes (`zennit(case)`, a composite; `attributor` for gradient methods)."""
 
-    `lrpc=None` marks a cell lrpc cannot compute yet; `pending` says why. Adding a composite or
-    method to lrpc makes its row live by filling in its `lrpc` spec — one line.
-    """
-
-    lrpc: str | None
+    lrpc: str
     zennit: object  # case -> zennit Composite (None: no hooks)
-    pending: str = ""
+    kind: str = "rule"  # the lrpc.compile keyword the spec goes to
     attributor: object = None  # a zennit Attributor class with its arguments, for gradient methods
+
+    @property
+    def starts_at_one(self) -> bool:
+        """lrpc's gradient methods start at 1 (Zennit's attributors are given onehot·1 too)."""
+        return self.kind == "method"
 
 
 def _one_rule(make_rule):
@@ -109,13 +111,14 @@ def _one_rule(make_rule):
 
 
 def _builtin(cls, **kw):
+    """Zennit's composite `cls` as it ships; the view's GlobalMean conv gets Norm, its rule for average pools."""
     def composite(case):
         extra = {"low": case.low, "high": case.high} if cls is zc.EpsilonGammaBox else {}
-        return cls(canonizers=canonizers(case), **extra, **kw)
+        return cls(canonizers=canonizers(case), layer_map=[(GlobalMean, zr.Norm(EPS))], **extra, **kw)
     return composite
 
 
-ISSUE5 = "issue 5: composites/gradient methods are not in lrpc yet"
+SMOOTHGRAD = {"noise_level": 0.1, "n_iter": 20}
 METHODS = {
     "epsilon": Method(f"epsilon:eps={EPS:g}", _one_rule(lambda c: zr.Epsilon(EPS))),
     "zplus": Method("zplus", _one_rule(lambda c: zr.ZPlus(EPS))),
@@ -125,19 +128,24 @@ METHODS = {
     "flat": Method("flat", _one_rule(lambda c: zr.Flat(EPS))),
     "wsquare": Method("w2", _one_rule(lambda c: zr.WSquare(EPS))),
     "zbox": Method("zbox:low={low:g},high={high:g}", _one_rule(lambda c: zr.ZBox(c.low, c.high, EPS))),
-    # composites and attribution methods: Zennit computes them already; lrpc's spec goes in `lrpc`
-    "EpsilonPlus": Method(None, _builtin(zc.EpsilonPlus), ISSUE5),
-    "EpsilonPlusFlat": Method(None, _builtin(zc.EpsilonPlusFlat), ISSUE5),
-    "EpsilonAlpha2Beta1": Method(None, _builtin(zc.EpsilonAlpha2Beta1), ISSUE5),
-    "EpsilonAlpha2Beta1Flat": Method(None, _builtin(zc.EpsilonAlpha2Beta1Flat), ISSUE5),
-    "EpsilonGammaBox": Method(None, _builtin(zc.EpsilonGammaBox), ISSUE5),
-    # gradient methods through Zennit's attributors; smoothgrad's noise comes from torch.manual_seed(0),
-    # which lrpc's side must reproduce (or be handed) when its spec is filled in
-    "gradient": Method(None, None, ISSUE5, (zennit.attribution.Gradient, {})),
-    "smoothgrad": Method(None, None, ISSUE5, (zennit.attribution.SmoothGrad, {"noise_level": 0.1, "n_iter": 20})),
-    "integrated_gradients": Method(None, None, ISSUE5, (zennit.attribution.IntegratedGradients, {"n_iter": 20})),
+    # Zennit's own composites, as they ship (ε = stabilizer = 1e-6 in both)
+    "EpsilonPlus": Method("EpsilonPlus", _builtin(zc.EpsilonPlus), "composite"),
+    "EpsilonPlusFlat": Method("EpsilonPlusFlat", _builtin(zc.EpsilonPlusFlat), "composite"),
+    "EpsilonAlpha2Beta1": Method("EpsilonAlpha2Beta1", _builtin(zc.EpsilonAlpha2Beta1), "composite"),
+    "EpsilonAlpha2Beta1Flat": Method("EpsilonAlpha2Beta1Flat", _builtin(zc.EpsilonAlpha2Beta1Flat), "composite"),
+    "EpsilonGammaBox": Method("EpsilonGammaBox:low={low:g},high={high:g}", _builtin(zc.EpsilonGammaBox),
+                              "composite"),
+    # gradient methods through Zennit's attributors; smoothgrad's noise is drawn as Zennit draws it
+    # (smoothgrad_noise) and fed to lrpc's graph (noise_input=1)
+    "gradient": Method("gradient", None, "method", (zennit.attribution.Gradient, {})),
+    "smoothgrad": Method(f"smoothgrad:samples={SMOOTHGRAD['n_iter']},noise_input=1", None, "method",
+                         (zennit.attribution.SmoothGrad, SMOOTHGRAD)),
+    "integrated_gradients": Method("integratedgradients:steps=20", None, "method",
+                                   (zennit.attribution.IntegratedGradients, {"n_iter": 20})),
 }
-RULES = [name for name, m in METHODS.items() if m.lrpc is not None]
+RULES = [name for name, m in METHODS.items() if m.kind == "rule"]
+COMPOSITES = [name for name, m in METHODS.items() if m.kind == "composite"]
+GRADIENT_METHODS = [name for name, m in METHODS.items() if m.kind == "method"]
 
 
 # ------------------------------------------------------------------------------------------ canonizers
@@ -192,7 +200,7 @@ def lrpc_spec(method: Method, case: Case) -> str:
 def lrpc_session(case: Case, method: Method, proto=None):
     """Compile the case's ONNX export under the method's rule; an onnxruntime session on the result."""
     import lrpc
-    explained = lrpc.compile(proto if proto is not None else case.onnx_model(), rule=lrpc_spec(method, case))
+    explained = lrpc.compile(proto if proto is not None else case.onnx_model(), **{method.kind: lrpc_spec(method, case)})
     scores = {p.key: p.value for p in explained.metadata_props}["lrpc.explained"]
     if scores not in [o.name for o in explained.graph.output]:  # expose the explained logits (R₀'s values)
         explained.graph.output.append(onnx.helper.make_tensor_value_info(scores, onnx.TensorProto.FLOAT, None))
@@ -201,10 +209,24 @@ def lrpc_session(case: Case, method: Method, proto=None):
     return ort.InferenceSession(explained.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
+def smoothgrad_noise(x, noise_level, n_iter):
+    """The ε that Zennit 0.5.1's SmoothGrad adds after torch.manual_seed(0), [n_iter, batch, …]: randn·σ with
+    σ = noise_level·(max − min) per sample, the last ε zero."""
+    xt = torch.from_numpy(np.asarray(x))
+    dims = tuple(range(1, xt.ndim))
+    std = noise_level * (xt.amax(dims, keepdim=True) - xt.amin(dims, keepdim=True))
+    torch.manual_seed(0)
+    draws = [torch.randn_like(xt) * std for _ in range(n_iter - 1)] + [torch.zeros_like(xt)]
+    return torch.stack(draws).numpy()
+
+
 def lrpc_relevance(sess, x):
     """(relevance, explained class t, its logit y_t) per sample from the compiled file."""
     names = [o.name for o in sess.get_outputs()]
-    out = dict(zip(names, sess.run(None, {"input": x})))
+    feeds = {"input": x}
+    if "noise" in [i.name for i in sess.get_inputs()]:
+        feeds["noise"] = smoothgrad_noise(x, **SMOOTHGRAD)
+    out = dict(zip(names, sess.run(None, feeds)))
     scores = out[sess.get_modelmeta().custom_metadata_map["lrpc.explained"]]
     t = scores.argmax(axis=1)
     return out["relevance"], t, scores[np.arange(len(t)), t]
@@ -220,7 +242,7 @@ def zennit_relevance(case: Case, method: Method, x, target, start, dtype=torch.f
     grad_output = onehot * torch.from_numpy(np.asarray(start)).to(dtype)[:, None]
     if method.attributor is not None:
         cls, kwargs = method.attributor
-        torch.manual_seed(0)
+        torch.manual_seed(0)  # SmoothGrad's draws: smoothgrad_noise repeats them for lrpc
         with cls(view, composite=method.zennit(case) if method.zennit else None, **kwargs) as attributor:
             return attributor(xt, grad_output)[1].detach().numpy()
     xt.requires_grad_(True)
@@ -243,6 +265,8 @@ def compare(case: Case, method: Method, sess, batch: int, floor: bool = False) -
     Zennit float32 against Zennit float64 (`floor`) and lrpc against Zennit float64 (`vs64`)."""
     x = case.inputs(batch)
     rel_lrpc, target, start = lrpc_relevance(sess, x)
+    if method.starts_at_one:
+        start = np.ones_like(start)
     rel_zennit = zennit_relevance(case, method, x, target, start)
     out = dict(zip(("rel", "worst", "max_abs"), errors(rel_lrpc, rel_zennit)))
     if floor:

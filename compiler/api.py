@@ -91,7 +91,7 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
     rule_map: ["PATTERN=RULE", ...] per-layer rules, first match wins (patterns: first, last, conv,
             dense, pool, an op type, or a glob on the layer name); rule_map_file: the same in TOML.
     convention: "lrpc" (default), "zennit" (start relevance 1) or "innvestigate" (ε = 1e-7, its α-β
-            bias form); see the README.
+            bias form; guided backprop and deconvnet start at the score's value); see the README.
     target: which units of the explained tensor: None or "max" (each sample's largest), a unit index
             (3, or "0,4,4" for a multi-index), "input" (an int64 graph input `target` [batch] chooses
             per call), "all" (every unit, e.g. a whole reconstruction), or "mask" (a float graph input
@@ -106,21 +106,18 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
     log:    called with a line of text for each change a pass made.
     method: a gradient-family method instead of LRP (None or "lrp": LRP), e.g. "gradient",
             "inputxgradient", "guidedbackprop", "deconvnet", "integratedgradients:steps=32,baseline=0",
-            "smoothgrad:samples=16,noise=0.1,seed=0" (see lrpc/methods/spec.py); not with LRP options.
+            "smoothgrad:samples=16,noise=0.1,seed=0" (see lrpc/methods/spec.py); not with rule options.
 
     >>> explained = compile("models/digits_cnn.onnx", composite="EpsilonPlusFlat")   # doctest: +SKIP
     """
-    method = parse_method(method) if method not in (None, "lrp") else None
-    if method is not None and (rule is not None or composite or rule_map or rule_map_file or convention != "lrpc"):
-        raise LrpcError(f"--method {method.name} computes gradients: drop --rule, --composite, --rule-map and "
-                        "--convention (they choose LRP rules)")
+    method = checked_method(method, rule, composite, rule_map, rule_map_file)
     p = plan(model, rule, composite=composite, rule_map=rule_map, rule_map_file=rule_map_file,
              convention=convention, target=target, output_name=output_name, explain=explain,
              keep_output_activation=keep_output_activation, opset=opset, log=log)
     graph = p.model.graph
     b = Builder(graph, p.explained.dtype)
     b.scope = "lrp/start"
-    r0 = start_relevance(b, p.scores, p.target, graph, scaled=convention != "zennit" and method is None)
+    r0 = start_relevance(b, p.scores, p.target, graph, scaled=starts_at_value(convention, method))
     float_inputs = [v for v in graph.inputs if v.name not in (TARGET_INPUT_NAME, MASK_INPUT_NAME)
                     and v.dtype is not None and v.dtype.is_floating_point()]
     if not float_inputs:
@@ -138,6 +135,24 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
     if output is not None:
         save(proto, output)
     return proto
+
+
+def checked_method(method, rule=None, composite=None, rule_map=(), rule_map_file=None):
+    """The parsed gradient method (None for LRP), refusing LRP rule options beside it."""
+    method = parse_method(method) if method not in (None, "lrp") else None
+    if method is not None and (rule is not None or composite or rule_map or rule_map_file):
+        raise LrpcError(f"--method {method.name} computes gradients: drop --rule, --composite and --rule-map "
+                        "(they choose LRP rules)")
+    return method
+
+
+def starts_at_value(convention: str, method) -> bool:
+    """Whether the start relevance is the selected score's value (else 1): LRP starts at the value except
+    under Zennit's convention; gradient methods start at 1, except iNNvestigate's guided backprop and
+    deconvnet, which it seeds with the score itself (its reverse analyzers' head mapping is the identity)."""
+    if method is None:
+        return convention != "zennit"
+    return convention == "innvestigate" and method.relu != "gradient"
 
 
 def _convert_opset(model: ir.Model, opset: int) -> ir.Model:

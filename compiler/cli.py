@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from . import __version__
-from .api import compile, plan
+from .api import checked_method, compile, plan
 from .emit import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from .errors import LrpcError
 from .inspect import describe_metadata, describe_plan, explained_metadata
@@ -25,6 +25,7 @@ EXAMPLES = """examples:
   lrpc compile autoencoder.onnx --output reconstruction --target all -o explained.onnx
   lrpc compile autoencoder.onnx --explain latent:3 -o explained.onnx
   lrpc inspect model.onnx --composite EpsilonPlusFlat
+  lrpc inspect model.onnx --method guidedbackprop
 
 then, with onnxruntime alone:
   outputs..., relevance = onnxruntime.InferenceSession("explained.onnx").run(None, {"input": x})
@@ -59,6 +60,10 @@ def _add_plan_options(c: argparse.ArgumentParser) -> None:
     c.add_argument("--keep-output-activation", action="store_true",
                    help="explain the output Softmax/LogSoftmax/Sigmoid's values (e.g. probabilities) "
                         "instead of stripping it and explaining the logits")
+    c.add_argument("--method", metavar="NAME[:params]",
+                   help=f"a gradient-family method instead of LRP: {method_summary()} (smoothgrad noise_input=1: "
+                        "the noise is a graph input 'noise' [samples, batch, ...]); e.g. --method "
+                        "integratedgradients:steps=32,baseline=0")
     c.add_argument("--opset", type=int, default=None,
                    help=f"ONNX opset to emit, {MIN_OPSET}–{MAX_OPSET} "
                         f"(default: {DEFAULT_OPSET}, or the model's own if newer)")
@@ -81,10 +86,6 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--out", dest="out_file", metavar="FILE", required=True,
                    help="where to write the explained ONNX file")
     c.add_argument("-v", "--verbose", action="store_true", help="print what each canonization pass changed")
-    c.add_argument("--method", metavar="NAME[:params]",
-                   help=f"a gradient-family method instead of LRP: {method_summary()} (smoothgrad noise_input=1: "
-                        "the noise is a graph input 'noise' [samples, batch, ...]); e.g. --method "
-                        "integratedgradients:steps=32,baseline=0")
     i = commands.add_parser(
         "inspect", help="show the layers, canonizations, rules and what will be explained, compiling nothing",
         description="Show what `lrpc compile` would do with MODEL and these options: each layer with its "
@@ -110,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "inspect":
             meta = explained_metadata(args.model)
+            method = checked_method(args.method, args.rule, args.composite, args.rule_map, args.rule_map_file)
             print(describe_metadata(args.model, meta) if meta else
-                  describe_plan(args.model, plan(args.model, **_plan_options(args))))
+                  describe_plan(args.model, plan(args.model, **_plan_options(args)), method))
             return 0
         log = (lambda line: print(f"  pass: {line}", file=sys.stderr)) if args.verbose else None
         proto = compile(args.model, **_plan_options(args), output=args.out_file, log=log, method=args.method)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import onnx
 
+from .api import starts_at_value
+from .methods import GRADIENTS
 from .rules.table import RULES
 from .select import upstream
 
@@ -29,15 +31,26 @@ def describe_metadata(path, meta: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def describe_plan(path, p) -> str:
+def _layer_treatment(node, p, method) -> str:
+    """The rule a node's relevance (or, under a method, its gradient) goes back through."""
+    if method is not None:
+        if node.op_type not in GRADIENTS:
+            return "no gradient rule"
+        return {"guided": "ReLU: g ⊙ [x > 0] ⊙ [g > 0]", "deconvnet": "ReLU: g ⊙ [g > 0]"}.get(
+            method.relu if node.op_type == "Relu" else "", "gradient")
+    return p.assigned[node].spec if node in p.assigned else getattr(RULES.get(node.op_type), "__name__", "no rule")
+
+
+def describe_plan(path, p, method=None) -> str:
+    """What compile would do with plan `p` (and gradient `method`, None for LRP), as text."""
     graph = p.model.graph
-    start = ("its value" if p.convention != "zennit" else "1") + " at the selected units"
+    start = ("its value" if starts_at_value(p.convention, method) else "1") + " at the selected units"
     lines = [f"{path}: opset {p.opset}",
              "  inputs:  " + ", ".join(f"{v.name} {_shape(v)}" for v in graph.inputs),
              "  outputs: " + ", ".join(f"{v.name} {_shape(v)}" for v in graph.outputs),
              f"explains: '{p.scores.name}' {_shape(p.scores)}, target {p.target.spec}, start relevance = {start}"
              + (f" (at '{p.explained.name}')" if p.explained is not p.scores else ""),
-             f"rules: {p.rules.spec}; convention {p.convention}",
+             (f"method: {method.spec}" if method else f"rules: {p.rules.spec}") + f"; convention {p.convention}",
              "canonization:" + ("" if p.changes else " nothing to change")]
     lines += [f"  {line}" for line in p.changes]
     lines.append("layers (graph order; relevance flows from the last to the first):")
@@ -46,7 +59,7 @@ def describe_plan(path, p) -> str:
         if node.op_type in ("Shape", "Constant"):
             continue
         x = next((v for v in node.inputs if v is not None and v.const_value is None), None)
-        rule = p.assigned[node].spec if node in p.assigned else getattr(RULES.get(node.op_type), "__name__", "no rule")
+        rule = _layer_treatment(node, p, method)
         if node not in needed:
             rule = "— (not on the way to the explained tensor)"
         rows.append((node.name or "<unnamed>", node.op_type, f"{_shape(x)} → {_shape(node.outputs[0])}", rule))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,7 +17,7 @@ import oracle
 from lrpc.api import plan
 from lrpc.errors import LrpcError
 
-FIXTURES = __import__("pathlib").Path(__file__).parents[1] / "fixtures" / "keras"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "keras"
 
 
 def vgg_like(seed=0):
@@ -177,6 +178,9 @@ def test_innvestigate_convention():
 # lrpc inspect
 # ---------------------------------------------------------------------------------------------
 
+INNVESTIGATE_CNN = Path(__file__).parents[1] / "fixtures" / "innvestigate" / "cnn.onnx"
+
+
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "lrpc.cli", *map(str, args)], capture_output=True, text=True)
 
@@ -194,6 +198,19 @@ def test_inspect_shows_layers_rules_canonizations_and_target(tmp_path):
     assert lines["cnn_avgpool_bn_1/conv2_1/BiasAdd"].endswith("w2")
     assert lines["cnn_avgpool_bn_1/conv3_1/BiasAdd"].endswith("gamma:gamma=0.25")
     assert "[unk__2,8,7,7] → [unk__2,8,4,4]" in lines["cnn_avgpool_bn_1/pool2_1/AvgPool"]
+
+
+def test_inspect_shows_a_methods_backward_and_its_start():
+    done = cli("inspect", INNVESTIGATE_CNN, "--method", "guidedbackprop", "--convention", "innvestigate")
+    assert done.returncode == 0, done.stderr
+    assert "method: guidedbackprop; convention innvestigate" in done.stdout
+    assert "start relevance = its value at the selected units" in done.stdout
+    relus = [line for line in done.stdout.splitlines() if " Relu " in line]
+    assert len(relus) == 3 and all(line.endswith("ReLU: g ⊙ [x > 0] ⊙ [g > 0]") for line in relus)
+    plain = cli("inspect", INNVESTIGATE_CNN, "--method", "deconvnet")
+    assert "start relevance = 1 at the selected units" in plain.stdout and "ReLU: g ⊙ [g > 0]" in plain.stdout
+    bad = cli("inspect", INNVESTIGATE_CNN, "--method", "gradient", "--rule", "epsilon")
+    assert bad.returncode == 2 and "drop --rule" in bad.stderr
 
 
 def test_inspect_reads_an_explained_file_and_reports_errors(tmp_path):

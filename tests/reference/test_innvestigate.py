@@ -19,8 +19,6 @@ import lrpc
 
 pytestmark = pytest.mark.reference
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "innvestigate"
-DIFFERENT = ("iNNvestigate's guided backprop / deconvnet differ from Zennit's (which lrpc follows) on ReLUs "
-             "inside Conv2D/Dense layers; measured 0.44 relative L2")
 CASES = [
     ("lrp.z", dict(rule="zero")), ("lrp.epsilon", dict(rule="epsilon")),
     ("lrp.alpha_1_beta_0", dict(rule="alpha1beta0")), ("lrp.alpha_2_beta_1", dict(rule="alpha2beta1")),
@@ -28,16 +26,14 @@ CASES = [
     ("lrp.sequential_preset_a", dict(composite="A")), ("lrp.sequential_preset_b", dict(composite="B")),
     ("lrp.sequential_preset_a_flat", dict(composite="AFlat")), ("lrp.sequential_preset_b_flat", dict(composite="BFlat")),
     ("gradient", dict(method="gradient")), ("input_t_gradient", dict(method="inputxgradient")),
-    pytest.param("guided_backprop", dict(method="guidedbackprop"), marks=pytest.mark.xfail(strict=True, reason=DIFFERENT)),
-    pytest.param("deconvnet", dict(method="deconvnet"), marks=pytest.mark.xfail(strict=True, reason=DIFFERENT)),
+    ("guided_backprop", dict(method="guidedbackprop")), ("deconvnet", dict(method="deconvnet")),
 ]
 
 
 @pytest.mark.parametrize("analyzer, options", CASES)
 def test_matches_innvestigate(analyzer, options):
     reference = np.load(FIXTURES / "cnn_reference.npz")
-    if "method" not in options:
-        options = dict(options, convention="innvestigate")
+    options = dict(options, convention="innvestigate")
     sess = ort.InferenceSession(lrpc.compile(str(FIXTURES / "cnn.onnx"), **options).SerializeToString())
     for batch in (1, 4):
         x = reference["x"][:batch]
@@ -45,6 +41,19 @@ def test_matches_innvestigate(analyzer, options):
         expected = reference[analyzer][:batch]
         err = np.linalg.norm(relevance - expected) / np.linalg.norm(expected)
         assert err <= 1e-5, f"{analyzer} batch {batch}: relative L2 error {err:.2e}"
+
+
+@pytest.mark.parametrize("method, analyzer", [("guidedbackprop", "guided_backprop"), ("deconvnet", "deconvnet")])
+def test_innvestigate_seeds_guided_backprop_and_deconvnet_with_the_logit(method, analyzer):
+    """Its reverse analyzers start at the selected logit's value, its gradient at 1: without the convention
+    lrpc's guided backprop (Zennit's, seeded with 1) is iNNvestigate's divided by each sample's logit."""
+    reference = np.load(FIXTURES / "cnn_reference.npz")
+    sess = ort.InferenceSession(lrpc.compile(str(FIXTURES / "cnn.onnx"), method=method).SerializeToString())
+    logits, relevance = sess.run(None, {"input": reference["x"]})
+    expected = reference[analyzer]
+    assert np.linalg.norm(relevance - expected) / np.linalg.norm(expected) > 0.1
+    scaled = relevance * logits.max(axis=1)[:, None, None, None]
+    assert np.linalg.norm(scaled - expected) / np.linalg.norm(expected) <= 1e-5
 
 
 def test_lrpc_default_epsilon_differs_from_innvestigates_by_its_epsilon_only():
