@@ -39,33 +39,37 @@ GOAL = 1e-5
 INNV_PYTHON = ROOT / ".venv-innvestigate" / "bin" / "python"
 INNV_DIR = ROOT / "out" / "fidelity" / "innvestigate"
 
-# iNNvestigate analyzer → (lrpc spec or None, note). None: lrpc cannot compute it yet.
-ISSUE5 = "issue 5: LRP presets and gradient methods are not in lrpc yet"
+# iNNvestigate analyzer → lrpc.compile options. All under --convention innvestigate (ε 1e-7, its α-β
+# bias form, z⁺/w² without the bias, guided backprop/deconvnet seeded with the logit).
+INNV = {"convention": "innvestigate"}
 INNVESTIGATE = [
-    ("lrp.z", "zero", ""),
-    ("lrp.epsilon", "epsilon:eps=1e-7", "iNNvestigate's ε = 1e-7 passed to lrpc explicitly"),
-    ("lrp.epsilon", "epsilon", "lrpc's default ε = 1e-6 against iNNvestigate's 1e-7"),
-    ("lrp.alpha_1_beta_0", "alpha1beta0", ""),
-    ("lrp.alpha_2_beta_1", "alpha2beta1", ""),
-    ("lrp.flat", "flat", ""),
-    ("lrp.w_square", "w2", ""),
-    ("lrp.z_plus", "zplus", ""),
-    *[(a, None, ISSUE5) for a in ("lrp.sequential_preset_a", "lrp.sequential_preset_b",
-                                  "lrp.sequential_preset_a_flat", "lrp.sequential_preset_b_flat",
-                                  "gradient", "input_t_gradient", "deconvnet", "guided_backprop")],
+    ("lrp.z", dict(rule="zero", **INNV)), ("lrp.epsilon", dict(rule="epsilon", **INNV)),
+    ("lrp.alpha_1_beta_0", dict(rule="alpha1beta0", **INNV)), ("lrp.alpha_2_beta_1", dict(rule="alpha2beta1", **INNV)),
+    ("lrp.flat", dict(rule="flat", **INNV)), ("lrp.w_square", dict(rule="w2", **INNV)),
+    ("lrp.z_plus", dict(rule="zplus", **INNV)),
+    ("lrp.sequential_preset_a", dict(composite="A", **INNV)), ("lrp.sequential_preset_b", dict(composite="B", **INNV)),
+    ("lrp.sequential_preset_a_flat", dict(composite="AFlat", **INNV)),
+    ("lrp.sequential_preset_b_flat", dict(composite="BFlat", **INNV)),
+    ("gradient", dict(method="gradient", **INNV)), ("input_t_gradient", dict(method="inputxgradient", **INNV)),
+    ("deconvnet", dict(method="deconvnet", **INNV)), ("guided_backprop", dict(method="guidedbackprop", **INNV)),
+]
+# The same analyzers under lrpc's own convention, on the model with biases: they differ by design.
+CONTRAST = [
+    ("lrp.epsilon", dict(rule="epsilon"), "ε: lrpc's default 1e-6 against iNNvestigate's 1e-7"),
+    ("lrp.alpha_2_beta_1", dict(rule="alpha2beta1"),
+     "α-β bias: iNNvestigate puts the whole b in activator and inhibitor, lrpc (as Zennit) b⁺ / b⁻"),
+    ("lrp.z_plus", dict(rule="zplus"), "z⁺ bias: lrpc's activator has b⁺, iNNvestigate's z⁺ drops the bias"),
+    ("lrp.w_square", dict(rule="w2"), "w² bias: lrpc divides by W²·1 + b², iNNvestigate by W²·1"),
+    ("guided_backprop", dict(method="guidedbackprop"),
+     "start: lrpc (as Zennit) seeds guided backprop with 1, iNNvestigate with the logit's value"),
 ]
 # Why a cell misses the goal: measured causes (see the notes in FIDELITY.md).
-BIAS = {"lrp.alpha_1_beta_0": "α-β bias: iNNvestigate puts the whole b in activator and inhibitor, lrpc b⁺ / b⁻",
-        "lrp.alpha_2_beta_1": "α-β bias: iNNvestigate puts the whole b in activator and inhibitor, lrpc b⁺ / b⁻",
-        "lrp.w_square": "w² bias: lrpc divides by W²·1 + b², iNNvestigate by W²·1 (bias dropped)",
-        "lrp.z_plus": "z⁺ bias: lrpc's activator has b⁺, iNNvestigate's z⁺ drops the bias"}
-ZENNIT_CAUSES = {
-    ("autoencoder", "epsilon"): "onnxruntime's Selu computes α(eˣ−1), losing precision near 0 (rel. error 2e-4 at "
-                                "x = −1e-4; torch uses expm1); ε-LRP divides by the next layer's small "
-                                "pre-activations (dense1: min |z| ≈ 2e-4), so that forward round-off shows in R",
-}
+SELU = ("onnxruntime's Selu computes α(eˣ−1), losing precision near 0 (rel. error 2e-4 at x = −1e-4; torch uses "
+        "expm1); ε-LRP divides by the next layer's small pre-activations (dense1: min |z| ≈ 2e-4), so that forward "
+        "round-off shows in R")
 WHY = {"zbox": "zᴮ bounds on hidden layers make z = Wx − W⁺l − W⁻h cancel",
-       "epsilon": "near-zero pre-activations amplify round-off (R/stab(z))"}
+       "epsilon": "near-zero pre-activations amplify round-off (R/stab(z))",
+       "integrated_gradients": "a max-pool near-tie at one of the path points α·x (torch float32 against float64)"}
 WHY_RESIDUAL = "input-independent relevance reaches residual Adds whose sum z ≈ 0 (R/z)"
 
 
@@ -104,14 +108,14 @@ def pool_flips(case, proto, x):
     return flips(ort_in, t32), flips(t32, t64)
 
 
-def zennit_reason(name, rule, r, flips, residual):
-    if (name, rule) in ZENNIT_CAUSES:
-        return ZENNIT_CAUSES[(name, rule)]
+def zennit_reason(name, rule, r, flips, residual, epsilon_on_dense):
+    if name == "autoencoder" and epsilon_on_dense:
+        return SELU
     parts = []
     if flips[0]:
         parts.append(f"max-pool near-ties: {flips[0]} window(s) pick another winner in onnxruntime's float32 "
                      f"forward than in torch's, so that relevance lands on a neighbouring pixel")
-    if r["floor"] > GOAL or r["floor"] > 0.1 * r["rel"]:
+    if r.get("floor") is not None and (r["floor"] > GOAL or r["floor"] > 0.1 * r["rel"]):
         why = WHY_RESIDUAL if residual and rule in ("flat", "wsquare") else WHY.get(rule, "small denominators "
                                                                                      "amplify round-off")
         more = f"; torch float32 vs float64 also disagree on {flips[1]} max-pool window(s)" if flips[1] else ""
@@ -154,28 +158,26 @@ def zennit_rows(models, log):
     for name in models:
         case = Z.CASES[name]()
         proto, flips = case.onnx_model(), {}
-        for rule in Z.RULES:
-            method, label = Z.METHODS[rule], f"{rule} (`{Z.lrpc_spec(Z.METHODS[rule], case)}`)"
+        for rule, method in Z.METHODS.items():
+            label = f"{rule} (`{Z.lrpc_spec(method, case)}`)"
             start = time.perf_counter()
             try:
                 sess = Z.lrpc_session(case, method, proto)
             except LrpcError as e:
-                rows.append(Row("Zennit", name, label, "1, 8", status="pending", reason=f"lrpc cannot compile: {e}"))
+                rows.append(Row("Zennit", name, label, "1, 8", status="**FAIL**", reason=f"lrpc cannot compile: {e}"))
                 continue
             for batch in (1, 8):
                 r = Z.compare(case, method, sess, batch, floor=True)
-                row = Row("Zennit", name, label, str(batch), r["rel"], r["worst"], r["max_abs"], r["floor"],
+                row = Row("Zennit", name, label, str(batch), r["rel"], r["worst"], r["max_abs"], r.get("floor"),
                           verdict(r["rel"]))
                 if r["rel"] > GOAL:
                     if batch not in flips:
                         flips[batch] = pool_flips(case, proto, case.inputs(batch))
-                    row.reason = zennit_reason(name, rule, r, flips[batch], case.resnet)
+                    row.reason = zennit_reason(name, rule, r, flips[batch], case.resnet,
+                                               rule == "epsilon" or method.kind == "composite")
                 rows.append(row)
             log(f"zennit {name} {rule}: {time.perf_counter() - start:.1f}s")
         del proto, case
-    for rule, method in Z.METHODS.items():
-        if method.lrpc is None:
-            rows.append(Row("Zennit", "all", rule, "1, 8", status="pending", reason=method.pending))
     return rows
 
 
@@ -196,24 +198,18 @@ def innvestigate_rows(log, refresh):
     rows = []
     for model in innvestigate_ref.MODELS:
         data = np.load(INNV_DIR / f"{model}.npz")
-        for analyzer, spec, note in INNVESTIGATE:
-            label = f"{analyzer} ↔ `{spec}`" if spec else analyzer
-            if spec is None:
-                rows.append(Row("iNNvestigate", model, label, "1, 8", status="pending", reason=note))
-                continue
-            sess = ort.InferenceSession(lrpc.compile(str(INNV_DIR / f"{model}.onnx"), rule=spec).SerializeToString(),
+        cases = [(a, o, "", "") for a, o in INNVESTIGATE]
+        cases += [(a, o, "differs by design", why) for a, o, why in CONTRAST if model == "cnn"]
+        for analyzer, options, status, why in cases:
+            spec = next(f"{k} {v}" for k, v in options.items() if k != "convention")
+            label = f"{analyzer} ↔ `{spec}`" + (" (lrpc convention)" if "convention" not in options else "")
+            sess = ort.InferenceSession(lrpc.compile(str(INNV_DIR / f"{model}.onnx"), **options).SerializeToString(),
                                         providers=["CPUExecutionProvider"])
             for batch in (1, 8):
                 got = sess.run(["relevance"], {"input": data["x"][:batch]})[0]
                 rel, worst, max_abs = errors(got, data[f"{analyzer}|b{batch}"])
-                row = Row("iNNvestigate", model, label, str(batch), rel, worst, max_abs, None, verdict(rel), note)
-                if rel > GOAL and model == "cnn" and analyzer in BIAS:
-                    row.reason = BIAS[analyzer] + " (the bias-free cnn_nobias rows show the rule itself)"
-                elif rel > GOAL and spec == "epsilon":
-                    row.reason = "ε convention: lrpc's default 1e-6 vs iNNvestigate's 1e-7 (the row above passes 1e-7)"
-                elif rel > GOAL:
-                    row.reason = "unexplained"
-                rows.append(row)
+                rows.append(Row("iNNvestigate", model, label, str(batch), rel, worst, max_abs, None,
+                                status or verdict(rel), why or ("" if rel <= GOAL else "unexplained")))
         log(f"innvestigate {model}: done")
     return rows
 
@@ -232,20 +228,25 @@ def markdown(rows, versions, seconds, command):
         f"Generated by `{command}` in {seconds / 60:.1f} min. Versions: "
         + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", "",
         f"**{n_pass} cells pass, {n_fail} miss the goal (each with its measured cause), "
-        f"{sum(r.status == 'pending' for r in rows)} rows pending, {sum(r.status == 'skipped' for r in rows)} skipped.**",
+        f"{sum(r.status == 'differs by design' for r in rows)} contrast cells differ by design (lrpc's own "
+        f"convention against iNNvestigate's), {sum(r.status == 'skipped' for r in rows)} skipped.**",
         "",
         "How the conventions are lined up (details in `benchmarks/zennit_ref.py`, `benchmarks/innvestigate_ref.py`):",
         "",
         "- Zennit: torch model → `torch.onnx` (TorchScript exporter, opset 17) → lrpc; the same torch weights in "
-        "Zennit with the rule on every Conv/Linear, `Pass` on activations, `Norm` on residual sums, BatchNorm merged "
-        "(exactly: the emptied BN gets eps 0), global average pooling as the depthwise conv lrpc canonizes it to. "
-        "Zennit starts from `grad_output = onehot(t)·y_t` with y_t the logit lrpc starts from (lrpc starts at the "
-        "logit's value, Zennit at whatever it is given). ε = 1e-6 in both. zᴮ bounds apply to every linear layer "
-        "in both (lrpc's single `--rule`).",
-        "- iNNvestigate: tf.keras model → tf2onnx → lrpc; iNNvestigate starts at the max logit's value, as lrpc. "
-        "BN-free models; `cnn_nobias` isolates the rules from the bias conventions.",
+        "Zennit. Single rules: the rule on every Conv/Linear, `Pass` on activations, `Norm` on residual sums; "
+        "composites: Zennit's own classes as they ship. BatchNorm merged (exactly: the emptied BN gets eps 0); "
+        "global average pooling is the depthwise conv lrpc canonizes it to (the rule applies to it under a single "
+        "rule; composites give it `Norm`, as Zennit does average pools, and lrpc ε). "
+        "LRP: Zennit starts from `grad_output = onehot(t)·y_t` with y_t the logit lrpc starts from; gradient "
+        "methods start from onehot(t) on both sides. Smoothgrad: lrpc is fed the noise Zennit draws "
+        "(`noise_input=1`). ε = 1e-6 in both. zᴮ bounds apply to every linear layer under the single rule.",
+        "- iNNvestigate: tf.keras model → tf2onnx → lrpc `--convention innvestigate`; iNNvestigate starts at "
+        "the max logit's value (its gradient at 1). BN-free models; `cnn_nobias` is the bias-free twin. The "
+        "*contrast* rows compile the model with biases under lrpc's own convention to show what differs.",
         "- rel L2 is over the whole cell [batch, ...]; *worst sample* the same per sample; *ref f32↔f64* is Zennit "
-        "float32 against Zennit float64 (the float32 round-off floor of that explanation).",
+        "float32 against Zennit float64 (the float32 round-off floor of that explanation; — for smoothgrad, whose "
+        "float64 noise draws are other numbers).",
         "", "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
     lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
     return "\n".join(lines + ["", NOTES]) + "\n"
@@ -276,9 +277,12 @@ Measured while building the harness (CPU, onnxruntime 1.31.1, torch 2.13.0); the
   2.3e-7. The harness zeroes that eps while merged.
 - **Start value.** A logit near 0 differs between torch and onnxruntime by more than 1e-5 relative
   (autoencoder sample 0: −0.01411, 1.5e-5 apart); Zennit therefore starts from lrpc's own y_t.
-- **iNNvestigate bias conventions.** With biases, α-β, z⁺ and w² differ by construction (see the reason
-  column); on the bias-free twin the same analyzers agree to ≤ 3e-6 — the remainder is lrpc's ε = 1e-6
-  stabilizer in α-β/w² denominators against iNNvestigate's division that only guards exact zeros.
+- **Integrated gradients, small_vgg, batch 8.** At the path point α = 0.1 one pool2 window picks another
+  winner in torch float32 than in float64 (torch float32's gradient there is 1.5e-2 from float64);
+  onnxruntime picks the float64 winner, so lrpc is 1.5e-7 from Zennit float64 and Zennit float32 is not.
+- **iNNvestigate.** Under `--convention innvestigate` every analyzer agrees to ≤ 3e-6. Its guided
+  backprop and deconvnet seed the backward pass with the logit's value (its reverse analyzers' head
+  mapping is the identity), its gradient with 1; the contrast rows show each convention difference.
 """
 
 

@@ -17,7 +17,8 @@ input. Smoothgrad draws εₖ = σ·zₖ with zₖ from RandomNormalLike(seed) a
 per sample, ε_K = 0 (Zennit's convention, spec.py); a fixed seed makes a new session draw the same
 sequence (onnxruntime keeps one generator per session, so successive runs draw fresh noise). With
 noise_input=1 the graph instead takes ε [K, batch, …] as an input `noise` (`noise_<input>` for a
-model with several float inputs) and adds it as given.
+model with several float inputs) and adds it as given. Likewise integratedgradients with
+baseline_input=1 takes x₀ as an input `baseline` shaped like x (e.g. a blurred image per sample).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .backward import backward, depends_on
 from .spec import Method, parse_method
 
 NOISE_INPUT_NAME = "noise"
+BASELINE_INPUT_NAME = "baseline"
 _DIM_PREFIX = "lrpc_points"
 _CLONE_SCOPE = "grad/points/"
 
@@ -54,7 +56,8 @@ def lower_method(graph: ir.Graph, start: ir.Value, seed: ir.Value, spec: str | M
             raise LrpcError(f"{method.name}: the rank of input '{x.name}' is unknown; export with static ranks")
     count = method.get("steps") if method.path == "integrated" else method.get("samples")
     b.scope = f"grad/{method.name}"
-    points = {x: (_path_points if method.path == "integrated" else _noisy_points)(b, graph, x, inputs, method)
+    baselines = {x: _baseline(b, graph, x, inputs, method) for x in inputs} if method.path == "integrated" else {}
+    points = {x: _path_points(b, x, baselines[x], method) if baselines else _noisy_points(b, graph, x, inputs, method)
               for x in inputs}
     mapping, copies = _clone_forward(graph, nodes, start, points, b)
     if start not in mapping:
@@ -69,7 +72,7 @@ def lower_method(graph: ir.Graph, start: ir.Value, seed: ir.Value, spec: str | M
             stacked = b.op("Reshape", g, b.op("Concat", _int64(b, [count]), b.op("Shape", x), axis=0))
             g = b.scale(b.op("ReduceSum", stacked, _int64(b, [0]), keepdims=0), 1.0 / count)
             if method.path == "integrated":
-                g = b.op("Mul", g, b.op("Sub", x, b.const(method.get("baseline"))))
+                g = b.op("Mul", g, b.op("Sub", x, baselines[x]))
         result[x] = g
     return result
 
@@ -79,9 +82,27 @@ def _stack(b: Builder, stacked: ir.Value, x: ir.Value) -> ir.Value:
     return b.op("Reshape", stacked, b.op("Concat", _int64(b, [-1]), b.op("Shape", x, start=1), axis=0))
 
 
-def _path_points(b: Builder, graph, x: ir.Value, inputs, method: Method) -> ir.Value:
+def _graph_input(graph, x: ir.Value, inputs, base: str, shape: list, what: str) -> ir.Value:
+    """A new float graph input `base` (`base_<input>` when the model has several float inputs)."""
+    name = base if len(inputs) == 1 else f"{base}_{x.name}"
+    if any(v.name == name for v in graph.inputs):
+        raise LrpcError(f"the model already has an input named '{name}'; {what} adds one")
+    value = ir.Value(name=name, shape=ir.Shape(shape), type=x.type)
+    graph.inputs.append(value)
+    return value
+
+
+def _baseline(b: Builder, graph, x: ir.Value, inputs, method: Method) -> ir.Value:
+    """x₀: the constant `baseline`, or a graph input `baseline` shaped like x (baseline_input=1)."""
+    if method.get("baseline_input"):
+        return _graph_input(graph, x, inputs, BASELINE_INPUT_NAME, list(x.shape),
+                            "integratedgradients with baseline_input=1")
+    return b.const(method.get("baseline"))
+
+
+def _path_points(b: Builder, x: ir.Value, x0: ir.Value, method: Method) -> ir.Value:
     """x₀ + αₖ(x − x₀), αₖ = k/K for k = 1..K, stacked to [K·batch, …]."""
-    steps, x0 = method.get("steps"), b.const(method.get("baseline"))
+    steps = method.get("steps")
     alphas = b.const((np.arange(1, steps + 1) / steps).reshape([steps] + [1] * len(x.shape)))
     diff = b.op("Unsqueeze", b.op("Sub", x, x0), _int64(b, [0]))
     return _stack(b, b.op("Add", b.op("Mul", alphas, diff), x0), x)
@@ -92,11 +113,7 @@ def _noisy_points(b: Builder, graph, x: ir.Value, inputs, method: Method) -> ir.
     samples, rank = method.get("samples"), len(x.shape)
     lifted = b.op("Unsqueeze", x, _int64(b, [0]))
     if method.get("noise_input"):
-        name = NOISE_INPUT_NAME if len(inputs) == 1 else f"{NOISE_INPUT_NAME}_{x.name}"
-        if any(v.name == name for v in graph.inputs):
-            raise LrpcError(f"the model already has an input named '{name}'; smoothgrad with noise_input=1 adds one")
-        noise = ir.Value(name=name, shape=ir.Shape([samples, *x.shape]), type=x.type)
-        graph.inputs.append(noise)
+        noise = _graph_input(graph, x, inputs, NOISE_INPUT_NAME, [samples, *x.shape], "smoothgrad with noise_input=1")
     else:
         repeated = b.op("Expand", lifted, _int64(b, [samples] + [1] * rank))
         normal = b.op("RandomNormalLike", repeated, mean=0.0, scale=1.0,

@@ -11,7 +11,8 @@ and x a model input:
     smoothgrad            1/n Σ_{k=1..n} ∇f(x + εₖ),  εₖ ~ N(0, σ²),  σ = noise·(max x − min x) per sample,
                           ε_n = 0 (Zennit's SmoothGrad: the last sample is the input itself)
 
-Parameters (defaults are Zennit's): integratedgradients steps=20 (m), baseline=0 (x₀, a scalar);
+Parameters (defaults are Zennit's): integratedgradients steps=20 (m), baseline=0 (x₀, a scalar),
+baseline_input=0|1 (1: x₀ is a graph input `baseline` shaped like x, e.g. a blurred copy of each image);
 smoothgrad samples=20 (n), noise=0.1, seed=0 (RandomNormalLike's seed), noise_input=0|1 (1: the
 graph takes ε itself as an input `noise` [samples, batch, …] instead of drawing it, for comparisons
 with a reference on the same noise; ε is then added as given, every sample included).
@@ -49,14 +50,16 @@ METHOD_TABLE = {
     "guidedbackprop": (dict(relu="guided"), {}, "gradient with ReLU backward g ⊙ [x > 0] ⊙ [g > 0]"),
     "deconvnet": (dict(relu="deconvnet"), {}, "gradient with ReLU backward g ⊙ [g > 0]"),
     "integratedgradients": (dict(times_input=True, path="integrated"),
-                            {"steps": (INT, 20, 1), "baseline": (FLOAT, 0.0, None)},
-                            "(x − x₀) ⊙ mean_k ∇f(x₀ + k/m·(x − x₀)), k = 1..m (m = steps, x₀ = baseline)"),
+                            {"steps": (INT, 20, 1), "baseline": (FLOAT, 0.0, None), "baseline_input": (INT, 0, 0)},
+                            "(x − x₀) ⊙ mean_k ∇f(x₀ + k/m·(x − x₀)), k = 1..m (m = steps, x₀ = baseline); "
+                            "baseline_input=1 feeds x₀ as a graph input 'baseline' shaped like x"),
     "smoothgrad": (dict(path="smooth"),
                    {"samples": (INT, 20, 1), "noise": (FLOAT, 0.1, 0.0), "seed": (INT, 0, None),
                     "noise_input": (INT, 0, 0)},
                    "mean_k ∇f(x + ε_k), σ = noise·(max x − min x), last ε = 0; noise_input=1 feeds ε "
                    "as a graph input 'noise' [samples, batch, …]"),
 }
+FED = {"noise_input": ("noise", "seed"), "baseline_input": ("baseline",)}  # flag → the parameters it replaces
 ALIASES = {"ig": "integratedgradients", "gradientxinput": "inputxgradient", "vanillagradient": "gradient",
            "guided": "guidedbackprop"}
 
@@ -95,15 +98,18 @@ def parse_method(spec: str | Method) -> Method:
             raise LrpcError(f"method '{name}': write parameters as {key}=VALUE")
         kind, _, low = table[key]
         given[key] = _number(name, key, text, kind, low)
-    if given.get("noise_input", 0) > 1:
-        raise LrpcError(f"method '{name}': noise_input is 0 (draw the noise in the graph) or 1 (feed it)")
-    if given.get("noise_input") and {"noise", "seed"} & set(given):
-        raise LrpcError(f"method '{name}': with noise_input=1 the graph adds the fed noise as it is; "
-                        "noise= and seed= have no effect there, drop them")
     params = {k: given.get(k, default) for k, (_, default, _) in table.items()}
-    if "noise_input" in params:  # the spec shows only what takes effect
-        for key in (("noise", "seed") if params["noise_input"] else ("noise_input",)):
-            del params[key]
+    for flag, replaced in FED.items():  # the spec shows only what takes effect
+        if flag not in params:
+            continue
+        if params[flag] > 1:
+            raise LrpcError(f"method '{name}': {flag} is 0 (a constant in the graph) or 1 (a graph input)")
+        dropped = [key + "=" for key in replaced if key in given]
+        if params[flag] and dropped:
+            raise LrpcError(f"method '{name}': with {flag}=1 the graph takes the fed tensor as it is; "
+                            f"{' and '.join(dropped)} {'have' if len(dropped) > 1 else 'has'} no effect there, drop them")
+        for key in (replaced if params[flag] else (flag,)):
+            params.pop(key, None)
     return Method(name=name, params=tuple(params.items()), **fixed)
 
 

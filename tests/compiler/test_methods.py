@@ -158,7 +158,7 @@ def torch_grad(net, points, target, relu="gradient", probs=False):
     return g.numpy()
 
 
-def reference(net, x, method, noise=None, probs=False):
+def reference(net, x, method, noise=None, probs=False, baseline=None):
     m = parse_method(method)
     with torch.no_grad():
         target = net.logits(torch.tensor(x, dtype=torch.float64)).argmax(1).numpy()
@@ -167,7 +167,7 @@ def reference(net, x, method, noise=None, probs=False):
         g = torch_grad(net, x, target, m.relu, probs)
         return x * g if m.times_input else g
     if m.path == "integrated":
-        steps, x0 = m.get("steps"), m.get("baseline")
+        steps, x0 = m.get("steps"), (baseline.astype(np.float64) if m.get("baseline_input") else m.get("baseline"))
         alphas = (np.arange(1, steps + 1) / steps).reshape(-1, *[1] * x.ndim)
         points = x0 + alphas * (x - x0)
     else:
@@ -178,7 +178,7 @@ def reference(net, x, method, noise=None, probs=False):
 
 
 METHODS = ["gradient", "inputxgradient", "guidedbackprop", "deconvnet", "integratedgradients:steps=8,baseline=0.25",
-           "smoothgrad:samples=5,noise_input=1"]
+           "integratedgradients:steps=8,baseline_input=1", "smoothgrad:samples=5,noise_input=1"]
 
 
 def check_against_torch(kind, method, tmp_path, probs=False):
@@ -187,14 +187,17 @@ def check_against_torch(kind, method, tmp_path, probs=False):
     errors = []
     for batch in (1, 4):
         x = inputs(kind, batch)
-        feed, noise = {"x": x}, None
+        feed, noise, baseline = {"x": x}, None, None
         if "noise_input" in method:
             noise = np.random.default_rng(2).normal(0, 0.1, (5, *x.shape)).astype(np.float32)
             feed["noise"] = noise
+        if "baseline_input" in method:  # a different baseline per sample
+            baseline = np.random.default_rng(3).uniform(-0.5, 0.5, x.shape).astype(np.float32)
+            feed["baseline"] = baseline
         y, attribution = sess.run(None, feed)
         with torch.no_grad():
             np.testing.assert_allclose(y, net(torch.tensor(x, dtype=torch.float64)).numpy(), rtol=1e-4, atol=1e-5)
-        errors.append(rel_l2(attribution, reference(net, x, method, noise, probs)))
+        errors.append(rel_l2(attribution, reference(net, x, method, noise, probs, baseline)))
     assert max(errors) <= TOL, errors
 
 
@@ -348,14 +351,16 @@ def test_metadata_names_the_method_and_the_runtime_reads_it():
 @pytest.mark.parametrize("spec, message", [
     ("gradients", "unknown method 'gradients'; known methods: gradient, inputxgradient, guidedbackprop"),
     ("gradient:eps=1", "method 'gradient' has no parameter 'eps' (its parameters: none)"),
-    ("ig:step=3", "method 'integratedgradients' has no parameter 'step' (its parameters: steps, baseline)"),
+    ("ig:step=3", "method 'integratedgradients' has no parameter 'step' (its parameters: steps, baseline, baseline_input)"),
     ("ig:steps", "method 'integratedgradients': write parameters as steps=VALUE"),
     ("ig:steps=0", "parameter steps must be ≥ 1, got 0"),
     ("smoothgrad:samples=2.5", "parameter samples needs a whole number, got '2.5'"),
     ("smoothgrad:noise=lots", "parameter noise needs a number, got 'lots'"),
     ("smoothgrad:noise=-0.1", "parameter noise must be ≥ 0"),
-    ("smoothgrad:noise_input=2", "noise_input is 0 (draw the noise in the graph) or 1 (feed it)"),
-    ("smoothgrad:noise_input=1,seed=3", "noise= and seed= have no effect there"),
+    ("smoothgrad:noise_input=2", "noise_input is 0 (a constant in the graph) or 1 (a graph input)"),
+    ("smoothgrad:noise_input=1,seed=3,noise=0.2", "noise= and seed= have no effect there"),
+    ("ig:baseline_input=1,baseline=0.5", "with baseline_input=1 the graph takes the fed tensor as it is; baseline= has "
+                                         "no effect there"),
 ])
 def test_bad_method_specs_are_explained(spec, message):
     with pytest.raises(lrpc.LrpcError, match=None) as e:

@@ -1,4 +1,5 @@
-"""lrpc against Zennit 0.5.1 on the same torch weights, one rule on every layer (issue 6).
+"""lrpc against Zennit 0.5.1 on the same torch weights: one rule on every layer, Zennit's composites,
+and the gradient methods (gradient, smoothgrad on Zennit's own noise draws, integrated gradients).
 
 Each torch model is exported with torch.onnx, compiled by lrpc and run in onnxruntime; Zennit explains
 the torch model with the same rule (conventions lined up in benchmarks/zennit_ref.py: Zennit starts
@@ -43,7 +44,9 @@ XFAIL = {
     **{("tiny_resnet_bn", rule, b): _RESIDUAL.format(rule=rule) for rule in ("flat", "wsquare") for b in (1, 8)},
     **{("tiny_resnet_bn", "zbox", b): "float32 conditioning: zᴮ bounds [0, 1] on hidden layers make "
        "z = Wx − W⁺l − W⁻h cancel; Zennit's own float32 result is as far from its float64 one" for b in (1, 8)},
-    **{("autoencoder", "epsilon", b): _SELU for b in (1, 8)},
+    **{("autoencoder", rule, b): _SELU for rule in ("epsilon", *Z.COMPOSITES) for b in (1, 8)},
+    ("small_vgg", "integrated_gradients", 8): "max-pool near-tie at the path point α = 0.1: torch float32 picks "
+    "another pool2 winner than float64 (lrpc is 1.5e-7 from Zennit float64, Zennit float32 7.4e-4)",
 }
 # slow models: VGG-16 on 224x224 and ResNet-18 (measured in benchmarks/FIDELITY.md)
 _POOL = ("max-pool near-ties: a window or a few (of 802,816 in pool1) pick another winner in onnxruntime's "
@@ -72,7 +75,7 @@ def session(name, rule):
 def cells(models, marks=()):
     out = []
     for model in models:
-        for rule in Z.RULES:
+        for rule in Z.METHODS:
             for batch in (1, 8):
                 why = XFAIL.get((model, rule, batch))
                 # not strict: these float32 near-ties and cancellations may come out under the goal on another CPU
@@ -105,6 +108,6 @@ def test_every_linear_layer_gets_the_rule_in_zennit():
     with composite.context(view):
         kinds = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.ReLU, Z.zennit.layer.Sum)
         modules = [m for m in view.modules() if isinstance(m, kinds)]
-        assert {type(m) for m in modules} == set(kinds)
+        assert all(any(isinstance(m, kind) for m in modules) for kind in kinds)
         assert all(m._forward_hooks for m in modules)
 
