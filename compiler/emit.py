@@ -78,22 +78,29 @@ def save(proto: onnx.ModelProto, path) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     external = proto.ByteSize() >= _PROTOBUF_LIMIT
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise LrpcError(f"cannot write {path}: {e.strerror} ({folder}); choose a folder that exists and is "
+                        "writable") from e
     os.close(fd)
     data_name = os.path.basename(path) + ".data"
     try:
         if external:
             onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data_name + ".tmp")
-            os.replace(os.path.join(folder, data_name + ".tmp"), os.path.join(folder, data_name))
-            _retarget_external(tmp, data_name)
+            if os.path.exists(os.path.join(folder, data_name + ".tmp")):  # else every tensor stayed inline
+                os.replace(os.path.join(folder, data_name + ".tmp"), os.path.join(folder, data_name))
+                _retarget_external(tmp, data_name)
         else:
             onnx.save_model(proto, tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         for leftover in (tmp, os.path.join(folder, data_name + ".tmp")):
             if os.path.exists(leftover):
                 os.remove(leftover)
+        if isinstance(e, OSError):
+            raise LrpcError(f"cannot write {path}: {e.strerror or e}; nothing was written") from e
         raise
 
 

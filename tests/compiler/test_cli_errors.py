@@ -91,6 +91,6 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(onnx, "save_model", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(lrpc.LrpcError, match="cannot write .*disk full; nothing was written"):
         lrpc.compile(small_cnn(), output=out)
     assert list(tmp_path.iterdir()) == []
