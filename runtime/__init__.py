@@ -10,10 +10,17 @@ Example::
     >>> ex = Explainer("digits.explained.onnx")              # doctest: +SKIP
     >>> result = ex.explain(images)                          # doctest: +SKIP
     >>> save_heatmap("r0.png", result.relevance_map[0], image=images[0])  # doctest: +SKIP
+
+Files in, heatmaps out (what ``lrpc explain`` runs)::
+
+    >>> from lrpc_runtime import explain_files                # doctest: +SKIP
+    >>> rows = explain_files("digits.explained.onnx", ["digits/"], "heatmaps/")  # doctest: +SKIP
 """
 
 from .errors import DeviceUnavailableError, NotExplainedError
+from .files import explain_files
 from .heatmap import heatmap, save_heatmap
+from .preprocess import Preprocessing, load_image
 from .session import Explainer, Explanation
 
 __all__ = [
@@ -21,6 +28,9 @@ __all__ = [
     "Explanation",
     "DeviceUnavailableError",
     "NotExplainedError",
+    "Preprocessing",
+    "explain_files",
     "heatmap",
+    "load_image",
     "save_heatmap",
 ]

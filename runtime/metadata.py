@@ -1,6 +1,6 @@
 """Read and validate the ``lrpc.*`` metadata of an explained ONNX file.
 
-The compiler writes four ``metadata_props`` entries; onnxruntime exposes them
+The compiler writes at least these four ``metadata_props`` entries; onnxruntime exposes them
 as ``session.get_modelmeta().custom_metadata_map``:
 
 ``lrpc.version``
@@ -12,6 +12,11 @@ as ``session.get_modelmeta().custom_metadata_map``:
     ``"all"`` or ``"mask"``
 ``lrpc.relevance``
     JSON object: explained input name -> relevance output name
+
+and, when the compiler recorded them, ``lrpc.preprocess`` (the image preprocessing spec as
+JSON, see :mod:`lrpc_runtime.preprocess`), ``lrpc.output`` (the model output whose unit is
+explained; absent for an inner tensor), ``lrpc.classes``, ``lrpc.convention``, ``lrpc.method``,
+``lrpc.explained`` and ``lrpc.source_sha256``.
 
 Example::
 
@@ -26,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import NotExplainedError
 
@@ -35,6 +40,8 @@ __all__ = [
     "KEY_RULE",
     "KEY_TARGET",
     "KEY_RELEVANCE",
+    "KEY_PREPROCESS",
+    "KEY_OUTPUT",
     "TARGET_INPUT_NAME",
     "MASK_INPUT_NAME",
     "ExplainedMetadata",
@@ -45,6 +52,8 @@ KEY_VERSION = "lrpc.version"
 KEY_RULE = "lrpc.rule"
 KEY_TARGET = "lrpc.target"
 KEY_RELEVANCE = "lrpc.relevance"
+KEY_PREPROCESS = "lrpc.preprocess"
+KEY_OUTPUT = "lrpc.output"
 REQUIRED_KEYS = (KEY_VERSION, KEY_RULE, KEY_TARGET, KEY_RELEVANCE)
 
 #: Name of the extra graph input added by ``lrpc compile --target input``.
@@ -71,6 +80,9 @@ class ExplainedMetadata:
     target_mode: str
     relevance: dict[str, str]
     classes: int | None = None  # number of explained classes (``lrpc.classes``), when recorded
+    preprocess: str | None = None  # ``lrpc.preprocess``: the image preprocessing spec (JSON)
+    output: str | None = None  # ``lrpc.output``: the model output whose units are explained
+    extra: dict[str, str] = field(default_factory=dict)  # every other ``lrpc.*`` entry, as stored
 
     @property
     def fixed_target(self) -> int | tuple[int, ...] | None:
@@ -154,4 +166,8 @@ def parse_metadata(meta: Mapping[str, str], source: str = "model") -> ExplainedM
         target_mode=mode,
         relevance=_parse_relevance(meta[KEY_RELEVANCE], source),
         classes=int(meta["lrpc.classes"]) if meta.get("lrpc.classes", "").isdigit() else None,
+        preprocess=meta.get(KEY_PREPROCESS),
+        output=meta.get(KEY_OUTPUT),
+        extra={k: v for k, v in meta.items() if k.startswith("lrpc.") and k not in (*REQUIRED_KEYS, KEY_PREPROCESS,
+                                                                                   KEY_OUTPUT, "lrpc.classes")},
     )

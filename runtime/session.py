@@ -202,6 +202,16 @@ class Explainer:
         return list(self._specs)
 
     @property
+    def input_shapes(self) -> dict[str, tuple]:
+        """Each model input's shape as the graph declares it (a str or None for a free axis)."""
+        return {name: spec.shape for name, spec in self._specs.items()}
+
+    @property
+    def mask_shape(self) -> tuple | None:
+        """The shape of the ``mask`` input (files compiled with ``--target mask``), else ``None``."""
+        return None if self._mask_spec is None else self._mask_spec.shape
+
+    @property
     def output_names(self) -> list[str]:
         """The original model outputs, in graph order."""
         return list(self._output_names)
