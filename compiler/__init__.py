@@ -2,11 +2,16 @@
 
     import lrpc
     lrpc.compile("model.onnx", rule="alpha1beta0", output="explained.onnx")
+    report = lrpc.verify("explained.onnx", source="model.onnx")
+    print(report.text()); assert report.passed
+
+Running the explained file on data is lrpc_runtime's job (Explainer, explain_files, heatmap).
 """
 
 __version__ = "0.1.0"
 
 from .api import compile  # noqa: E402
 from .errors import LrpcError  # noqa: E402
+from .verify import VerifyReport, verify  # noqa: E402
 
-__all__ = ["compile", "LrpcError", "__version__"]
+__all__ = ["compile", "verify", "VerifyReport", "LrpcError", "__version__"]

@@ -13,12 +13,15 @@ import onnx
 import onnx.version_converter
 import onnx_ir as ir
 
+from lrpc_runtime.preprocess import Preprocessing
+
 from . import __version__
 from .builder import Builder
 from .emit import choose_opset, finish, save
 from .errors import LrpcError
 from .frontend import onnx as onnx_frontend
 from .lower import LoweringConfig, propagate
+from .metadata import checked_preprocess, file_metadata, options_record, source_sha256
 from .methods import lower_method, parse_method
 from .passes import prepare
 from .rules.assign import RuleMap, build_rule_map
@@ -82,7 +85,7 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
             rule_map_file: str | None = None, convention: str = "lrpc", target=None,
             output_name: str | None = None, explain: str | None = None, keep_output_activation: bool = False,
             opset: int | None = None, output: str | os.PathLike | None = None, log=None,
-            method: str | None = None) -> onnx.ModelProto:
+            method: str | None = None, preprocess: str | Preprocessing | None = None) -> onnx.ModelProto:
     """Compile `model` (path, bytes, ModelProto or ir.Model) into an explained ONNX model.
 
     rule:   one LRP rule for every linear layer, e.g. "epsilon:eps=1e-6", "alphabeta:alpha=2,beta=1",
@@ -107,8 +110,17 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
     method: a gradient-family method instead of LRP (None or "lrp": LRP), e.g. "gradient",
             "inputxgradient", "guidedbackprop", "deconvnet", "integratedgradients:steps=32,baseline=0",
             "smoothgrad:samples=16,noise=0.1,seed=0" (see lrpc/methods/spec.py); not with rule options.
+    preprocess: how `lrpc explain` turns images into inputs, stored in the file (`lrpc.preprocess`),
+            e.g. "resize=224,224;mean=0.485,0.456,0.406;std=0.229,0.224,0.225" (see
+            lrpc_runtime.preprocess), or a lrpc_runtime.Preprocessing.
+
+    The file also records lrpc's version, the rule, target and convention, the source model's
+    SHA-256 and the options given (see lrpc/metadata.py); the same model and options give the same
+    bytes.
 
     >>> explained = compile("models/digits_cnn.onnx", composite="EpsilonPlusFlat")   # doctest: +SKIP
+    >>> lrpc.compile("models/digits_cnn.onnx", composite="EpsilonPlus", preprocess="scale=1/255",
+    ...              output="digits_explained.onnx")                                  # doctest: +SKIP
     """
     method = checked_method(method, rule, composite, rule_map, rule_map_file)
     p = plan(model, rule, composite=composite, rule_map=rule_map, rule_map_file=rule_map_file,
@@ -126,11 +138,16 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
         reached = lower_method(graph, p.scores, r0, method, b, float_inputs)
     else:
         reached = propagate(graph, p.explained, r0, LoweringConfig(p.rules.default, p.assigned), b)
-    metadata = {"lrpc.version": __version__, "lrpc.rule": p.rules.spec, "lrpc.target": p.target.spec,
-                "lrpc.convention": convention, "lrpc.explained": p.scores.name,
-                "lrpc.classes": str(int(np.prod(units(p.scores))))}
-    if method is not None:  # lrpc.rule names what the relevance output holds
-        metadata.update({"lrpc.rule": method.spec, "lrpc.method": method.spec})
+    options = dict(rule=rule if not isinstance(rule, Rule) else rule.spec, composite=composite,
+                   rule_map=rule_map, rule_map_file=rule_map_file, convention=convention, target=target,
+                   output_name=output_name, explain=explain, keep_output_activation=keep_output_activation,
+                   opset=opset, method=None if method is None else method.spec)
+    metadata = file_metadata(
+        version=__version__, rule_spec=p.rules.spec, target_spec=p.target.spec, convention=convention,
+        explained=p.scores.name, classes=int(np.prod(units(p.scores))),
+        output=None if explain is not None else (output_name or graph.outputs[0].name),
+        method_spec=None if method is None else method.spec, preprocess=checked_preprocess(preprocess, graph),
+        sha256=source_sha256(model), options=options_record(options))
     proto = finish(p.model, {v: reached.get(v) for v in float_inputs}, p.opset, metadata, b)
     if output is not None:
         save(proto, output)

@@ -1,6 +1,7 @@
-"""Command line: `lrpc compile MODEL -o OUT` and `lrpc inspect MODEL`.
+"""Command line: `lrpc compile`, `lrpc explain`, `lrpc verify` and `lrpc inspect`.
 
-Errors in the user's model or options print one line (`lrpc: error: …`) and exit with status 2.
+Errors in the user's model, files or options print one line (`lrpc: error: …`) and exit with
+status 2; `lrpc verify` (and `compile --verify`) exits with status 1 when a check fails.
 """
 
 from __future__ import annotations
@@ -8,27 +9,75 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
+from lrpc_runtime import DeviceUnavailableError, NotExplainedError, explain_files
+from lrpc_runtime.files import STYLES, choose_preprocessing
+from lrpc_runtime.session import Explainer
+
 from . import __version__
 from .api import checked_method, compile, plan
-from .emit import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from .emit import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, save
 from .errors import LrpcError
 from .inspect import describe_metadata, describe_plan, explained_metadata
 from .methods import method_summary
 from .rules.assign import DEFAULT_COMPOSITE, describe_composites
 from .rules.lrp import CONVENTIONS, describe_rules
+from .verify import verify
 
 EXAMPLES = """examples:
   lrpc compile model.onnx -o explained.onnx                       # composite EpsilonPlusFlat
   lrpc compile model.onnx --rule alpha1beta0 -o explained.onnx
   lrpc compile model.onnx --composite EpsilonGammaBox:low=-3,high=3 --target input -o explained.onnx
   lrpc compile model.onnx --composite EpsilonPlus --rule-map 'conv1=flat' 'fc*=epsilon:eps=0.25' -o e.onnx
+  lrpc compile model.onnx --preprocess 'resize=224,224;mean=0.485,0.456,0.406;std=0.229,0.224,0.225' -o e.onnx
+  lrpc compile model.onnx --rule epsilon --verify -o explained.onnx  # writes only when verify passes
   lrpc compile autoencoder.onnx --output reconstruction --target all -o explained.onnx
   lrpc compile autoencoder.onnx --explain latent:3 -o explained.onnx
   lrpc inspect model.onnx --composite EpsilonPlusFlat
   lrpc inspect model.onnx --method guidedbackprop
+  lrpc explain explained.onnx images/ -o heatmaps/
+  lrpc verify explained.onnx --source model.onnx
 
 then, with onnxruntime alone:
   outputs..., relevance = onnxruntime.InferenceSession("explained.onnx").run(None, {"input": x})
+"""
+
+EXPLAIN_EXAMPLES = """examples:
+  lrpc explain digits_explained.onnx digits/ -o heatmaps/          # a folder of PNGs
+  lrpc explain explained.onnx cat.jpg dog.png --preprocess 'resize=224,224;mean=0.485,0.456,0.406;std=0.229,0.224,0.225' -o out/
+  lrpc explain explained.onnx batch.npy -o out/ --style overlay --format json
+  lrpc explain explained.onnx x.npy --target 3 -o out/               # a file compiled with --target input
+
+writes OUTDIR/NAME.png per sample (red: relevance for the explained class, blue: against it; the
+colours are scaled to ±max|R| per picture) and OUTDIR/predictions.csv (input, source, index,
+predicted, score, target, relevance_sum, heatmap).
+
+preprocessing SPEC (images only; .npy arrays are fed as they are), KEY=VALUE items joined by ';':
+  resize=H,W   scale=1/255 (× the 0–255 pixels; default)   mean=…  std=…  (one value or one per channel)
+  layout=NCHW|NHWC   color=gray|rgb   invert=1 (dark strokes on white → light on black)
+  x = ((invert ? 255 − p : p) · scale − mean) / std; without --preprocess, the spec stored by
+  `lrpc compile --preprocess`, else resize to the model input's size and scale=1/255.
+"""
+
+VERIFY_EXAMPLES = """examples:
+  lrpc verify explained.onnx                          # 4 random inputs
+  lrpc verify explained.onnx --source model.onnx      # against a fresh compile of the source
+  lrpc verify explained.onnx --inputs x.npy --tolerance 1e-4
+
+checks, per sample:
+  finite        no NaN or Inf in the outputs and relevance (onnxruntime, float32, as deployed)
+  float64       max|R32 − R64| / max|R64| ≤ --tolerance, and the same for each model output. R64 comes
+                from onnx's reference evaluator (numpy) running the file's own graph in double
+                precision: this catches numerical trouble in float32, not a wrong rule, since the
+                graph is the same. With --source, R64 comes from a fresh compile of the source model
+                with the options the file records (its SHA-256 checked against lrpc.source_sha256):
+                this catches any edit of the file.
+  conservation  Σ relevance / S0, S0 the start relevance (the explained score). Judged (1 ± 1e-3)
+                only where LRP conserves exactly: rule zero or epsilon (ε ≤ 1e-4) on a network with no
+                bias; elsewhere reported. Not for gradient methods.
+  source        (with --source) the source's SHA-256 is the one the file records.
+exit status: 0 every check passed, 1 a check failed, 2 an error (unreadable file, bad option).
 """
 
 
@@ -69,10 +118,19 @@ def _add_plan_options(c: argparse.ArgumentParser) -> None:
                         f"(default: {DEFAULT_OPSET}, or the model's own if newer)")
 
 
+def _add_verify_options(c: argparse.ArgumentParser, prefix: str = "") -> None:
+    c.add_argument(f"--{prefix}samples", type=int, default=4, metavar="N",
+                   help="how many random inputs verify draws (default 4; uniform [0, 1) pixels, through the "
+                        "file's preprocessing mean/std)")
+    c.add_argument(f"--{prefix}seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    c.add_argument(f"--{prefix}tolerance", type=float, default=1e-3,
+                   help="largest allowed max|R32 − R64| / max|R64| per sample (default 1e-3)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lrpc", description="Compile LRP explanations into plain ONNX graphs.", epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="lrpc", description="Compile LRP explanations into plain ONNX graphs, run them on files, and "
+                                 "check them.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"lrpc {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     help_text = (f"rules (RULE[:param=value,...]):\n{describe_rules()}\n\n"
@@ -85,14 +143,52 @@ def _parser() -> argparse.ArgumentParser:
     _add_plan_options(c)
     c.add_argument("-o", "--out", dest="out_file", metavar="FILE", required=True,
                    help="where to write the explained ONNX file")
+    c.add_argument("--preprocess", metavar="SPEC",
+                   help="how `lrpc explain` turns images into inputs, stored in the file, e.g. "
+                        "'resize=224,224;mean=0.485,0.456,0.406;std=0.229,0.224,0.225' (see lrpc explain --help)")
+    c.add_argument("--verify", action="store_true",
+                   help="run `lrpc verify` on the result first; write it only when every check passes (exit 1 if not)")
+    _add_verify_options(c, "verify-")
     c.add_argument("-v", "--verbose", action="store_true", help="print what each canonization pass changed")
     i = commands.add_parser(
         "inspect", help="show the layers, canonizations, rules and what will be explained, compiling nothing",
         description="Show what `lrpc compile` would do with MODEL and these options: each layer with its "
                     "shapes and rule, the canonizations applied, and what is explained. An explained file "
-                    "also shows what it was compiled with.",
+                    "shows what it was compiled with (its lrpc.* metadata).",
         epilog=help_text, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_plan_options(i)
+    e = commands.add_parser(
+        "explain", help="explain images or .npy arrays with an explained file: heatmap PNGs and a predictions table",
+        description="Run an explained file on images (PNG, JPEG, BMP), .npy arrays, or folders of them, in "
+                    "batches, and write one heatmap PNG per sample and a table of predictions, explained "
+                    "targets and relevance sums into OUTDIR.",
+        epilog=EXPLAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("model", help="an explained ONNX file (written by lrpc compile)")
+    e.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, .npy files (one sample, or a batch "
+                                                               "along axis 0) or folders of them")
+    e.add_argument("-o", "--out", dest="out_dir", metavar="OUTDIR", required=True, help="where the results go")
+    e.add_argument("--preprocess", metavar="SPEC", help="how images become inputs (overrides the file's spec)")
+    e.add_argument("--target", metavar="K|MASK.npy",
+                   help="the class to explain, for a file compiled with --target input; a mask .npy for --target mask")
+    e.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="where onnxruntime runs (cuda needs onnxruntime-gpu: pip install 'lrpc[cuda]')")
+    e.add_argument("--batch-size", type=int, default=32, metavar="N", help="samples per run (default 32)")
+    e.add_argument("--style", choices=STYLES, default="side-by-side",
+                   help="each PNG: the input beside its heatmap (default), the heatmap over it, or alone")
+    e.add_argument("--overlay-alpha", type=float, default=0.5, metavar="A",
+                   help="the heatmap's weight in --style overlay (default 0.5)")
+    e.add_argument("--format", choices=["csv", "json"], default="csv", help="predictions.csv or .json (default csv)")
+    e.add_argument("--save-relevance", action="store_true", help="also write NAME.relevance.npy per sample")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    v = commands.add_parser(
+        "verify", help="check an explained file: NaN/Inf, agreement with a float64 reference, conservation",
+        description="Check an explained file on random (or given) inputs and print a per-sample report; "
+                    "exit 1 when a check fails.",
+        epilog=VERIFY_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("model", help="an explained ONNX file (written by lrpc compile)")
+    v.add_argument("--source", metavar="MODEL", help="the model it was compiled from: compare with a fresh compile")
+    v.add_argument("--inputs", metavar="X.npy", help="inputs to check on (a batch along axis 0) instead of random ones")
+    _add_verify_options(v)
     return parser
 
 
@@ -102,6 +198,80 @@ def _plan_options(args) -> dict:
                 explain=args.explain, keep_output_activation=args.keep_output_activation, opset=args.opset)
 
 
+def _inspect(args) -> int:
+    meta = explained_metadata(args.model)
+    method = checked_method(args.method, args.rule, args.composite, args.rule_map, args.rule_map_file)
+    print(describe_metadata(args.model, meta) if meta else
+          describe_plan(args.model, plan(args.model, **_plan_options(args)), method))
+    return 0
+
+
+def _compile(args) -> int:
+    log = (lambda line: print(f"  pass: {line}", file=sys.stderr)) if args.verbose else None
+    options = dict(**_plan_options(args), log=log, method=args.method, preprocess=args.preprocess)
+    proto = compile(args.model, **options, output=None if args.verify else args.out_file)
+    if args.verify:
+        report = verify(proto, samples=args.verify_samples, seed=args.verify_seed, tolerance=args.verify_tolerance,
+                        name=args.out_file)
+        print(report.text())
+        if not report.passed:
+            print(f"lrpc: {args.out_file} not written: verify failed", file=sys.stderr)
+            return 1
+        save(proto, args.out_file)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    what = f"method {meta['lrpc.method']}" if "lrpc.method" in meta else f"rule {meta['lrpc.rule']}"
+    print(f"wrote {args.out_file}: {what}, target {meta['lrpc.target']}, "
+          f"explains '{meta['lrpc.explained']}', opset {proto.opset_import[0].version}")
+    return 0
+
+
+def _explain_target(text: str | None):
+    if text is None:
+        return None
+    if text.endswith(".npy"):
+        return np.load(text, allow_pickle=False)
+    try:
+        return int(text)
+    except ValueError:
+        raise LrpcError(f"--target takes a class index (an integer) or a mask .npy file, not '{text}'") from None
+
+
+PREPROCESS_ORIGIN = {"given": "--preprocess", "file": "the spec stored in the file",
+                     "default": "the defaults: no spec given or stored"}
+
+
+def _explain(args) -> int:
+    if args.batch_size < 1:
+        raise LrpcError(f"--batch-size must be at least 1, not {args.batch_size}")
+    explainer = Explainer(args.model, device=args.device, batch_size=args.batch_size)
+    spec, where = choose_preprocessing(args.preprocess, explainer.metadata.preprocess)
+    rows = explain_files(explainer, args.inputs, args.out_dir, preprocess=spec, target=_explain_target(args.target),
+                         batch_size=args.batch_size, style=args.style, overlay_alpha=args.overlay_alpha,
+                         save_relevance=args.save_relevance, table=args.format, progress=False if args.quiet else None)
+    images = sum(1 for row in rows if row["heatmap"])
+    print(f"explained {len(rows)} samples ({explainer.rule}, target {explainer.target_mode}, "
+          f"{explainer.providers[0]}): {images} heatmaps and predictions.{args.format} in {args.out_dir}")
+    if any(r["source"].lower().endswith((".png", ".jpg", ".jpeg", ".bmp")) for r in rows):
+        print(f"images preprocessed with {spec.describe()} ({PREPROCESS_ORIGIN[where]})")
+    return 0
+
+
+def _verify(args) -> int:
+    inputs = None
+    if args.inputs is not None:
+        try:
+            inputs = np.load(args.inputs, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise LrpcError(f"--inputs {args.inputs}: cannot read the array ({e})") from None
+    report = verify(args.model, source=args.source, inputs=inputs, samples=args.samples, seed=args.seed,
+                    tolerance=args.tolerance)
+    print(report.text())
+    return 0 if report.passed else 1
+
+
+COMMANDS = {"compile": _compile, "inspect": _inspect, "explain": _explain, "verify": _verify}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -109,22 +279,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        if args.command == "inspect":
-            meta = explained_metadata(args.model)
-            method = checked_method(args.method, args.rule, args.composite, args.rule_map, args.rule_map_file)
-            print(describe_metadata(args.model, meta) if meta else
-                  describe_plan(args.model, plan(args.model, **_plan_options(args)), method))
-            return 0
-        log = (lambda line: print(f"  pass: {line}", file=sys.stderr)) if args.verbose else None
-        proto = compile(args.model, **_plan_options(args), output=args.out_file, log=log, method=args.method)
-    except LrpcError as e:
-        print(f"lrpc: error: {e}", file=sys.stderr)
+        return COMMANDS[args.command](args)
+    except (LrpcError, NotExplainedError, DeviceUnavailableError, ValueError, OSError) as e:
+        print(f"lrpc: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    meta = {p.key: p.value for p in proto.metadata_props}
-    what = f"method {meta['lrpc.method']}" if "lrpc.method" in meta else f"rule {meta['lrpc.rule']}"
-    print(f"wrote {args.out_file}: {what}, target {meta['lrpc.target']}, "
-          f"explains '{meta['lrpc.explained']}', opset {proto.opset_import[0].version}")
-    return 0
+
+
+def _one_line(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return text if not isinstance(error, OSError) or not error.filename else \
+        f"{error.filename}: {error.strerror or text}"
 
 
 if __name__ == "__main__":

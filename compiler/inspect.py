@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import onnx
 
+from lrpc_runtime.preprocess import Preprocessing
+
 from .api import starts_at_value
 from .methods import GRADIENTS
 from .rules.table import RULES
@@ -25,9 +27,25 @@ def explained_metadata(path) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props if p.key.startswith("lrpc.")}
 
 
+def _readable(key: str, value: str) -> str:
+    """A metadata value for people: the preprocessing spec spelled out, JSON kept as stored."""
+    if key == "lrpc.preprocess":
+        try:
+            return f"{Preprocessing.from_json(value).describe()}  {value}"
+        except ValueError:
+            return value
+    return value
+
+
 def describe_metadata(path, meta: dict[str, str]) -> str:
+    """What an explained file records (its lrpc.* metadata), one key per line."""
     lines = [f"{path}: an explained file (lrpc {meta.get('lrpc.version', '?')})"]
-    lines += [f"  {key[5:]:<12} {value}" for key, value in sorted(meta.items()) if key != "lrpc.version"]
+    width = max((len(key) - 5 for key in meta), default=0)
+    lines += [f"  {key[5:]:<{width}}  {_readable(key, value)}" for key, value in sorted(meta.items())
+              if key != "lrpc.version"]
+    if "lrpc.preprocess" not in meta:
+        lines.append(f"  {'preprocess':<{width}}  (none stored: `lrpc explain` resizes images to the input and "
+                     "scales pixels by 1/255)")
     return "\n".join(lines)
 
 

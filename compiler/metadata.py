@@ -1,0 +1,98 @@
+"""What an explained file records about itself in ONNX `metadata_props` (all keys `lrpc.*`).
+
+    lrpc.version        the compiler's version           lrpc.rule        rule, composite or method spec
+    lrpc.target         max | fixed:k | input | all | mask
+    lrpc.convention     lrpc | zennit | innvestigate     lrpc.method      the gradient method, if any
+    lrpc.explained      the tensor whose units start the relevance (the logits of a Softmax output)
+    lrpc.output         the model output it belongs to (absent for an inner tensor, --explain)
+    lrpc.classes        units per sample of the explained tensor
+    lrpc.relevance      JSON: model input → relevance output (written by emit.finish)
+    lrpc.preprocess     JSON: how images become inputs (lrpc_runtime.preprocess), when given
+    lrpc.source_sha256  SHA-256 of the source model: its file's bytes, or its serialized form when
+                        the model was given in memory
+    lrpc.options        JSON: the compile options that differ from the defaults (a rule map file's
+                        TOML text inline), so `lrpc verify --source` can compile the source again
+
+No timestamps and no paths: compiling the same model with the same options gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import onnx
+import onnx_ir as ir
+
+from lrpc_runtime.preprocess import Preprocessing, image_layout
+
+from .errors import LrpcError
+
+OPTION_DEFAULTS = {"rule": None, "composite": None, "rule_map": [], "rule_map_toml": None, "convention": "lrpc",
+                   "target": None, "output_name": None, "explain": None, "keep_output_activation": False,
+                   "opset": None, "method": None}
+
+
+def source_sha256(model) -> str:
+    """SHA-256 of a model path's file bytes, of bytes as given, or of a proto/IR model serialized."""
+    if isinstance(model, ir.Model):
+        data = ir.serde.serialize_model(model).SerializeToString(deterministic=True)
+    elif isinstance(model, onnx.ModelProto):
+        data = model.SerializeToString(deterministic=True)
+    elif isinstance(model, (bytes, bytearray)):
+        data = bytes(model)
+    else:
+        with open(os.fspath(model), "rb") as f:
+            data = f.read()
+    return hashlib.sha256(data).hexdigest()
+
+
+def options_record(options: dict) -> str:
+    """The compile options that differ from the defaults, as key-sorted JSON (a rule map file inlined)."""
+    record = dict(options)
+    path = record.pop("rule_map_file", None)
+    if path is not None:
+        with open(path, encoding="utf-8") as f:
+            record["rule_map_toml"] = f.read()
+    target = record.get("target")
+    record["target"] = None if target in (None, "max") else str(target)
+    record["rule_map"] = list(record.get("rule_map") or [])
+    changed = {k: v for k, v in record.items() if k in OPTION_DEFAULTS and v != OPTION_DEFAULTS[k]}
+    return json.dumps(changed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def checked_preprocess(spec, graph: ir.Graph) -> str | None:
+    """The preprocessing spec (text or Preprocessing) as JSON, checked against the first float input."""
+    if spec is None:
+        return None
+    try:
+        parsed = spec if isinstance(spec, Preprocessing) else Preprocessing.parse(str(spec))
+        image_input = next((v for v in graph.inputs if v.dtype is not None and v.dtype.is_floating_point()), None)
+        if image_input is not None and image_input.shape is not None:
+            shape = tuple(d if isinstance(d, int) else None for d in image_input.shape)
+            _, channels, _ = image_layout(shape, parsed.layout)
+            for key in ("mean", "std"):
+                values = getattr(parsed, key)
+                if values is not None and len(values) not in (1, channels):
+                    raise ValueError(f"preprocess {key}: {len(values)} values for the {channels}-channel input "
+                                     f"'{image_input.name}'")
+    except ValueError as e:
+        raise LrpcError(f"--preprocess: {e}") from None
+    return parsed.to_json()
+
+
+def file_metadata(*, version: str, rule_spec: str, target_spec: str, convention: str, explained: str,
+                  classes: int, output: str | None, method_spec: str | None, preprocess: str | None,
+                  sha256: str, options: str) -> dict[str, str]:
+    """The lrpc.* entries of an explained file (lrpc.relevance is added by emit.finish)."""
+    meta = {"lrpc.version": version, "lrpc.rule": rule_spec, "lrpc.target": target_spec,
+            "lrpc.convention": convention, "lrpc.explained": explained, "lrpc.classes": str(classes),
+            "lrpc.source_sha256": sha256, "lrpc.options": options}
+    if method_spec is not None:  # lrpc.rule names what the relevance output holds
+        meta.update({"lrpc.rule": method_spec, "lrpc.method": method_spec})
+    if output is not None:
+        meta["lrpc.output"] = output
+    if preprocess is not None:
+        meta["lrpc.preprocess"] = preprocess
+    return meta
