@@ -249,11 +249,15 @@ def _explain(args) -> int:
                          batch_size=args.batch_size, style=args.style, overlay_alpha=args.overlay_alpha,
                          save_relevance=args.save_relevance, table=args.format, progress=False if args.quiet else None)
     images = sum(1 for row in rows if row["heatmap"])
-    print(f"explained {len(rows)} samples ({explainer.rule}, target {explainer.target_mode}, "
-          f"{explainer.providers[0]}): {images} heatmaps and predictions.{args.format} in {args.out_dir}")
+    print(f"explained {_count(len(rows), 'sample')} ({explainer.rule}, target {explainer.target_mode}, "
+          f"{explainer.providers[0]}): {_count(images, 'heatmap')} and predictions.{args.format} in {args.out_dir}")
     if any(r["source"].lower().endswith((".png", ".jpg", ".jpeg", ".bmp")) for r in rows):
         print(f"images preprocessed with {spec.describe()} ({PREPROCESS_ORIGIN[where]})")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _verify(args) -> int:

@@ -154,7 +154,8 @@ def _feeds(proto, meta, inputs, samples: int, rng) -> tuple[dict[str, np.ndarray
                 if name in explained else rng.random(_shape(value, batch, given)).astype(np.float32)
         else:
             raise LrpcError(f"input '{name}' is not float: give it (--inputs)")
-    what = "the inputs given" if given else f"{batch} random samples, uniform [0, 1) pixels (seed {{seed}})"
+    what = "the inputs given" if given else \
+        f"{batch} random sample{'s' * (batch != 1)}, uniform [0, 1) pixels (seed {{seed}})"
     return feeds, what
 
 
