@@ -21,7 +21,7 @@ from ..builder import Builder
 from ..errors import LrpcError, node_label
 from ..geometry import static_dim, window_geometry
 from ..passes.input_normalization import INPUT_AFFINE
-from .lrp import ID, Rule, Term
+from .lrp import ID, POS, Rule, Term
 from .table import relevance_rule
 
 _VANISHES = object()  # an input modifier that is identically zero here (x⁻ of a non-negative x)
@@ -38,6 +38,7 @@ class LinearLayer:
     x_index: int = 0
     unwrap: Callable[[Builder, ir.Value], ir.Value] = lambda b, r: r
     input_affine: tuple | None = None  # (S, T): x = raw·S + T (passes/input_normalization.py)
+    spatial: int = 0  # the output's dims after the channel axis (a bias [C] broadcasts over them)
 
 
 def _constant_input(node: ir.Node, index: int, what: str) -> ir.Value:
@@ -90,7 +91,7 @@ def _conv(node: ir.Node, b: Builder) -> LinearLayer:
         def apply_t(b, s, w):
             return b.op("ConvTranspose", s, w, output_padding=out_pad, **geo)
 
-    return LinearLayer(node.inputs[0], weight, bias, node.outputs[0], apply, apply_t)
+    return LinearLayer(node.inputs[0], weight, bias, node.outputs[0], apply, apply_t, spatial=len(kernel))
 
 
 def _adjoint_conv_geometry(geo: dict, out_pad: list[int]) -> dict | None:
@@ -171,7 +172,7 @@ def _conv_transpose(node: ir.Node, b: Builder) -> LinearLayer:
     def apply_t(b, s, w):
         return b.op("Conv", s, w, **geo)
 
-    return LinearLayer(node.inputs[0], weight, bias, node.outputs[0], apply, apply_t)
+    return LinearLayer(node.inputs[0], weight, bias, node.outputs[0], apply, apply_t, spatial=len(geo["strides"]))
 
 
 def _gemm(node: ir.Node, b: Builder) -> LinearLayer:
@@ -295,39 +296,83 @@ def _signed(b: Builder, sign: float, v: ir.Value) -> ir.Value:
     return v if sign > 0 else b.op("Neg", v)
 
 
+def _basis(key: tuple, on_x: bool) -> dict:
+    """A weight transform as a combination of W and W⁺ where that is exact and well conditioned: γ's
+    W + γW⁺ and W + γW⁻ = (1 + γ)W − γW⁺ on the layer's own x, whose W x comes free from the forward z
+    (z_γ⁺ = z + γW⁺x adds like-signed parts; so does z_γ⁻ on the outputs z < 0 it is used for). W⁻x is
+    not rewritten as Wx − W⁺x: for α-β that difference cancels when |W⁻x| ≪ |W⁺x| (measured: 2.3e-5 from
+    the float64 oracle on a test network that the direct W⁻x keeps within 1e-5)."""
+    if on_x and key[0] == "gamma":
+        _, gamma, part = key
+        return {ID: 1.0, POS: gamma} if part == "pos" else {ID: 1.0 + gamma, POS: -gamma}
+    return {key: 1.0}
+
+
+def _accumulate(into: dict, key, value: float) -> None:
+    into[key] = into.get(key, 0.0) + value
+
+
+def _group_z(b: Builder, layer: LinearLayer, group, terms) -> ir.Value:
+    """z_g = Σ_(m, B) c·B m + Σ σ·g(b), with W x + b taken from the forward z where the group uses W x."""
+    products = {}
+    for t, m in terms:
+        for basis, c in _basis(t.weight, m is layer.x).items():
+            _accumulate(products, (m, basis), t.sign * c)
+    products = {k: c for k, c in products.items() if c != 0.0}
+    biases = [_signed(b, t.sign, _transform(b, layer.bias, t.bias))
+              for t in group.terms if layer.bias is not None and t.bias]
+    from_z = products.pop((layer.x, ID), 0.0)
+    if from_z and layer.bias is not None:  # c·(W x) = c·z − c·b
+        biases.append(b.scale(b.op("Neg", layer.bias), from_z))
+    bias = b.add_all(biases) if biases else None
+    parts = [b.scale(layer.z, from_z)] if from_z else []
+    for i, ((m, basis), c) in enumerate(products.items()):
+        w = _transform(b, layer.weight, basis)
+        if from_z:  # the products beside z are shared by the groups (γ's W⁺x): computed once, without bias
+            parts.append(b.scale(b.cached(("product", m, basis), lambda: layer.apply(b, m, w, None)), c))
+        else:  # the first product adds the bias (as bias / c)
+            carried = b.scale(bias, 1.0 / c) if i == 0 and bias is not None else None
+            parts.append(b.scale(layer.apply(b, m, w, carried), c))
+    if from_z and bias is not None:
+        axes = b.const(np.arange(1, 1 + layer.spatial, dtype=np.int64), dtype=np.int64)
+        parts.append(b.op("Unsqueeze", bias, axes) if layer.spatial else bias)
+    return b.add_all(parts)
+
+
 def lower_linear(layer: LinearLayer, r: ir.Value, rule: Rule, b: Builder) -> ir.Value:
-    """R_in of one linear layer under `rule` (the formula in lrp.py's docstring)."""
-    per_group = []
+    """R_in of one linear layer under `rule` (the formula in lrp.py's docstring). Each group's s_g is
+    gathered per (input, weight basis) first, so each distinct product needs one transposed pass:
+
+        R_in = Σ_(m, B) m ⊙ Bᵀ (Σ_g c_g Σ_(i: mᵢ = m) σᵢ·coef(fᵢ, B)·s_g)"""
+    adjoint, ones = {}, set()  # (m, basis) → {s_g: coefficient}; the inputs that are the constant 1
     for group in rule.groups:
         terms = [(t, m) for t in group.terms
                  if (m := _modified_input(b, layer, t.input, rule)) is not _VANISHES]
         if not terms:
             continue
-        weights = [_transform(b, layer.weight, t.weight) for t, _ in terms]
-        bias = {t: _transform(b, layer.bias, t.bias) if layer.bias is not None and t.bias else None
-                for t in group.terms}
-        # a term whose input vanishes (x⁻ of a non-negative x) still adds its bias to z: give it to the first
-        orphans = [_signed(b, t.sign, bias[t]) for t in group.terms if bias[t] is not None and t not in dict(terms)]
-        if orphans:
-            first = terms[0][0]
-            bias[first] = b.add_all(([bias[first]] if bias[first] is not None else [])
-                                    + [_signed(b, first.sign, o) for o in orphans])
-        if [t for t, _ in terms] == [Term(1, "x", ID, ID)]:
+        if [t for t, _ in terms] == [Term(1, "x", ID, ID)] and all(t.bias == ID for t in group.terms):
             z = layer.z
         else:
-            z = b.add_all([_signed(b, t.sign, layer.apply(b, m, w, bias[t])) for (t, m), w in zip(terms, weights)])
+            z = _group_z(b, layer, group, terms)
         s = b.divide(r, z, rule.eps)
         if group.gate:
             sign = b.op("Greater" if group.gate == "pos" else "Less", layer.z, b.const(0.0))
             s = b.op("Mul", s, b.op("Cast", sign, to=b.dtype))
-        parts = []
-        for (t, m), w in zip(terms, weights):
-            c = layer.apply_t(b, s, w)
-            if t.input != "ones":
-                c = b.op("Mul", m, c)
-            parts.append(_signed(b, t.sign, c))
-        per_group.append(b.scale(b.add_all(parts), group.coef))
-    return layer.unwrap(b, b.add_all(per_group))
+        for t, m in terms:
+            if t.input == "ones":
+                ones.add(m)
+            _accumulate(adjoint.setdefault((m, t.weight), {}), s, group.coef * t.sign)
+    by_input = {}
+    for (m, basis), weights in adjoint.items():
+        scaled = [b.scale(s, c) for s, c in weights.items() if c != 0.0]
+        if scaled:
+            w = _transform(b, layer.weight, basis)
+            by_input.setdefault(m, []).append(layer.apply_t(b, b.add_all(scaled), w))
+    parts = []
+    for m, contributions in by_input.items():
+        back = b.add_all(contributions)
+        parts.append(back if m in ones else b.op("Mul", m, back))
+    return layer.unwrap(b, b.add_all(parts))
 
 
 @relevance_rule(*LAYERS)
