@@ -35,7 +35,7 @@ import numpy as np
 
 from .heatmap import save_heatmap
 from .inputs import SampleRef, collect, load_samples
-from .preprocess import Preprocessing, image_layout
+from .preprocess import Preprocessing, guess_layout
 from .progress import Progress
 from .session import Explainer
 
@@ -189,7 +189,7 @@ def explain_files(
                          "files needs a single-input model (use Explainer.explain with a dict of arrays)")
     shape = explainer.input_shapes[explainer.input_names[0]]
     spec, _ = choose_preprocessing(preprocess, explainer.metadata.preprocess)
-    layout = spec.layout or (image_layout(shape)[0] if len(shape) == 4 else None)
+    layout = spec.layout or guess_layout(shape)
     refs = collect(inputs, input_rank=len(shape))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))

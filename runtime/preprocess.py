@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Preprocessing", "image_layout", "load_image"]
+__all__ = ["Preprocessing", "guess_layout", "image_layout", "load_image"]
 
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = {"gray": ("L", 1), "rgb": ("RGB", 3)}
@@ -148,6 +148,17 @@ def _fmt(value: Any) -> str:
         if isinstance(value, float) else str(value)
 
 
+def guess_layout(shape: tuple) -> str:
+    """NHWC when only the last axis of a rank-4 shape looks like channels (1 or 3), else NCHW.
+
+    Example::
+
+        >>> guess_layout(("n", 224, 224, 3)), guess_layout(("n", 2, 8, 8))
+        ('NHWC', 'NCHW')
+    """
+    return "NHWC" if len(shape) == 4 and shape[3] in (1, 3) and shape[1] not in (1, 3) else "NCHW"
+
+
 def image_layout(shape: tuple, layout: str | None = None) -> tuple[str, int, tuple[int | None, int | None]]:
     """(layout, channels, (H, W)) of a model input of ``shape`` [batch, …]; H/W None when dynamic.
 
@@ -159,8 +170,7 @@ def image_layout(shape: tuple, layout: str | None = None) -> tuple[str, int, tup
     if len(shape) != 4:
         raise ValueError(f"the model input has shape {list(shape)}; images need a [batch, C, H, W] or "
                          "[batch, H, W, C] input (give .npy arrays instead)")
-    if layout is None:
-        layout = "NHWC" if shape[3] in (1, 3) and shape[1] not in (1, 3) else "NCHW"
+    layout = layout or guess_layout(shape)
     channels, height, width = (shape[1], shape[2], shape[3]) if layout == "NCHW" else (shape[3], shape[1], shape[2])
     if channels not in (1, 3):
         raise ValueError(f"the model input has shape {list(shape)}: {channels} channels in layout {layout}; "

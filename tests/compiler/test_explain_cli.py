@@ -17,6 +17,7 @@ from PIL import Image
 import lrpc
 from lrpc.cli import main
 from lrpc_runtime import Explainer, explain_files
+from nets import small_cnn
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DIGITS = np.load(ROOT / "models" / "digits_test.npz")
@@ -138,3 +139,21 @@ def test_every_command_has_help_with_an_example(command, capsys):
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     assert "examples:" in text and f"  lrpc {command} " in text
+
+
+def test_mask_files_and_inputs_that_are_not_pictures(tmp_path, capsys):
+    """--target MASK.npy repeats one sample's mask over the batch; 2-channel inputs get a heatmap alone."""
+    path = tmp_path / "m.onnx"
+    lrpc.compile(small_cnn(), rule="epsilon", target="mask", output=path)
+    x = np.random.default_rng(0).random((3, 2, 8, 8)).astype(np.float32)
+    mask = np.array([0, 1, 0, 0, 1], np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "mask.npy", mask)
+    out = tmp_path / "out"
+    assert main(["explain", str(path), str(tmp_path / "x.npy"), "--target", str(tmp_path / "mask.npy"),
+                 "-o", str(out), "--save-relevance", "-q"]) == 0
+    expected = Explainer(path).explain(x, target=np.tile(mask, (3, 1))).relevance_map
+    np.testing.assert_allclose(np.load(out / "x_1.relevance.npy"), expected[1], rtol=1e-5, atol=1e-7)
+    assert np.asarray(Image.open(out / "x_1.png")).shape == (128, 128, 3)  # 2 channels: no input panel
+    with open(out / "predictions.csv", newline="") as f:
+        assert [r["target"] for r in csv.DictReader(f)] == ["mask"] * 3
