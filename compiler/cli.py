@@ -287,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     except (LrpcError, NotExplainedError, DeviceUnavailableError, ValueError, OSError) as e:
         print(f"lrpc: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:  # onnxruntime's own errors (a graph it cannot run) derive from Exception alone
+        if not type(e).__module__.startswith("onnxruntime"):
+            raise
+        print(f"lrpc: error: onnxruntime: {_one_line(e)}", file=sys.stderr)
+        return 2
 
 
 def _one_line(error: Exception) -> str:

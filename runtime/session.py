@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -149,7 +150,13 @@ class Explainer:
             source, payload = "<model bytes>", bytes(model)
         else:
             source = payload = os.fspath(model)
-        self._session = ort.InferenceSession(payload, sess_options=options, providers=chosen)
+            if not os.path.isfile(source):
+                raise FileNotFoundError(errno.ENOENT, "no such file", source)
+        try:
+            self._session = ort.InferenceSession(payload, sess_options=options, providers=chosen)
+        except Exception as err:  # onnxruntime's error classes derive from Exception alone
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise NotExplainedError(f"{source}: onnxruntime cannot load it ({first_line})") from None
         if wants_cuda and CUDA_PROVIDER not in self._session.get_providers():
             raise _cuda_error(
                 requested, available,

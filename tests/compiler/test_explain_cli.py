@@ -127,9 +127,14 @@ def test_a_broken_image_midway_leaves_no_partial_output(explained, digit_folder,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
-def test_not_an_explained_file(tmp_path, digit_folder):
-    code, _, stderr = run("explain", ROOT / "models" / "digits_cnn.onnx", digit_folder, "-o", tmp_path / "o")
-    assert code == 2 and "is not an explained lrpc model" in stderr
+@pytest.mark.parametrize("model, message", [("plain", "is not an explained lrpc model"),
+                                            ("text", "onnxruntime cannot load it"), ("missing", "no such file")])
+def test_not_an_explained_file(tmp_path, digit_folder, model, message):
+    path = {"plain": ROOT / "models" / "digits_cnn.onnx", "text": tmp_path / "t.onnx", "missing": tmp_path / "m.onnx"}
+    path["text"].write_text("not a model\n")
+    code, _, stderr = run("explain", path[model], digit_folder, "-o", tmp_path / "o")
+    assert code == 2 and stderr.startswith("lrpc: error: ") and message in stderr and stderr.count("\n") == 1
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("command", ["compile", "inspect", "explain", "verify"])
