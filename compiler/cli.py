@@ -152,16 +152,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-v", "--verbose", action="store_true", help="print what each canonization pass changed")
     i = commands.add_parser(
         "inspect", help="show the layers, canonizations, rules and what will be explained, compiling nothing",
-        description="Show what `lrpc compile` would do with MODEL and these options: each layer with its "
-                    "shapes and rule, the canonizations applied, and what is explained. An explained file "
+        description="Show what `lrpc compile` would do with MODEL and these options: each layer with its\n"
+                    "shapes and rule, the canonizations applied, and what is explained. An explained file\n"
                     "shows what it was compiled with (its lrpc.* metadata).",
         epilog=help_text, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_plan_options(i)
     e = commands.add_parser(
         "explain", help="explain images or .npy arrays with an explained file: heatmap PNGs and a predictions table",
-        description="Run an explained file on images (PNG, JPEG, BMP), .npy arrays, or folders of them, in "
-                    "batches, and write one heatmap PNG per sample and a table of predictions, explained "
-                    "targets and relevance sums into OUTDIR.",
+        description="Run an explained file on images (PNG, JPEG, BMP), .npy arrays, or folders of them, in\n"
+                    "batches, and write one heatmap PNG per sample and a table of predictions, explained\n"
+                    "targets and relevance sums into OUTDIR (all or nothing: a failure writes no file).",
         epilog=EXPLAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("model", help="an explained ONNX file (written by lrpc compile)")
     e.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, .npy files (one sample, or a batch "
@@ -182,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     v = commands.add_parser(
         "verify", help="check an explained file: NaN/Inf, agreement with a float64 reference, conservation",
-        description="Check an explained file on random (or given) inputs and print a per-sample report; "
+        description="Check an explained file on random (or given) inputs and print a per-sample report;\n"
                     "exit 1 when a check fails.",
         epilog=VERIFY_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     v.add_argument("model", help="an explained ONNX file (written by lrpc compile)")
