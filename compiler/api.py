@@ -148,9 +148,9 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
         output=None if explain is not None else (output_name or graph.outputs[0].name),
         method_spec=None if method is None else method.spec, preprocess=checked_preprocess(preprocess, graph),
         sha256=source_sha256(model), options=options_record(options))
-    proto = finish(p.model, {v: reached.get(v) for v in float_inputs}, p.opset, metadata, b)
+    proto = finish(p.model, {v: reached.get(v) for v in float_inputs}, p.opset, metadata, b, check=output is None)
     if output is not None:
-        save(proto, output)
+        save(proto, output, check=True)
     return proto
 
 

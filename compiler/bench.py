@@ -1,0 +1,164 @@
+"""`lrpc bench`: what an explanation costs against the plain forward pass, measured in one run.
+
+For each batch size the plain model and the explained graph run in onnxruntime under identical session
+options (same threads, same graph optimizations), interleaved — forward, explained, forward, … — after
+warm-up runs that are not counted, so that drifting machine load hits both alike. Reported per batch:
+
+    ratio = median(t_explained) / median(t_forward)        spread = (p90 − p10) / median
+
+plus the compile time, each session's creation time, and each session's peak resident memory: every
+session is also built and run in a child process of its own, and its peak RSS (ru_maxrss) less the
+child's RSS before the session existed is that session's memory.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import resource
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .api import compile as compile_model
+from .errors import LrpcError
+
+
+@dataclass
+class Timing:
+    median_ms: float
+    spread: float  # (p90 − p10) / median
+
+
+@dataclass
+class BatchResult:
+    batch: int
+    forward: Timing
+    explained: Timing
+    ratio: float
+
+
+@dataclass
+class BenchResult:
+    model: str
+    options: dict
+    threads: int
+    compile_s: float
+    session_s: dict  # {"forward": s, "explained": s}
+    peak_rss_mb: dict  # {"forward": MB, "explained": MB} (None where not measured)
+    batches: list = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
+
+
+def _session(path: str, threads: int):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def _feeds(session, batch: int, seed: int = 0) -> dict:
+    """Random float inputs of the session's shape (dynamic dims: batch first, else 1), U[0, 1)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for i in session.get_inputs():
+        if "float" not in i.type:
+            raise LrpcError(f"lrpc bench feeds random floats; the model's input '{i.name}' is {i.type}")
+        dims = [d if isinstance(d, int) else (batch if k == 0 else 1) for k, d in enumerate(i.shape)]
+        feeds[i.name] = rng.random(dims, dtype=np.float32) if "float16" not in i.type else \
+            rng.random(dims).astype(np.float16)
+    return feeds
+
+
+def _timing(samples: list[float]) -> Timing:
+    ms = np.asarray(samples) * 1e3
+    median = float(np.median(ms))
+    return Timing(median, float((np.percentile(ms, 90) - np.percentile(ms, 10)) / median))
+
+
+def time_interleaved(forward, explained, batch: int, repeats: int, warmup: int) -> BatchResult:
+    """Median times of the two sessions at `batch`, run alternately after `warmup` uncounted rounds."""
+    feeds = _feeds(forward, batch)
+    times = {"forward": [], "explained": []}
+    for round_ in range(warmup + repeats):
+        for name, session in (("forward", forward), ("explained", explained)):
+            start = time.perf_counter()
+            session.run(None, feeds)
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    f, e = _timing(times["forward"]), _timing(times["explained"])
+    return BatchResult(batch, f, e, e.median_ms / f.median_ms)
+
+
+def _child_peak_rss(path: str, threads: int, batch: int, runs: int, queue) -> None:
+    """In a child process: RSS growth (MB) from before the session to the peak over creation and runs."""
+    before = _rss_now_kb()
+    session = _session(path, threads)
+    feeds = _feeds(session, batch)
+    for _ in range(runs):
+        session.run(None, feeds)
+    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+
+
+def _rss_now_kb() -> float:
+    with open("/proc/self/status") as f:
+        return next(float(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def peak_rss_mb(path: str, threads: int, batch: int, runs: int = 3) -> float | None:
+    """Peak memory of one session (creation and `runs` runs at `batch`), measured in a fresh process."""
+    if not os.path.exists("/proc/self/status"):
+        return None
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_child_peak_rss, args=(path, threads, batch, runs, queue))
+    child.start()
+    child.join()
+    return queue.get() if child.exitcode == 0 and not queue.empty() else None
+
+
+def bench(model_path: str, batches=(1,), threads: int = 1, repeats: int = 20, warmup: int = 3,
+          memory: bool = True, **options) -> BenchResult:
+    """Compile `model_path` with `options` (as lrpc.compile takes them) and measure it against the model."""
+    with tempfile.TemporaryDirectory(prefix="lrpc-bench-") as folder:
+        explained_path = os.path.join(folder, "explained.onnx")
+        start = time.perf_counter()
+        compile_model(model_path, output=explained_path, **options)
+        compile_s = time.perf_counter() - start
+        sessions, session_s = {}, {}
+        for name, path in (("forward", model_path), ("explained", explained_path)):
+            start = time.perf_counter()
+            sessions[name] = _session(str(path), threads)
+            session_s[name] = time.perf_counter() - start
+        result = BenchResult(str(model_path), {k: v for k, v in options.items() if v}, threads, compile_s,
+                             session_s, {"forward": None, "explained": None})
+        for batch in batches:
+            result.batches.append(time_interleaved(sessions["forward"], sessions["explained"], batch, repeats, warmup))
+        if memory:
+            del sessions
+            result.peak_rss_mb = {name: peak_rss_mb(str(path), threads, max(batches))
+                                  for name, path in (("forward", model_path), ("explained", explained_path))}
+    return result
+
+
+def format_table(result: BenchResult) -> str:
+    """The result as a small text table."""
+    what = ", ".join(f"{k} {v}" for k, v in result.options.items()) or "default composite"
+    lines = [f"{result.model}: {what}; {result.threads} thread(s), onnxruntime CPU",
+             f"compile {result.compile_s:.2f} s; session creation: forward {result.session_s['forward']:.2f} s, "
+             f"explained {result.session_s['explained']:.2f} s"]
+    rss = result.peak_rss_mb
+    if rss["forward"] is not None and rss["explained"] is not None:
+        lines.append(f"peak RSS (batch {max(r.batch for r in result.batches)}): forward {rss['forward']:.0f} MB, "
+                     f"explained {rss['explained']:.0f} MB ({rss['explained'] / rss['forward']:.2f}×)")
+    lines.append(f"{'batch':>5}  {'forward ms':>12}  {'explained ms':>14}  {'ratio':>6}")
+    for r in result.batches:
+        lines.append(f"{r.batch:>5}  {r.forward.median_ms:>8.1f} ±{r.forward.spread:>4.0%}  "
+                     f"{r.explained.median_ms:>9.1f} ±{r.explained.spread:>4.0%}  {r.ratio:>5.2f}×")
+    return "\n".join(lines)
