@@ -80,7 +80,7 @@ def _check(model) -> None:
     """The ONNX checker (full: with shape inference) on a ModelProto or a saved file's path."""
     try:
         onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as e:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise LrpcError(f"internal error: the explained graph fails the ONNX checker ({e}); please report it "
                         "with the model") from e
 

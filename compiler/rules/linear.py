@@ -329,7 +329,7 @@ def _group_z(b: Builder, layer: LinearLayer, group, terms) -> ir.Value:
     for i, ((m, basis), c) in enumerate(products.items()):
         w = _transform(b, layer.weight, basis)
         if from_z:  # the products beside z are shared by the groups (γ's W⁺x): computed once, without bias
-            parts.append(b.scale(b.cached(("product", m, basis), lambda: layer.apply(b, m, w, None)), c))
+            parts.append(b.scale(b.cached(("product", m, w), lambda: layer.apply(b, m, w, None)), c))
         else:  # the first product adds the bias (as bias / c)
             carried = b.scale(bias, 1.0 / c) if i == 0 and bias is not None else None
             parts.append(b.scale(layer.apply(b, m, w, carried), c))
