@@ -312,30 +312,40 @@ def _accumulate(into: dict, key, value: float) -> None:
     into[key] = into.get(key, 0.0) + value
 
 
+def _shared_product(b: Builder, layer: LinearLayer, m: ir.Value, basis: tuple, scale: float) -> ir.Value:
+    """scale·(B m + B b), built once for all groups (γ's z_γ⁺ = z + γ(W⁺x + b⁺), z_γ⁻ = (1+γ)z − γ(W⁺x + b⁺))."""
+    def make():
+        w = b.cached((layer.weight, basis, scale), lambda: b.scale(_transform(b, layer.weight, basis), scale))
+        bias = None if layer.bias is None else b.cached(
+            (layer.bias, basis, scale), lambda: b.scale(_transform(b, layer.bias, basis), scale))
+        return layer.apply(b, m, w, bias)
+    return b.cached(("product", m, layer.weight, basis, scale), make)
+
+
 def _group_z(b: Builder, layer: LinearLayer, group, terms) -> ir.Value:
-    """z_g = Σ_(m, B) c·B m + Σ σ·g(b), with W x + b taken from the forward z where the group uses W x."""
+    """z_g = Σ_(m, B) c·B m + Σ σ·g(b). Where each bias transform mirrors its weight's (γ, zᴮ) and the
+    group uses W x, that part is the forward z itself and every other product carries its own bias."""
     products = {}
     for t, m in terms:
         for basis, c in _basis(t.weight, m is layer.x).items():
             _accumulate(products, (m, basis), t.sign * c)
     products = {k: c for k, c in products.items() if c != 0.0}
+    from_z = products.get((layer.x, ID), 0.0)
+    mirrored = all(t.bias == t.weight for t, _ in terms) and not any(
+        t.bias for t in group.terms if t not in dict(terms))
+    if from_z and (mirrored or layer.bias is None):  # every product carries its own bias: c·(B x + B b)
+        del products[(layer.x, ID)]
+        total = b.scale(layer.z, from_z)
+        for (m, basis), c in products.items():
+            total = b.op("Add" if c > 0 else "Sub", total, _shared_product(b, layer, m, basis, abs(c)))
+        return total
     biases = [_signed(b, t.sign, _transform(b, layer.bias, t.bias))
               for t in group.terms if layer.bias is not None and t.bias]
-    from_z = products.pop((layer.x, ID), 0.0)
-    if from_z and layer.bias is not None:  # c·(W x) = c·z − c·b
-        biases.append(b.scale(b.op("Neg", layer.bias), from_z))
     bias = b.add_all(biases) if biases else None
-    parts = [b.scale(layer.z, from_z)] if from_z else []
-    for i, ((m, basis), c) in enumerate(products.items()):
-        w = _transform(b, layer.weight, basis)
-        if from_z:  # the products beside z are shared by the groups (γ's W⁺x): computed once, without bias
-            parts.append(b.scale(b.cached(("product", m, w), lambda: layer.apply(b, m, w, None)), c))
-        else:  # the first product adds the bias (as bias / c)
-            carried = b.scale(bias, 1.0 / c) if i == 0 and bias is not None else None
-            parts.append(b.scale(layer.apply(b, m, w, carried), c))
-    if from_z and bias is not None:
-        axes = b.const(np.arange(1, 1 + layer.spatial, dtype=np.int64), dtype=np.int64)
-        parts.append(b.op("Unsqueeze", bias, axes) if layer.spatial else bias)
+    parts = []
+    for i, ((m, basis), c) in enumerate(products.items()):  # the first product adds the bias (as bias / c)
+        carried = b.scale(bias, 1.0 / c) if i == 0 and bias is not None else None
+        parts.append(b.scale(layer.apply(b, m, _transform(b, layer.weight, basis), carried), c))
     return b.add_all(parts)
 
 
@@ -354,10 +364,12 @@ def lower_linear(layer: LinearLayer, r: ir.Value, rule: Rule, b: Builder) -> ir.
             z = layer.z
         else:
             z = _group_z(b, layer, group, terms)
-        s = b.divide(r, z, rule.eps)
-        if group.gate:
-            sign = b.op("Greater" if group.gate == "pos" else "Less", layer.z, b.const(0.0))
-            s = b.op("Mul", s, b.op("Cast", sign, to=b.dtype))
+        if group.gate:  # on the kept units z_g has the gate's sign (γ: |z_γ| ≥ |z| > 0), so stab is ±ε
+            keep = b.op("Greater" if group.gate == "pos" else "Less", layer.z, b.const(0.0))
+            stab = b.op("Add", z, b.const(rule.eps if group.gate == "pos" else -rule.eps)) if rule.eps else z
+            s = b.op("Where", keep, b.op("Div", r, stab), b.const(0.0))
+        else:
+            s = b.divide(r, z, rule.eps)
         for t, m in terms:
             if t.input == "ones":
                 ones.add(m)
