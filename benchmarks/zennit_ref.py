@@ -96,6 +96,11 @@ class Method:
     attributor: object = None  # a zennit Attributor class with its arguments, for gradient methods
 
     @property
+    def points(self) -> int:
+        """Model evaluations per sample: integrated gradients' steps, smoothgrad's samples, else 1."""
+        return self.attributor[1].get("n_iter", 1) if self.attributor else 1
+
+    @property
     def starts_at_one(self) -> bool:
         """lrpc's gradient methods start at 1 (Zennit's attributors are given onehot·1 too)."""
         return self.kind == "method"

@@ -149,7 +149,8 @@ def bench(model_path: str, batches=(1,), threads: int = 1, repeats: int = 20, wa
 
 def format_table(result: BenchResult) -> str:
     """The result as a small text table."""
-    what = ", ".join(f"{k} {v}" for k, v in result.options.items()) or "default composite"
+    chosen = {k: v for k, v in result.options.items() if k in ("rule", "composite", "method", "rule_map")}
+    what = ", ".join(f"{k} {v}" for k, v in chosen.items()) or "the default composite"
     lines = [f"{result.model}: {what}; {result.threads} thread(s), onnxruntime CPU",
              f"compile {result.compile_s:.2f} s; session creation: forward {result.session_s['forward']:.2f} s, "
              f"explained {result.session_s['explained']:.2f} s"]
@@ -159,6 +160,6 @@ def format_table(result: BenchResult) -> str:
                      f"explained {rss['explained']:.0f} MB ({rss['explained'] / rss['forward']:.2f}×)")
     lines.append(f"{'batch':>5}  {'forward ms':>12}  {'explained ms':>14}  {'ratio':>6}")
     for r in result.batches:
-        lines.append(f"{r.batch:>5}  {r.forward.median_ms:>8.1f} ±{r.forward.spread:>4.0%}  "
-                     f"{r.explained.median_ms:>9.1f} ±{r.explained.spread:>4.0%}  {r.ratio:>5.2f}×")
+        lines.append(f"{r.batch:>5}  {r.forward.median_ms:>8.3g} ±{r.forward.spread:>4.0%}  "
+                     f"{r.explained.median_ms:>9.3g} ±{r.explained.spread:>4.0%}  {r.ratio:>5.2f}×")
     return "\n".join(lines)

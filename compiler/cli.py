@@ -1,12 +1,15 @@
-"""Command line: `lrpc compile`, `lrpc explain`, `lrpc verify` and `lrpc inspect`.
+"""Command line: `lrpc compile`, `lrpc explain`, `lrpc verify`, `lrpc inspect` and `lrpc bench`.
 
-Errors in the user's model, files or options print one line (`lrpc: error: …`) and exit with
-status 2; `lrpc verify` (and `compile --verify`) exits with status 1 when a check fails.
+Exit status: 0 done; 1 `lrpc verify` (or `compile --verify`) found a failing check; 2 an error in the
+user's model, files or options (one line: `lrpc: error: …`, no output file left behind); 3 an internal
+error, a bug in lrpc (one line asking for a report; LRPC_DEBUG=1 shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 import numpy as np
@@ -17,6 +20,7 @@ from lrpc_runtime.session import Explainer
 
 from . import __version__
 from .api import checked_method, compile, plan
+from .bench import bench, format_table
 from .emit import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, save
 from .errors import LrpcError
 from .inspect import describe_metadata, describe_plan, explained_metadata
@@ -58,6 +62,11 @@ preprocessing SPEC (images only; .npy arrays are fed as they are), KEY=VALUE ite
   layout=NCHW|NHWC   color=gray|rgb   invert=1 (dark strokes on white → light on black)
   x = ((invert ? 255 − p : p) · scale − mean) / std; without --preprocess, the spec stored by
   `lrpc compile --preprocess`, else resize to the model input's size and scale=1/255.
+"""
+
+BENCH_EXAMPLES = """examples:
+  lrpc bench model.onnx --composite EpsilonPlusFlat --batch 1,16 --threads 2
+  lrpc bench model.onnx --rule epsilon --no-memory --json bench.json
 """
 
 VERIFY_EXAMPLES = """examples:
@@ -189,6 +198,20 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--source", metavar="MODEL", help="the model it was compiled from: compare with a fresh compile")
     v.add_argument("--inputs", metavar="X.npy", help="inputs to check on (a batch along axis 0) instead of random ones")
     _add_verify_options(v)
+    t = commands.add_parser(
+        "bench", help="time the explained graph against the plain forward pass (ratio, compile time, memory)",
+        description="Compile MODEL with the given options and run the plain model and the explained graph in\n"
+                    "onnxruntime (CPU) under identical settings, interleaved, warm-up excluded: median times,\n"
+                    "their spread (p90 − p10, relative), the ratio explained ÷ forward per batch size, compile\n"
+                    "and session-creation times, and each session's peak memory (in a child process).",
+        epilog=BENCH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_plan_options(t)
+    t.add_argument("--batch", default="1", metavar="B[,B…]", help="batch sizes (default 1), e.g. 1,16")
+    t.add_argument("--threads", type=int, default=1, metavar="N", help="onnxruntime intra-op threads (default 1)")
+    t.add_argument("--repeats", type=int, default=20, metavar="N", help="timed runs per batch and graph (default 20)")
+    t.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed runs first (default 3)")
+    t.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    t.add_argument("--json", metavar="FILE", help="also write the result as JSON ('-': standard output)")
     return parser
 
 
@@ -273,7 +296,25 @@ def _verify(args) -> int:
     return 0 if report.passed else 1
 
 
-COMMANDS = {"compile": _compile, "inspect": _inspect, "explain": _explain, "verify": _verify}
+def _bench(args) -> int:
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+    except ValueError:
+        raise LrpcError(f"--batch takes batch sizes like 1,16; got '{args.batch}'") from None
+    if min(batches) < 1 or args.threads < 1 or args.repeats < 1 or args.warmup < 0:
+        raise LrpcError("--batch, --threads and --repeats must be ≥ 1, --warmup ≥ 0")
+    result = bench(args.model, batches, args.threads, args.repeats, args.warmup, not args.no_memory,
+                   **_plan_options(args), method=args.method)
+    print(format_table(result))
+    if args.json == "-":
+        print(result.to_json())
+    elif args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            f.write(result.to_json() + "\n")
+    return 0
+
+
+COMMANDS = {"compile": _compile, "inspect": _inspect, "explain": _explain, "verify": _verify, "bench": _bench}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,10 +329,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lrpc: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # onnxruntime's own errors (a graph it cannot run) derive from Exception alone
-        if not type(e).__module__.startswith("onnxruntime"):
+        if type(e).__module__.startswith("onnxruntime"):
+            print(f"lrpc: error: onnxruntime: {_one_line(e)}", file=sys.stderr)
+            return 2
+        if os.environ.get("LRPC_DEBUG"):
             raise
-        print(f"lrpc: error: onnxruntime: {_one_line(e)}", file=sys.stderr)
-        return 2
+        print(f"lrpc: internal error: {type(e).__name__}: {_one_line(e)} — a bug in lrpc; please report it with "
+              "the command and the model (LRPC_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 3
 
 
 def _one_line(error: Exception) -> str:

@@ -97,6 +97,9 @@ def save(proto: onnx.ModelProto, path, check: bool = False) -> None:
         raise LrpcError(f"cannot write {path}: {e.strerror} ({folder}); choose a folder that exists and is "
                         "writable") from e
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the explained file is an ordinary output
     data_name = os.path.basename(path) + ".data"
     try:
         if external:

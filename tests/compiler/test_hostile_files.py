@@ -137,3 +137,20 @@ def test_small_cnn_still_compiles_from_a_path_with_spaces(tmp_path):
     onnx.save(small_cnn(), folder / "my model.onnx")
     lrpc.compile(str(folder / "my model.onnx"), output=folder / "explained model.onnx")
     assert (folder / "explained model.onnx").exists()
+
+
+def test_an_internal_error_is_one_line_and_exit_3(tmp_path, monkeypatch, capsys):
+    """A bug in lrpc (here: a pass that raises) is reported, not shown as a traceback; LRPC_DEBUG=1 re-raises."""
+    from lrpc import cli
+
+    def broken(*args, **kwargs):
+        raise KeyError("no such tensor")
+
+    onnx.save(small_cnn(), tmp_path / "m.onnx")
+    monkeypatch.setattr(cli, "compile", broken)
+    assert cli.main(["compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out.onnx")]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("lrpc: internal error: KeyError") and err.count("\n") == 1 and "LRPC_DEBUG=1" in err
+    monkeypatch.setenv("LRPC_DEBUG", "1")
+    with pytest.raises(KeyError):
+        cli.main(["compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out.onnx")])

@@ -1,0 +1,37 @@
+"""`lrpc bench`: the table and JSON it prints come from real runs of both graphs (no timing is asserted:
+these machines are shared; benchmarks/ holds the measured figures)."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+
+from lrpc.bench import bench
+from lrpc.cli import main
+from nets import small_cnn
+
+
+def test_bench_runs_both_graphs_at_each_batch(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(small_cnn(), path)
+    result = bench(str(path), batches=(1, 3), repeats=2, warmup=1, memory=True, composite="EpsilonPlus")
+    assert [r.batch for r in result.batches] == [1, 3]
+    for r in result.batches:
+        assert r.forward.median_ms > 0 and r.explained.median_ms > 0
+        assert abs(r.ratio - r.explained.median_ms / r.forward.median_ms) < 1e-9
+    assert result.compile_s > 0 and set(result.session_s) == {"forward", "explained"}
+    assert all(v is not None and v >= 0 for v in result.peak_rss_mb.values())
+
+
+def test_bench_cli_prints_a_table_and_json(tmp_path, capsys):
+    path, out = tmp_path / "m.onnx", tmp_path / "bench.json"
+    onnx.save(small_cnn(), path)
+    assert main(["bench", str(path), "--rule", "epsilon", "--batch", "2", "--repeats", "2", "--no-memory",
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "rule epsilon; 1 thread(s)" in text and "ratio" in text
+    data = json.loads(out.read_text())
+    assert data["options"]["rule"] == "epsilon" and data["batches"][0]["batch"] == 2
+    assert main(["bench", str(path), "--batch", "0"]) == 2
+    assert "--batch, --threads and --repeats must be ≥ 1" in capsys.readouterr().err
