@@ -106,6 +106,7 @@ def save(proto: onnx.ModelProto, path, check: bool = False) -> None:
             onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data_name + ".tmp")
             if os.path.exists(os.path.join(folder, data_name + ".tmp")):  # else every tensor stayed inline
+                os.chmod(os.path.join(folder, data_name + ".tmp"), 0o666 & ~umask)
                 os.replace(os.path.join(folder, data_name + ".tmp"), os.path.join(folder, data_name))
                 _retarget_external(tmp, data_name)
         else:
