@@ -349,6 +349,17 @@ def _group_z(b: Builder, layer: LinearLayer, group, terms) -> ir.Value:
     return b.add_all(parts)
 
 
+def _gated_quotient(b: Builder, r: ir.Value, z: ir.Value, gate: str, eps: float) -> ir.Value:
+    """R / stab(z_g) on the units the gate keeps, finite elsewhere (the gate's 0 must not meet inf). On kept
+    units z_g has the gate's sign (γ: |z_γ| ≥ |z| > 0), so stab(z_g) = max(z_g, 0) + ε there (min(z_g, 0) − ε
+    for the negative gate) — no sign test, and a Cast + Mul selects: onnxruntime's Where with a tensor
+    operand takes 3× as long (103 ms against 31 ms on 64×224×224)."""
+    if eps == 0.0:
+        return b.divide(r, z, 0.0)
+    clipped = b.op("Max" if gate == "pos" else "Min", z, b.const(0.0))
+    return b.op("Div", r, b.op("Add", clipped, b.const(eps if gate == "pos" else -eps)))
+
+
 def lower_linear(layer: LinearLayer, r: ir.Value, rule: Rule, b: Builder) -> ir.Value:
     """R_in of one linear layer under `rule` (the formula in lrp.py's docstring). Each group's s_g is
     gathered per (input, weight basis) first, so each distinct product needs one transposed pass:
@@ -364,10 +375,9 @@ def lower_linear(layer: LinearLayer, r: ir.Value, rule: Rule, b: Builder) -> ir.
             z = layer.z
         else:
             z = _group_z(b, layer, group, terms)
-        if group.gate:  # on the kept units z_g has the gate's sign (γ: |z_γ| ≥ |z| > 0), so stab is ±ε
-            keep = b.op("Greater" if group.gate == "pos" else "Less", layer.z, b.const(0.0))
-            stab = b.op("Add", z, b.const(rule.eps if group.gate == "pos" else -rule.eps)) if rule.eps else z
-            s = b.op("Where", keep, b.op("Div", r, stab), b.const(0.0))
+        if group.gate:
+            keep = b.op("Cast", b.op("Greater" if group.gate == "pos" else "Less", layer.z, b.const(0.0)), to=b.dtype)
+            s = b.op("Mul", _gated_quotient(b, r, z, group.gate, rule.eps), keep)
         else:
             s = b.divide(r, z, rule.eps)
         for t, m in terms:
