@@ -36,7 +36,6 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 GOAL = 1e-5
-STACK_LIMIT = 20 * 3 * 224 * 224  # input values per stacked evaluation: smoothgrad's 20 samples of one image
 INNV_PYTHON = ROOT / ".venv-innvestigate" / "bin" / "python"
 INNV_DIR = ROOT / "out" / "fidelity" / "innvestigate"
 
@@ -168,8 +167,7 @@ def zennit_rows(models, log):
                 rows.append(Row("Zennit", name, label, "1, 8", status="**FAIL**", reason=f"lrpc cannot compile: {e}"))
                 continue
             for batch in (1, 8):
-                stacked = method.points * batch * int(np.prod(case.inputs(1).shape))
-                if stacked > STACK_LIMIT:
+                if Z.too_big(method, batch, int(np.prod(case.inputs(1).shape))):
                     rows.append(Row("Zennit", name, label, str(batch), status="skipped", reason=(
                         f"memory: {method.points}×{batch} stacked model passes in one graph (and in Zennit's "
                         f"float64 twin) exceed this 24 GB machine; batch 1 is the comparison")))

@@ -53,6 +53,13 @@ from torch_cases import CASES, Case, GlobalMean  # noqa: E402,F401  (CASES is re
 import resnet  # noqa: E402  (models/resnet.py; torch_cases put models/ on sys.path)
 
 EPS = 1e-6
+STACK_LIMIT = 20 * 3 * 224 * 224  # input values per stacked evaluation: smoothgrad's 20 samples of one image
+
+
+def too_big(method, batch: int, input_values: int) -> bool:
+    """Whether integrated gradients' or smoothgrad's stacked evaluations (points × batch, in one graph and
+    in Zennit's float64 twin) of a model with `input_values` per sample exceed what a 24 GB machine holds."""
+    return method.points * batch * input_values > STACK_LIMIT
 
 
 def import_zennit():
