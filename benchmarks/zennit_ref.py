@@ -147,6 +147,7 @@ METHODS = {
     "EpsilonAlpha2Beta1Flat": Method("EpsilonAlpha2Beta1Flat", _builtin(zc.EpsilonAlpha2Beta1Flat), "composite"),
     "EpsilonGammaBox": Method("EpsilonGammaBox:low={low:g},high={high:g}", _builtin(zc.EpsilonGammaBox),
                               "composite"),
+    "ExcitationBackprop": Method("ExcitationBackprop", _builtin(zc.ExcitationBackprop), "composite"),
     # gradient methods through Zennit's attributors; smoothgrad's noise is drawn as Zennit draws it
     # (smoothgrad_noise) and fed to lrpc's graph (noise_input=1)
     "gradient": Method("gradient", None, "method", (zennit.attribution.Gradient, {})),
