@@ -1,4 +1,4 @@
-"""Command line: `lrpc compile`, `lrpc explain`, `lrpc verify`, `lrpc inspect` and `lrpc bench`.
+"""Command line: `lrpc compile`, `lrpc explain`, `lrpc verify`, `lrpc inspect`, `lrpc bench` and `lrpc export`.
 
 Exit status: 0 done; 1 `lrpc verify` (or `compile --verify`) found a failing check; 2 an error in the
 user's model, files or options (one line: `lrpc: error: …`, no output file left behind); 3 an internal
@@ -24,6 +24,7 @@ from .bench import bench, format_table
 from .emit import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, save
 from .errors import LrpcError
 from .inspect import describe_metadata, describe_plan, explained_metadata
+from .triton import export_triton
 from .methods import method_summary
 from .rules.assign import DEFAULT_COMPOSITE, describe_composites
 from .rules.lrp import CONVENTIONS, describe_rules
@@ -62,6 +63,11 @@ preprocessing SPEC (images only; .npy arrays are fed as they are), KEY=VALUE ite
   layout=NCHW|NHWC   color=gray|rgb   invert=1 (dark strokes on white → light on black)
   x = ((invert ? 255 − p : p) · scale − mean) / std; without --preprocess, the spec stored by
   `lrpc compile --preprocess`, else resize to the model input's size and scale=1/255.
+"""
+
+EXPORT_EXAMPLES = """examples:
+  lrpc export triton explained.onnx --repo models --name digits --max-batch 32
+  tritonserver --model-repository models          # then query it with tritonclient (see the README)
 """
 
 BENCH_EXAMPLES = """examples:
@@ -212,6 +218,18 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed runs first (default 3)")
     t.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     t.add_argument("--json", metavar="FILE", help="also write the result as JSON ('-': standard output)")
+    x = commands.add_parser(
+        "export", help="package an explained file for a serving engine (triton)",
+        description="Write an explained file as a Triton Inference Server model repository entry:\n"
+                    "REPO/NAME/config.pbtxt (onnxruntime backend, dynamic batching, inputs and outputs with\n"
+                    "their types and dims from the graph) and REPO/NAME/1/model.onnx.",
+        epilog=EXPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    x.add_argument("engine", choices=["triton"], help="the serving engine")
+    x.add_argument("model", help="an explained ONNX file (written by lrpc compile)")
+    x.add_argument("--repo", required=True, metavar="DIR", help="the model repository folder")
+    x.add_argument("--name", help="the model's name in the repository (default: the file's name)")
+    x.add_argument("--max-batch", type=int, default=8, metavar="B", help="Triton's max_batch_size (default 8)")
+    x.add_argument("--gpu", action="store_true", help="run the instances on GPUs (KIND_GPU; default KIND_CPU)")
     return parser
 
 
@@ -314,7 +332,14 @@ def _bench(args) -> int:
     return 0
 
 
-COMMANDS = {"compile": _compile, "inspect": _inspect, "explain": _explain, "verify": _verify, "bench": _bench}
+def _export(args) -> int:
+    folder = export_triton(args.model, args.repo, args.name, args.max_batch, args.gpu)
+    print(f"wrote {folder}: config.pbtxt and 1/model.onnx (serve with tritonserver --model-repository {args.repo})")
+    return 0
+
+
+COMMANDS = {"compile": _compile, "inspect": _inspect, "explain": _explain, "verify": _verify, "bench": _bench,
+            "export": _export}
 
 
 def main(argv: list[str] | None = None) -> int:
