@@ -67,6 +67,9 @@ def _strip_identity(value: ir.Value) -> ir.Value:
 
 
 def find_output(graph: ir.Graph, name: str | None) -> ir.Value:
+    if not graph.outputs:
+        raise LrpcError("the model has no outputs, so there is nothing to explain; a graph lists the tensors it "
+                        "returns as its outputs")
     if name is None:
         return graph.outputs[0]
     for value in graph.outputs:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnx_ir.passes import common
 
-from ..errors import LrpcError
 from .avgpool_to_conv import AveragePoolToDepthwiseConvPass
 from .fold_batchnorm import FoldBatchNormPass
 from .fold_channel_affine import FoldChannelAffinePass
@@ -17,24 +16,20 @@ from .fold_constants import FoldConstantsPass
 from .input_normalization import RecordInputNormalizationPass
 from .matmul_add_to_gemm import MatMulAddToGemmPass
 from .remove_identity import RemoveIdentityPass
+from .validate import CheckLayersPass, CheckModelPass, SortPass, StrictShapeInferencePass
 
-
-class _ShapeInference(common.ShapeInferencePass):
-    """onnx shape inference, with failures reported as what they are."""
-
-    def call(self, model):
-        try:
-            return super().call(model)
-        except Exception as e:  # onnx raises InferenceError / ValidationError subclasses
-            raise LrpcError(f"ONNX shape inference failed on this model: {e}") from e
+_ShapeInference = StrictShapeInferencePass
 
 
 def pipeline() -> list[ir.passes.PassBase]:
     return [
         common.RemoveInitializersFromInputsPass(),
         common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        SortPass(),
+        CheckModelPass(),
         RemoveIdentityPass(),
         _ShapeInference(),
+        CheckLayersPass(),
         FoldConstantsPass(),
         _ShapeInference(),
         AveragePoolToDepthwiseConvPass(),
@@ -44,7 +39,7 @@ def pipeline() -> list[ir.passes.PassBase]:
         RecordInputNormalizationPass(),
         _ShapeInference(),
         common.RemoveUnusedNodesPass(),
-        common.TopologicalSortPass(),
+        SortPass(),
     ]
 
 

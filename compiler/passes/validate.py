@@ -1,0 +1,170 @@
+"""Validation before canonization: a model that is not valid ONNX, or that onnxruntime could not run,
+is refused with an LrpcError naming the problem, instead of reaching the rules and surfacing as an
+explained graph that fails the final checker ("internal error") or as a file that does not run.
+
+- SortPass: topological order (onnx_ir's sort), a cycle refused.
+- CheckModelPass: onnx.checker.check_model on the model, initializers stubbed out as typed inputs (as
+  onnx_ir does for the C API): unknown attributes, wrong attribute types, dangling inputs; and each
+  initializer's stored data against its dims and type (raw_data of prod(dims)·itemsize bytes), which the
+  checker leaves to shape inference on small tensors only and onnxruntime refuses at load.
+- StrictShapeInferencePass: onnx shape inference with strict_mode and type checks; onnx_ir's own
+  ShapeInferencePass logs a failure and goes on with the model unchanged.
+- CheckLayersPass: what neither checks for Conv, ConvTranspose and the pools, and onnxruntime rejects
+  at run time: auto_pad ∈ {NOTSET, SAME_UPPER, SAME_LOWER, VALID}; strides, dilations ≥ 1; a weight of
+  the input's rank whose spatial dims are kernel_shape (where given); a Conv's group ≥ 1 with
+  C_in = group·W.shape[1] (C_in static) and group | C_out; ConvTranspose likewise
+  C_in = W.shape[0], group | C_in; each window within its padded input, in + p₀ + p₁ ≥ (k − 1)·d + 1;
+  and Gemm's transA, transB ∈ {0, 1} (the rules transpose by 1 − transB).
+"""
+
+from __future__ import annotations
+
+import onnx
+import onnx_ir as ir
+from onnx_ir.passes.common import _c_api_utils
+from onnx_ir.passes.common.shape_inference import _merge_func
+
+from ..errors import LrpcError, node_label
+
+AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
+WINDOWED = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool")
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+class SortPass(ir.passes.InPlacePass):
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        try:
+            model.graph.sort()
+        except ValueError as e:  # onnx_ir: "Graph contains a cycle, topological sort is not possible."
+            raise LrpcError(f"the model's graph is not valid ONNX: {_one_line(e)} (a node reads its own output "
+                            "through other nodes)") from e
+        return ir.passes.PassResult(model, False)
+
+
+def _check_stored_size(value: ir.Value) -> None:
+    """raw_data must hold prod(dims)·itemsize bytes; typed fields (small tensors) must reshape to the dims."""
+    tensor = value.const_value
+    if not isinstance(tensor, ir.TensorProtoTensor):
+        return
+    proto = tensor.raw
+    if proto.HasField("raw_data"):
+        if len(proto.raw_data) != tensor.nbytes:
+            raise LrpcError(f"the model is not valid ONNX: initializer '{value.name}' holds {len(proto.raw_data)} "
+                            f"bytes, but its dims {list(tensor.shape)} of {tensor.dtype.name} take {tensor.nbytes}")
+        return
+    try:
+        tensor.numpy()
+    except (ValueError, TypeError) as e:
+        raise LrpcError(f"the model is not valid ONNX: initializer '{value.name}' does not hold its dims "
+                        f"{list(tensor.shape)} of {tensor.dtype.name}: {_one_line(e)}") from e
+
+
+class CheckModelPass(ir.passes.InPlacePass):
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        try:
+            _c_api_utils.call_onnx_api(onnx.checker.check_model, model)
+        except Exception as e:  # onnx.checker.ValidationError, or a serialization error of a broken value
+            raise LrpcError(f"the model is not valid ONNX: {_one_line(e)}") from e
+        for value in model.graph.initializers.values():
+            _check_stored_size(value)
+        return ir.passes.PassResult(model, False)
+
+
+class StrictShapeInferencePass(ir.passes.InPlacePass):
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        infer = lambda proto: onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True,
+                                                                 data_prop=True)
+        try:
+            inferred = _c_api_utils.call_onnx_api(infer, model)
+        except Exception as e:  # onnx raises InferenceError / ValidationError subclasses
+            raise LrpcError(f"ONNX shape inference failed on this model, which is not valid ONNX: "
+                            f"{_one_line(e)}") from e
+        return ir.passes.PassResult(model, _merge_func(model, inferred))
+
+
+def _channels(value: ir.Value) -> int | None:
+    shape = value.shape
+    return shape[1] if shape is not None and len(shape) > 1 and isinstance(shape[1], int) else None
+
+
+def _check_weight(node: ir.Node) -> None:
+    """W of rank x's rank, its spatial dims = kernel_shape where that is given; group as in the docstring."""
+    group = node.attributes.get_int("group", 1)
+    weight = node.inputs[1] if len(node.inputs) > 1 else None
+    w_shape = weight.shape if weight is not None and weight.shape is not None else None
+    x_shape = node.inputs[0].shape
+    if w_shape is not None and x_shape is not None and len(w_shape) != len(x_shape):
+        raise LrpcError(f"{node_label(node)}: its weight has shape {list(w_shape)}, of rank {len(w_shape)}, for an "
+                        f"input of rank {len(x_shape)}; the model cannot run")
+    kernel = list(node.attributes.get_ints("kernel_shape", []))
+    if w_shape is not None and kernel and kernel != list(w_shape)[2:]:
+        raise LrpcError(f"{node_label(node)}: kernel_shape={kernel}, but its weight has shape {list(w_shape)}")
+    if group < 1:
+        raise LrpcError(f"{node_label(node)}: group={group}; ONNX needs group ≥ 1")
+    if w_shape is None or len(w_shape) < 2 or not all(isinstance(d, int) for d in w_shape[:2]):
+        return
+    c_in = _channels(node.inputs[0])
+    if node.op_type == "Conv":
+        expected, c_out = w_shape[1] * group, w_shape[0]
+    else:  # ConvTranspose: W [C_in, C_out/group, k…]
+        expected, c_out = w_shape[0], w_shape[1] * group
+    if c_in is not None and c_in != expected:
+        raise LrpcError(f"{node_label(node)}: its input has {c_in} channels, but its weight {list(w_shape)} with "
+                        f"group={group} takes {expected}; the model cannot run")
+    if node.op_type == "Conv" and c_out % group or node.op_type == "ConvTranspose" and expected % group:
+        raise LrpcError(f"{node_label(node)}: group={group} does not divide its channels (weight {list(w_shape)})")
+
+
+def _check_window_fits(node: ir.Node) -> None:
+    """Each window fits in the padded input: in + p_begin + p_end ≥ (k − 1)·d + 1 on every static axis
+    (auto_pad NOTSET or VALID; SAME pads to ceil(in / s) ≥ 1 outputs). onnx's shape inference gives an
+    output of size ≥ 1 regardless; onnxruntime fails with "Invalid input shape"."""
+    x = node.inputs[0]
+    auto_pad = node.attributes.get_string("auto_pad", "NOTSET")
+    if auto_pad.startswith("SAME") or x.shape is None or node.op_type == "ConvTranspose":
+        return
+    kernel = list(node.attributes.get_ints("kernel_shape", []))
+    if not kernel and len(node.inputs) > 1 and node.inputs[1] is not None and node.inputs[1].shape is not None:
+        kernel = list(node.inputs[1].shape)[2:]
+    n, spatial = len(kernel), list(x.shape)[2:]
+    if not kernel or len(spatial) != n or not all(isinstance(k, int) for k in kernel):
+        return
+    dilations = list(node.attributes.get_ints("dilations", [1] * n))
+    pads = [0] * 2 * n if auto_pad == "VALID" else list(node.attributes.get_ints("pads", [0] * 2 * n))
+    for i, size in enumerate(spatial):
+        reach = (kernel[i] - 1) * dilations[i] + 1
+        if isinstance(size, int) and len(pads) == 2 * n and size + pads[i] + pads[n + i] < reach:
+            raise LrpcError(f"{node_label(node)}: its window (kernel {kernel}, dilations {dilations}) is larger than "
+                            f"its input {spatial} with pads {pads}; the model cannot run")
+
+
+def _check_gemm(node: ir.Node) -> None:
+    for flag in ("transA", "transB"):
+        value = node.attributes.get_int(flag, 0)
+        if value not in (0, 1):
+            raise LrpcError(f"{node_label(node)}: {flag}={value}; ONNX takes 0 or 1")
+
+
+class CheckLayersPass(ir.passes.InPlacePass):
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        for node in model.graph:
+            if node.domain not in ("", "ai.onnx"):
+                continue
+            if node.op_type == "Gemm":
+                _check_gemm(node)
+            if node.op_type not in WINDOWED:
+                continue
+            auto_pad = node.attributes.get_string("auto_pad", "NOTSET")
+            if auto_pad not in AUTO_PADS:
+                raise LrpcError(f"{node_label(node)}: auto_pad='{auto_pad}'; ONNX knows {', '.join(AUTO_PADS)}")
+            for name in ("strides", "dilations"):
+                values = list(node.attributes.get_ints(name, []))
+                if any(v < 1 for v in values):
+                    raise LrpcError(f"{node_label(node)}: {name}={values}; ONNX needs each ≥ 1")
+            if node.op_type in ("Conv", "ConvTranspose"):
+                _check_weight(node)
+            _check_window_fits(node)
+        return ir.passes.PassResult(model, False)

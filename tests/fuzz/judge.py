@@ -1,0 +1,152 @@
+"""How the fuzz tests judge a compiled model: the float64 DAG oracle under lrpc's rule assignment,
+float32 conditioning, conservation, a hard per-example deadline and the hypothesis budget.
+
+Rules and composites fuzzed (SPECS): one rule on every linear layer, or a composite that the oracle
+assigns as lrpc's rules/assign.py does — average pools (canonized to depthwise convs, the oracle's
+"/depthwise" Linear and GlobalAveragePool's) take ε; the first non-pool linear layer (the generator
+puts a conv or dense layer first, on the input) takes the composite's first rule; other Conv layers
+the conv rule, Gemm/MatMul the dense rule; the residual Add's split uses ε = 1e-6 (the default rule's).
+
+Agreement: per sample, ‖R_lrpc − R_oracle‖₂ / ‖R_oracle‖₂ ≤ max(1e-4, 10·κ), κ the relative change of
+the oracle's R when every weight, bias and input is perturbed by 1e-7 relative noise (float32's
+roundoff; oracle.float32_sensitivity's method, here with the composite's rule map). Samples with
+κ > 1e-3, or whose explained logit is itself ill-conditioned in float32 (oracle.well_conditioned),
+are only checked for finiteness: float32 cannot be held to float64 there, whatever the rule. The model's
+outputs are compared likewise, at max(1e-5, 10·κ_out) (a logit that cancels loses digits in float32).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import replace
+from functools import partial
+
+import numpy as np
+from hypothesis import HealthCheck, settings
+
+import oracle
+from oracle_dag_onnx import LinearOp, forward
+
+ZBOX = f"zbox:low={oracle.ZBOX_LOW:g},high={oracle.ZBOX_HIGH:g}"
+GAMMA_BOX = "EpsilonGammaBox:low=-1,high=1"
+SPECS = ["zero", "epsilon", "zplus", "alpha1beta0", "alpha2beta1", "flat", "w2", "gamma", ZBOX,
+         "composite:EpsilonPlusFlat", f"composite:{GAMMA_BOX}"]
+COMPOSITES = {  # class → oracle rule, as rules/assign.py's table
+    "EpsilonPlusFlat": {"pool": "epsilon", "first": "flat", "conv": "zplus", "dense": "epsilon"},
+    GAMMA_BOX: {"pool": "epsilon", "first": "zbox:low=-1,high=1", "conv": "gamma", "dense": "epsilon"},
+}
+ORACLE_RULES = {**oracle.RULES, "zbox:low=-1,high=1": partial(oracle.rule_zbox, low=-1.0, high=1.0)}
+INPUT_RANGE = {ZBOX: (oracle.ZBOX_LOW, oracle.ZBOX_HIGH), f"composite:{GAMMA_BOX}": (-1.0, 1.0)}
+ILL = 1e-3  # κ above which a sample is not compared
+TALLY: Counter = Counter()  # what happened, for LRPC_FUZZ_STATS (tests/fuzz/conftest.py)
+
+
+def examples(default: int) -> int:
+    """The hypothesis budget: LRPC_FUZZ_EXAMPLES if set, else `default` (sized for ≤ 60 s on 2 cores)."""
+    return int(os.environ.get("LRPC_FUZZ_EXAMPLES", default))
+
+
+def fuzz_settings(default_examples: int):
+    """Reproducible (derandomized, no example database), no hypothesis deadline: deadline() is the hard one."""
+    return settings(max_examples=examples(default_examples), derandomize=True, database=None, deadline=None,
+                    print_blob=False, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                             HealthCheck.large_base_example])
+
+
+class Hang(BaseException):
+    """Raised by deadline(); a BaseException, so that no `except Exception` in lrpc can swallow it."""
+
+
+@contextmanager
+def deadline(seconds: float, what: str):
+    def expire(signum, frame):
+        raise Hang(f"{what} did not finish in {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def compile_kwargs(spec: str) -> dict:
+    return {"composite": spec.split(":", 1)[1]} if spec.startswith("composite:") else {"rule": spec}
+
+
+def inputs(spec: str, shape: tuple, count: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if spec in INPUT_RANGE:
+        return rng.uniform(*INPUT_RANGE[spec], (count, *shape)).astype(np.float32)
+    return rng.standard_normal((count, *shape)).astype(np.float32)
+
+
+def rule_map(net, model, spec: str) -> tuple[str, dict]:
+    """(the rule of non-linear ops, {LinearOp output: oracle rule spec}) for `spec` on `net`."""
+    producer = {n.output[0]: n.op_type for n in model.graph.node}
+    classes = {}
+    for op in net.ops:
+        if isinstance(op, LinearOp):
+            kind = producer.get(op.output, "AveragePool")  # "<avgpool>/depthwise" is no ONNX value
+            classes[op.output] = ("pool" if kind in ("AveragePool", "GlobalAveragePool")
+                                  else "conv" if kind == "Conv" else "dense")
+    if not spec.startswith("composite:"):
+        return spec, {name: spec for name in classes}
+    table = COMPOSITES[spec.split(":", 1)[1]]
+    first = next((name for name, c in classes.items() if c != "pool"), None)
+    return "epsilon", {name: table["first" if name == first else c] for name, c in classes.items()}
+
+
+def explain_sample(net, x, default: str, rules: dict):
+    """(values, R at the input) of one sample, relevance starting at the first output's logits (max unit)."""
+    values = forward(net, x)
+    start = net.stripped.get(net.outputs[0], net.outputs[0])
+    y = values[start]
+    t = int(np.argmax(y))
+    rel = {start: np.where(np.arange(y.size) == t, y.reshape(-1), 0.0).reshape(y.shape)}
+    for op in reversed(net.ops):
+        if op.output not in rel:
+            continue
+        xs, R = [values[n] for n in op.inputs], rel.pop(op.output)
+        if isinstance(op, LinearOp):
+            R_in = [ORACLE_RULES[rules[op.output]](op.L, xs[0].reshape(-1), R.reshape(-1)).reshape(xs[0].shape)]
+        else:
+            R_in = op.relevance(xs, values[op.output], R, default)
+        for name, r in zip(op.inputs, R_in):
+            rel[name] = rel[name] + r if name in rel else r
+    return values, rel.get(net.input_name, np.zeros(np.shape(x)))
+
+
+def _relative(a, b) -> float:
+    den = np.linalg.norm(a)
+    return float(np.linalg.norm(b - a) / den) if den > 0 else float(np.linalg.norm(b) > 0)
+
+
+def sensitivity(net, x, default, rules, rel=1e-7, seed=0) -> tuple[float, float]:
+    """(κ of R, κ of the model outputs): their relative change under relative noise `rel` on weights,
+    biases and x (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    jitter = lambda v: v * (1.0 + rel * rng.standard_normal(np.shape(v)))
+    noisy = replace(net, ops=[replace(op, L=oracle.Linear(jitter(op.L.W), jitter(op.L.b), op.L.S, op.L.in_shape,
+                                                          op.L.out_shape)) if isinstance(op, LinearOp) else op
+                              for op in net.ops])
+    values, R = explain_sample(net, x, default, rules)
+    values2, R2 = explain_sample(noisy, jitter(np.asarray(x, np.float64)), default, rules)
+    return _relative(R, R2), max(_relative(values[o], values2[o]) for o in net.outputs)
+
+
+def judged(net, X, default, rules):
+    """Per sample: (oracle R, oracle outputs by name, their tolerance, R's tolerance or None where R is not
+    comparable). Outputs are held to max(1e-5, 10·κ_out), R to max(1e-4, 10·κ_R)."""
+    out = []
+    for x in X.astype(np.float64):
+        values, R = explain_sample(net, x, default, rules)
+        logits = values[net.stripped.get(net.outputs[0], net.outputs[0])]
+        kappa, kappa_out = sensitivity(net, x, default, rules)
+        tol = max(1e-4, 10 * kappa) if kappa <= ILL and oracle.well_conditioned(logits.reshape(1, -1))[0] else None
+        out.append((R, {name: values[name] for name in net.outputs}, max(1e-5, 10 * kappa_out), tol))
+    return out

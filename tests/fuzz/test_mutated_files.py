@@ -1,0 +1,141 @@
+"""Fuzzing with broken files (issue 10, item 4b): random mutations of valid models (mutations.py), given
+to lrpc.compile by path with an output path. Each must end in one of two ways, within a hard deadline:
+
+- success: the output file exists, passes onnx.checker.check_model(full_check=True) and runs in
+  onnxruntime (CPU) on inputs of its declared shapes and types;
+- lrpc.LrpcError with a message (one paragraph, no traceback), and nothing written: the output folder
+  holds only the input file afterwards.
+
+Any other exception fails the test, except the KNOWN bugs, each pinned by an xfail(strict=True) test in
+tests/compiler/test_fuzz_findings.py (when one is fixed, that test passes unexpectedly and fails: remove it
+from KNOWN then). A sample goes through the CLI (`python -m lrpc.cli compile in.onnx
+-o out.onnx` in a subprocess): exit status 0 with a valid file, or 2 with no traceback, the `lrpc: error:`
+line last (onnx_ir's logger may print warnings before it: a known bug) and no file. `judge.TALLY` counts
+the outcomes by mutation and error kind (LRPC_FUZZ_STATS writes them out).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from hypothesis import given, note
+
+import lrpc
+from judge import TALLY, deadline, examples, fuzz_settings
+from mutations import mutated_files
+
+pytestmark = pytest.mark.fuzz
+BATCH = 2
+COMPILE_SECONDS = 30.0
+NUMPY = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+         "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+
+
+# bugs in files this test's author does not own, tolerated (and counted) until fixed
+KNOWN = {
+    "SerdeError": "frontend/onnx.py lets onnx_ir.serde.SerdeError through (a value with two producers, an attribute "
+                  "name that is not UTF-8): test_fuzz_findings.py::test_a_value_with_two_producers_gets_a_clear_error, "
+                  "::test_an_undecodable_attribute_name_gets_a_clear_error",
+}
+
+
+def known(error: Exception) -> str | None:
+    """The KNOWN key of `error`: a SerdeError raised through frontend/onnx.py."""
+    frames = [f.filename for f in traceback.extract_tb(error.__traceback__)]
+    if type(error).__name__ == "SerdeError" and any(f.endswith("frontend/onnx.py") for f in frames):
+        return "SerdeError"
+    return None
+
+
+def error_kind(message: str) -> str:
+    """The message's gist for the tally: its first clause, names and numbers masked."""
+    gist = re.split(r"[;(]", re.sub(r"\S*/\S*: ", "", message), maxsplit=1)[0]
+    gist = re.sub(r"'[^']*'", "'…'", gist)
+    gist = re.sub(r"\d+", "N", gist)
+    return " ".join(gist.split()[:12])
+
+
+def feeds(sess, input_shape) -> dict:
+    """Random inputs of each declared input's shape (the batch and symbolic dims: BATCH) and type."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for i in sess.get_inputs():
+        dims = [d if isinstance(d, int) else BATCH for d in i.shape] if i.shape else [BATCH, *input_shape]
+        out[i.name] = rng.standard_normal(dims).astype(NUMPY[i.type])
+    return out
+
+
+def check_written(path: Path, input_shape) -> None:
+    explained = onnx.load(path)
+    onnx.checker.check_model(explained, full_check=True)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess.run(None, feeds(sess, input_shape))
+
+
+def check_clean_error(error: lrpc.LrpcError, folder: Path) -> None:
+    message = str(error)
+    assert message.strip() and "Traceback" not in message, f"unclear message: {message!r}"
+    assert sorted(p.name for p in folder.iterdir()) == ["in.onnx"], "a failed compile left files behind"
+
+
+@fuzz_settings(600)
+@given(case=mutated_files())
+def test_a_mutated_file_compiles_or_fails_cleanly(case):
+    graph, kind, data = case
+    note(f"mutation: {kind}")
+    with tempfile.TemporaryDirectory() as d:
+        folder = Path(d)
+        (folder / "in.onnx").write_bytes(data)
+        try:
+            with deadline(COMPILE_SECONDS, "lrpc.compile"):
+                lrpc.compile(str(folder / "in.onnx"), output=folder / "out.onnx")
+        except lrpc.LrpcError as e:
+            note(f"LrpcError: {e}")
+            check_clean_error(e, folder)
+            TALLY[f"mutations: {kind}: LrpcError"] += 1
+            TALLY[f"errors: {error_kind(str(e))}"] += 1
+            return
+        except Exception as e:
+            if known(e) is None:
+                raise
+            TALLY[f"mutations: {kind}: known bug {known(e)}"] += 1
+            return
+        check_written(folder / "out.onnx", graph.input_shape)
+        TALLY[f"mutations: {kind}: compiled"] += 1
+
+
+@fuzz_settings(max(4, examples(600) // 60))
+@given(case=mutated_files())
+def test_the_cli_writes_a_valid_file_or_nothing(case):
+    graph, kind, data = case
+    note(f"mutation: {kind}")
+    with tempfile.TemporaryDirectory() as d:
+        folder = Path(d)
+        (folder / "in.onnx").write_bytes(data)
+        done = subprocess.run([sys.executable, "-m", "lrpc.cli", "compile", "in.onnx", "-o", "out.onnx"],
+                              cwd=folder, capture_output=True, text=True, timeout=120)
+        note(f"exit {done.returncode}: {done.stderr}")
+        if done.returncode == 1 and "onnx_ir.serde.SerdeError" in done.stderr and "frontend/onnx.py" in done.stderr:
+            assert sorted(p.name for p in folder.iterdir()) == ["in.onnx"], "a failed compile left files behind"
+            TALLY[f"cli: {kind}: known bug SerdeError"] += 1
+            return
+        assert done.returncode in (0, 2) and "Traceback" not in done.stderr
+        if done.returncode == 0:
+            check_written(folder / "out.onnx", graph.input_shape)
+            TALLY[f"cli: {kind}: compiled"] += 1
+            return
+        lines = done.stderr.strip().splitlines()
+        assert lines[-1].startswith("lrpc: error: ") and sum(x.startswith("lrpc: ") for x in lines) == 1, done.stderr
+        if len(lines) > 1:  # onnx_ir's logger warnings before it: test_fuzz_findings.py, the CLI xfail
+            TALLY["cli: known bug: stray logger lines before the error"] += 1
+        assert sorted(p.name for p in folder.iterdir()) == ["in.onnx"], "a failed compile left files behind"
+        TALLY[f"cli: {kind}: exit 2"] += 1
