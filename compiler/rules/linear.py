@@ -26,6 +26,7 @@ from ..errors import LrpcError, node_label
 from ..geometry import adjoint_conv_geometry, conv_transpose_geometry, output_padding, window_geometry
 from ..passes.input_normalization import INPUT_AFFINE
 from .lrp import ID, POS, Rule, Term
+from .squares import squares_in_range
 from .table import relevance_rule
 
 _VANISHES = object()  # an input modifier that is identically zero here (x⁻ of a non-negative x)
@@ -338,5 +339,6 @@ def linear(node, rel_out, b, cfg):
     layer = LAYERS[node.op_type](node, b)
     layer.input_affine = node.meta.get(INPUT_AFFINE)
     rel_in = [None] * len(node.inputs)
-    rel_in[layer.x_index] = lower_linear(layer, rel_out[0], cfg.rule_for(node), b)
+    layer, rule = squares_in_range(node, layer, cfg.rule_for(node), b)  # w²'s W² within the float range
+    rel_in[layer.x_index] = lower_linear(layer, rel_out[0], rule, b)
     return rel_in

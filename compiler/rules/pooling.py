@@ -2,6 +2,7 @@
 
     (y, idx) = MaxPool(x)            idx: flat position of the winner in x (batch and channel included)
     R_x = ScatterElements(0[numel(x)], idx, R_y, reduction=add)  reshaped to x's shape
+                                     (float16: summed in float32, routing.scatter_add)
 
 With overlapping windows one input can win several outputs; `add` sums their relevance
 (MaxUnpool would overwrite all but one).
@@ -10,9 +11,9 @@ With overlapping windows one input can win several outputs; `add` sums their rel
 from __future__ import annotations
 
 import numpy as np
-import onnx_ir as ir
 
 from ..errors import LrpcError, node_label
+from .routing import scatter_add
 from .table import relevance_rule
 
 
@@ -25,7 +26,5 @@ def max_to_winner(node, rel_out, b, cfg):
     _, indices = b.op_multi("MaxPool", x, num_outputs=2, **attrs)
     flat = b.const(np.array([-1], np.int64), dtype=np.int64)
     numel = b.op("Reshape", b.op("Size", x), flat)
-    zeros = b.op("ConstantOfShape", numel, value=ir.tensor(np.zeros(1, b.dtype.numpy())))
-    scattered = b.op("ScatterElements", zeros, b.op("Reshape", indices, flat), b.op("Reshape", rel_out[0], flat),
-                     axis=0, reduction="add")
+    scattered = scatter_add(b, numel, b.op("Reshape", indices, flat), b.op("Reshape", rel_out[0], flat))
     return [b.op("Reshape", scattered, b.op("Shape", x))]

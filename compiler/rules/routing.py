@@ -38,13 +38,26 @@ def iota(b: Builder, x: ir.Value) -> ir.Value:
     return b.op("Reshape", count, b.op("Shape", x))
 
 
+_WIDENED = (ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
+
+
+def scatter_add(b: Builder, size: ir.Value, indices: ir.Value, updates: ir.Value) -> ir.Value:
+    """out[i] = Σ_{o: indices[o] = i} updates[o], a 1-D tensor of `size` ([1] int64) elements. onnxruntime's
+    CPU ScatterElements has no float16/bfloat16 kernel for reduction="add" (a float16 model with a MaxPool
+    failed at run time): those sum in float32 and are cast back."""
+    wide = b.dtype in _WIDENED
+    kind = ir.DataType.FLOAT if wide else b.dtype
+    zeros = b.op("ConstantOfShape", size, value=ir.tensor(np.zeros(1, kind.numpy())))
+    updates = b.op("Cast", updates, to=kind) if wide else updates
+    summed = b.op("ScatterElements", zeros, indices, updates, axis=0, reduction="add")
+    return b.op("Cast", summed, to=b.dtype) if wide else summed
+
+
 def scatter_back(b: Builder, x: ir.Value, src: ir.Value, r: ir.Value) -> ir.Value:
     """R_x[i] = Σ_{o: src[o] = i} r[o], of x's shape (src and r have the same shape)."""
     flat = _int64(b, [-1])
-    zeros = b.op("ConstantOfShape", b.op("Reshape", b.op("Size", x), flat),
-                 value=ir.tensor(np.zeros(1, b.dtype.numpy())))
-    summed = b.op("ScatterElements", zeros, b.op("Reshape", src, flat), b.op("Reshape", r, flat),
-                  axis=0, reduction="add")
+    summed = scatter_add(b, b.op("Reshape", b.op("Size", x), flat), b.op("Reshape", src, flat),
+                         b.op("Reshape", r, flat))
     return b.op("Reshape", summed, b.op("Shape", x))
 
 
