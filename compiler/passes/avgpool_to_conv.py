@@ -20,7 +20,7 @@ import onnx_ir as ir
 
 from ..errors import LrpcError, node_label
 from ..geometry import static_dim, window_geometry
-from .base import Canonization, const_array, replace_node
+from .base import Canonization, const_array, fresh_name, replace_node
 from .fold_constants import new_constant
 
 ORIGIN = "lrpc.origin"
@@ -37,7 +37,7 @@ def _depthwise(tape: ir.tape.Tape, graph, node, x, kernel, geo, scale_map=None) 
     """Conv(x, 1/K, group=C) [⊙ scale_map], recorded on `tape`."""
     channels = static_dim(x.shape[1])
     dtype = x.dtype.numpy()
-    name = node.name or node.op_type
+    name = fresh_name(graph, node.name or node.op_type, node)
     weight = np.full([channels, 1, *kernel], 1.0 / np.prod(kernel), dtype)
     y = tape.op("Conv", [x, new_constant(graph, f"{name}.diag_weight", weight)],
                 attributes=dict(geo, group=channels), name=name)

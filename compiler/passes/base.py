@@ -40,6 +40,18 @@ def sole_use(value: ir.Value) -> ir.Node | None:
     return uses[0].node
 
 
+def fresh_name(graph: ir.Graph, base: str, *replaced: ir.Node) -> str:
+    """`base`, else `base_1`, `base_2`, …: the first that no node of `graph` (besides those being `replaced`)
+    has. onnxruntime refuses a file with two nodes of one name, and a rewrite that names its nodes after an
+    unnamed source (`AveragePool`) would otherwise repeat that name for every such node."""
+    taken = {n.name for n in graph if n not in replaced}
+    name, k = base, 0
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    return name
+
+
 def replace_node(graph: ir.Graph, old: ir.Node, nodes: list[ir.Node], result: ir.Value) -> None:
     """Put `nodes` where `old` was; `result` takes over the uses, name and type of old's output."""
     graph.insert_before(old, nodes)

@@ -15,7 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from ..errors import LrpcError, node_label
-from .base import Canonization, bypass, const_array, replace_node, sole_use
+from .base import Canonization, bypass, const_array, fresh_name, replace_node, sole_use
 from .fold_constants import new_constant
 from .linear_fold import LINEAR_OPS, fold_into_input, fold_into_output
 
@@ -34,7 +34,7 @@ def bn_affine(node: ir.Node) -> tuple[np.ndarray, np.ndarray]:
 
 def _depthwise_affine(graph: ir.Graph, node: ir.Node, scale, shift) -> None:
     x = node.inputs[0]
-    rank, dtype, name = len(x.shape), x.dtype.numpy(), node.name or "batchnorm"
+    rank, dtype, name = len(x.shape), x.dtype.numpy(), fresh_name(graph, node.name or "batchnorm", node)
     spatial = max(rank - 2, 1)
     weight = new_constant(graph, f"{name}.diag_weight", scale.reshape([-1, 1] + [1] * spatial).astype(dtype))
     bias = new_constant(graph, f"{name}.bias", shift.astype(dtype))

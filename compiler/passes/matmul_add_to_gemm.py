@@ -14,7 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from ..errors import node_label
-from .base import Canonization, replace_node
+from .base import Canonization, fresh_name, replace_node
 from .fold_constants import new_constant
 
 
@@ -47,7 +47,7 @@ class MatMulAddToGemmPass(Canonization):
         if pair is None:
             return None
         matmul, x, w, bias = pair
-        name = matmul.name or node.name or "affine"
+        name = fresh_name(graph, matmul.name or node.name or "affine", matmul, node)
         b = new_constant(graph, f"{name}.bias", bias)
         tape = ir.tape.Tape()
         rank, (k, m) = len(x.shape), w.const_value.numpy().shape

@@ -17,12 +17,13 @@ import sys
 import numpy as np
 import onnx
 import onnx_ir as ir
+import onnxruntime as ort
 import pytest
 from onnx import helper
 
 import lrpc
 from lrpc.passes import prepare
-from nets import small_cnn, tensor
+from nets import make_model, small_cnn, tensor
 
 
 def mutated(change) -> onnx.ModelProto:
@@ -115,6 +116,32 @@ def test_a_broken_conv_gets_one_clear_error(case):
     model, message = CONV_CASES[case]
     with pytest.raises(lrpc.LrpcError, match=re.escape(message)):
         lrpc.compile(model)
+
+
+def test_unnamed_nodes_give_a_file_onnxruntime_loads():
+    """Found by a long fuzz run on a graph whose nodes have no names: canonization named each new node after
+    its source — "AveragePool", "batchnorm", "affine" for unnamed ones — so two unnamed average pools (or
+    BatchNorms, or MatMul + Add pairs) gave two nodes of one name and onnxruntime refused the file
+    ("two nodes with same node name"). A named pool keeps its name."""
+    rng = np.random.default_rng(0)
+    bn = [np.abs(rng.standard_normal(2)).astype(np.float32) + 0.5 for _ in range(4)]
+    nodes = [helper.make_node("AveragePool", ["x"], ["p1"], kernel_shape=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("AveragePool", ["p1"], ["p2"], kernel_shape=[2, 2]),
+             helper.make_node("AveragePool", ["p2"], ["p3"], name="pool", kernel_shape=[1, 1]),
+             helper.make_node("BatchNormalization", ["p3", "g", "b", "m", "v"], ["n1"]),
+             helper.make_node("Relu", ["n1"], ["r1"]),
+             helper.make_node("BatchNormalization", ["r1", "g", "b", "m", "v"], ["n2"]),
+             helper.make_node("Flatten", ["n2"], ["f"]),
+             helper.make_node("MatMul", ["f", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["a1"]),
+             helper.make_node("MatMul", ["a1", "w2"], ["k"]), helper.make_node("Add", ["k", "b2"], ["y"])]
+    init = dict(zip("gbmv", bn), w1=rng.standard_normal((2 * 5 * 5, 3)).astype(np.float32),
+                b1=np.ones(3, np.float32), w2=rng.standard_normal((3, 2)).astype(np.float32), b2=np.ones(2, np.float32))
+    model = make_model(nodes, [tensor("x", ["n", 2, 5, 5])], [tensor("y", ["n", 2])], init)
+    explained = lrpc.compile(model, rule="epsilon")
+    names = [n.name for n in explained.graph.node if n.name]
+    assert len(names) == len(set(names)) and "pool" in names
+    sess = ort.InferenceSession(explained.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.isfinite(sess.run(None, {"x": np.ones((2, 2, 5, 5), np.float32)})[-1]).all()
 
 
 def test_the_validation_keeps_valid_models_and_sorts_unsorted_ones():

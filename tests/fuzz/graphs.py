@@ -16,6 +16,8 @@ drawn seed, so every example is reproducible from its draws alone:
     → GlobalAveragePool or not → Flatten → (Gemm | MatMul + Add) [ReLU] … → Gemm to the logits [N, K]
     → Softmax or not (lrpc explains the logits either way).
 
+A quarter of the graphs leave every node name empty, as hand-built and some exported models do.
+
 Every pooling window holds at least one real input element (a window all in the padding would make
 MaxPool −inf and a count_include_pad=0 average 0/0: an invalid model, not a fuzz case). Tensors stay
 small (≤ ~400 values per sample) so that the dense float64 oracle of tests/compiler/oracle_dag_onnx.py
@@ -58,9 +60,9 @@ def _windows_hit_input(n, k, s, d, pb, out):
 class Builder:
     """Appends nodes to a growing graph and tracks the current tensor's per-sample shape."""
 
-    def __init__(self, seed, input_shape, allow_bias):
+    def __init__(self, seed, input_shape, allow_bias, named=True):
         self.rng = np.random.default_rng(seed)
-        self.allow_bias = allow_bias
+        self.allow_bias, self.named = allow_bias, named
         self.biased = False
         self.nodes, self.inits, self.ops = [], {}, set()
         self.cur, self.shape = "x", tuple(input_shape)
@@ -70,7 +72,7 @@ class Builder:
 
     def node(self, op, inputs, out_shape, **attrs):
         out = self.name(op)
-        self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        self.nodes.append(helper.make_node(op, inputs, [out], name=out if self.named else "", **attrs))
         self.ops.add(op)
         self.cur, self.shape = out, tuple(out_shape)
         return out
@@ -241,7 +243,7 @@ def graphs(draw, bias=True, max_blocks=4):
         input_shape = (draw(st.integers(1, 3)), *spatial)
     else:
         input_shape = (draw(st.integers(2, 12)),)
-    g = Builder(seed, input_shape, bias)
+    g = Builder(seed, input_shape, bias, named=draw(st.booleans()) or draw(st.booleans()))
     if conv_net:
         draw(conv(g))  # the first layer is a conv on the input (the composites' "first")
         for kind in draw(st.lists(st.sampled_from(sorted(BLOCKS)), max_size=max_blocks)):

@@ -7,11 +7,18 @@ assigns as lrpc's rules/assign.py does — average pools (canonized to depthwise
 puts a conv or dense layer first, on the input) takes the composite's first rule; other Conv layers
 the conv rule, Gemm/MatMul the dense rule; the residual Add's split uses ε = 1e-6 (the default rule's).
 
-Agreement: per sample, ‖R_lrpc − R_oracle‖₂ / ‖R_oracle‖₂ ≤ max(1e-4, 10·κ), κ the relative change of
-the oracle's R when every weight, bias and input is perturbed by 1e-7 relative noise (float32's
-roundoff; oracle.float32_sensitivity's method, here with the composite's rule map). Samples with
-κ > 1e-3, or whose explained logit is itself ill-conditioned in float32 (oracle.well_conditioned),
-are only checked for finiteness: float32 cannot be held to float64 there, whatever the rule. The model's
+Agreement: per sample, ‖R_lrpc − R_oracle‖₂ / ‖R_oracle‖₂ ≤ max(1e-4, 10·κ, 3·ν), where
+- κ is the relative change of the oracle's R when every weight, bias and input is perturbed by 1e-7
+  relative noise (float32's roundoff; oracle.float32_sensitivity's method, with the composite's rule map):
+  how much the exact answer depends on float32-sized changes of the model;
+- ν is the relative change of lrpc's own float32 R when the input moves by one ulp: the rounding noise of
+  the explained graph's arithmetic. κ misses noise that arises inside that arithmetic: zᴮ on a hidden
+  layer computes z = Wx − W⁺l − W⁻h, whose terms cancel when x leaves [l, h], and there a 1-ulp input
+  change moved lrpc's R by 3.5e-3–8.4e-3 while the exact R moved by 3e-5 (κ = 1e-4, measured on the
+  residual graph this was found on). A wrong rule is a reproducible offset, not noise: still caught
+  unless it hides below 3·ν.
+Samples with κ or ν > 1e-3, or whose explained logit is itself ill-conditioned in float32
+(oracle.well_conditioned), are only checked for finiteness: float32 cannot be held to float64 there. The model's
 outputs are compared likewise, at max(1e-5, 10·κ_out) (a logit that cancels loses digits in float32).
 """
 
@@ -40,7 +47,7 @@ COMPOSITES = {  # class → oracle rule, as rules/assign.py's table
 }
 ORACLE_RULES = {**oracle.RULES, "zbox:low=-1,high=1": partial(oracle.rule_zbox, low=-1.0, high=1.0)}
 INPUT_RANGE = {ZBOX: (oracle.ZBOX_LOW, oracle.ZBOX_HIGH), f"composite:{GAMMA_BOX}": (-1.0, 1.0)}
-ILL = 1e-3  # κ above which a sample is not compared
+ILL = 1e-3  # κ or ν above which a sample is not compared
 TALLY: Counter = Counter()  # what happened, for LRPC_FUZZ_STATS (tests/fuzz/conftest.py)
 
 
@@ -49,11 +56,12 @@ def examples(default: int) -> int:
     return int(os.environ.get("LRPC_FUZZ_EXAMPLES", default))
 
 
-def fuzz_settings(default_examples: int):
-    """Reproducible (derandomized, no example database), no hypothesis deadline: deadline() is the hard one."""
-    return settings(max_examples=examples(default_examples), derandomize=True, database=None, deadline=None,
-                    print_blob=False, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                                             HealthCheck.large_base_example])
+def fuzz_settings(default_examples: int, fraction: int = 1):
+    """examples(default_examples) // fraction (at least 4) examples, reproducible (derandomized, no example
+    database), no hypothesis deadline: deadline() is the hard one."""
+    return settings(max_examples=max(4, examples(default_examples) // fraction), derandomize=True, database=None,
+                    deadline=None, print_blob=False,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
 
 
 class Hang(BaseException):
@@ -139,14 +147,21 @@ def sensitivity(net, x, default, rules, rel=1e-7, seed=0) -> tuple[float, float]
     return _relative(R, R2), max(_relative(values[o], values2[o]) for o in net.outputs)
 
 
+def relevance_tolerance(kappa, nu) -> float | None:
+    """max(1e-4, 10·κ, 3·ν), or None where κ (None: the logit is ill-conditioned) or ν exceeds ILL."""
+    if kappa is None or kappa > ILL or nu > ILL:
+        return None
+    return max(1e-4, 10 * kappa, 3 * nu)
+
+
 def judged(net, X, default, rules):
-    """Per sample: (oracle R, oracle outputs by name, their tolerance, R's tolerance or None where R is not
-    comparable). Outputs are held to max(1e-5, 10·κ_out), R to max(1e-4, 10·κ_R)."""
+    """Per sample: (oracle R, oracle outputs by name, their tolerance, κ of R or None where the explained
+    logit is ill-conditioned). Outputs are held to max(1e-5, 10·κ_out)."""
     out = []
     for x in X.astype(np.float64):
         values, R = explain_sample(net, x, default, rules)
         logits = values[net.stripped.get(net.outputs[0], net.outputs[0])]
         kappa, kappa_out = sensitivity(net, x, default, rules)
-        tol = max(1e-4, 10 * kappa) if kappa <= ILL and oracle.well_conditioned(logits.reshape(1, -1))[0] else None
-        out.append((R, {name: values[name] for name in net.outputs}, max(1e-5, 10 * kappa_out), tol))
+        kappa = kappa if oracle.well_conditioned(logits.reshape(1, -1))[0] else None
+        out.append((R, {name: values[name] for name in net.outputs}, max(1e-5, 10 * kappa_out), kappa))
     return out

@@ -30,7 +30,7 @@ import pytest
 from hypothesis import given, note
 
 import lrpc
-from judge import TALLY, deadline, examples, fuzz_settings
+from judge import TALLY, deadline, fuzz_settings
 from mutations import mutated_files
 
 pytestmark = pytest.mark.fuzz
@@ -113,7 +113,7 @@ def test_a_mutated_file_compiles_or_fails_cleanly(case):
         TALLY[f"mutations: {kind}: compiled"] += 1
 
 
-@fuzz_settings(max(4, examples(600) // 60))
+@fuzz_settings(600, fraction=60)  # a subprocess each: ~1 s
 @given(case=mutated_files())
 def test_the_cli_writes_a_valid_file_or_nothing(case):
     graph, kind, data = case
@@ -124,7 +124,7 @@ def test_the_cli_writes_a_valid_file_or_nothing(case):
         done = subprocess.run([sys.executable, "-m", "lrpc.cli", "compile", "in.onnx", "-o", "out.onnx"],
                               cwd=folder, capture_output=True, text=True, timeout=120)
         note(f"exit {done.returncode}: {done.stderr}")
-        if done.returncode == 1 and "onnx_ir.serde.SerdeError" in done.stderr and "frontend/onnx.py" in done.stderr:
+        if done.returncode in (1, 3) and "SerdeError" in done.stderr:  # a traceback, or cli's "internal error"
             assert sorted(p.name for p in folder.iterdir()) == ["in.onnx"], "a failed compile left files behind"
             TALLY[f"cli: {kind}: known bug SerdeError"] += 1
             return
