@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import resource
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -103,12 +102,17 @@ def _child_peak_rss(path: str, threads: int, batch: int, runs: int, queue) -> No
     feeds = _feeds(session, batch)
     for _ in range(runs):
         session.run(None, feeds)
-    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+    queue.put((_status_kb("VmHWM:") - before) / 1024)
 
 
 def _rss_now_kb() -> float:
+    return _status_kb("VmRSS:")
+
+
+def _status_kb(field: str) -> float:
+    """A /proc/self/status entry in kB (VmHWM is this process's own peak; ru_maxrss would carry the parent's)."""
     with open("/proc/self/status") as f:
-        return next(float(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        return next(float(line.split()[1]) for line in f if line.startswith(field))
 
 
 def peak_rss_mb(path: str, threads: int, batch: int, runs: int = 3) -> float | None:
