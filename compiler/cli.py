@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
@@ -348,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    # onnx_ir logs what it finds odd in a model; unconfigured, Python would print that above lrpc's one
+    # error line. The error itself names the problem; an application that configures logging still sees it.
+    logging.getLogger("onnx_ir").addHandler(logging.NullHandler())
     try:
         return COMMANDS[args.command](args)
     except (LrpcError, NotExplainedError, DeviceUnavailableError, ValueError, OSError) as e:

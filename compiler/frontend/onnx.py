@@ -25,9 +25,9 @@ def load(source) -> ir.Model:
     if isinstance(source, ir.Model):
         model = source
     elif isinstance(source, onnx.ModelProto):
-        model = ir.serde.deserialize_model(source)
+        model = _deserialize(source, "the model")
     elif isinstance(source, (bytes, bytearray)):
-        model = ir.serde.deserialize_model(_parse(bytes(source), "<bytes>"))
+        model = _deserialize(_parse(bytes(source), "<bytes>"), "<bytes>")
     else:
         path = os.fspath(source)
         if not os.path.isfile(path):
@@ -35,7 +35,7 @@ def load(source) -> ir.Model:
         with open(path, "rb") as f:
             proto = _parse(f.read(), path)
         _load_external_data(proto, path)
-        model = ir.serde.deserialize_model(proto)
+        model = _deserialize(proto, path)
     _check_opset(model)
     return model
 
@@ -69,6 +69,19 @@ def _parse(data: bytes, where: str) -> onnx.ModelProto:
     if not proto.graph.node and not proto.graph.output:
         raise LrpcError(f"{where}: not an ONNX model (no graph found in the file); {_WANTED}")
     return proto
+
+
+def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
+    """onnx_ir's reading of a parsed proto; what it rejects (a value with two producers, an attribute
+    name that is not UTF-8, ...) is the model's fault, reported as such."""
+    try:
+        return ir.serde.deserialize_model(proto)
+    except ir.serde.SerdeError as e:
+        cause = e
+        while isinstance(cause, ir.serde.SerdeError) and cause.__cause__ is not None:
+            cause = cause.__cause__  # onnx_ir wraps once per level (graph, node, attribute)
+        raise LrpcError(f"{where}: not valid ONNX: {type(cause).__name__}: {cause}; "
+                        "check it with onnx.checker.check_model(model, full_check=True)") from e
 
 
 def _check_opset(model: ir.Model) -> None:

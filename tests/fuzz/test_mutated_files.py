@@ -6,11 +6,9 @@ to lrpc.compile by path with an output path. Each must end in one of two ways, w
 - lrpc.LrpcError with a message (one paragraph, no traceback), and nothing written: the output folder
   holds only the input file afterwards.
 
-Any other exception fails the test, except the KNOWN bugs, each pinned by an xfail(strict=True) test in
-tests/compiler/test_fuzz_findings.py (when one is fixed, that test passes unexpectedly and fails: remove it
-from KNOWN then). A sample goes through the CLI (`python -m lrpc.cli compile in.onnx
--o out.onnx` in a subprocess): exit status 0 with a valid file, or 2 with no traceback, the `lrpc: error:`
-line last (onnx_ir's logger may print warnings before it: a known bug) and no file. `judge.TALLY` counts
+Any other exception fails the test (what it found is pinned in tests/compiler/test_fuzz_findings.py). A
+sample goes through the CLI (`python -m lrpc.cli compile in.onnx -o out.onnx` in a subprocess): exit
+status 0 with a valid file, or 2 with the one `lrpc: error:` line on stderr and no file. `judge.TALLY` counts
 the outcomes by mutation and error kind (LRPC_FUZZ_STATS writes them out).
 """
 
@@ -20,7 +18,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -41,21 +38,6 @@ NUMPY = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(floa
 
 
 # bugs in files this test's author does not own, tolerated (and counted) until fixed
-KNOWN = {
-    "SerdeError": "frontend/onnx.py lets onnx_ir.serde.SerdeError through (a value with two producers, an attribute "
-                  "name that is not UTF-8): test_fuzz_findings.py::test_a_value_with_two_producers_gets_a_clear_error, "
-                  "::test_an_undecodable_attribute_name_gets_a_clear_error",
-}
-
-
-def known(error: Exception) -> str | None:
-    """The KNOWN key of `error`: a SerdeError raised through frontend/onnx.py."""
-    frames = [f.filename for f in traceback.extract_tb(error.__traceback__)]
-    if type(error).__name__ == "SerdeError" and any(f.endswith("frontend/onnx.py") for f in frames):
-        return "SerdeError"
-    return None
-
-
 def error_kind(message: str) -> str:
     """The message's gist for the tally: its first clause, names and numbers masked."""
     gist = re.split(r"[;(]", re.sub(r"\S*/\S*: ", "", message), maxsplit=1)[0]
@@ -104,11 +86,6 @@ def test_a_mutated_file_compiles_or_fails_cleanly(case):
             TALLY[f"mutations: {kind}: LrpcError"] += 1
             TALLY[f"errors: {error_kind(str(e))}"] += 1
             return
-        except Exception as e:
-            if known(e) is None:
-                raise
-            TALLY[f"mutations: {kind}: known bug {known(e)}"] += 1
-            return
         check_written(folder / "out.onnx", graph.input_shape)
         TALLY[f"mutations: {kind}: compiled"] += 1
 
@@ -124,18 +101,12 @@ def test_the_cli_writes_a_valid_file_or_nothing(case):
         done = subprocess.run([sys.executable, "-m", "lrpc.cli", "compile", "in.onnx", "-o", "out.onnx"],
                               cwd=folder, capture_output=True, text=True, timeout=120)
         note(f"exit {done.returncode}: {done.stderr}")
-        if done.returncode in (1, 3) and "SerdeError" in done.stderr:  # a traceback, or cli's "internal error"
-            assert sorted(p.name for p in folder.iterdir()) == ["in.onnx"], "a failed compile left files behind"
-            TALLY[f"cli: {kind}: known bug SerdeError"] += 1
-            return
         assert done.returncode in (0, 2) and "Traceback" not in done.stderr
         if done.returncode == 0:
             check_written(folder / "out.onnx", graph.input_shape)
             TALLY[f"cli: {kind}: compiled"] += 1
             return
         lines = done.stderr.strip().splitlines()
-        assert lines[-1].startswith("lrpc: error: ") and sum(x.startswith("lrpc: ") for x in lines) == 1, done.stderr
-        if len(lines) > 1:  # onnx_ir's logger warnings before it: test_fuzz_findings.py, the CLI xfail
-            TALLY["cli: known bug: stray logger lines before the error"] += 1
+        assert len(lines) == 1 and lines[0].startswith("lrpc: error: "), done.stderr
         assert sorted(p.name for p in folder.iterdir()) == ["in.onnx"], "a failed compile left files behind"
         TALLY[f"cli: {kind}: exit 2"] += 1
