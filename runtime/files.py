@@ -10,7 +10,8 @@ else the defaults (resize to the input's size, pixels scaled to [0, 1]); ``.npy`
 taken as model inputs as they are.
 
 All files are written into a temporary folder beside ``out_dir`` and moved in at the end, so a
-failure leaves no partial output.
+failure leaves no partial output. The pieces (:func:`plan_files`, :func:`explain_chunk`,
+:func:`staged_output`, :func:`write_table`) are shared with the Ray path (:mod:`lrpc_runtime.ray_files`).
 
 Example::
 
@@ -27,7 +28,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +42,8 @@ from .preprocess import Preprocessing, guess_layout
 from .progress import Progress
 from .session import Explainer
 
-__all__ = ["STYLES", "explain_files", "choose_preprocessing"]
+__all__ = ["STYLES", "FilePlan", "SampleWriting", "check_arguments", "choose_preprocessing", "explain_chunk",
+           "explain_files", "plan_files", "staged_output", "write_table"]
 
 STYLES = ("side-by-side", "overlay", "heatmap")
 TABLES = ("csv", "json")
@@ -143,10 +147,85 @@ def _table_text(rows: list[dict], kind: str) -> str:
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class FilePlan:
+    """What one ``explain_files`` run reads: the samples, and how they become model inputs."""
+
+    refs: list[SampleRef]
+    spec: Preprocessing
+    shape: tuple
+    layout: str | None
+
+
+@dataclass(frozen=True)
+class SampleWriting:
+    """How each sample's files are written: the PNG style, and the optional relevance array."""
+
+    style: str = "side-by-side"
+    overlay_alpha: float = 0.5
+    save_relevance: bool = False
+
+
+def check_arguments(style: str, table: str, out_dir: str | os.PathLike) -> Path:
+    """``out_dir`` as a Path, after the checks that need no model (ValueError on a bad one)."""
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
+    if table not in TABLES:
+        raise ValueError(f"table must be csv or json, got {table!r}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: exists and is not a folder")
+    return out_dir
+
+
+def plan_files(explainer: Explainer, inputs: Sequence[str | os.PathLike],
+               preprocess: str | Preprocessing | None) -> FilePlan:
+    """The samples ``inputs`` hold and how to read them for ``explainer``'s single input."""
+    if len(explainer.input_names) != 1:
+        raise ValueError(f"the model has {len(explainer.input_names)} inputs {explainer.input_names}; explaining "
+                         "files needs a single-input model (use Explainer.explain with a dict of arrays)")
+    shape = explainer.input_shapes[explainer.input_names[0]]
+    spec, _ = choose_preprocessing(preprocess, explainer.metadata.preprocess)
+    return FilePlan(collect(inputs, input_rank=len(shape)), spec, shape, spec.layout or guess_layout(shape))
+
+
+def explain_chunk(explainer: Explainer, chunk: Sequence[SampleRef], plan: FilePlan, target: Any, folder: Path,
+                  writing: SampleWriting) -> list[dict]:
+    """Explain one batch of samples, write their files into ``folder``; their table rows."""
+    x = load_samples(chunk, plan.spec, plan.shape)
+    targets = _batch_target(explainer, target, len(chunk))
+    result = explainer.explain(x, target=targets)
+    relevance = result.relevance_map
+    drawn = [_write_picture(folder / f"{ref.name}.png", relevance[i], x[i], writing.style, plan.layout,
+                            writing.overlay_alpha) for i, ref in enumerate(chunk)]
+    if writing.save_relevance:
+        for i, ref in enumerate(chunk):
+            np.save(folder / f"{ref.name}.relevance.npy", relevance[i])
+    return _rows(chunk, explainer, result.outputs, relevance,
+                 targets if explainer.target_mode == "input" else None, drawn)
+
+
+def write_table(folder: Path, rows: list[dict], table: str) -> None:
+    """``predictions.csv`` (or ``.json``) in ``folder``."""
+    (folder / f"predictions.{table}").write_text(_table_text(rows, table), encoding="utf-8")
+
+
 def _move_into(staging: Path, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for item in sorted(staging.iterdir()):
         os.replace(item, out_dir / item.name)
+
+
+@contextmanager
+def staged_output(out_dir: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out_dir`` to write into; moved in on success, removed on any error."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        yield staging
+        _move_into(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def explain_files(
@@ -176,42 +255,16 @@ def explain_files(
 
         >>> rows = explain_files("explained.onnx", ["cat.jpg"], "out", preprocess="resize=224,224")  # doctest: +SKIP
     """
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
-    if table not in TABLES:
-        raise ValueError(f"table must be csv or json, got {table!r}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"{out_dir}: exists and is not a folder")
+    out_dir = check_arguments(style, table, out_dir)
     explainer = model if isinstance(model, Explainer) else Explainer(model, device=device, batch_size=batch_size)
-    if len(explainer.input_names) != 1:
-        raise ValueError(f"the model has {len(explainer.input_names)} inputs {explainer.input_names}; explaining "
-                         "files needs a single-input model (use Explainer.explain with a dict of arrays)")
-    shape = explainer.input_shapes[explainer.input_names[0]]
-    spec, _ = choose_preprocessing(preprocess, explainer.metadata.preprocess)
-    layout = spec.layout or guess_layout(shape)
-    refs = collect(inputs, input_rank=len(shape))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    try:
+    plan = plan_files(explainer, inputs, preprocess)
+    writing = SampleWriting(style, overlay_alpha, save_relevance)
+    with staged_output(out_dir) as staging:
         rows: list[dict] = []
-        with Progress(len(refs), "explaining", enabled=progress) as bar:
-            for start in range(0, len(refs), batch_size):
-                chunk = refs[start:start + batch_size]
-                x = load_samples(chunk, spec, shape)
-                targets = _batch_target(explainer, target, len(chunk))
-                result = explainer.explain(x, target=targets)
-                relevance = result.relevance_map
-                drawn = [_write_picture(staging / f"{ref.name}.png", relevance[i], x[i], style, layout, overlay_alpha)
-                         for i, ref in enumerate(chunk)]
-                if save_relevance:
-                    for i, ref in enumerate(chunk):
-                        np.save(staging / f"{ref.name}.relevance.npy", relevance[i])
-                rows += _rows(chunk, explainer, result.outputs, relevance,
-                              targets if explainer.target_mode == "input" else None, drawn)
+        with Progress(len(plan.refs), "explaining", enabled=progress) as bar:
+            for start in range(0, len(plan.refs), batch_size):
+                chunk = plan.refs[start:start + batch_size]
+                rows += explain_chunk(explainer, chunk, plan, target, staging, writing)
                 bar.advance(len(chunk))
-        (staging / f"predictions.{table}").write_text(_table_text(rows, table), encoding="utf-8")
-        _move_into(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        write_table(staging, rows, table)
     return rows
