@@ -9,14 +9,16 @@ depend on a model input (weights, shape chains) receive none.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import onnx_ir as ir
 
 from . import rules  # noqa: F401  (registers every rule module)
 from .builder import Builder
 from .errors import LrpcError, node_label
+from .rules.linear import LAYERS as LINEAR_OPS
 from .rules.lrp import Rule
+from .rules.sparsity import relu_stand_ins
 from .rules.table import RULES, supported_ops
 
 
@@ -26,6 +28,7 @@ class LoweringConfig:
 
     default: Rule
     assigned: dict = field(default_factory=dict)
+    relu_stand_ins: dict = field(default_factory=dict)  # a linear layer's z → its ReLU output (rules/sparsity.py)
 
     def rule_for(self, node: ir.Node) -> Rule:
         return self.assigned.get(node, self.default)
@@ -42,6 +45,7 @@ def _input_dependent(graph: ir.Graph) -> set[ir.Value]:
 def propagate(graph: ir.Graph, start: ir.Value, r0: ir.Value, cfg: LoweringConfig, b: Builder) -> dict:
     """Relevance at each graph input reached from `start` (value → relevance value)."""
     dependent = _input_dependent(graph)
+    cfg = replace(cfg, relu_stand_ins=relu_stand_ins(graph, cfg.rule_for, LINEAR_OPS))  # before rules add nodes
     relevance = {start: r0}
     for node in reversed(list(graph)):
         rel_out = [relevance.pop(v, None) for v in node.outputs]

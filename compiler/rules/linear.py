@@ -15,7 +15,7 @@ groups share one W⁺x, and each distinct (mᵢ, fᵢ) gets one transposed pass 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -43,6 +43,7 @@ class LinearLayer:
     x_index: int = 0
     unwrap: Callable[[Builder, ir.Value], ir.Value] = lambda b, r: r
     input_affine: tuple | None = None  # (S, T): x = raw·S + T (passes/input_normalization.py)
+    relevant_where_positive: bool = False  # z is the ReLU output: R vanishes where z ≤ 0 (sparsity.py)
     spatial: int = 0  # the output's dims after the channel axis (a bias [C] broadcasts over them)
 
 
@@ -304,6 +305,8 @@ def lower_linear(layer: LinearLayer, r: ir.Value, rule: Rule, b: Builder) -> ir.
         R_in = Σ_(m, B) m ⊙ Bᵀ (Σ_g c_g Σ_(i: mᵢ = m) σᵢ·coef(fᵢ, B)·s_g)"""
     adjoint, ones = {}, set()  # (m, basis) → {s_g: coefficient}; the inputs that are the constant 1
     for group in rule.groups:
+        if group.gate == "neg" and layer.relevant_where_positive:
+            continue  # no relevance on z < 0 (sparsity.py)
         terms = [(t, m) for t in group.terms
                  if (m := _modified_input(b, layer, t.input, rule)) is not _VANISHES]
         if not terms:
@@ -340,5 +343,8 @@ def linear(node, rel_out, b, cfg):
     layer.input_affine = node.meta.get(INPUT_AFFINE)
     rel_in = [None] * len(node.inputs)
     layer, rule = squares_in_range(node, layer, cfg.rule_for(node), b)  # w²'s W² within the float range
+    relu = cfg.relu_stand_ins.get(layer.z)
+    if relu is not None:  # the rule reads max(z, 0) for z: z dies at the ReLU (sparsity.py)
+        layer = replace(layer, z=relu, relevant_where_positive=True)
     rel_in[layer.x_index] = lower_linear(layer, rel_out[0], rule, b)
     return rel_in

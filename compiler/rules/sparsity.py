@@ -1,0 +1,73 @@
+"""Relevance that vanishes where a ReLU output is zero lets a linear layer forget its pre-activation.
+
+A linear layer z = W x + b followed by a ReLU, a = max(z, 0), receives R_z = R_a. When every consumer of
+a hands back relevance carrying a factor of a itself,
+
+    R_a = a ⊙ c   (c finite)   ⇒   R_z = 0 wherever z ≤ 0,
+
+so the layer's rule needs z only where z > 0, and there z = a:
+
+- each quotient s = R / stab(z) may read a for z: on z ≤ 0 it is 0 / stab(·) = 0 either way (stab ≠ 0);
+- a group gated on z > 0 may test a > 0; a group gated on z < 0 (γ's negative part) receives no
+  relevance at all and is dropped, with its transposed convolution.
+
+The pre-activation z is then used by the ReLU alone: onnxruntime fuses Conv + ReLU in the forward part
+and z is not kept until the backward pass — one activation tensor fewer per layer in memory.
+
+Consumers that carry the factor (the x-factor), checked through the graph:
+- a linear layer reading a as its x, under a rule whose every term modifies x by x, x⁺ or x⁻
+  (ε, LRP-0, z⁺, α-β, γ; not flat, w², zᴮ, whose terms read 1 or the bounds);
+- a sum of activations (Add, Sub, Sum with no constant operand): R_xᵢ = σᵢ xᵢ ⊙ s;
+- routing ops (MaxPool, Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat, Relu) when their own
+  output's relevance carries the factor: each output value is one input value, and its relevance
+  goes to that element (MaxPool: to the winner; a winner of value 0 carries relevance 0).
+A graph output carries whatever relevance the target puts there, so it never qualifies.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+_PROPORTIONAL_INPUTS = {"x", "pos", "neg"}
+_ROUTING = {"MaxPool", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Relu"}
+_SUMS = {"Add", "Sub", "Sum"}
+
+
+def relu_stand_ins(graph: ir.Graph, rule_of, linear_ops) -> dict[ir.Value, ir.Value]:
+    """{z: a} for each linear layer whose output z goes only to a ReLU a = max(z, 0) whose relevance
+    carries the factor a. Run on the model's graph before any relevance node is added to it.
+
+    `rule_of(node)` gives a linear node's rule; `linear_ops` are the op types lowered as linear layers."""
+    stand_ins = {}
+    for node in graph:
+        if node.op_type not in linear_ops:
+            continue
+        z = node.outputs[0]
+        uses = list(z.uses())
+        if z.is_graph_output() or len(uses) != 1 or uses[0][0].op_type != "Relu":
+            continue
+        a = uses[0][0].outputs[0]
+        if _carries_factor(a, rule_of, linear_ops, set()):
+            stand_ins[z] = a
+    return stand_ins
+
+
+def _carries_factor(value: ir.Value, rule_of, linear_ops, seen: set) -> bool:
+    """True when the relevance every consumer hands back to `value` is value ⊙ (something finite)."""
+    if value.is_graph_output() or value in seen:
+        return False
+    seen.add(value)
+    for node, index in value.uses():
+        if node.op_type in linear_ops:
+            rule = rule_of(node)
+            ok = index == 0 and all(t.input in _PROPORTIONAL_INPUTS for g in rule.groups for t in g.terms)
+        elif node.op_type in _SUMS:
+            ok = len(node.inputs) > 1 and all(v is not None and v.const_value is None for v in node.inputs)
+        elif node.op_type in _ROUTING:
+            ok = (node.op_type == "Concat" or index == 0) and _carries_factor(
+                node.outputs[0], rule_of, linear_ops, seen)
+        else:
+            ok = False
+        if not ok:
+            return False
+    return True

@@ -1,0 +1,75 @@
+"""A ReLU's output stands in for its layer's z when the relevance above vanishes where it is zero
+(rules/sparsity.py): the explained graph then reads z only in the ReLU, drops γ's negative group,
+and still gives the float64 oracle's relevance; where a consumer lacks the factor (flat), z is kept."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import onnx
+import pytest
+
+import lrpc
+import oracle
+from test_rule_maps import layer_rules, lrpc_relevance, oracle_relevance, vgg_like
+
+R = oracle.RULES
+RULES = {  # lrpc spec → the oracle's rule
+    "epsilon": R["epsilon"],
+    "epsilon:eps=0": R["zero"],
+    "zplus": R["zplus"],
+    "alpha2beta1": R["alpha2beta1"],
+    "gamma": R["gamma"],
+    "gamma:gamma=1": partial(oracle.rule_gamma, gamma=1.0),
+}
+LINEAR = {"conv1": "conv1", "conv2": "conv3", "gemm1": "gemm7", "gemm2": "gemm9"}  # oracle.Net names nodes so
+
+
+def consumers(model: onnx.ModelProto) -> dict[str, list[str]]:
+    users = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node.op_type)
+    return users
+
+
+def forward_outputs(model: onnx.ModelProto) -> dict[str, str]:
+    """Each model layer's output name (nodes of the source graph keep their names)."""
+    names = {n.name: n.output[0] for n in model.graph.node}
+    return {layer: names[node] for layer, node in LINEAR.items()}
+
+
+def negative_gates(model: onnx.ModelProto) -> int:
+    return sum(n.op_type == "Less" for n in model.graph.node)
+
+
+def inputs():
+    return np.random.default_rng(3).uniform(-1.5, 2.0, (4, 2, 6, 6)).astype(np.float32)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_relu_output_stands_in_for_z_and_matches_the_oracle(rule):
+    net = vgg_like()
+    explained = lrpc.compile(net.model(), rule=rule)
+    users, outs = consumers(explained), forward_outputs(explained)
+    for layer in ("conv1", "conv2", "gemm1"):  # each followed by a ReLU; gemm2 (the logits) is not
+        assert users[outs[layer]] == ["Relu"], (layer, users[outs[layer]])
+    if rule.startswith("gamma"):  # only gemm2 (no ReLU after it) keeps the negative group's gate
+        assert negative_gates(explained) == 1
+    got = lrpc_relevance(net.model(), inputs(), rule=rule)
+    expected = oracle_relevance(net, inputs(), layer_rules(net, *[RULES[rule]] * 4))
+    oracle.assert_rel_close(got, expected, 1e-5)
+
+
+def test_a_consumer_without_the_factor_keeps_z():
+    """conv2 under the flat rule hands relevance to zeros of relu(conv1): conv1's rule must read z."""
+    net = vgg_like()
+    rule_map = ["conv3=flat"]
+    explained = lrpc.compile(net.model(), rule="gamma", rule_map=rule_map)
+    users, outs = consumers(explained), forward_outputs(explained)
+    assert len(users[outs["conv1"]]) > 1 and negative_gates(explained) == 2
+    assert users[outs["gemm1"]] == ["Relu"]  # gemm2 (γ) carries the factor
+    got = lrpc_relevance(net.model(), inputs(), rule="gamma", rule_map=rule_map)
+    expected = oracle_relevance(net, inputs(), layer_rules(net, R["gamma"], R["flat"], R["gamma"], R["gamma"]))
+    oracle.assert_rel_close(got, expected, 1e-5)
