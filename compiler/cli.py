@@ -17,6 +17,7 @@ import numpy as np
 
 from lrpc_runtime import DeviceUnavailableError, NotExplainedError, explain_files
 from lrpc_runtime.files import STYLES, choose_preprocessing
+from lrpc_runtime.ray_files import RayNotInstalledError, explain_files_ray, import_ray
 from lrpc_runtime.session import Explainer
 
 from . import __version__
@@ -54,6 +55,8 @@ EXPLAIN_EXAMPLES = """examples:
   lrpc explain explained.onnx cat.jpg dog.png --preprocess 'resize=224,224;mean=0.485,0.456,0.406;std=0.229,0.224,0.225' -o out/
   lrpc explain explained.onnx batch.npy -o out/ --style overlay --format json
   lrpc explain explained.onnx x.npy --target 3 -o out/               # a file compiled with --target input
+  lrpc explain explained.onnx images/ -o out/ --ray --actors 4        # 4 onnxruntime sessions on a local Ray
+  lrpc explain explained.onnx /nfs/images/ -o /nfs/out/ --ray --address HEAD:6379 --actors 32  # a Ray cluster
 
 writes OUTDIR/NAME.png per sample (red: relevance for the explained class, blue: against it; the
 colours are scaled to ±max|R| per picture) and OUTDIR/predictions.csv (input, source, index,
@@ -196,6 +199,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=["csv", "json"], default="csv", help="predictions.csv or .json (default csv)")
     e.add_argument("--save-relevance", action="store_true", help="also write NAME.relevance.npy per sample")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--ray", action="store_true",
+                   help="run on Ray Data, one onnxruntime session per actor (pip install 'lrpc[ray]'); on several "
+                        "machines the model, INPUTs and OUTDIR must be on storage every node sees at the same path")
+    e.add_argument("--address", metavar="ADDR",
+                   help="with --ray: a running cluster (HOST:6379, auto, ray://HOST:10001); default: a local one")
+    e.add_argument("--actors", type=int, metavar="N", help="with --ray: sessions at once, one CPU each (default 2)")
     v = commands.add_parser(
         "verify", help="check an explained file: NaN/Inf, agreement with a float64 reference, conservation",
         description="Check an explained file on random (or given) inputs and print a per-sample report;\n"
@@ -285,17 +294,40 @@ PREPROCESS_ORIGIN = {"given": "--preprocess", "file": "the spec stored in the fi
 def _explain(args) -> int:
     if args.batch_size < 1:
         raise LrpcError(f"--batch-size must be at least 1, not {args.batch_size}")
-    explainer = Explainer(args.model, device=args.device, batch_size=args.batch_size)
+    _check_ray_options(args)
+    explainer = Explainer(args.model, device="cpu" if args.ray else args.device, batch_size=args.batch_size,
+                          threads=1 if args.ray else None)
     spec, where = choose_preprocessing(args.preprocess, explainer.metadata.preprocess)
-    rows = explain_files(explainer, args.inputs, args.out_dir, preprocess=spec, target=_explain_target(args.target),
-                         batch_size=args.batch_size, style=args.style, overlay_alpha=args.overlay_alpha,
-                         save_relevance=args.save_relevance, table=args.format, progress=False if args.quiet else None)
+    options = dict(preprocess=spec, target=_explain_target(args.target), batch_size=args.batch_size, style=args.style,
+                   overlay_alpha=args.overlay_alpha, save_relevance=args.save_relevance, table=args.format,
+                   progress=False if args.quiet else None)
+    actors = 2 if args.actors is None else args.actors
+    if args.ray:
+        rows = explain_files_ray(args.model, args.inputs, args.out_dir, address=args.address, device=args.device,
+                                 actors=actors, **options)
+    else:
+        rows = explain_files(explainer, args.inputs, args.out_dir, **options)
     images = sum(1 for row in rows if row["heatmap"])
+    runner = f"Ray Data, {_count(actors, 'actor')} on {args.device}" if args.ray else explainer.providers[0]
     print(f"explained {_count(len(rows), 'sample')} ({explainer.rule}, target {explainer.target_mode}, "
-          f"{explainer.providers[0]}): {_count(images, 'heatmap')} and predictions.{args.format} in {args.out_dir}")
+          f"{runner}): {_count(images, 'heatmap')} and predictions.{args.format} in {args.out_dir}")
     if any(r["source"].lower().endswith((".png", ".jpg", ".jpeg", ".bmp")) for r in rows):
         print(f"images preprocessed with {spec.describe()} ({PREPROCESS_ORIGIN[where]})")
     return 0
+
+
+def _check_ray_options(args) -> None:
+    """--address and --actors only with --ray; --ray only where Ray Data is installed."""
+    if not args.ray:
+        if args.address is not None or args.actors is not None:
+            raise LrpcError("--address and --actors take effect only with --ray")
+        return
+    if args.actors is not None and args.actors < 1:
+        raise LrpcError(f"--actors must be at least 1, not {args.actors}")
+    try:
+        import_ray()
+    except RayNotInstalledError as err:
+        raise LrpcError(str(err)) from None
 
 
 def _count(n: int, noun: str) -> str:

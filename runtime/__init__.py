@@ -15,12 +15,17 @@ Files in, heatmaps out (what ``lrpc explain`` runs)::
 
     >>> from lrpc_runtime import explain_files                # doctest: +SKIP
     >>> rows = explain_files("digits.explained.onnx", ["digits/"], "heatmaps/")  # doctest: +SKIP
+
+The same on a Ray cluster, one session per actor (``pip install "lrpc[ray]"``)::
+
+    >>> rows = explain_files_ray("digits.explained.onnx", ["digits/"], "heatmaps/", actors=4)  # doctest: +SKIP
 """
 
 from .errors import DeviceUnavailableError, NotExplainedError
 from .files import explain_files
 from .heatmap import heatmap, save_heatmap
 from .preprocess import Preprocessing, load_image
+from .ray_files import explain_files_ray
 from .session import Explainer, Explanation
 
 __all__ = [
@@ -30,6 +35,7 @@ __all__ = [
     "NotExplainedError",
     "Preprocessing",
     "explain_files",
+    "explain_files_ray",
     "heatmap",
     "load_image",
     "save_heatmap",

@@ -10,4 +10,6 @@ bash scripts/setup.sh demo test
 # Triton's model_config.proto for the `lrpc export triton` test: --no-deps (tritonclient[grpc] pins protobuf < 7,
 # which onnx here does not use); the test loads only the generated model_config_pb2 module.
 .venv/bin/python -m pip show -q tritonclient >/dev/null 2>&1 || .venv/bin/python -m pip install -q --no-deps "tritonclient>=2.40"
+# Ray Data for the `lrpc explain --ray` tests (tests/runtime/test_ray.py; they skip without it).
+.venv/bin/python -m pip show -q ray >/dev/null 2>&1 || .venv/bin/python -m pip install -q "ray[data]==2.60.0"
 .venv/bin/python -m pytest "$@"
