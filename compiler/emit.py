@@ -16,6 +16,7 @@ import onnx
 import onnx_ir as ir
 
 from .errors import LrpcError
+from .schedule import order_by_level
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 16  # ScatterElements with reduction="add" (MaxPool's rule)
@@ -65,6 +66,7 @@ def finish(model: ir.Model, relevance: dict, opset: int, metadata: dict, b, chec
     model.producer_name, model.producer_version = "lrpc", metadata["lrpc.version"]
     model.metadata_props.update({**metadata, "lrpc.relevance": json.dumps(names)})
     proto = ir.serde.serialize_model(model)
+    order_by_level(proto.graph)  # the order onnxruntime keeps least alive in (schedule.py)
     if check and payload_bytes(proto) < _PROTOBUF_LIMIT:  # a larger one is checked when saved
         _check(proto)
     return proto

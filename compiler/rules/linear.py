@@ -318,6 +318,8 @@ def lower_linear(layer: LinearLayer, r: ir.Value, rule: Rule, b: Builder) -> ir.
         if group.gate:
             keep = b.op("Cast", b.op("Greater" if group.gate == "pos" else "Less", layer.z, b.const(0.0)), to=b.dtype)
             s = b.op("Mul", _gated_quotient(b, r, z, group.gate, rule.eps), keep)
+        elif z is layer.z and layer.relevant_where_positive and rule.eps > 0:
+            s = b.op("Div", r, b.op("Add", z, b.const(rule.eps)))  # z = max(z, 0): stab(z) = z + ε, no sign test
         else:
             s = b.divide(r, z, rule.eps)
         for t, m in terms:
