@@ -19,7 +19,7 @@ from . import __version__
 from .builder import Builder
 from .emit import choose_opset, finish, save
 from .errors import LrpcError
-from .frontend import onnx as onnx_frontend
+from . import frontend
 from .lower import LoweringConfig, propagate
 from .metadata import checked_preprocess, file_metadata, options_record, source_sha256
 from .methods import lower_method, parse_method
@@ -59,7 +59,7 @@ def plan(model, rule: str | Rule | None = None, *, composite: str | None = None,
     target = parse_target(target)
     if explain is not None and output_name is not None:
         raise LrpcError("give either --output (a model output) or --explain (an inner tensor), not both")
-    m = onnx_frontend.load(model)
+    m = frontend.load(model)  # ONNX, or a Keras file / SavedModel folder through tf2onnx
     opset = choose_opset(opset, m.opset_imports[""])
     m = _convert_opset(m, opset)
     changes = []
@@ -86,7 +86,8 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
             output_name: str | None = None, explain: str | None = None, keep_output_activation: bool = False,
             opset: int | None = None, output: str | os.PathLike | None = None, log=None,
             method: str | None = None, preprocess: str | Preprocessing | None = None) -> onnx.ModelProto:
-    """Compile `model` (path, bytes, ModelProto or ir.Model) into an explained ONNX model.
+    """Compile `model` (path, bytes, ModelProto or ir.Model; a path may name a Keras `.keras`/`.h5` file or
+    a SavedModel folder, converted through tf2onnx: `pip install "lrpc[keras]"`) into an explained ONNX model.
 
     rule:   one LRP rule for every linear layer, e.g. "epsilon:eps=1e-6", "alphabeta:alpha=2,beta=1",
             "zbox:low=-1,high=1". With neither rule nor composite: the EpsilonPlusFlat composite.

@@ -42,10 +42,24 @@ def source_sha256(model) -> str:
         data = model.SerializeToString(deterministic=True)
     elif isinstance(model, (bytes, bytearray)):
         data = bytes(model)
+    elif os.path.isdir(os.fspath(model)):  # a SavedModel folder: its files' relative paths and bytes
+        return _folder_sha256(os.fspath(model))
     else:
         with open(os.fspath(model), "rb") as f:
             data = f.read()
     return hashlib.sha256(data).hexdigest()
+
+
+def _folder_sha256(folder: str) -> str:
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            digest.update(os.path.relpath(path, folder).encode() + b"\0")
+            with open(path, "rb") as f:
+                digest.update(hashlib.sha256(f.read()).digest())
+    return digest.hexdigest()
 
 
 def options_record(options: dict) -> str:

@@ -6,13 +6,15 @@ FnOp) from the float32 weights, one per ONNX value, keeping the ONNX value names
 
 - Conv, ConvTranspose, Gemm, MatMul by a constant → LinearOp on oracle's explicit matrices.
 - BatchNormalization, and a per-element constant Add/Sub/Mul/Div, right after a Linear that has no
-  other consumer is composed into it (DESIGN §6): a ↦ s⊙a + t with s = γ/√(var+ε), t = β − μ s,
+  other consumer (or after an order-keeping reshape of it: Conv1D's Squeeze) is composed into it (DESIGN §6): a ↦ s⊙a + t with s = γ/√(var+ε), t = β − μ s,
   W' = diag(s) W, b' = s⊙b + t. (Anything else of these is not needed by the models here: an error.)
 - AveragePool → a depthwise Linear 1/K and a Scale K/n(o) that passes relevance (oracle_onnx._avgpool);
-  GlobalAveragePool and a spatial ReduceMean → a depthwise Linear with weights 1/K.
+  GlobalAveragePool and a spatial ReduceMean (channels first or last) → a depthwise Linear with weights 1/K.
 - Relu, Selu, Tanh, LeakyRelu, Elu, Sigmoid, ... → FnOp, relevance passes unchanged.
 - Add/Sub/Sum of activations → FnOp, R_i = σ_i x_i ⊙ R / stab(Σ σ_j x_j) (oracle_graph's combine).
-- MaxPool → oracle.maxpool_layer (first maximum wins); Resize → oracle_graph.resize_matrix per axis.
+- MaxPool → oracle.maxpool_layer (first maximum wins); GlobalMaxPool and ReduceMax (Keras' global max
+  pooling through tf2onnx) → R to each slab's first maximum (oracle_graph._max_back);
+  Resize → oracle_graph.resize_matrix per axis.
 - Concat, Flatten/Reshape/Squeeze/Unsqueeze, Transpose, Identity/Dropout → RouteOp (index arrays).
 - A Softmax/LogSoftmax/Sigmoid at a graph output is kept for the forward pass and stripped for the
   explanation: `explained(net, name)` is its input.
@@ -32,7 +34,8 @@ import onnx
 from onnx import numpy_helper
 
 import oracle
-from oracle_graph import FnOp, LinearOp, RouteOp, along, conv_transpose_layer, divide, resize_matrix, sum_to
+from oracle_graph import (FnOp, LinearOp, RouteOp, _max_back, along, conv_transpose_layer, divide, resize_matrix,
+                          sum_to)
 from oracle_onnx import _affine_of, _attrs, _avgpool, _compose_after
 
 OUTPUT_ACTIVATIONS = ("Softmax", "LogSoftmax", "Sigmoid")
@@ -92,13 +95,26 @@ class _Builder:
     def passthrough(self, src, out, fn, shape=None):
         self.add(FnOp([src], out, lambda xs: fn(xs[0]), lambda xs, y, R, eps: [R]), shape or self.net.shapes[src])
 
+    def producer(self, name):
+        return next((i for i, op in enumerate(self.net.ops) if op.output == name), None)
+
     def compose_into_linear(self, node, s, t):
-        """The affine map a ↦ s⊙a + t (flat per sample) composed into the Linear producing node.input[0]."""
+        """The affine map a ↦ s⊙a + t (flat per sample) composed into the Linear producing node.input[0],
+        also through a reshape that keeps the element order (Conv1D's Squeeze: Conv → Squeeze → bias Add)."""
         src = node.input[0]
-        prod = next((i for i, op in enumerate(self.net.ops) if op.output == src), None)
-        if prod is None or not isinstance(self.net.ops[prod], LinearOp) or self.uses.get(src) != 1:
+        prod = self.producer(src)
+        op = self.net.ops[prod] if prod is not None and self.uses.get(src) == 1 else None
+        if isinstance(op, RouteOp) and len(op.inputs) == 1 and self.uses.get(op.inputs[0]) == 1 \
+                and np.array_equal(op.index.reshape(-1), np.arange(op.index.size)):
+            inner = self.producer(op.inputs[0])
+            if inner is not None and isinstance(self.net.ops[inner], LinearOp):
+                lin = self.net.ops[inner]
+                self.net.ops[inner] = LinearOp(lin.inputs, lin.output, _compose_after(lin.L, s, t))
+                self.net.ops[prod] = RouteOp(op.inputs, node.output[0], op.index)
+                self.net.shapes[node.output[0]] = self.net.shapes[src]
+                return
+        if not isinstance(op, LinearOp):
             raise NotImplementedError(f"oracle_dag_onnx: {node.op_type} {node.name} does not follow a Linear alone")
-        op = self.net.ops[prod]
         self.net.ops[prod] = LinearOp(op.inputs, node.output[0], _compose_after(op.L, s, t))
         self.net.shapes[node.output[0]] = self.net.shapes[src]
 
@@ -159,6 +175,8 @@ def dag_oracle(model: onnx.ModelProto) -> DagNet:
             b.add(FnOp([src], out, lambda xs, p=pool, s=out_shape: p.forward(xs[0].reshape(-1)).reshape(s),
                        lambda xs, y, R, eps, p=pool: [p.relevance(xs[0].reshape(-1), R.reshape(-1), None)
                                                       .reshape(xs[0].shape)]), out_shape)
+        elif op == "GlobalMaxPool" or op == "ReduceMax":
+            _reduce_max(b, node, a, c, shape)
         elif op == "AveragePool":
             out_spatial = _inferred_shape(model, out)[1:]
             nd = len(a["kernel_shape"])
@@ -171,6 +189,8 @@ def dag_oracle(model: onnx.ModelProto) -> DagNet:
             L = oracle.conv_layer(np.full([shape[0], 1, *shape[1:]], 1.0 / K), None, shape, group=shape[0])
             keep = op == "GlobalAveragePool" or a.get("keepdims", 1)
             b.linear(node, L if keep else replace(L, out_shape=(shape[0],)))
+        elif op == "ReduceMean" and _spatial_axes(a, c, shape, channels_last=True):
+            b.linear(node, _channels_last_mean(shape, a.get("keepdims", 1)))
         elif op == "Resize":
             _resize(b, node, a, c, shape)
         elif op == "Concat":
@@ -197,6 +217,19 @@ def _combine(op, inputs, out):
         return [sum_to(t * s, x.shape) for t, x in zip(terms, xs)]
 
     return FnOp(inputs, out, lambda xs: sum(s * x for s, x in zip(signs, xs)), back)
+
+
+def _reduce_max(b, node, a, c, shape):
+    """GlobalMaxPool (keeps 1-sized spatial axes) or ReduceMax over per-sample axes: R to the first maximum."""
+    if node.op_type == "GlobalMaxPool":
+        axes, keep = list(range(1, len(shape))), 1
+    else:
+        given = a.get("axes") if len(c) < 2 or c[1] is None else [int(v) for v in c[1]]
+        assert given is not None and all(int(x) % (len(shape) + 1) > 0 for x in given), "ReduceMax over the batch"
+        axes, keep = sorted(int(x) % (len(shape) + 1) - 1 for x in given), a.get("keepdims", 1)
+    fwd = lambda xs: np.max(xs[0], axis=tuple(axes), keepdims=bool(keep))
+    back = lambda xs, y, R, eps: [_max_back(xs[0], R, axes, keep)]
+    b.add(FnOp([node.input[0]], node.output[0], fwd, back), np.shape(fwd([np.zeros(shape)])))
 
 
 def _resize(b, node, a, c, shape):
@@ -243,9 +276,20 @@ def _reshaped(op, a, c, shape):
     return shape  # Identity, Dropout
 
 
-def _spatial_axes(a, c, shape) -> bool:
+def _spatial_axes(a, c, shape, channels_last=False) -> bool:
+    """Whether a Reduce's axes are all the spatial axes: 2..rank-1 (NC…), or 1..rank-2 (N…C)."""
     axes = a.get("axes") if len(c) < 2 or c[1] is None else list(c[1])
-    return axes is not None and sorted(int(x) % (len(shape) + 1) for x in axes) == list(range(2, len(shape) + 1))
+    spatial = range(1, len(shape)) if channels_last else range(2, len(shape) + 1)
+    return axes is not None and sorted(int(x) % (len(shape) + 1) for x in axes) == list(spatial)
+
+
+def _channels_last_mean(shape, keepdims):
+    """The mean over the positions of each channel of a channels-last sample [*spatial, C], as a Linear
+    with its explicit matrix: W[c, (p, c)] = 1/K (depthwise, so no rule mixes channels)."""
+    C, K = shape[-1], int(np.prod(shape[:-1]))
+    W = np.kron(np.full((1, K), 1.0 / K), np.eye(C))  # columns in (position, channel) order
+    out = (*[1] * (len(shape) - 1), C) if keepdims else (C,)
+    return oracle.Linear(W, np.zeros(C), (W != 0).astype(float), tuple(shape), out)
 
 
 def _inferred_shape(model, name):
