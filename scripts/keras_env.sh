@@ -13,6 +13,8 @@
 #                           by the same onnx that reads them in the tests
 #   protobuf 6.33.6         the 6.x line TF 2.21 was built and tested against (7.x is allowed by its
 #                           metadata but newer than TF itself); onnx 1.23 accepts it
+# lrpc itself is installed editable with --no-deps (its own dependencies are pinned here), so the Keras
+# front end and the SavedModel emitter are tested in this environment: tests/keras (run by scripts/test.sh).
 # Usage: bash scripts/keras_env.sh   (then: .venv-keras/bin/python models/keras_fixtures.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +25,9 @@ if [ ! -x .venv-keras/bin/python ]; then
 fi
 .venv-keras/bin/python -m pip install -q \
   "tensorflow-cpu==2.21.0" "keras==3.15.1" "tf2onnx==1.17.0" \
-  "onnx==1.23.2" "onnxruntime==1.31.1" "protobuf==6.33.6" "numpy==2.4.6" "h5py==3.14.0"
+  "onnx==1.23.2" "onnxruntime==1.31.1" "protobuf==6.33.6" "numpy==2.4.6" "h5py==3.14.0" \
+  "onnx-ir==1.1.0" "pillow>=10" "pytest>=8"
+.venv-keras/bin/python -m pip install -q --no-deps -e .
 # Smoke test: both import, and a one-layer model converts and runs.
 TF_CPP_MIN_LOG_LEVEL=2 .venv-keras/bin/python - <<'EOF'
 import numpy as np

@@ -13,3 +13,9 @@ bash scripts/setup.sh demo test
 # Ray Data for the `lrpc explain --ray` tests (tests/runtime/test_ray.py; they skip without it).
 .venv/bin/python -m pip show -q ray >/dev/null 2>&1 || .venv/bin/python -m pip install -q "ray[data]==2.60.0"
 .venv/bin/python -m pytest "$@"
+# The Keras front end and the SavedModel emitter need TensorFlow, which lives in its own environment
+# (.venv-keras; in .venv those tests skip). Extra arguments go to both runs: give options, not paths.
+log=$(mktemp)
+bash scripts/keras_env.sh >"$log" 2>&1 || { tail -n 30 "$log"; echo "scripts/keras_env.sh failed" >&2; exit 1; }
+rm -f "$log"
+.venv-keras/bin/python -m pytest tests/keras "$@"
