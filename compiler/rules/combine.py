@@ -64,7 +64,11 @@ def proportional(node, rel_out, b, cfg):
     negate = lambda i: node.op_type == "Sub" and i == 1
     terms = [b.op("Neg", node.inputs[i]) if negate(i) else node.inputs[i] for i in live]
     z = node.outputs[0] if len(live) == len(node.inputs) else b.add_all(terms)
-    s = b.divide(r, z, cfg.rule_for(node).eps)
+    eps, relu = cfg.rule_for(node).eps, cfg.relu_stand_ins.get(z)
+    if relu is not None and eps > 0:  # R = 0 where z ≤ 0, and z = max(z, 0) elsewhere (sparsity.py)
+        s = b.op("Div", r, b.op("Add", relu, b.const(eps)))
+    else:
+        s = b.divide(r, z, eps)
     rel = [None] * len(node.inputs)
     for i, t in zip(live, terms):
         rel[i] = unbroadcast(b, b.op("Mul", t, s), node.inputs[i], node.outputs[0])

@@ -1,6 +1,6 @@
-"""Relevance that vanishes where a ReLU output is zero lets a linear layer forget its pre-activation.
+"""Relevance that vanishes where a ReLU output is zero lets a layer forget its pre-activation.
 
-A linear layer z = W x + b followed by a ReLU, a = max(z, 0), receives R_z = R_a. When every consumer of
+A linear layer z = W x + b (or a sum of activations, a residual join) followed by a ReLU, a = max(z, 0), receives R_z = R_a. When every consumer of
 a hands back relevance carrying a factor of a itself,
 
     R_a = a ⊙ c   (c finite)   ⇒   R_z = 0 wherever z ≤ 0,
@@ -34,13 +34,14 @@ _SUMS = {"Add", "Sub", "Sum"}
 
 
 def relu_stand_ins(graph: ir.Graph, rule_of, linear_ops) -> dict[ir.Value, ir.Value]:
-    """{z: a} for each linear layer whose output z goes only to a ReLU a = max(z, 0) whose relevance
-    carries the factor a. Run on the model's graph before any relevance node is added to it.
+    """{z: a} for each linear layer or sum of activations whose output z goes only to a ReLU
+    a = max(z, 0) whose relevance carries the factor a. Run on the model's graph before any relevance
+    node is added to it.
 
     `rule_of(node)` gives a linear node's rule; `linear_ops` are the op types lowered as linear layers."""
     stand_ins = {}
     for node in graph:
-        if node.op_type not in linear_ops:
+        if node.op_type not in linear_ops and node.op_type not in _SUMS:
             continue
         z = node.outputs[0]
         uses = list(z.uses())
