@@ -1,6 +1,7 @@
-"""A ReLU's output stands in for its layer's z when the relevance above vanishes where it is zero
-(rules/sparsity.py): the explained graph then reads z only in the ReLU, drops γ's negative group,
-and still gives the float64 oracle's relevance; where a consumer lacks the factor (flat), z is kept."""
+"""A ReLU's output stands in for its layer's z (or a residual join's sum) when the relevance above
+vanishes where it is zero (rules/sparsity.py): the explained graph then reads z only in the ReLU, drops
+γ's negative group, and still gives the float64 oracle's relevance; where a consumer lacks the factor
+(flat), z is kept."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from functools import partial
 import numpy as np
 import onnx
 import pytest
+from onnx import helper
 
 import lrpc
 import oracle
+from nets import make_model, tensor
+from oracle_dag_onnx import dag_oracle, explain
 from test_rule_maps import layer_rules, lrpc_relevance, oracle_relevance, vgg_like
 
 R = oracle.RULES
@@ -72,4 +76,34 @@ def test_a_consumer_without_the_factor_keeps_z():
     assert users[outs["gemm1"]] == ["Relu"]  # gemm2 (γ) carries the factor
     got = lrpc_relevance(net.model(), inputs(), rule="gamma", rule_map=rule_map)
     expected = oracle_relevance(net, inputs(), layer_rules(net, R["gamma"], R["flat"], R["gamma"], R["gamma"]))
+    oracle.assert_rel_close(got, expected, 1e-5)
+
+
+def residual_block() -> onnx.ModelProto:
+    """x → conv a → relu → conv b (+ x) → relu → flatten → gemm: a residual join followed by a ReLU."""
+    rng = np.random.default_rng(4)
+    w = lambda *s: (rng.standard_normal(s) * np.sqrt(2.0 / np.prod(s[1:]))).astype(np.float32)
+    init = {"wa": w(3, 3, 3, 3), "ba": rng.normal(0, .1, 3).astype(np.float32), "wb": w(3, 3, 3, 3),
+            "bb": rng.normal(0, .1, 3).astype(np.float32), "wf": w(3 * 5 * 5, 4).T.copy(),
+            "bf": rng.normal(0, .1, 4).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["za"], name="conv_a", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["za"], ["a"], name="relu_a"),
+             helper.make_node("Conv", ["a", "wb", "bb"], ["zb"], name="conv_b", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["zb", "x"], ["join"], name="join"),
+             helper.make_node("Relu", ["join"], ["out"], name="relu_out"),
+             helper.make_node("Flatten", ["out"], ["flat"], name="flatten"),
+             helper.make_node("Gemm", ["flat", "wf", "bf"], ["logits"], name="fc", transB=1)]
+    return make_model(nodes, [tensor("x", ["N", 3, 5, 5])], [tensor("logits", ["N", 4])], init)
+
+
+@pytest.mark.parametrize("rule", ["epsilon", "gamma"])
+def test_a_residual_join_reads_its_relu_output_and_matches_the_dag_oracle(rule):
+    model = residual_block()
+    explained = lrpc.compile(model, rule=rule)
+    users = consumers(explained)
+    assert users["join"] == ["Relu"] and users["za"] == ["Relu"], (users["join"], users["za"])
+    x = np.random.default_rng(5).uniform(-1, 1, (3, 3, 5, 5)).astype(np.float32)
+    session = oracle.session(explained)
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"x": x})))["relevance"]
+    _, expected = explain(dag_oracle(model), x, rule, "logits")
     oracle.assert_rel_close(got, expected, 1e-5)
