@@ -30,6 +30,7 @@ from .triton import export_triton
 from .methods import method_summary
 from .rules.assign import DEFAULT_COMPOSITE, describe_composites
 from .rules.lrp import CONVENTIONS, describe_rules
+from .savedmodel import export_savedmodel, require_tensorflow
 from .verify import verify
 
 EXAMPLES = """examples:
@@ -39,6 +40,7 @@ EXAMPLES = """examples:
   lrpc compile model.onnx --composite EpsilonPlus --rule-map 'conv1=flat' 'fc*=epsilon:eps=0.25' -o e.onnx
   lrpc compile model.onnx --preprocess 'resize=224,224;mean=0.485,0.456,0.406;std=0.229,0.224,0.225' -o e.onnx
   lrpc compile model.onnx --rule epsilon --verify -o explained.onnx  # writes only when verify passes
+  lrpc compile model.onnx --rule epsilon --format savedmodel -o explained_savedmodel  # TensorFlow
   lrpc compile autoencoder.onnx --output reconstruction --target all -o explained.onnx
   lrpc compile autoencoder.onnx --explain latent:3 -o explained.onnx
   lrpc inspect model.onnx --composite EpsilonPlusFlat
@@ -161,7 +163,11 @@ def _parser() -> argparse.ArgumentParser:
         epilog=help_text, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_plan_options(c)
     c.add_argument("-o", "--out", dest="out_file", metavar="FILE", required=True,
-                   help="where to write the explained ONNX file")
+                   help="where to write the explained ONNX file (a folder for --format savedmodel)")
+    c.add_argument("--format", choices=["onnx", "savedmodel"], default="onnx",
+                   help="onnx (default): one ONNX file; savedmodel: a TensorFlow SavedModel folder computing the "
+                        "same (signature serving_default: the ONNX inputs and outputs by name, 'relevance' among "
+                        "them); needs TensorFlow: pip install \"lrpc[keras]\"")
     c.add_argument("--preprocess", metavar="SPEC",
                    help="how `lrpc explain` turns images into inputs, stored in the file, e.g. "
                         "'resize=224,224;mean=0.485,0.456,0.406;std=0.229,0.224,0.225' (see lrpc explain --help)")
@@ -260,7 +266,10 @@ def _inspect(args) -> int:
 def _compile(args) -> int:
     log = (lambda line: print(f"  pass: {line}", file=sys.stderr)) if args.verbose else None
     options = dict(**_plan_options(args), log=log, method=args.method, preprocess=args.preprocess)
-    proto = compile(args.model, **options, output=None if args.verify else args.out_file)
+    savedmodel = args.format == "savedmodel"
+    if savedmodel:
+        require_tensorflow()  # before compiling: a missing extra is the first thing to say
+    proto = compile(args.model, **options, output=None if args.verify or savedmodel else args.out_file)
     if args.verify:
         report = verify(proto, samples=args.verify_samples, seed=args.verify_seed, tolerance=args.verify_tolerance,
                         name=args.out_file)
@@ -268,10 +277,15 @@ def _compile(args) -> int:
         if not report.passed:
             print(f"lrpc: {args.out_file} not written: verify failed", file=sys.stderr)
             return 1
-        save(proto, args.out_file)
+        if not savedmodel:
+            save(proto, args.out_file)
+    if savedmodel:
+        names = export_savedmodel(proto, args.out_file)
     meta = {p.key: p.value for p in proto.metadata_props}
     what = f"method {meta['lrpc.method']}" if "lrpc.method" in meta else f"rule {meta['lrpc.rule']}"
-    print(f"wrote {args.out_file}: {what}, target {meta['lrpc.target']}, "
+    kind = f" (TensorFlow SavedModel, signature serving_default → {', '.join(names['outputs'].values())})" \
+        if savedmodel else ""
+    print(f"wrote {args.out_file}{kind}: {what}, target {meta['lrpc.target']}, "
           f"explains '{meta['lrpc.explained']}', opset {proto.opset_import[0].version}")
     return 0
 
