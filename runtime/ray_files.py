@@ -161,9 +161,10 @@ def explain_files_ray(
 ) -> list[dict]:
     """:func:`~lrpc_runtime.explain_files` on Ray: the same files in ``out_dir``, the same rows returned.
 
-    ``address`` is a running cluster's (``HOST:6379``, ``auto``, ``ray://HOST:10001``); without it a
-    Ray already initialized in this process is used, else a local cluster is started for the run and
-    shut down after. ``actors`` sessions run at once, each with ``threads_per_actor`` onnxruntime
+    A Ray already initialized in this process is used as it is; else ``address`` names a running
+    cluster (``HOST:6379``, ``auto``, ``ray://HOST:10001``), and without it a local cluster is started
+    for the run and shut down after (Ray 2.60 then writes an auth token into ``~/.ray`` unless
+    ``RAY_AUTH_MODE=disabled``). ``actors`` sessions run at once, each with ``threads_per_actor`` onnxruntime
     threads and as many Ray CPUs (and one GPU each with ``device="cuda"``). The other arguments are
     :func:`~lrpc_runtime.explain_files`'s. On several machines, the model, the inputs and ``out_dir``'s
     folder must be on storage every node sees at the same path.
