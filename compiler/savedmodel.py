@@ -42,6 +42,7 @@ RANDOM_OPS = {"RandomNormalLike", "RandomUniformLike", "RandomNormal", "RandomUn
 
 def require_tensorflow():
     """The tensorflow module, or the user error saying how to install it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up notes would sit above lrpc's one line
     try:
         import tensorflow as tf
     except ImportError as e:
