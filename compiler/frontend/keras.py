@@ -10,7 +10,9 @@ VGG-16 (0.55 GB of float32 weights) went past 9 GB here. Instead:
    GraphDef TensorFlow builds and optimizes (grappler) holds no weight at all;
 2. turn those inputs into empty `Const` nodes and hand tf2onnx the weight bytes beside the graph
    (`const_node_values`, its large-model mechanism): it converts with the real constants, pushes the
-   NHWC↔NCHW Transposes out and folds biases, as usual; opset 17, the batch dimension dynamic;
+   NHWC↔NCHW Transposes out and folds biases, as usual; opset 17, the batch dimension dynamic. Its
+   optimizers re-serialize every Const after each pass, which grows protobuf's arena by the weights'
+   size each time; Consts are serialized once, at the end, instead;
 3. map node and value names back to Keras layer names: TensorFlow's name scopes are unique per trace,
    so tf2onnx writes `conv_a_1/BiasAdd` for layer `conv_a`; it becomes `conv_a/BiasAdd` (a nested
    model's layer: `backbone/conv_a/BiasAdd`). A node tf2onnx creates to replace another (a Conv with
@@ -218,7 +220,7 @@ def _weights_as_constants(tf, graph_def, weights: dict) -> dict:
 def _convert(tf, tf2onnx, graph_def, values, input_names, output_names, renames, opset, name) -> onnx.ModelProto:
     """tf2onnx's conversion and optimizers on `graph_def` with the weight bytes kept beside it."""
     from tf2onnx import optimizer
-    from tf2onnx.graph import Graph
+    from tf2onnx.graph import Graph, Node
     from tf2onnx.tfonnx import process_tf_graph
 
     with tf.device("/cpu:0"), tf.Graph().as_default() as tf_graph:
@@ -226,9 +228,31 @@ def _convert(tf, tf2onnx, graph_def, values, input_names, output_names, renames,
         g = process_tf_graph(tf_graph, const_node_values=values, input_names=input_names,
                              output_names=output_names, opset=opset, tensors_to_rename=renames)
         values.clear()  # tf2onnx holds its own arrays now
-        with _replacements_keep_scope(Graph):
-            g = optimizer.optimize_graph(g, catch_errors=False)  # True deep-copies the graph, weights too
+        with _replacements_keep_scope(Graph), _constants_synced_once(Node):
+            # catch_errors=True deep-copies the graph, weights too. merge_duplication keeps whichever of two
+            # equal nodes a set yields first, so names (and bytes) would vary from run to run.
+            passes = {k: v for k, v in optimizer._get_optimizers().items() if k != "merge_duplication"}
+            g = optimizer.optimize_graph(g, catch_errors=False, optimizers=passes)
         return g.make_model(f"converted from Keras model {name} by lrpc")
+
+
+@contextlib.contextmanager
+def _constants_synced_once(node_cls):
+    """While tf2onnx optimizes, a Const node's protobuf is not rewritten from its attributes: every
+    optimizer ends with `update_proto`, which appends each weight anew to the node's protobuf arena
+    without freeing the old copy (VGG-16: +0.5 GB per optimizer pass, past 6 GB). `make_model` syncs
+    the final values once."""
+    original = node_cls.update_proto
+
+    def update_proto(self, external_tensor_storage=None):
+        if self.type != "Const":
+            original(self, external_tensor_storage)
+
+    node_cls.update_proto = update_proto
+    try:
+        yield
+    finally:
+        node_cls.update_proto = original
 
 
 @contextlib.contextmanager
@@ -306,6 +330,7 @@ def _tidy_names(proto: onnx.ModelProto, scope) -> onnx.ModelProto:
     values.update({old: new for old, new in uses.items() if old not in fixed})
     order = {name: k for k, name in enumerate(uses)}
     graph.initializer.sort(key=lambda t: order.get(t.name, len(order)))  # in place: no copy of the weights
+    del graph.initializer[len(order):]  # constants no node reads (e.g. replaced by _squeeze_after_…)
     for node in graph.node:
         node.name = nodes.get(node.name, node.name)
         node.input[:] = [values.get(n, n) for n in node.input]
