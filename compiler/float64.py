@@ -72,6 +72,8 @@ def run_double(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list
     """Run `model` in float64 on `feeds` (float arrays cast up) and return the tensors `names`."""
     from onnx.reference import ReferenceEvaluator
 
-    evaluator = ReferenceEvaluator(as_double(model))
+    from .reference_maxpool import MaxPool  # onnx's own returns wrong indices with padding
+
+    evaluator = ReferenceEvaluator(as_double(model), new_ops=[MaxPool])
     feeds = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()}
     return dict(zip(names, evaluator.run(names, feeds)))

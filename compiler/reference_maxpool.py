@@ -1,0 +1,83 @@
+"""MaxPool for `lrpc verify`'s float64 run: onnx's reference evaluator gets the Indices output wrong.
+
+With padding, onnx 1.23's reference MaxPool returns indices without the batch and channel offsets (a
+3×3/1 pool with pads 1 on [1, 8, 4, 4] gave indices 0…14 where onnxruntime and the ONNX spec give
+flat positions 0…127), so the relevance an explained graph routes to the winners landed in the wrong
+channel. This one follows the spec: over each window (padding counts as −∞), the first maximum in
+row-major window order, as onnxruntime picks it, and
+
+    index = flat position in x = ((n·C + c)·D₁ + i₁)·D₂ + i₂ …   (storage_order 0)
+
+Output size per spatial axis: ⌊(D + p_begin + p_end − ((k − 1)·d + 1)) / s⌋ + 1, or ⌈·⌉ + 1 with
+ceil_mode, dropping a last window that would start in the end padding.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from onnx.reference.op_run import OpRun
+
+
+def _pads(auto_pad: str, dims, kernel, strides, dilations, pads) -> tuple[list[int], list[int]]:
+    rank = len(dims)
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        begin, end = [], []
+        for d, k, s, dl in zip(dims, kernel, strides, dilations):
+            total = max(0, (-(-d // s) - 1) * s + (k - 1) * dl + 1 - d)
+            small, large = total // 2, total - total // 2
+            begin.append(small if auto_pad == "SAME_UPPER" else large)
+            end.append(large if auto_pad == "SAME_UPPER" else small)
+        return begin, end
+    if auto_pad == "VALID" or not pads:
+        return [0] * rank, [0] * rank
+    return list(pads[:rank]), list(pads[rank:])
+
+
+def _out_size(d: int, k: int, s: int, dl: int, pb: int, pe: int, ceil_mode: bool) -> int:
+    span = d + pb + pe - ((k - 1) * dl + 1)
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    return out - 1 if ceil_mode and (out - 1) * s >= d + pb else out
+
+
+def max_pool(x: np.ndarray, kernel, strides=None, pads=None, dilations=None, auto_pad="NOTSET", ceil_mode=0):
+    """(y, indices) of an N-D MaxPool over x [N, C, D₁, …]."""
+    n, c, *dims = x.shape
+    rank = len(dims)
+    strides, dilations = list(strides or [1] * rank), list(dilations or [1] * rank)
+    begin, end = _pads(auto_pad, dims, kernel, strides, dilations, pads)
+    out = [_out_size(d, k, s, dl, pb, pe, bool(ceil_mode))
+           for d, k, s, dl, pb, pe in zip(dims, kernel, strides, dilations, begin, end)]
+    reach = [(o - 1) * s + (k - 1) * dl + 1 for o, s, k, dl in zip(out, strides, kernel, dilations)]
+    padded = np.full((n, c, *[max(r, pb + d) for r, pb, d in zip(reach, begin, dims)]), -np.inf, x.dtype)
+    padded[(slice(None), slice(None), *[slice(pb, pb + d) for pb, d in zip(begin, dims)])] = x
+    best = np.full((n, c, *out), -np.inf, x.dtype)
+    where = [np.zeros((n, c, *out), np.int64) for _ in range(rank)]
+    for offset in itertools.product(*[range(k) for k in kernel]):
+        starts = [o * dl for o, dl in zip(offset, dilations)]
+        window = padded[(slice(None), slice(None), *[slice(st, st + (o - 1) * s + 1, s)
+                                                       for st, o, s in zip(starts, out, strides)])]
+        better = window > best  # strict: the first maximum in window order wins
+        best = np.where(better, window, best)
+        for axis in range(rank):
+            position = (np.arange(out[axis]) * strides[axis] + starts[axis] - begin[axis]).reshape(
+                [-1 if a == axis else 1 for a in range(rank)])
+            where[axis] = np.where(better, position, where[axis])
+    flat = np.arange(n * c, dtype=np.int64).reshape(n, c, *[1] * rank)
+    for axis in range(rank):
+        flat = flat * dims[axis] + where[axis]
+    return best, flat
+
+
+class MaxPool(OpRun):
+    """onnx.reference op override (ReferenceEvaluator(..., new_ops=[MaxPool]))."""
+
+    op_domain = ""
+
+    def _run(self, x, auto_pad=None, ceil_mode=None, dilations=None, kernel_shape=None, pads=None,
+             storage_order=None, strides=None):
+        if storage_order:
+            raise NotImplementedError("MaxPool with storage_order=1")
+        y, indices = max_pool(x, kernel_shape, strides, pads, dilations, auto_pad or "NOTSET", ceil_mode or 0)
+        return (y, indices) if len(self.output) > 1 else (y,)
