@@ -23,7 +23,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .api import compile as compile_model
+from .emit import save
 from .errors import LrpcError
+from .frontend import keras as keras_frontend
 
 
 @dataclass
@@ -129,9 +131,14 @@ def peak_rss_mb(path: str, threads: int, batch: int, runs: int = 3) -> float | N
 
 def bench(model_path: str, batches=(1,), threads: int = 1, repeats: int = 20, warmup: int = 3,
           memory: bool = True, **options) -> BenchResult:
-    """Compile `model_path` with `options` (as lrpc.compile takes them) and measure it against the model."""
+    """Compile `model_path` with `options` (as lrpc.compile takes them) and measure it against the model.
+    A Keras source is converted to ONNX first (not in the compile time): the plain forward runs that."""
     with tempfile.TemporaryDirectory(prefix="lrpc-bench-") as folder:
         explained_path = os.path.join(folder, "explained.onnx")
+        source = str(model_path)
+        if keras_frontend.is_keras_source(model_path):  # the plain forward runs the converted ONNX
+            model_path = os.path.join(folder, "forward.onnx")
+            save(keras_frontend.load(source), model_path)
         start = time.perf_counter()
         compile_model(model_path, output=explained_path, **options)
         compile_s = time.perf_counter() - start
@@ -140,7 +147,7 @@ def bench(model_path: str, batches=(1,), threads: int = 1, repeats: int = 20, wa
             start = time.perf_counter()
             sessions[name] = _session(str(path), threads)
             session_s[name] = time.perf_counter() - start
-        result = BenchResult(str(model_path), {k: v for k, v in options.items() if v}, threads, compile_s,
+        result = BenchResult(source, {k: v for k, v in options.items() if v}, threads, compile_s,
                              session_s, {"forward": None, "explained": None})
         for batch in batches:
             result.batches.append(time_interleaved(sessions["forward"], sessions["explained"], batch, repeats, warmup))

@@ -92,3 +92,10 @@ def test_inspect_shows_keras_names(root, capsys):
 def test_same_model_same_bytes():
     model = keras_models.build("zoo_1d")
     assert from_keras_model(model).SerializeToString() == from_keras_model(model).SerializeToString()
+
+
+def test_bench_times_a_keras_file_against_its_converted_forward(root):
+    from lrpc.bench import bench
+    result = bench(saved(root, "zoo_2d", "keras"), repeats=2, warmup=1, memory=False, rule="epsilon")
+    assert result.model.endswith("zoo_2d.keras")
+    assert result.batches[0].forward.median_ms > 0 and result.batches[0].explained.median_ms > 0
