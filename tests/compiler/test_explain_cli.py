@@ -25,13 +25,6 @@ COUNT = 10
 
 
 @pytest.fixture(scope="module")
-def explained(tmp_path_factory) -> pathlib.Path:
-    path = tmp_path_factory.mktemp("model") / "digits_explained.onnx"
-    lrpc.compile(ROOT / "models" / "digits_cnn.onnx", composite="EpsilonPlus", preprocess="scale=1/255", output=path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def digit_folder(tmp_path_factory) -> pathlib.Path:
     """The first test digits as 64×64 PNGs (8× enlarged), as scripts/demo.py writes them."""
     folder = tmp_path_factory.mktemp("digits")

@@ -45,13 +45,6 @@ def ray_cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def explained(tmp_path_factory) -> pathlib.Path:
-    path = tmp_path_factory.mktemp("model") / "digits_explained.onnx"
-    lrpc.compile(ROOT / "models" / "digits_cnn.onnx", composite="EpsilonPlus", preprocess="scale=1/255", output=path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def digit_inputs(tmp_path_factory) -> list[pathlib.Path]:
     """300 test digits: 290 in one batch .npy, 10 as 64×64 PNGs in a folder (both reading paths)."""
     folder = tmp_path_factory.mktemp("digits")
