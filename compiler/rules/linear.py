@@ -315,7 +315,9 @@ def lower_linear(layer: LinearLayer, r: ir.Value, rule: Rule, b: Builder) -> ir.
             z = layer.z
         else:
             z = _group_z(b, layer, group, terms)
-        if group.gate:
+        if group.gate and layer.relevant_where_positive:  # R is already 0 where z ≤ 0: no mask (sparsity.py)
+            s = _gated_quotient(b, r, z, group.gate, rule.eps)
+        elif group.gate:
             keep = b.op("Cast", b.op("Greater" if group.gate == "pos" else "Less", layer.z, b.const(0.0)), to=b.dtype)
             s = b.op("Mul", _gated_quotient(b, r, z, group.gate, rule.eps), keep)
         elif z is layer.z and layer.relevant_where_positive and rule.eps > 0:

@@ -8,8 +8,8 @@ a hands back relevance carrying a factor of a itself,
 so the layer's rule needs z only where z > 0, and there z = a:
 
 - each quotient s = R / stab(z) may read a for z: on z ≤ 0 it is 0 / stab(·) = 0 either way (stab ≠ 0);
-- a group gated on z > 0 may test a > 0; a group gated on z < 0 (γ's negative part) receives no
-  relevance at all and is dropped, with its transposed convolution.
+- a group gated on z > 0 needs no gate: R already vanishes off it; a group gated on z < 0 (γ's
+  negative part) receives no relevance at all and is dropped, with its transposed convolution.
 
 The pre-activation z is then used by the ReLU alone: onnxruntime fuses Conv + ReLU in the forward part
 and z is not kept until the backward pass — one activation tensor fewer per layer in memory.
