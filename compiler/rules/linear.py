@@ -25,7 +25,7 @@ from ..builder import Builder
 from ..errors import LrpcError, node_label
 from ..geometry import adjoint_conv_geometry, conv_transpose_geometry, output_padding, window_geometry
 from ..passes.input_normalization import INPUT_AFFINE
-from .lrp import ID, POS, Rule, Term
+from .lrp import ID, NEG, ONES, POS, SQ, Rule, Term
 from .squares import squares_in_range
 from .table import relevance_rule
 
@@ -287,6 +287,21 @@ def _group_z(b: Builder, layer: LinearLayer, group, terms) -> ir.Value:
     return b.add_all(parts)
 
 
+_SIGNS = {"pos": 1, "neg": -1, "ones": 1, POS: 1, NEG: -1, SQ: 1, ONES: 1}
+
+
+def _nonnegative_z(layer: LinearLayer, group, terms, z: ir.Value) -> bool:
+    """Whether z_g ≥ 0 by construction: the ReLU output standing in for z, or every product σ·m(x)·f(W)
+    and every bias transform of the group non-negative (α-β's z⁺ = W⁺x⁺ + W⁻x⁻ + b⁺). Then stab(z_g) =
+    z_g + ε exactly (sign₀(0) = +1)."""
+    if z is layer.z:
+        return layer.relevant_where_positive
+    input_sign = lambda t: 1 if t.input == "x" and is_nonnegative(layer.x) else _SIGNS.get(t.input)
+    products = [t.sign * (input_sign(t) or 0) * _SIGNS.get(t.weight, 0) > 0 for t, _ in terms]
+    biases = [_SIGNS.get(t.bias, 0) > 0 for t in group.terms if t.bias is not None and layer.bias is not None]
+    return all(products) and all(biases)
+
+
 def _gated_quotient(b: Builder, r: ir.Value, z: ir.Value, gate: str, eps: float) -> ir.Value:
     """R / stab(z_g) on the units the gate keeps, finite elsewhere (the gate's 0 must not meet inf). On kept
     units z_g has the gate's sign (γ: |z_γ| ≥ |z| > 0), so stab(z_g) = max(z_g, 0) + ε there (min(z_g, 0) − ε
@@ -320,8 +335,8 @@ def lower_linear(layer: LinearLayer, r: ir.Value, rule: Rule, b: Builder) -> ir.
         elif group.gate:
             keep = b.op("Cast", b.op("Greater" if group.gate == "pos" else "Less", layer.z, b.const(0.0)), to=b.dtype)
             s = b.op("Mul", _gated_quotient(b, r, z, group.gate, rule.eps), keep)
-        elif z is layer.z and layer.relevant_where_positive and rule.eps > 0:
-            s = b.op("Div", r, b.op("Add", z, b.const(rule.eps)))  # z = max(z, 0): stab(z) = z + ε, no sign test
+        elif rule.eps > 0 and _nonnegative_z(layer, group, terms, z):
+            s = b.op("Div", r, b.op("Add", z, b.const(rule.eps)))  # stab(z) = z + ε, no sign test
         else:
             s = b.divide(r, z, rule.eps)
         for t, m in terms:

@@ -107,3 +107,11 @@ def test_a_residual_join_reads_its_relu_output_and_matches_the_dag_oracle(rule):
     got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"x": x})))["relevance"]
     _, expected = explain(dag_oracle(model), x, rule, "logits")
     oracle.assert_rel_close(got, expected, 1e-5)
+
+
+@pytest.mark.parametrize("rule, sign_tests", [("zplus", 0), ("alpha2beta1", 4), ("epsilon", 1)])
+def test_stabilizers_of_non_negative_denominators_have_no_sign_test(rule, sign_tests):
+    """z⁺ = W⁺x⁺ + W⁻x⁻ + b⁺ ≥ 0 and a ReLU stand-in ≥ 0 get stab = z + ε; α-β's β part (≤ 0) and the
+    logits' ε (any sign) keep the sign test, a Where each."""
+    explained = lrpc.compile(vgg_like().model(), rule=rule)
+    assert sum(n.op_type == "Where" for n in explained.graph.node) == sign_tests
