@@ -244,13 +244,16 @@ def repeats_of(args, name, batch) -> int:
 
 # ------------------------------------------------------------------------------------------ the run
 
+def git(*args) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
 def machine(args) -> dict:
     """CPU model, cores, memory, versions and the source revision the numbers belong to."""
     import lrpc
     cpu = open("/proc/cpuinfo").read()
     model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("model name")), "?")
     mem = next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal"))
-    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
     versions = {"python": platform.python_version(), "lrpc": lrpc.__version__,
                 **{p: version(p) for p in ("onnxruntime", "onnx", "torch", "zennit", "numpy")}}
     return {"cpu": model, "cpus": os.cpu_count(), "memory_gb": round(int(mem) / 2**20, 1), "threads": args.threads,
@@ -265,7 +268,11 @@ def run(args, result=None) -> dict:
     torch.set_num_interop_threads(args.threads)
     started, load_start = time.time(), os.getloadavg()
     if result is not None:
-        result.setdefault("resumed", []).append({"at": time.ctime(started), "load": load_start,
+        redo = [side for side in args.redo.split(",") if side]
+        for side in redo:
+            result[side] = []
+        result.setdefault("resumed", []).append({"at": time.ctime(started), "load": load_start, "redo": redo,
+                                                 "commit": git("rev-parse", "--short", "HEAD"),
                                                  "command": "python benchmarks/speed.py " + shlex.join(sys.argv[1:])})
         result["skipped"] = []  # what stopped the earlier run is measured now
         return measure(args, result, started)
@@ -359,8 +366,12 @@ def parse(argv=None):
                     "the memory it needs to be available (default 30)")
     ap.add_argument("--resume", action="store_true", help="continue the stopped run in --json: measure only "
                     "the cells it lacks")
+    ap.add_argument("--redo", default="", metavar="SIDE[,SIDE]", help="with --resume: drop these sides' cells "
+                    "(lrpc, memory, zennit, innvestigate) first, to measure them again with the current code")
     args = ap.parse_args(argv)
     args.models = ["digits_cnn"] if args.quick else [m for m in args.models.split(",") if m]
+    if set(filter(None, args.redo.split(","))) - {"lrpc", "memory", "zennit", "innvestigate"} or (args.redo and not args.resume):
+        ap.error("--redo takes lrpc, memory, zennit, innvestigate, with --resume")
     unknown = set(args.models) - set(BATCHES)
     if unknown:
         ap.error(f"unknown model(s) {', '.join(sorted(unknown))}; known: {', '.join(BATCHES)}")

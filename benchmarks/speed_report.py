@@ -193,8 +193,10 @@ def _resumed(result) -> str:
     runs = result.get("resumed", [])
     if not runs:
         return ""
-    return (", stopped before its last cell(s) and resumed "
-            + ", ".join(f"{r['at']} (load {r['load'][0]:.2f})" for r in runs)
+    def one(r):
+        redo = f"; commit {r['commit']}, {' and '.join(r['redo'])} cells measured again" if r.get("redo") else ""
+        return f"{r['at']} (load {r['load'][0]:.2f}{redo})"
+    return (", then resumed " + ", ".join(one(r) for r in runs)
             + " with `--resume`, which measured only the cells it lacked (wall time: the invocations' time "
             "up to their last saved cell)")
 
