@@ -214,6 +214,10 @@ def markdown(result) -> str:
     lines += ["", "## Targets (issue 8 §3)", "",
               "Scored on VGG-16 and ResNet-50 at batch 1 and 16; a target is met when every such cell meets it.", ""]
     lines += table(["target", "measured", ""], targets(result))
+    lines += ["", "Where a target is not met, `benchmarks/PROFILE.md` shows where the time and memory go: §7 what "
+              "an explained session must hold (the activations the backward pass reads) and what onnxruntime "
+              "adds, §8 why the ratio grows with the batch (memory traffic outside the convolutions: layout "
+              "conversions, MaxPool with indices, elementwise passes), with the levers measured and rejected."]
     lines += ["", "## lrpc: explained ÷ plain forward (onnxruntime CPU, `lrpc.bench`)", "",
               "Plain model and explained graph in one process under the same session options, interleaved. "
               "Inputs U[0, 1); each sample's largest logit explained.", ""]
