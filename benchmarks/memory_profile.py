@@ -10,7 +10,8 @@ For the plain model and its explained graph (compiled here with the given option
   optimized graph (from its profiler, with the shapes it recorded);
 - peak RSS (VmHWM) of a fresh process that creates the session and runs it 3 times, minus the
   process before it, with onnxruntime's defaults and with its memory-pattern planner off
-  (`enable_mem_pattern = False`), and the RSS right after session creation (weights, pre-packed copies).
+  (`enable_mem_pattern = False`), and the RSS right after session creation (weights, pre-packed copies);
+- the explained graph's run time with and without the memory-pattern planner (interleaved medians).
 
 The explained graph must keep what the backward pass reads (each layer's input activation, the
 pooling winners) from the forward pass until the backward pass reaches that layer, where the forward
@@ -127,6 +128,28 @@ def rss(path: str, batch: int, threads: int, pattern: bool) -> tuple[float, floa
     return queue.get() if child.exitcode == 0 else (float("nan"), float("nan"))
 
 
+def pattern_timing(path: str, batch: int, threads: int, rounds: int = 6) -> dict:
+    """Median run time (ms) of `path` with the memory-pattern planner on and off, interleaved, first round
+    not counted."""
+    import time
+
+    import onnxruntime as ort
+    sessions = {}
+    for pattern in (True, False):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.enable_mem_pattern = pattern
+        sessions[pattern] = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feeds, times = _feeds(sessions[True], batch), {True: [], False: []}
+    for round_ in range(rounds + 1):
+        for pattern, session in sessions.items():
+            start = time.perf_counter()
+            session.run(None, feeds)
+            if round_:
+                times[pattern].append(time.perf_counter() - start)
+    return {pattern: float(np.median(t)) * 1e3 for pattern, t in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model")
@@ -148,6 +171,9 @@ def main() -> None:
             _, peak_no_pattern = rss(path, args.batch, args.threads, pattern=False)
             print(f"{name:10} {file_order / MB:10.0f} {runtime_order / MB:10.0f} {created / MB:8.0f} "
                   f"{peak / MB:8.0f} {peak_no_pattern / MB:17.0f}")
+        ms = pattern_timing(explained, args.batch, args.threads)
+        print(f"explained run time, medians of 6 interleaved: {ms[True]:.0f} ms with the memory pattern, "
+              f"{ms[False]:.0f} ms without")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ def _session(path: str, threads: int):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.enable_mem_pattern = False  # as lrpc_runtime.Explainer runs explained files (PROFILE.md §7)
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
