@@ -8,6 +8,7 @@ from lrpc_runtime.preprocess import Preprocessing
 
 from .api import starts_at_value
 from .methods import GRADIENTS
+from .passes.recognize_products import ABSORB, KIND, NAME
 from .rules.table import RULES
 from .select import upstream
 
@@ -56,6 +57,13 @@ def _layer_treatment(node, p, method) -> str:
             return "no gradient rule"
         return {"guided": "ReLU: g ⊙ [x > 0] ⊙ [g > 0]", "deconvnet": "ReLU: g ⊙ [g > 0]"}.get(
             method.relu if node.op_type == "Relu" else "", "gradient")
+    kind = node.meta.get(KIND)
+    if kind is not None:
+        treatment = {"activation": "identity", "normalizer": "denominator held fixed",
+                     "quotient": "denominator held fixed", "centering": "x ⊙ (s − mean s)"}.get(kind)
+        return f"{node.meta.get(NAME)}: {treatment or p.assigned[node].spec}"
+    if node.meta.get(ABSORB):
+        return "norm bias: takes its share"
     return p.assigned[node].spec if node in p.assigned else getattr(RULES.get(node.op_type), "__name__", "no rule")
 
 

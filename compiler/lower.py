@@ -16,6 +16,7 @@ import onnx_ir as ir
 from . import rules  # noqa: F401  (registers every rule module)
 from .builder import Builder
 from .errors import LrpcError, node_label
+from .rules.assign import ProductRule, default_product_rule
 from .rules.linear import LAYERS as LINEAR_OPS
 from .rules.lrp import Rule
 from .rules.sparsity import relu_stand_ins
@@ -24,14 +25,20 @@ from .rules.table import RULES, supported_ops
 
 @dataclass(frozen=True)
 class LoweringConfig:
-    """What the rules need to know: each linear layer's rule (rules/assign.py), else `default`."""
+    """What the rules need to know: each linear layer's rule (rules/assign.py), else `default`, and each
+    product of two activations' rule (rules/gates.py)."""
 
     default: Rule
     assigned: dict = field(default_factory=dict)
     relu_stand_ins: dict = field(default_factory=dict)  # a linear layer's z → its ReLU output (rules/sparsity.py)
 
     def rule_for(self, node: ir.Node) -> Rule:
-        return self.assigned.get(node, self.default)
+        rule = self.assigned.get(node, self.default)
+        return rule if isinstance(rule, Rule) else self.default
+
+    def product_rule_for(self, node: ir.Node) -> str:
+        rule = self.assigned.get(node)
+        return (rule if isinstance(rule, ProductRule) else default_product_rule(node)).name
 
 
 def _input_dependent(graph: ir.Graph) -> set[ir.Value]:

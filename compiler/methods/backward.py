@@ -12,7 +12,7 @@ import onnx_ir as ir
 
 from ..builder import Builder
 from ..errors import LrpcError, node_label
-from . import elementwise, layers  # noqa: F401  (fill the table)
+from . import elementwise, layers, norms  # noqa: F401  (fill the table)
 from .table import GRADIENTS, supported_gradient_ops
 
 

@@ -9,6 +9,10 @@
     Erf           2/√π·exp(−x²)               Exp: y      Log: 1/x      Sqrt: 1/(2y)
     Abs           sign(x)                     Neg: −1     Reciprocal: −y²
     Pow(x, p)     p·x^(p−1)                   (a constant exponent p)
+    HardSwish     0, x/3 + ½, 1 for x < −3, ≤ 3, > 3       Softsign: 1/(1 + |x|)²
+    Gelu          Φ(x) + x·φ(x); tanh form: ½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²)
+    Mish          tanh(softplus x) + x·(1 − tanh²(softplus x))·σ(x)
+    Swish(α)      σ(αx) + αx·σ(αx)(1 − σ(αx))
     Softmax       g_x = y ⊙ (g − Σ_axis g ⊙ y)
     LogSoftmax    g_x = g − exp(y) ⊙ Σ_axis g
 
@@ -53,6 +57,37 @@ def _hard_sigmoid(b, node, x, y):
     return b.op("Mul", b.op("Cast", inside, to=b.dtype), b.const(_attr(node, "alpha", 0.2)))
 
 
+def _hard_swish(b, node, x, y):
+    middle = b.op("Add", b.op("Mul", x, b.const(1.0 / 3.0)), b.const(0.5))
+    return b.op("Where", b.op("Less", x, b.const(-3.0)), b.const(0.0),
+                b.op("Where", b.op("Greater", x, b.const(3.0)), b.const(1.0), middle))
+
+
+def _gelu(b, node, x, y):
+    if node.attributes.get_string("approximate", "none") == "tanh":
+        c = math.sqrt(2.0 / math.pi)
+        cubic = b.op("Add", x, b.op("Mul", b.const(0.044715), b.op("Mul", x, b.op("Mul", x, x))))
+        t = b.op("Tanh", b.op("Mul", b.const(c), cubic))
+        slope = b.op("Mul", b.const(c), b.op("Add", b.const(1.0), b.op("Mul", b.const(3 * 0.044715), b.op("Mul", x, x))))
+        return b.op("Add", b.op("Mul", b.const(0.5), b.op("Add", b.const(1.0), t)),
+                    b.op("Mul", b.op("Mul", b.const(0.5), x), b.op("Mul", b.op("Sub", b.const(1.0), b.op("Mul", t, t)),
+                                                                   slope)))
+    cdf = b.op("Mul", b.const(0.5), b.op("Add", b.const(1.0), b.op("Erf", b.op("Mul", x, b.const(1 / math.sqrt(2))))))
+    pdf = b.op("Mul", b.const(1 / math.sqrt(2 * math.pi)), b.op("Exp", b.op("Mul", b.const(-0.5), b.op("Mul", x, x))))
+    return b.op("Add", cdf, b.op("Mul", x, pdf))
+
+
+def _mish(b, node, x, y):
+    t = b.op("Tanh", b.op("Softplus", x))
+    return b.op("Add", t, b.op("Mul", b.op("Mul", x, b.op("Sub", b.const(1.0), b.op("Mul", t, t))), b.op("Sigmoid", x)))
+
+
+def _swish(b, node, x, y):
+    ax = b.op("Mul", x, b.const(_attr(node, "alpha", 1.0)))
+    sig = b.op("Sigmoid", ax)
+    return b.op("Add", sig, b.op("Mul", b.op("Mul", ax, sig), b.op("Sub", b.const(1.0), sig)))
+
+
 SELU_ALPHA, SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875  # the ONNX defaults
 
 # op → f′ as a function of (builder, node, x, y)
@@ -78,6 +113,11 @@ DERIVATIVES = {
     "Neg": lambda b, n, x, y: b.const(-1.0),
     "Reciprocal": lambda b, n, x, y: b.op("Neg", b.op("Mul", y, y)),
     "Pow": lambda b, n, x, y: b.op("Mul", n.inputs[1], b.op("Pow", x, b.op("Sub", n.inputs[1], b.const(1.0)))),
+    "HardSwish": _hard_swish,
+    "Gelu": _gelu,
+    "Mish": _mish,
+    "Swish": _swish,
+    "Softsign": lambda b, n, x, y: b.op("Reciprocal", b.op("Mul", *[b.op("Add", b.const(1.0), b.op("Abs", x))] * 2)),
 }
 
 

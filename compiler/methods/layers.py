@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import LrpcError, node_label
 from ..rules.combine import unbroadcast
 from ..rules.linear import LAYERS
-from ..rules.reduce import _rank, _reduced_axes
+from ..rules.reduce import _rank, _reduced_axes, slab_fraction
 from ..rules.resample import _adjoint_along, _const_input, _probe, _resized_axes, check_resize
 from .table import gradient_rule, reuse_lrp_rule
 
@@ -84,13 +84,7 @@ def reduce_backward(node, g_out, b, relu):
         return [g_out[0]] + rest
     g = _spread(b, node, g_out[0], axes)
     if node.op_type != "ReduceSum":
-        dims = [node.inputs[0].shape[a] for a in axes]
-        if all(isinstance(d, int) for d in dims):
-            count = b.const(1.0 / float(np.prod(dims)))
-        else:
-            size = lambda v: b.op("Cast", b.op("Size", v), to=b.dtype)
-            count = b.op("Div", size(node.outputs[0]), size(node.inputs[0]))
-        g = b.op("Mul", g, count)
+        g = b.op("Mul", g, slab_fraction(b, node, axes))
     return [g] + rest
 
 

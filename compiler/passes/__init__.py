@@ -15,6 +15,7 @@ from .fold_channel_affine import FoldChannelAffinePass
 from .fold_constants import FoldConstantsPass
 from .input_normalization import RecordInputNormalizationPass
 from .matmul_add_to_gemm import MatMulAddToGemmPass
+from .recognize_products import RecognizeProductsPass
 from .remove_identity import RemoveIdentityPass
 from .validate import CheckLayersPass, CheckModelPass, SortPass, StrictShapeInferencePass
 
@@ -32,6 +33,7 @@ def pipeline() -> list[ir.passes.PassBase]:
         CheckLayersPass(),
         FoldConstantsPass(),
         _ShapeInference(),
+        RecognizeProductsPass(),
         AveragePoolToDepthwiseConvPass(),
         FoldBatchNormPass(),
         FoldChannelAffinePass(),

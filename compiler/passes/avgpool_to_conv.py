@@ -108,8 +108,7 @@ def _global_mean(node: ir.Node, graph: ir.Graph) -> str | None:
         return None  # no single channel axis to keep apart
     perm = [0, channel] + [a for a in range(1, rank) if a != channel]
     if None in [static_dim(x.shape[a]) for a in range(1, rank)] or None in [static_dim(d) for d in y.shape[1:]]:
-        raise LrpcError(f"{node_label(node)}: a mean over spatial axes needs static non-batch dims; "
-                        "export with a fixed input size")
+        return None  # dynamic dims: the mean keeps its own rule (rules/reduce.py), the same z-rule
     kernel = [x.shape[a] if a in axes else 1 for a in perm[2:]]
     tape = ir.tape.Tape()
     source = x
@@ -133,6 +132,6 @@ class AveragePoolToDepthwiseConvPass(Canonization):
     def rewrite(self, node, graph):
         if node.op_type == "AveragePool":
             return _average_pool(node, graph)
-        if node.op_type in ("GlobalAveragePool", "ReduceMean"):
-            return _global_mean(node, graph)
+        if node.op_type in ("GlobalAveragePool", "ReduceMean") and node.meta.get(ORIGIN) != "norm":
+            return _global_mean(node, graph)  # a norm's mean (passes/recognize_products.py) is no pool
         return None

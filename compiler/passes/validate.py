@@ -82,7 +82,15 @@ class StrictShapeInferencePass(ir.passes.InPlacePass):
         except Exception as e:  # onnx raises InferenceError / ValidationError subclasses
             raise LrpcError(f"ONNX shape inference failed on this model, which is not valid ONNX: "
                             f"{_one_line(e)}") from e
-        return ir.passes.PassResult(model, _merge_func(model, inferred))
+        modified = _merge_func(model, inferred)
+        for node in model.graph:  # onnx infers no shape for some function ops (GroupNormalization)
+            y, x = node.outputs[0], node.inputs[0]
+            if node.op_type in SAME_SHAPE and y.shape is None and x is not None and x.shape is not None:
+                y.shape, modified = x.shape, True
+        return ir.passes.PassResult(model, modified)
+
+
+SAME_SHAPE = {"GroupNormalization", "LayerNormalization", "InstanceNormalization"}  # y has x's shape
 
 
 def _channels(value: ir.Value) -> int | None:

@@ -21,6 +21,13 @@ Composites (their references' meaning; ε is the convention's unless given):
                               (iNNvestigate's sequential presets)
 
 Average pools take epsilon in every composite (Zennit's Norm rule on pooling: the z-rule, stabilized).
+
+Products of two activations (passes/recognize_products.py: a squeeze-excitation gate, GLU, a gated
+MLP) take a product rule (rules/gates.py), matched by the class pattern `product` or a name glob:
+`gate-constant` (the gate held fixed) or `half` (split equally). Default: gate-constant where one
+factor is a gate — a Sigmoid, HardSigmoid, Tanh or Clip output, so all relevance stays with the gated
+signal, as LRP does for gated units and as the squeeze-excitation nets of Zennit-style composites are
+explained —, half where neither factor is one.
 """
 
 from __future__ import annotations
@@ -32,11 +39,33 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from ..errors import LrpcError
+from ..passes.recognize_products import GATE, KIND
+from .gates import PRODUCT_RULES
 from .lrp import Rule, parse_rule
 
 LINEAR = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 CLASSES = {"conv": ("Conv", "ConvTranspose"), "dense": ("Gemm", "MatMul")}
 ORIGIN = "lrpc.origin"
+PRODUCT = "product"  # the class pattern of products of two activations
+
+
+@dataclass(frozen=True)
+class ProductRule:
+    """The rule of a product of two activations: "gate-constant" or "half" (rules/gates.py)."""
+
+    name: str
+
+    @property
+    def spec(self) -> str:
+        return self.name
+
+
+def default_product_rule(node: ir.Node) -> ProductRule:
+    return ProductRule("gate-constant" if node.meta.get(GATE) is not None else "half")
+
+
+def is_product(node: ir.Node) -> bool:
+    return node.meta.get(KIND) == "product"
 
 COMPOSITES = {  # name → (parameters with defaults, [(pattern, rule spec template)])
     "EpsilonPlus": ({"eps": None}, [("pool", "epsilon{eps}"), ("conv", "zplus"), ("dense", "epsilon{eps}")]),
@@ -64,28 +93,34 @@ DEFAULT_COMPOSITE = "EpsilonPlusFlat"
 class RuleMap:
     """Ordered (pattern, rule) pairs and the rule for layers no pattern matches."""
 
-    entries: tuple[tuple[str, Rule, bool], ...]  # (pattern, rule, given by the user)
+    entries: tuple[tuple[str, Rule | ProductRule, bool], ...]  # (pattern, rule, given by the user)
     default: Rule
     spec: str  # "RULE" or "COMPOSITE", then "; PATTERN=RULE" per map entry (metadata, `lrpc inspect`)
 
-    def assign(self, graph: ir.Graph) -> dict[ir.Node, Rule]:
-        """The rule of every linear layer; a pattern given by the user that matches none is an error."""
+    def assign(self, graph: ir.Graph) -> dict[ir.Node, Rule | ProductRule]:
+        """The rule of every linear layer and every product of two activations; a pattern given by the
+        user that matches none is an error."""
         layers = [n for n in graph if n.op_type in LINEAR]
         real = [n for n in layers if n.meta.get(ORIGIN) != "pool"]
         ends = {"first": real[:1], "last": real[-1:]}
         chosen, used = {}, set()
-        for node in layers:
+        for node, kind, fallback in [*((n, Rule, lambda n: self.default) for n in layers),
+                                     *((n, ProductRule, default_product_rule) for n in graph if is_product(n))]:
             for pattern, rule, _ in self.entries:
-                if matches(node, pattern, ends):
+                if isinstance(rule, kind) and matches(node, pattern, ends):
                     chosen[node] = rule
                     used.add(pattern)
                     break
             else:
-                chosen[node] = self.default
-        unused = [p for p, _, user in self.entries if user and p not in used]
+                chosen[node] = fallback(node)
+        unused = [(p, r) for p, r, user in self.entries if user and p not in used]
         if unused:
+            pattern, rule = unused[0]
+            if isinstance(rule, ProductRule):
+                raise LrpcError(f"rule map pattern '{pattern}={rule.spec}' matches no product of two activations "
+                                "(`lrpc inspect` lists them)")
             names = ", ".join(f"{n.name or '<unnamed>'} ({n.op_type})" for n in layers[:12])
-            raise LrpcError(f"rule map pattern '{unused[0]}' matches no linear layer; the layers are: {names}")
+            raise LrpcError(f"rule map pattern '{pattern}' matches no linear layer; the layers are: {names}")
         return chosen
 
 
@@ -100,6 +135,8 @@ def name_matches(name: str | None, pattern: str) -> bool:
 
 def matches(node: ir.Node, pattern: str, ends: dict) -> bool:
     pool = node.meta.get(ORIGIN) == "pool"
+    if pattern == PRODUCT:
+        return is_product(node)
     if pattern in ends:
         return node in ends[pattern]
     if pattern == "pool":
@@ -128,7 +165,7 @@ def _composite_entries(spec: str, convention: str) -> list[tuple[str, Rule, bool
     if missing:
         raise LrpcError(f"composite {key} needs {', '.join(missing)}: e.g. --composite {key}:low=-1,high=1")
     fill = {k: (f":eps={v}" if k == "eps" and v else "" if k == "eps" else v) for k, v in params.items()}
-    return [(pattern, parse_rule(rule.format(**fill), convention), False) for pattern, rule in table]
+    return [(pattern, parse_any_rule(pattern, rule.format(**fill), convention), False) for pattern, rule in table]
 
 
 def build_rule_map(rule: str | None = None, composite: str | None = None, rule_map=(),
@@ -155,7 +192,18 @@ def _parse_entries(items, convention: str):
         pattern, eq, rule = item.partition("=")
         if not eq or not pattern.strip() or not rule.strip():
             raise LrpcError(f"--rule-map takes PATTERN=RULE (e.g. 'conv1=flat'), not '{item}'")
-        yield pattern.strip(), parse_rule(rule, convention), True
+        yield pattern.strip(), parse_any_rule(pattern.strip(), rule, convention), True
+
+
+def parse_any_rule(pattern: str, spec: str, convention: str) -> Rule | ProductRule:
+    """A linear layer's rule, or a product rule (gate-constant, half); the class `product` takes only those."""
+    name = spec.strip().lower()
+    if name in PRODUCT_RULES:
+        return ProductRule(name)
+    if pattern == PRODUCT:
+        raise LrpcError(f"'{pattern}={spec}': products of two activations take the rule "
+                        f"{' or '.join(PRODUCT_RULES)}")
+    return parse_rule(spec, convention)
 
 
 def _read_rule_file(path: str, convention: str):

@@ -6,8 +6,10 @@ Add, Sub and Sum of activations (residual connections) with signs σᵢ (Sub: σ
     stab(z) = z + ε·sign₀(z), sign₀(0) = +1, ε = the layer's rule eps (ε = 0: 0 where z = 0)
 
 An operand that is a constant takes no part in z and gets no relevance: with one activation left
-(Add/Sub of a bias, Mul/Div by a scale) the unit keeps its relevance, R_x = unbroadcast(R). A
-product or quotient of two activations (gating) has no LRP rule here and is reported.
+(Add/Sub of a bias, Mul/Div by a scale) the unit keeps its relevance, R_x = unbroadcast(R) — except
+the bias β of a norm's output (passes/recognize_products.py), which absorbs its share as a layer's bias
+does: R_x = unbroadcast(x ⊙ R / stab(x + β)). A centering x − mean(x) is one linear map (rules/norms.py);
+products and quotients of two activations are rules/gates.py's.
 
 unbroadcast sums relevance over the axes along which an operand was broadcast, back to its shape:
 ReduceSum over those axes when the shapes tell them, else a scatter-add of broadcast positions.
@@ -19,7 +21,8 @@ import numpy as np
 import onnx_ir as ir
 
 from ..builder import Builder
-from ..errors import LrpcError, node_label
+from ..passes.recognize_products import ABSORB, KIND
+from .norms import centering
 from .routing import iota, scatter_back
 from .table import relevance_rule
 
@@ -59,6 +62,10 @@ def _keep_with_unit(node, r, b, live: int):
 @relevance_rule("Add", "Sub", "Sum")
 def proportional(node, rel_out, b, cfg):
     live, r = _activations(node), rel_out[0]
+    if node.meta.get(KIND) == "centering":
+        return centering(node, r, b, cfg)
+    if len(live) == 1 and node.meta.get(ABSORB):  # y = x + β, β takes its share: R_x = x ⊙ R / stab(y)
+        r = b.op("Mul", node.inputs[live[0]], b.divide(r, node.outputs[0], cfg.rule_for(node).eps))
     if len(live) == 1:
         return _keep_with_unit(node, r, b, live[0])
     negate = lambda i: node.op_type == "Sub" and i == 1
@@ -73,12 +80,3 @@ def proportional(node, rel_out, b, cfg):
     for i, t in zip(live, terms):
         rel[i] = unbroadcast(b, b.op("Mul", t, s), node.inputs[i], node.outputs[0])
     return rel
-
-
-@relevance_rule("Mul", "Div")
-def scaled(node, rel_out, b, cfg):
-    live = _activations(node)
-    if len(live) > 1:
-        raise LrpcError(f"{node_label(node)}: a {node.op_type} of two activations (gating, attention) has no "
-                        "LRP rule in lrpc; only products with a constant (a scale) are explained")
-    return _keep_with_unit(node, rel_out[0], b, live[0])

@@ -1,6 +1,8 @@
 """Reductions: a sum splits relevance in proportion to the summands, a max gives it to the winner.
 
     ReduceSum(x; axes):   R_x = x ⊙ Expand(R / stab(y))      y = Σ_axes x,  stab as in combine.py (rule eps)
+    ReduceMean(x; axes):  R_x = x/n ⊙ Expand(R / stab(y))    y = Σ_axes x/n (n: elements per slab); a mean
+                          the passes left alone: over tokens or channels, or with dynamic dims
     ReduceMax(x; axes), GlobalMaxPool (axes = all spatial):
                           R_x[i] = R_y[o] if i is the winner of o's slab, else 0
 
@@ -41,16 +43,27 @@ def _int64(b, values):
     return b.const(np.asarray(values, np.int64), dtype=np.int64)
 
 
-@relevance_rule("ReduceSum")
+@relevance_rule("ReduceSum", "ReduceMean")
 def reduce_sum_split(node, rel_out, b, cfg):
     x, y, r = node.inputs[0], node.outputs[0], rel_out[0]
     axes, rest = _reduced_axes(node, _rank(node)), [None] * (len(node.inputs) - 1)
     if not axes:
         return [r] + rest
     s = b.divide(r, y, cfg.rule_for(node).eps)
+    if node.op_type == "ReduceMean":
+        s = b.op("Mul", s, slab_fraction(b, node, axes))
     if not node.attributes.get_int("keepdims", 1):
         s = b.op("Unsqueeze", s, _int64(b, axes))
     return [b.op("Mul", x, s)] + rest
+
+
+def slab_fraction(b, node: ir.Node, axes: list[int]) -> ir.Value:
+    """1/n of a mean over `axes`: a constant where the reduced dims are static, else numel(y)/numel(x)."""
+    dims = [node.inputs[0].shape[a] for a in axes]
+    if all(isinstance(d, int) for d in dims):
+        return b.const(1.0 / float(np.prod(dims)))
+    size = lambda v: b.op("Cast", b.op("Size", v), to=b.dtype)
+    return b.op("Div", size(node.outputs[0]), size(node.inputs[0]))
 
 
 def to_winner(b, x: ir.Value, r: ir.Value, axes: list[int], rank: int, keepdims: bool) -> ir.Value:
