@@ -73,7 +73,8 @@ def run_double(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list
     from onnx.reference import ReferenceEvaluator
 
     from .reference_maxpool import MaxPool  # onnx's own returns wrong indices with padding
+    from .reference_pad import Pad  # onnx's own refuses negative pads (crops)
 
-    evaluator = ReferenceEvaluator(as_double(model), new_ops=[MaxPool])
+    evaluator = ReferenceEvaluator(as_double(model), new_ops=[MaxPool, Pad])
     feeds = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()}
     return dict(zip(names, evaluator.run(names, feeds)))

@@ -53,7 +53,8 @@ class Check:
 
 @dataclass
 class VerifyReport:
-    """What `verify` found: per-sample rows and one line per check; `passed` unless a check failed."""
+    """What `verify` found: per-sample rows and one line per check; `passed` only when every check ran and
+    none failed (a check that could not run is reported as not run, never as passed)."""
 
     header: list[str]
     rows: list[dict] = field(default_factory=list)
@@ -61,7 +62,16 @@ class VerifyReport:
 
     @property
     def passed(self) -> bool:
-        return all(c.status != "fail" for c in self.checks)
+        return all(c.status not in ("fail", "skipped") for c in self.checks)
+
+    def verdict(self) -> str:
+        failed = [c.name for c in self.checks if c.status == "fail"]
+        not_run = [c.name for c in self.checks if c.status == "skipped"]
+        if failed:
+            return "FAILED: " + ", ".join(failed) + (f" (not run: {', '.join(not_run)})" if not_run else "")
+        if not_run:
+            return f"NOT VERIFIED: {', '.join(not_run)} could not run; the other checks passed"
+        return "verified: every check passed"
 
     def text(self) -> str:
         lines = list(self.header)
@@ -70,9 +80,9 @@ class VerifyReport:
             cells = [_num(r["start"]), _num(r["relevance_sum"]), _num(r["ratio"], ".4f"), _num(r["error"], ".1e")]
             lines.append(f"  {r['sample']:>6}  {cells[0]:>11}  {cells[1]:>11}  {cells[2]:>8}  {cells[3]:>10}  "
                          + ("yes" if r["finite"] else "NO"))
-        lines += [f"{c.status.upper():<7} {c.name}: {c.detail}" for c in self.checks]
-        lines.append("verified: every check passed" if self.passed else "FAILED: " + ", ".join(
-            c.name for c in self.checks if c.status == "fail"))
+        lines += [f"{'NOT RUN' if c.status == 'skipped' else c.status.upper():<7} {c.name}: {c.detail}"
+                  for c in self.checks]
+        lines.append(self.verdict())
         return "\n".join(lines)
 
 
