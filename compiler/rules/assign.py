@@ -28,6 +28,9 @@ MLP) take a product rule (rules/gates.py), matched by the class pattern `product
 factor is a gate — a Sigmoid, HardSigmoid, Tanh or Clip output, so all relevance stays with the gated
 signal, as LRP does for gated units and as the squeeze-excitation nets of Zennit-style composites are
 explained —, half where neither factor is one.
+
+Sums of two or more activations (residual joins) split relevance with the ε of their rule: the
+default rule's, unless the class pattern `join` or a name glob gives them one (`join=epsilon:eps=0.01`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ LINEAR = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 CLASSES = {"conv": ("Conv", "ConvTranspose"), "dense": ("Gemm", "MatMul")}
 ORIGIN = "lrpc.origin"
 PRODUCT = "product"  # the class pattern of products of two activations
+JOIN = "join"  # the class pattern of sums of activations (residual joins), whose rules give their ε
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,12 @@ def default_product_rule(node: ir.Node) -> ProductRule:
 
 def is_product(node: ir.Node) -> bool:
     return node.meta.get(KIND) == "product"
+
+
+def is_join(node: ir.Node) -> bool:
+    """A sum of two or more activations (a residual join): its rule's ε stabilizes R / (Σ xᵢ)."""
+    return node.op_type in ("Add", "Sub", "Sum") and sum(
+        v is not None and v.const_value is None for v in node.inputs) >= 2
 
 COMPOSITES = {  # name → (parameters with defaults, [(pattern, rule spec template)])
     "EpsilonPlus": ({"eps": None}, [("pool", "epsilon{eps}"), ("conv", "zplus"), ("dense", "epsilon{eps}")]),
@@ -105,20 +115,22 @@ class RuleMap:
         ends = {"first": real[:1], "last": real[-1:]}
         chosen, used = {}, set()
         for node, kind, fallback in [*((n, Rule, lambda n: self.default) for n in layers),
-                                     *((n, ProductRule, default_product_rule) for n in graph if is_product(n))]:
+                                     *((n, ProductRule, default_product_rule) for n in graph if is_product(n)),
+                                     *((n, Rule, None) for n in graph if is_join(n))]:
             for pattern, rule, _ in self.entries:
                 if isinstance(rule, kind) and matches(node, pattern, ends):
                     chosen[node] = rule
                     used.add(pattern)
                     break
             else:
-                chosen[node] = fallback(node)
+                if fallback is not None:  # a join no pattern names keeps the default rule's ε
+                    chosen[node] = fallback(node)
         unused = [(p, r) for p, r, user in self.entries if user and p not in used]
         if unused:
             pattern, rule = unused[0]
-            if isinstance(rule, ProductRule):
-                raise LrpcError(f"rule map pattern '{pattern}={rule.spec}' matches no product of two activations "
-                                "(`lrpc inspect` lists them)")
+            if isinstance(rule, ProductRule) or pattern == JOIN:
+                what = "product of two activations" if isinstance(rule, ProductRule) else "sum of activations"
+                raise LrpcError(f"rule map pattern '{pattern}={rule.spec}' matches no {what} (`lrpc inspect` lists them)")
             names = ", ".join(f"{n.name or '<unnamed>'} ({n.op_type})" for n in layers[:12])
             raise LrpcError(f"rule map pattern '{pattern}' matches no linear layer; the layers are: {names}")
         return chosen
@@ -137,6 +149,9 @@ def matches(node: ir.Node, pattern: str, ends: dict) -> bool:
     pool = node.meta.get(ORIGIN) == "pool"
     if pattern == PRODUCT:
         return is_product(node)
+    if pattern == JOIN or is_join(node):
+        return pattern == JOIN and is_join(node) or pattern not in (*ends, "pool", *CLASSES, *LINEAR) and \
+            name_matches(node.name, pattern)
     if pattern in ends:
         return node in ends[pattern]
     if pattern == "pool":

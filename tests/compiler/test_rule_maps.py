@@ -232,3 +232,45 @@ def test_innvestigate_convention_drops_the_bias_in_zplus_and_w2():
     for spec, rule in (("zplus", zplus), ("w2", w2)):
         got = lrpc_relevance(net.model(), X, rule=spec, convention="innvestigate")
         oracle.assert_rel_close(got, oracle_relevance(net, X, layer_rules(net, *[rule] * 4)), 1e-5)
+
+
+def _residual_net():
+    import oracle_graph
+
+    g = oracle_graph.GraphNet((2, 5, 5), seed=4)
+    h = g.relu(g.conv("x", 3, (3, 3), pads=[1, 1, 1, 1]))
+    h = g.relu(g.combine("Add", g.conv(h, 3, (3, 3), pads=[1, 1, 1, 1]), h))
+    return g, g.gemm(g.flatten(h), 4)
+
+
+def test_join_pattern_sets_the_residual_stabilizer():
+    """`join=epsilon:eps=…` reaches the Add of two activations: lrpc equals the float64 oracle run with
+    LRP-0 on the linear layers and that ε at the join."""
+    g, out = _residual_net()
+    compiled = lrpc.compile(g.model(out), rule="zero", rule_map=["join=epsilon:eps=0.3"])
+    X = np.random.default_rng(3).standard_normal((3, *g.input_shape)).astype(np.float32)
+    got = oracle.run(oracle.session(compiled), X)["relevance"]
+
+    def explain(x):
+        values, rel = {"x": x.astype(np.float64)}, {}
+        for op in g.ops:
+            values[op.output] = op.forward([values[n] for n in op.inputs])
+        y = values[out]
+        rel[out] = np.where(np.arange(y.size) == np.argmax(y), y, 0.0)
+        for op in reversed(g.ops):
+            if op.output in rel:
+                spec = "epsilon:eps=0.3" if op.output.startswith("add") else "zero"
+                for name, r in zip(op.inputs, op.relevance([values[n] for n in op.inputs], values[op.output],
+                                                           rel.pop(op.output), spec)):
+                    rel[name] = rel.get(name, 0.0) + r
+        return rel["x"]
+
+    expected = np.stack([explain(x) for x in X])
+    oracle.assert_rel_close(got, expected, 1e-5)
+    default = oracle.run(oracle.session(lrpc.compile(g.model(out), rule="zero")), X)["relevance"]
+    assert oracle.rel_err_per_sample(default, expected).max() > 1e-3  # the join's ε made a difference
+
+
+def test_join_pattern_that_matches_nothing_is_an_error():
+    with pytest.raises(LrpcError, match="matches no sum of activations"):
+        lrpc.compile(vgg_like().model(), rule_map=["join=epsilon:eps=0.1"])
