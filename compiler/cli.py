@@ -191,9 +191,12 @@ def _plan_options(args) -> dict:
 def _inspect(args) -> int:
     meta = explained_metadata(args.model)
     method = checked_method(args.method, args.rule, args.composite, args.rule_map, args.rule_map_file)
-    print(describe_metadata(args.model, meta) if meta else
-          describe_plan(args.model, plan(args.model, **_plan_options(args)), method))
-    return 0
+    if meta:
+        print(describe_metadata(args.model, meta))
+        return 0
+    text, refused = describe_plan(args.model, plan(args.model, **_plan_options(args)), method)
+    print(text)
+    return 2 if refused else 0
 
 
 def _compile(args) -> int:

@@ -7,10 +7,15 @@ import onnx
 from lrpc_runtime.preprocess import Preprocessing
 
 from .api import starts_at_value
+from .builder import Builder
+from .errors import node_label
+from .lower import LoweringConfig, propagate
 from .methods import GRADIENTS
+from .methods.backward import backward
 from .passes.recognize_products import ABSORB, KIND, NAME
 from .rules.table import RULES
 from .select import upstream
+from .walk import Unexplained
 
 
 def _shape(value) -> str:
@@ -64,11 +69,30 @@ def _layer_treatment(node, p, method) -> str:
         return f"{node.meta.get(NAME)}: {treatment or p.assigned[node].spec}"
     if node.meta.get(ABSORB):
         return "norm bias: takes its share"
+    if node.op_type in ("Mul", "Div") and sum(v is not None and v.const_value is None for v in node.inputs) == 1:
+        return "scale: R stays with its unit"
     return p.assigned[node].spec if node in p.assigned else getattr(RULES.get(node.op_type), "__name__", "no rule")
 
 
-def describe_plan(path, p, method=None) -> str:
-    """What compile would do with plan `p` (and gradient `method`, None for LRP), as text."""
+def dry_run(p, method=None) -> tuple[set, dict]:
+    """(the nodes relevance or the gradient passes through, the nodes a compile would refuse with why):
+    a dry run of the reverse walk on the plan's graph, which it extends — call it after reading the graph."""
+    graph, visited = p.model.graph, set()
+    b = Builder(graph, p.explained.dtype)
+    try:
+        if method is None:
+            propagate(graph, p.explained, p.explained, LoweringConfig(p.rules.default, p.assigned), b, visited)
+        else:
+            floats = [v for v in graph.inputs if v.dtype is not None and v.dtype.is_floating_point()]
+            backward(list(graph), p.scores, p.scores, floats, b, method.relu, visited=visited)
+    except Unexplained as e:
+        return visited, e.refused
+    return visited, {}
+
+
+def describe_plan(path, p, method=None) -> tuple[str, int]:
+    """What compile would do with plan `p` (and gradient `method`, None for LRP), as text, and how many
+    nodes it would refuse."""
     graph = p.model.graph
     start = ("its value" if starts_at_value(p.convention, method) else "1") + " at the selected units"
     lines = [f"{path}: opset {p.opset}",
@@ -80,16 +104,24 @@ def describe_plan(path, p, method=None) -> str:
              "canonization:" + ("" if p.changes else " nothing to change")]
     lines += [f"  {line}" for line in p.changes]
     lines.append("layers (graph order; relevance flows from the last to the first):")
-    rows, needed = [], upstream(p.explained)
-    for node in graph:
+    rows, needed, nodes = [], upstream(p.explained), list(graph)
+    visited, refused = dry_run(p, method)
+    for node in nodes:
         if node.op_type in ("Shape", "Constant"):
             continue
         x = next((v for v in node.inputs if v is not None and v.const_value is None), None)
         rule = _layer_treatment(node, p, method)
         if node not in needed:
             rule = "— (not on the way to the explained tensor)"
+        elif node not in visited:
+            rule = "— (no relevance reaches it: inside a gate or a norm's denominator)"
+        if node in refused:
+            rule = "REFUSED: " + refused[node]
         rows.append((node.name or "<unnamed>", node.op_type, f"{_shape(x)} → {_shape(node.outputs[0])}", rule))
     widths = [max(len(r[i]) for r in rows) for i in range(3)] if rows else [0, 0, 0]
     lines += [f"  {a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
-    return "\n".join(lines)
+    if refused:
+        lines.append(f"{len(refused)} node{'s' if len(refused) > 1 else ''} lrpc cannot explain: "
+                     + ", ".join(node_label(n) for n in nodes if n in refused) + "; compile would stop there")
+    return "\n".join(lines), len(refused)
 

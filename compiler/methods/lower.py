@@ -29,7 +29,8 @@ import onnx_ir as ir
 from ..builder import Builder
 from ..errors import LrpcError, node_label
 from ..select import upstream
-from .backward import backward, depends_on
+from ..walk import depends_on
+from .backward import backward
 from .spec import Method, parse_method
 
 NOISE_INPUT_NAME = "noise"

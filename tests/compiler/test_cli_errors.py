@@ -94,3 +94,33 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(lrpc.LrpcError, match="cannot write .*disk full; nothing was written"):
         lrpc.compile(small_cnn(), output=out)
     assert list(tmp_path.iterdir()) == []
+
+
+def two_unknown_ops_model():
+    w = np.ones((4, 4), np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"),
+             helper.make_node("Sin", ["h"], ["s"], name="wave"),
+             helper.make_node("Gemm", ["s", "w"], ["g"], name="mid"),
+             helper.make_node("Cos", ["g"], ["c"], name="other_wave"),
+             helper.make_node("Gemm", ["c", "w2"], ["y"], name="head")]
+    return make_model(nodes, [tensor("x", ["n", 4])], [tensor("y", ["n", 2])], {"w": w, "w2": np.ones((4, 2), np.float32)})
+
+
+def test_every_refused_node_is_named_with_a_count():
+    with pytest.raises(lrpc.LrpcError) as error:
+        lrpc.compile(two_unknown_ops_model())
+    message = str(error.value)
+    assert message.startswith("2 nodes cannot be explained: ")
+    assert "'wave' (Sin)" in message and "'other_wave' (Cos)" in message
+
+
+def test_inspect_labels_refused_nodes_and_exits_2(tmp_path):
+    model = tmp_path / "m.onnx"
+    onnx.save(two_unknown_ops_model(), model)
+    result = cli("inspect", model)
+    assert result.returncode == 2, result.stdout + result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("  ")}
+    assert "REFUSED: no relevance rule" in rows["wave"] and "REFUSED" in rows["other_wave"]
+    assert "REFUSED" not in rows["fc"] and "REFUSED" not in rows["head"]
+    assert "2 nodes lrpc cannot explain: 'wave' (Sin), 'other_wave' (Cos)" in result.stdout
+    assert cli("inspect", model, "--method", "gradient").returncode == 2
