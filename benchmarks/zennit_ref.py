@@ -35,9 +35,7 @@ here (no CPU wheel), so `import_zennit` puts a stub module in its place first.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +47,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from torch_cases import CASES, Case, GlobalMean  # noqa: E402,F401  (CASES is re-exported for the callers)
+from torchvision_stub import stub_torchvision  # noqa: E402
 
 import resnet  # noqa: E402  (models/resnet.py; torch_cases put models/ on sys.path)
 
@@ -66,16 +65,10 @@ def import_zennit():
     """Import zennit, with a stub `torchvision.models.resnet` when torchvision is not installed.
 
     zennit/torchvision.py only needs the two block classes to exist (for isinstance checks in its
-    ResNet canonizer, which the harness does not use): empty nn.Module subclasses never match.
+    ResNet canonizer, which the harness does not use): empty nn.Module subclasses never match
+    (benchmarks/torchvision_stub.py, shared with the timm and LXT harnesses).
     """
-    if "torchvision" not in sys.modules and importlib.util.find_spec("torchvision") is None:
-        tv, models, tv_resnet = (types.ModuleType(n) for n in
-                                 ("torchvision", "torchvision.models", "torchvision.models.resnet"))
-        tv_resnet.BasicBlock = type("BasicBlock", (nn.Module,), {"__doc__": "stub, never instantiated"})
-        tv_resnet.Bottleneck = type("Bottleneck", (nn.Module,), {"__doc__": "stub, never instantiated"})
-        tv.models, models.resnet = models, tv_resnet
-        tv.__stub__ = True
-        sys.modules.update({"torchvision": tv, "torchvision.models": models, "torchvision.models.resnet": tv_resnet})
+    stub_torchvision()
     import zennit
     import zennit.attribution
     import zennit.canonizers
