@@ -1,0 +1,85 @@
+"""The op tables agree: every op with an LRP rule has a gradient rule, a TensorFlow implementation in the
+SavedModel emitter (read from its source here, without TensorFlow) and a line in the README; every op
+a rule *emits* is in the TensorFlow table too. A failure names the op and the file that lacks it."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+import lrpc
+from lrpc.methods import GRADIENTS
+from lrpc.rules import RULES
+
+ROOT = Path(__file__).resolve().parents[2]
+SAVEDMODEL = sorted((ROOT / "compiler").glob("savedmodel*.py")) + sorted((ROOT / "compiler").glob("savedmodel/*.py"))
+
+
+def _strings(node) -> list[str]:
+    if isinstance(node, ast.Dict):
+        return [k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+    return []
+
+
+def tensorflow_table() -> set[str]:
+    """The op types registered with @tf_op(...) in the SavedModel emitter, literal or `*NAME` of a module-level
+    dict/tuple/set of names."""
+    ops = set()
+    for path in SAVEDMODEL:
+        tree = ast.parse(path.read_text())
+        named = {t.id: _strings(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                 for t in n.targets if isinstance(t, ast.Name)}
+        for call in ast.walk(tree):
+            if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "tf_op":
+                for arg in call.args:
+                    if isinstance(arg, ast.Constant):
+                        ops.add(arg.value)
+                    elif isinstance(arg, ast.Starred) and isinstance(arg.value, ast.Name):
+                        ops.update(named.get(arg.value.id, []))
+    return ops
+
+
+def test_the_tensorflow_table_is_read():
+    table = tensorflow_table()
+    assert {"Conv", "Add", "Relu", "Reshape", "ReduceSum", "MaxPool"} <= table, sorted(table)
+
+
+@pytest.mark.parametrize("op", sorted(RULES))
+def test_lrp_op_has_a_gradient_rule(op):
+    assert op in GRADIENTS, f"{op} has an LRP rule but no gradient rule: add one in compiler/methods/"
+
+
+@pytest.mark.parametrize("op", sorted(set(RULES) | set(GRADIENTS)))
+def test_explained_op_has_a_tensorflow_implementation(op):
+    """A model op that lrpc explains stays in the explained graph, so --format savedmodel must run it."""
+    assert op in tensorflow_table(), f"{op} is explained but the SavedModel emitter lacks it: add a @tf_op"
+
+
+@pytest.mark.parametrize("op", sorted(RULES))
+def test_lrp_op_is_in_the_readme(op):
+    readme = (ROOT / "README.md").read_text()
+    assert re.search(rf"\b{op}\b", readme, re.IGNORECASE), f"{op} has an LRP rule but README.md never names it"
+
+
+def test_ops_the_rules_emit_have_a_tensorflow_implementation(tmp_path):
+    """Compile the modern test nets under several rules and methods: every op type in the result is in the
+    TensorFlow table."""
+    import test_rules_gates_norms as modern
+
+    emitted = set()
+    for name in modern.CASES.builders:
+        net, out = modern.CASES.net(name)
+        for options in ({"rule": "epsilon"}, {"rule": "zplus", "rule_map": ["product=half"]},
+                        {"method": "gradient"}):
+            try:
+                proto = lrpc.compile(net.model(out), **options)
+            except lrpc.LrpcError:
+                continue  # e.g. a rule map whose pattern matches nothing in this net
+            emitted |= {n.op_type for n in proto.graph.node}
+    missing = sorted(emitted - tensorflow_table())
+    assert not missing, f"the explained graphs use {missing}, which the SavedModel emitter lacks"
