@@ -9,9 +9,12 @@ preprocessing spec given by the caller, else the one stored in the file (``lrpc.
 else the defaults (resize to the input's size, pixels scaled to [0, 1]); ``.npy`` arrays are
 taken as model inputs as they are.
 
-All files are written into a temporary folder beside ``out_dir`` and moved in at the end, so a
-failure leaves no partial output. The pieces (:func:`plan_files`, :func:`explain_chunk`,
-:func:`staged_output`, :func:`write_table`) are shared with the Ray path (:mod:`lrpc_runtime.ray_files`).
+All files are written into a hidden staging folder beside ``out_dir`` and published with one rename
+at the end (:mod:`lrpc_runtime.staging`), so a failure or a signal leaves no partial output. An existing
+``out_dir`` that is not empty is refused unless ``overwrite``, and then replaced as a whole; an ``out_dir``
+that is an input, holds one or lies inside an input folder is always refused. The pieces
+(:func:`plan_files`, :func:`explain_chunk`, :func:`staged_output`, :func:`write_table`) are shared with the
+Ray path (:mod:`lrpc_runtime.ray_files`).
 
 Example::
 
@@ -26,10 +29,7 @@ import csv
 import io
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,9 +41,10 @@ from .inputs import SampleRef, collect, load_samples
 from .preprocess import Preprocessing, guess_layout
 from .progress import Progress
 from .session import Explainer
+from .staging import check_out_dir, guard_inputs, staged_folder
 
 __all__ = ["STYLES", "FilePlan", "SampleWriting", "check_arguments", "choose_preprocessing", "explain_chunk",
-           "explain_files", "plan_files", "staged_output", "write_table"]
+           "explain_files", "model_paths", "plan_files", "staged_output", "write_table"]
 
 STYLES = ("side-by-side", "overlay", "heatmap")
 TABLES = ("csv", "json")
@@ -166,16 +167,24 @@ class SampleWriting:
     save_relevance: bool = False
 
 
-def check_arguments(style: str, table: str, out_dir: str | os.PathLike) -> Path:
-    """``out_dir`` as a Path, after the checks that need no model (ValueError on a bad one)."""
+def check_arguments(style: str, table: str, out_dir: str | os.PathLike, *, inputs: Sequence = (),
+                    overwrite: bool = False) -> Path:
+    """``out_dir`` as a Path, after the checks that need no model (ValueError on a bad one): the style and
+    table, ``out_dir`` apart from the ``inputs`` (files, folders, the model's path), and not a non-empty
+    folder unless ``overwrite``."""
     if style not in STYLES:
         raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
     if table not in TABLES:
         raise ValueError(f"table must be csv or json, got {table!r}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"{out_dir}: exists and is not a folder")
+    guard_inputs(out_dir, inputs)
+    check_out_dir(out_dir, overwrite)
     return out_dir
+
+
+def model_paths(model: Any) -> list:
+    """The model as a path to keep out of the output folder (none for bytes or an Explainer)."""
+    return [model] if isinstance(model, (str, os.PathLike)) else []
 
 
 def plan_files(explainer: Explainer, inputs: Sequence[str | os.PathLike],
@@ -210,22 +219,7 @@ def write_table(folder: Path, rows: list[dict], table: str) -> None:
     (folder / f"predictions.{table}").write_text(_table_text(rows, table), encoding="utf-8")
 
 
-def _move_into(staging: Path, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for item in sorted(staging.iterdir()):
-        os.replace(item, out_dir / item.name)
-
-
-@contextmanager
-def staged_output(out_dir: Path) -> Iterator[Path]:
-    """A temporary folder beside ``out_dir`` to write into; moved in on success, removed on any error."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    try:
-        yield staging
-        _move_into(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+staged_output = staged_folder  # the name the Ray path imports
 
 
 def explain_files(
@@ -242,6 +236,7 @@ def explain_files(
     save_relevance: bool = False,
     table: str = "csv",
     progress: bool | None = None,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Explain every sample in ``inputs`` (files and folders) and write the results into ``out_dir``.
 
@@ -249,17 +244,18 @@ def explain_files(
     with ``--target input``, or a mask array for ``--target mask``; ``style`` one of
     ``side-by-side`` (input left, heatmap right), ``overlay`` or ``heatmap``; ``save_relevance``
     also writes ``NAME.relevance.npy``; ``table`` is ``csv`` or ``json``; ``progress`` draws a bar
-    on stderr (None: only on a terminal). Returns the table's rows.
+    on stderr (None: only on a terminal); ``overwrite`` replaces a non-empty ``out_dir`` as a whole (else
+    it is refused). Returns the table's rows.
 
     Example::
 
         >>> rows = explain_files("explained.onnx", ["cat.jpg"], "out", preprocess="resize=224,224")  # doctest: +SKIP
     """
-    out_dir = check_arguments(style, table, out_dir)
+    out_dir = check_arguments(style, table, out_dir, inputs=[*inputs, *model_paths(model)], overwrite=overwrite)
     explainer = model if isinstance(model, Explainer) else Explainer(model, device=device, batch_size=batch_size)
     plan = plan_files(explainer, inputs, preprocess)
     writing = SampleWriting(style, overlay_alpha, save_relevance)
-    with staged_output(out_dir) as staging:
+    with staged_folder(out_dir, overwrite) as staging:
         rows: list[dict] = []
         with Progress(len(plan.refs), "explaining", enabled=progress) as bar:
             for start in range(0, len(plan.refs), batch_size):

@@ -6,8 +6,10 @@ rows, one block per batch so that every actor gets work. A pool of actors
 (``ray.data.ActorPoolStrategy``) maps it: each actor opens one onnxruntime session and, for each batch,
 runs :func:`~lrpc_runtime.files.explain_chunk` — the function the local path runs — writing
 ``NAME.png`` (and ``NAME.relevance.npy``) into the staging folder beside ``out_dir``. The table rows come
-back to the driver, which puts them in input order, writes ``predictions.csv`` (or ``.json``) and moves the
-staging folder in: all or nothing, as locally.
+back to the driver, which puts them in input order, writes ``predictions.csv`` (or ``.json``) and publishes
+the staging folder with one rename: all or nothing, as locally (a non-empty ``out_dir`` only with
+``overwrite``). Ray is shut down (a local cluster) before the staging folder is removed after a failure, so
+no actor writes into it afterwards.
 
 Actors write where they run, so on a cluster of several machines the inputs, the model and the folder
 that holds ``out_dir`` must be at the same path on every node (shared storage such as NFS). Ray itself is
@@ -32,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from .files import (FilePlan, SampleWriting, check_arguments, explain_chunk, plan_files, staged_output,
-                    write_table)
+from .files import (FilePlan, SampleWriting, check_arguments, explain_chunk, model_paths, plan_files,
+                    staged_output, write_table)
 from .inputs import SampleRef
 from .preprocess import Preprocessing
 from .progress import Progress
@@ -158,6 +160,7 @@ def explain_files_ray(
     save_relevance: bool = False,
     table: str = "csv",
     progress: bool | None = None,
+    overwrite: bool = False,
 ) -> list[dict]:
     """:func:`~lrpc_runtime.explain_files` on Ray: the same files in ``out_dir``, the same rows returned.
 
@@ -178,12 +181,13 @@ def explain_files_ray(
         raise ValueError(f"actors must be an integer >= 1, got {actors!r}")
     if isinstance(threads_per_actor, bool) or not isinstance(threads_per_actor, int) or threads_per_actor < 1:
         raise ValueError(f"threads_per_actor must be an integer >= 1, got {threads_per_actor!r}")
-    out_dir = check_arguments(style, table, out_dir)
+    out_dir = check_arguments(style, table, out_dir, inputs=[*inputs, *model_paths(model)], overwrite=overwrite)
     model = model if isinstance(model, (bytes, bytearray)) else os.path.abspath(model)
     plan = plan_files(Explainer(model, threads=1, batch_size=batch_size), inputs, preprocess)
     worker_plan = dataclasses.replace(plan, refs=[])  # each actor gets its samples from the Dataset
     local_cpus = max(os.cpu_count() or 1, actors * threads_per_actor)
-    with ray_connection(ray, address, local_cpus), ray_data_settings(ray), staged_output(out_dir) as staging:
+    with staged_output(out_dir, overwrite) as staging, ray_connection(ray, address, local_cpus), \
+            ray_data_settings(ray):
         blocks = block_count(len(plan.refs), batch_size, actors)
         dataset = ray.data.from_items(sample_items(plan.refs), override_num_blocks=blocks)
         explained = dataset.map_batches(

@@ -31,4 +31,4 @@ def test_bad_arguments(single_model, tmp_path, kwargs, message):
 
 def test_two_input_models_are_refused(double_model, tmp_path):
     with pytest.raises(ValueError, match="needs a single-input model"):
-        explain_files(double_model, [tmp_path], tmp_path / "out")
+        explain_files(double_model, [tmp_path / "in"], tmp_path / "out")
