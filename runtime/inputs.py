@@ -4,7 +4,11 @@ An image (PNG, JPEG, BMP) is one sample, read through a :class:`~lrpc_runtime.pr
 A ``.npy`` array is one sample when it has the model input's rank minus one (no batch axis), else a
 batch of samples along axis 0. A folder contributes its images and ``.npy`` files (not its
 subfolders), in name order. Every sample gets a unique name for its output files: the file's stem,
-``stem_3`` for sample 3 of a batch array, and ``-2``, ``-3``… after a name seen before.
+``stem_3`` for sample 3 of a batch array; a name already taken by an earlier sample (compared without
+case, as on case-insensitive file systems) gets the first free ``-2``, ``-3``… (``a-2.png``, ``a.jpg``,
+``a.png`` → ``a-2``, ``a``, ``a-3``); the table's ``source`` column names each sample's file.
+Arrays must hold real numbers (bool, integer or float: complex or structured dtypes are refused),
+and every sample must be finite.
 
 Example::
 
@@ -63,6 +67,7 @@ def _array_count(path: Path, input_rank: int) -> int | None:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: cannot read the array ({err})") from None
+    _check_dtype(path, array.dtype)
     if array.ndim == input_rank - 1:
         return None
     if array.ndim == input_rank and array.shape[0] > 0:
@@ -71,10 +76,24 @@ def _array_count(path: Path, input_rank: int) -> int | None:
                      f"sample of rank {input_rank - 1} or a batch of rank {input_rank}")
 
 
-def _unique(name: str, seen: dict[str, int]) -> str:
-    count = seen.get(name, 0) + 1
-    seen[name] = count
-    return name if count == 1 else f"{name}-{count}"
+def _check_dtype(path: Path, dtype: np.dtype) -> None:
+    """Refuse arrays that are not real numbers (a complex one would lose its imaginary part)."""
+    if dtype.kind in "biuf" and dtype.fields is None:
+        return
+    what = {"c": "complex numbers (the imaginary part would be lost)", "V": "records (a structured dtype)",
+            "U": "text", "S": "bytes", "M": "dates", "m": "time spans", "O": "Python objects"}.get(dtype.kind, "")
+    raise ValueError(f"{path}: an array of dtype {dtype}{', ' + what if what else ''}; lrpc explain takes "
+                     "arrays of real numbers (bool, integer or float)")
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3``… the first not taken (case-insensitively); marks it taken."""
+    candidate, count = name, 1
+    while candidate.casefold() in taken:
+        count += 1
+        candidate = f"{name}-{count}"
+    taken.add(candidate.casefold())
+    return candidate
 
 
 def collect(paths: Sequence[str | os.PathLike], input_rank: int) -> list[SampleRef]:
@@ -82,7 +101,7 @@ def collect(paths: Sequence[str | os.PathLike], input_rank: int) -> list[SampleR
     if not paths:
         raise ValueError("give at least one image, .npy file or folder to explain")
     refs: list[SampleRef] = []
-    seen: dict[str, int] = {}
+    seen: set[str] = set()
     for path in (Path(p) for p in paths):
         for file in _files(path):
             count = None if file.suffix.lower() in IMAGE_SUFFIXES else _array_count(file, input_rank)
@@ -105,10 +124,16 @@ def load_samples(refs: Sequence[SampleRef], spec: Preprocessing, shape: tuple) -
         if ref.source not in arrays:
             arrays[ref.source] = np.load(ref.source, mmap_mode="r", allow_pickle=False)
         array = arrays[ref.source]
-        samples.append(np.asarray(array if ref.index is None else array[ref.index], np.float32))
+        with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become Inf: refused below
+            samples.append(np.asarray(array if ref.index is None else array[ref.index], np.float32))
     first = samples[0].shape
     odd = next((r for r, s in zip(refs, samples) if s.shape != first), None)
     if odd is not None:
         raise ValueError(f"{odd.source}: a sample of shape {list(samples[refs.index(odd)].shape)}, but "
                          f"{refs[0].source} gave {list(first)}; one batch needs one shape")
+    bad = next((r for r, s in zip(refs, samples) if not np.isfinite(s).all()), None)
+    if bad is not None:
+        where = "" if bad.index is None else f" (sample {bad.index})"
+        raise ValueError(f"{bad.source}{where}: holds NaN or Inf (or values beyond float32's range); "
+                         "lrpc explains finite inputs only")
     return np.stack(samples)

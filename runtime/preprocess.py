@@ -12,7 +12,9 @@ A spec is ``key=value`` items separated by ``;`` (every key optional)::
 ``color=gray|rgb``  how the image is read (default: 1 channel → gray, 3 → rgb)
 ``invert=1``        use 255 − p (dark strokes on white paper → light strokes on black)
 
-Each pixel p becomes ``x = ((invert ? 255 − p : p) · scale − mean) / std``.
+Pixels p are on the 0–255 scale whatever the file's depth: a 16-bit gray PNG is read at full depth and
+mapped by p = v · 255/65535 (so ``scale=1/255`` still gives [0, 1]); 16-bit colour PNGs are read by Pillow
+at 8 bits per channel. Each pixel p becomes ``x = ((invert ? 255 − p : p) · scale − mean) / std``.
 
 Example::
 
@@ -38,6 +40,7 @@ LAYOUTS = ("NCHW", "NHWC")
 COLORS = {"gray": ("L", 1), "rgb": ("RGB", 3)}
 KEYS = ("resize", "scale", "mean", "std", "layout", "color", "invert")
 DEFAULT_SCALE = 1 / 255
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I")  # Pillow's modes for 16-bit gray PNGs
 
 
 def _numbers(key: str, text: str) -> tuple[float, ...]:
@@ -187,6 +190,14 @@ def _per_channel(values: tuple[float, ...] | None, default: float, channels: int
     return np.broadcast_to(np.asarray(values, np.float64), (channels,))
 
 
+def _readable(image, channels: int) -> tuple[Any, int]:
+    """(the image in a mode to resize, its largest pixel value): 16-bit gray as 32-bit floats, full depth
+    (three equal channels for an RGB model, after resizing); else 8-bit L or RGB."""
+    if image.mode in WIDE_MODES:
+        return image.convert("F"), 65535
+    return image.convert("L" if channels == 1 else "RGB"), 255
+
+
 def load_image(path: str | os.PathLike, spec: Preprocessing, shape: tuple) -> np.ndarray:
     """One image file as a float32 model input sample (no batch axis) for an input of ``shape``.
 
@@ -204,15 +215,15 @@ def load_image(path: str | os.PathLike, spec: Preprocessing, shape: tuple) -> np
     if spec.color is not None and COLORS[spec.color][1] != channels:
         raise ValueError(f"preprocess color={spec.color} gives {COLORS[spec.color][1]} channel(s); "
                          f"the model input has {channels}")
-    mode = "L" if channels == 1 else "RGB"
     try:
         with Image.open(path) as image:
-            picture = image.convert(mode)
+            picture, depth = _readable(image, channels)
             shrink = picture.height >= size[0] and picture.width >= size[1]
             picture = picture.resize((size[1], size[0]), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"{os.fspath(path)}: cannot read the image ({err})") from None
-    pixels = np.asarray(picture, np.float64).reshape(size[0], size[1], channels)
+    pixels = np.asarray(picture, np.float64) * (255 / depth)
+    pixels = np.broadcast_to(pixels.reshape(size[0], size[1], -1), (size[0], size[1], channels))
     if spec.invert:
         pixels = 255.0 - pixels
     mean = _per_channel(spec.mean, 0.0, channels, "mean")
