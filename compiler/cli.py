@@ -2,7 +2,8 @@
 
 Exit status: 0 done; 1 `lrpc verify` (or `compile --verify`) found a failing check; 2 an error in the
 user's model, files or options (one line: `lrpc: error: …`, no output file left behind); 3 an internal
-error, a bug in lrpc (one line asking for a report; LRPC_DEBUG=1 shows the traceback).
+error, a bug in lrpc (one line asking for a report; LRPC_DEBUG=1 shows the traceback); 128 + N a signal
+(130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: one line, temporary files and staging folders removed).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import numpy as np
 
 from lrpc_runtime import DeviceUnavailableError, NotExplainedError, explain_files
-from lrpc_runtime.files import STYLES, choose_preprocessing
+from lrpc_runtime.files import STYLES, check_arguments, choose_preprocessing
 from lrpc_runtime.ray_files import RayNotInstalledError, explain_files_ray, import_ray
 from lrpc_runtime.session import Explainer
 
@@ -27,6 +28,8 @@ from .cli_examples import BENCH_EXAMPLES, EXAMPLES, EXPLAIN_EXAMPLES, EXPORT_EXA
 from .emit import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, save
 from .errors import LrpcError
 from .inspect import describe_metadata, describe_plan, explained_metadata
+from .outputs import check_output
+from .signals import describe as describe_signal, signals_raise
 from .triton import export_triton
 from .methods import method_summary
 from .rules.assign import DEFAULT_COMPOSITE, describe_composites
@@ -97,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_plan_options(c)
     c.add_argument("-o", "--out", dest="out_file", metavar="FILE", required=True,
                    help="where to write the explained ONNX file (a folder for --format savedmodel)")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace an existing -o that is not an explained file (an earlier lrpc compile output is "
+                        "replaced anyway), even the source model itself")
     c.add_argument("--format", choices=["onnx", "savedmodel"], default="onnx",
                    help="onnx (default): one ONNX file; savedmodel: a TensorFlow SavedModel folder computing the "
                         "same (signature serving_default: the ONNX inputs and outputs by name, 'relevance' among "
@@ -124,7 +130,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("model", help="an explained ONNX file (written by lrpc compile)")
     e.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, .npy files (one sample, or a batch "
                                                                "along axis 0) or folders of them")
-    e.add_argument("-o", "--out", dest="out_dir", metavar="OUTDIR", required=True, help="where the results go")
+    e.add_argument("-o", "--out", dest="out_dir", metavar="OUTDIR", required=True,
+                   help="where the results go: a new or empty folder, not an input or inside one")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty OUTDIR as a whole (its old files removed once the new ones are complete)")
     e.add_argument("--preprocess", metavar="SPEC", help="how images become inputs (overrides the file's spec)")
     e.add_argument("--target", metavar="K|MASK.npy",
                    help="the class to explain, for a file compiled with --target input; a mask .npy for --target mask")
@@ -203,6 +212,7 @@ def _compile(args) -> int:
     log = (lambda line: print(f"  pass: {line}", file=sys.stderr)) if args.verbose else None
     options = dict(**_plan_options(args), log=log, method=args.method, preprocess=args.preprocess)
     savedmodel = args.format == "savedmodel"
+    check_output(args.model, args.out_file, args.overwrite, savedmodel)
     if savedmodel:
         require_tensorflow()  # before compiling: a missing extra is the first thing to say
     proto = compile(args.model, **options, output=None if args.verify or savedmodel else args.out_file)
@@ -245,12 +255,13 @@ def _explain(args) -> int:
     if args.batch_size < 1:
         raise LrpcError(f"--batch-size must be at least 1, not {args.batch_size}")
     _check_ray_options(args)
+    check_arguments(args.style, args.format, args.out_dir, inputs=[args.model, *args.inputs], overwrite=args.overwrite)
     explainer = Explainer(args.model, device="cpu" if args.ray else args.device, batch_size=args.batch_size,
                           threads=1 if args.ray else None)
     spec, where = choose_preprocessing(args.preprocess, explainer.metadata.preprocess)
     options = dict(preprocess=spec, target=_explain_target(args.target), batch_size=args.batch_size, style=args.style,
                    overlay_alpha=args.overlay_alpha, save_relevance=args.save_relevance, table=args.format,
-                   progress=False if args.quiet else None)
+                   progress=False if args.quiet else None, overwrite=args.overwrite)
     actors = 2 if args.actors is None else args.actors
     if args.ray:
         rows = explain_files_ray(args.model, args.inputs, args.out_dir, address=args.address, device=args.device,
@@ -335,7 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     # error line. The error itself names the problem; an application that configures logging still sees it.
     logging.getLogger("onnx_ir").addHandler(logging.NullHandler())
     try:
-        return COMMANDS[args.command](args)
+        with signals_raise():
+            return COMMANDS[args.command](args)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP (signals.py): every finally has run
+        name, status = describe_signal(e)
+        print(f"lrpc: interrupted by {name}; no partial output left", file=sys.stderr)
+        return status
     except (LrpcError, NotExplainedError, DeviceUnavailableError, ValueError, OSError) as e:
         print(f"lrpc: error: {_one_line(e)}", file=sys.stderr)
         return 2

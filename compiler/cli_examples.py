@@ -21,6 +21,7 @@ then, with onnxruntime alone:
 
 EXPLAIN_EXAMPLES = """examples:
   lrpc explain digits_explained.onnx digits/ -o heatmaps/          # a folder of PNGs
+  lrpc explain digits_explained.onnx digits/ -o heatmaps/ --overwrite  # again: replace heatmaps/ as a whole
   lrpc explain explained.onnx cat.jpg dog.png --preprocess 'resize=224,224;mean=0.485,0.456,0.406;std=0.229,0.224,0.225' -o out/
   lrpc explain explained.onnx batch.npy -o out/ --style overlay --format json
   lrpc explain explained.onnx x.npy --target 3 -o out/               # a file compiled with --target input
@@ -29,7 +30,8 @@ EXPLAIN_EXAMPLES = """examples:
 
 writes OUTDIR/NAME.png per sample (red: relevance for the explained class, blue: against it; the
 colours are scaled to ±max|R| per picture) and OUTDIR/predictions.csv (input, source, index,
-predicted, score, target, relevance_sum, heatmap).
+predicted, score, target, relevance_sum, heatmap). OUTDIR must be new or empty (else --overwrite) and
+apart from the inputs; it appears complete or not at all, also when interrupted.
 
 preprocessing SPEC (images only; .npy arrays are fed as they are), KEY=VALUE items joined by ';':
   resize=H,W   scale=1/255 (× the 0–255 pixels; default)   mean=…  std=…  (one value or one per channel)

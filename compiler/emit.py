@@ -14,6 +14,7 @@ import tempfile
 import numpy as np
 import onnx
 import onnx_ir as ir
+from lrpc_runtime.staging import remove_stale, staging_prefix
 
 from .errors import LrpcError
 from .schedule import order_by_level
@@ -89,12 +90,14 @@ def _check(model) -> None:
 
 def save(proto: onnx.ModelProto, path, check: bool = False) -> None:
     """Write `path` atomically: a temporary file beside it, renamed into place when complete (and, with
-    `check`, when the written file passes the ONNX checker)."""
+    `check`, when the written file passes the ONNX checker). The temporary file is `.NAME.HOST-PID.XXXX.tmp`,
+    removed on any error or caught signal; one left by a killed process is removed by the next save here."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     external = payload_bytes(proto) >= _PROTOBUF_LIMIT - (64 << 20)  # graph and metadata: well under 64 MiB
+    remove_stale(folder, os.path.basename(path), ".tmp")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=staging_prefix(os.path.basename(path)), suffix=".tmp", dir=folder)
     except OSError as e:
         raise LrpcError(f"cannot write {path}: {e.strerror} ({folder}); choose a folder that exists and is "
                         "writable") from e

@@ -124,3 +124,39 @@ def test_inspect_labels_refused_nodes_and_exits_2(tmp_path):
     assert "REFUSED" not in rows["fc"] and "REFUSED" not in rows["head"]
     assert "2 nodes lrpc cannot explain: 'wave' (Sin), 'other_wave' (Cos)" in result.stdout
     assert cli("inspect", model, "--method", "gradient").returncode == 2
+
+
+def test_the_source_model_is_never_replaced_unless_asked(tmp_path):
+    model = tmp_path / "m.onnx"
+    onnx.save(small_cnn(), model)
+    source = model.read_bytes()
+    for fmt in ("onnx", "savedmodel"):  # the source check comes before --format savedmodel needs TensorFlow
+        result = cli("compile", model, "-o", model, "--format", fmt)
+        assert result.returncode == 2 and "is the source model" in result.stderr and "--overwrite" in result.stderr
+        assert result.stderr.count("\n") == 1 and model.read_bytes() == source
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    result = cli("compile", model, "-o", model, "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert any(p.key == "lrpc.relevance" for p in onnx.load(model).metadata_props)
+
+
+def test_an_existing_output_is_replaced_only_when_lrpc_wrote_it(tmp_path):
+    """Rebuilding an explained file needs no flag; any other file (a model, notes) needs --overwrite."""
+    model, other, explained = tmp_path / "m.onnx", tmp_path / "other.onnx", tmp_path / "e.onnx"
+    onnx.save(small_cnn(), model)
+    onnx.save(unknown_op_model(), other)
+    (tmp_path / "notes.txt").write_text("mine\n")
+    for path in (other, tmp_path / "notes.txt"):
+        before = path.read_bytes()
+        result = cli("compile", model, "-o", path)
+        assert result.returncode == 2 and "exists and is not an explained file" in result.stderr
+        assert path.read_bytes() == before
+    assert cli("compile", model, "--rule", "epsilon", "-o", explained).returncode == 0
+    first = explained.read_bytes()
+    assert cli("compile", model, "--rule", "zplus", "-o", explained).returncode == 0
+    assert explained.read_bytes() != first
+    assert cli("compile", model, "-o", other, "--overwrite").returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.onnx", "m.onnx", "notes.txt", "other.onnx"]
+    (tmp_path / "folder").mkdir()
+    result = cli("compile", model, "-o", tmp_path / "folder", "--overwrite")
+    assert result.returncode == 2 and "is a folder; give a file path" in result.stderr
