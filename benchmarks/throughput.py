@@ -85,13 +85,13 @@ def measure(model: Path, data: Path, out: Path, batch: int, repeats: int) -> dic
         "session, 1 thread": (1, lambda: sessions[1].explain(x)),
         "session, 2 threads": (2, lambda: sessions[2].explain(x)),
         "files, 1 process, 1 thread": (1, lambda: explain_files(sessions[1], [data], out / "local1", batch_size=batch,
-                                                                progress=False)),
+                                                                progress=False, overwrite=True)),
         "files, 1 process, 2 threads": (2, lambda: explain_files(sessions[2], [data], out / "local2",
-                                                                 batch_size=batch, progress=False)),
+                                                                 batch_size=batch, progress=False, overwrite=True)),
         f"files, Ray, {ACTORS} actors × 1 thread": (ACTORS, lambda: explain_files_ray(
-            model, [data], out / "ray", actors=ACTORS, batch_size=batch, progress=False)),
+            model, [data], out / "ray", actors=ACTORS, batch_size=batch, progress=False, overwrite=True)),
         RAY_FIXED: (ACTORS, lambda: explain_files_ray(model, [out.parent / "two.npy"], out / "ray2", actors=ACTORS,
-                                                      batch_size=1, progress=False)),
+                                                      batch_size=1, progress=False, overwrite=True)),
     }
     seconds: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(repeats):

@@ -78,7 +78,8 @@ def main() -> int:
     data = np.load(TEST_SET)
     x, y = data["x"][:args.count], data["y"][:args.count]
     write_digit_images(x, y, out / "images")
-    rows = explain_files(explained, [out / "images"], out / "heatmaps", progress=False)
+    # overwrite: the demo owns OUT/heatmaps, so a second run replaces the first run's folder as a whole
+    rows = explain_files(explained, [out / "images"], out / "heatmaps", progress=False, overwrite=True)
     for row, label in zip(rows, y):
         print(f"{row['input']}: label {label}, predicted {row['predicted']} (p={row['score']:.3f}), "
               f"relevance sum {row['relevance_sum']:8.3f}")
