@@ -109,6 +109,24 @@ def test_a_failed_job_writes_nothing(ray_cluster, explained, digit_inputs, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed"]  # no OUT, no staging folder left
 
 
+def test_an_old_outdir_is_kept_by_a_failed_job_and_replaced_whole_by_a_good_one(ray_cluster, explained, digit_inputs,
+                                                                                  tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.png").write_text("old")
+    image = digit_inputs[1] / f"digit{ARRAY_SAMPLES}.png"
+    with pytest.raises(ValueError, match="exists and is not empty; add --overwrite"):
+        explain_files_ray(explained, [image], out, actors=1, progress=False)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"broken\.png: cannot read the image"):
+        explain_files_ray(explained, [image, tmp_path / "broken.png"], out, actors=2, batch_size=1, progress=False,
+                          overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["old.png"]
+    explain_files_ray(explained, [image], out, actors=1, progress=False, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == [image.name, "predictions.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.png", "out"]
+
+
 @pytest.mark.parametrize("samples, batch, actors, blocks", [(300, 32, 2, 10), (40, 32, 2, 2), (1, 32, 4, 1),
                                                             (5, 1, 2, 5), (3, 32, 8, 3)])
 def test_every_actor_gets_a_block(samples, batch, actors, blocks):
