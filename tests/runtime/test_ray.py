@@ -109,8 +109,7 @@ def test_a_failed_job_writes_nothing(ray_cluster, explained, digit_inputs, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed"]  # no OUT, no staging folder left
 
 
-def test_an_old_outdir_is_kept_by_a_failed_job_and_replaced_whole_by_a_good_one(ray_cluster, explained, digit_inputs,
-                                                                                  tmp_path):
+def test_an_old_outdir_is_kept_by_a_failed_job_and_replaced_whole(ray_cluster, explained, digit_inputs, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.png").write_text("old")

@@ -118,8 +118,10 @@ def test_only_staging_of_dead_processes_of_this_host_is_removed(tmp_path):
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         host = socket.gethostname()
-        names = {"dead": f".out.{host}-{dead.pid}.aaaaaaaa.partial", "alive": f".out.{host}-{alive.pid}.bbbbbbbb.partial",
-                 "remote": f".out.elsewhere-{dead.pid}.cccccccc.partial", "other": f".img.{host}-{dead.pid}.dddddddd.partial",
+        names = {"dead": f".out.{host}-{dead.pid}.aaaaaaaa.partial",
+                 "alive": f".out.{host}-{alive.pid}.bbbbbbbb.partial",
+                 "remote": f".out.elsewhere-{dead.pid}.cccccccc.partial",
+                 "other": f".img.{host}-{dead.pid}.dddddddd.partial",
                  "old-style": ".out.eeeeeeee.partial"}
         for name in names.values():
             (tmp_path / name).mkdir()
