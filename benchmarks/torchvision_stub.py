@@ -6,7 +6,9 @@ so it is never installed (DESIGN §8). Three libraries import it at import time:
 * zennit 0.5.1 (`zennit/torchvision.py`): `torchvision.models.resnet.BasicBlock` and `Bottleneck`, for
   isinstance checks in its ResNet canonizer (which the harness does not use);
 * timm 1.0 (`timm/layers/norm_act.py`, `create_norm.py`, `timm/utils/model.py`):
-  `torchvision.ops.misc.FrozenBatchNorm2d`, for isinstance checks when freezing BatchNorm;
+  `torchvision.ops.misc.FrozenBatchNorm2d`, for isinstance checks when freezing BatchNorm; and
+  `timm.data`, imported by `timm.models`: dataset classes, `transforms.ToTensor` (subclassed) and
+  `transforms.functional.InterpolationMode` (its members mapped to names at import time: an Enum here);
 * LXT 2.1 (`lxt/efficient/models/vit_torch.py`): `torchvision.models.vision_transformer`, for its
   patch map of torchvision's ViT (benchmarks/lxt_ref.py imports only LXT's rules and patches).
 
