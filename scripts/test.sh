@@ -7,6 +7,9 @@ bash scripts/setup.sh demo test
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q torch==2.13.0
 # Zennit 0.5.1 for the reference tests: --no-deps, its torchvision import is stubbed (benchmarks/zennit_ref.py).
 .venv/bin/python -m pip show -q zennit >/dev/null 2>&1 || .venv/bin/python -m pip install -q --no-deps zennit==0.5.1
+# timm 1.0 and LXT 2.1 for tests/reference/test_lxt.py: --no-deps, torchvision stubbed (benchmarks/timm_env.sh says why).
+.venv/bin/python -m pip show -q timm >/dev/null 2>&1 || .venv/bin/python -m pip install -q --no-deps "timm>=1.0,<1.1"
+.venv/bin/python -m pip show -q lxt >/dev/null 2>&1 || .venv/bin/python -m pip install -q --no-deps lxt==2.1
 # Triton's model_config.proto for the `lrpc export triton` test: --no-deps (tritonclient[grpc] pins protobuf < 7,
 # which onnx here does not use); the test loads only the generated model_config_pb2 module.
 .venv/bin/python -m pip show -q tritonclient >/dev/null 2>&1 || .venv/bin/python -m pip install -q --no-deps "tritonclient>=2.40"
