@@ -82,7 +82,7 @@ def export_savedmodel(model, directory) -> dict:
 
 def op_table() -> dict:
     """ONNX op type → TensorFlow function (importing the table imports TensorFlow)."""
-    from . import savedmodel_norms, savedmodel_shape, savedmodel_spatial  # noqa: F401  (they fill the table)
+    from . import savedmodel_norms, savedmodel_quantized, savedmodel_shape, savedmodel_spatial  # noqa: F401  (they fill the table)
     from .savedmodel_ops import TF_OPS
     return TF_OPS
 

@@ -7,7 +7,7 @@ import onnx_ir as ir
 
 from ..builder import Builder
 from ..walk import reverse_walk
-from . import elementwise, layers, norms  # noqa: F401  (fill the table)
+from . import elementwise, layers, norms, quantized  # noqa: F401  (fill the table)
 from .table import GRADIENTS
 
 

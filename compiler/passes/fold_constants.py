@@ -19,7 +19,8 @@ import onnx_ir as ir
 
 # Ops never folded: random or stateful, or too large to be worth materialising as a constant.
 _NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-               "Bernoulli", "Dropout"}
+               "Bernoulli", "Dropout",
+               "QuantizeLinear", "DequantizeLinear"}  # a QDQ model keeps its quantized weights (passes/quantized.py)
 
 
 def _const(value: ir.Value | None):

@@ -25,6 +25,7 @@ from onnx_ir.passes.common import _c_api_utils
 from onnx_ir.passes.common.shape_inference import _merge_func
 
 from ..errors import LrpcError, node_label
+from .quantized import check_not_qoperator
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 WINDOWED = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool")
@@ -159,6 +160,7 @@ def _check_gemm(node: ir.Node) -> None:
 class CheckLayersPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         for node in model.graph:
+            check_not_qoperator(node)
             if node.domain not in ("", "ai.onnx"):
                 continue
             if node.op_type == "Gemm":

@@ -25,6 +25,7 @@ from ..builder import Builder
 from ..errors import LrpcError, node_label
 from ..geometry import adjoint_conv_geometry, conv_transpose_geometry, output_padding, window_geometry
 from ..passes.input_normalization import INPUT_AFFINE
+from ..passes.quantized import dequantized_constant
 from .lrp import ID, NEG, ONES, POS, SQ, Rule, Term
 from .squares import squares_in_range
 from .table import relevance_rule
@@ -47,8 +48,12 @@ class LinearLayer:
     spatial: int = 0  # the output's dims after the channel axis (a bias [C] broadcasts over them)
 
 
-def _constant_input(node: ir.Node, index: int, what: str) -> ir.Value:
+def _constant_input(node: ir.Node, index: int, what: str, b: Builder) -> ir.Value:
+    """The constant operand; a quantized one, DequantizeLinear(q, s, zp), as its float value (q − zp)·s."""
     value = node.inputs[index] if index < len(node.inputs) else None
+    dequantized = dequantized_constant(value)
+    if dequantized is not None:
+        return b.const(dequantized, dtype=dequantized.dtype)
     if value is None or value.const_value is None:
         raise LrpcError(f"{node_label(node)}: its {what} (input {index}) is not a constant; lrpc explains "
                         "layers with fixed weights (a product of two activations has no LRP rule)")
@@ -60,7 +65,7 @@ def _conv_geometry(node: ir.Node, x_shape, kernel: list[int]) -> dict:
 
 
 def _conv(node: ir.Node, b: Builder) -> LinearLayer:
-    weight = _constant_input(node, 1, "weight")
+    weight = _constant_input(node, 1, "weight", b)
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     kernel = list(weight.const_value.shape)[2:]
     geo = _conv_geometry(node, node.inputs[0].shape, kernel)
@@ -97,7 +102,7 @@ def _adjoint_kernel(b: Builder, w: ir.Value, shape: list[int], group: int) -> ir
 
 
 def _conv_transpose(node: ir.Node, b: Builder) -> LinearLayer:
-    weight = _constant_input(node, 1, "weight")
+    weight = _constant_input(node, 1, "weight", b)
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     geo, out_pad = conv_transpose_geometry(node, list(weight.const_value.shape)[2:])
     if any(p >= s for p, s in zip(out_pad, geo["strides"])):  # the adjoint Conv would yield extra positions
@@ -114,7 +119,7 @@ def _conv_transpose(node: ir.Node, b: Builder) -> LinearLayer:
 
 
 def _gemm(node: ir.Node, b: Builder) -> LinearLayer:
-    a, weight = node.inputs[0], _constant_input(node, 1, "weight B")
+    a, weight = node.inputs[0], _constant_input(node, 1, "weight B", b)
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     alpha, beta = node.attributes.get_float("alpha", 1.0), node.attributes.get_float("beta", 1.0)
     trans_a, trans_b = node.attributes.get_int("transA", 0), node.attributes.get_int("transB", 0)
@@ -138,7 +143,7 @@ def _gemm(node: ir.Node, b: Builder) -> LinearLayer:
 
 
 def _matmul(node: ir.Node, b: Builder) -> LinearLayer:
-    weight = _constant_input(node, 1, "weight")
+    weight = _constant_input(node, 1, "weight", b)
     if len(weight.const_value.shape) != 2:
         raise LrpcError(f"{node_label(node)}: a MatMul weight of rank {len(weight.const_value.shape)}; "
                         "lrpc explains x·W with a 2-D W")

@@ -1,0 +1,58 @@
+"""Static QDQ models: the float value of a quantized weight, and the refusal of QOperator files.
+
+A weight of a QDQ model is an integer initializer q behind a DequantizeLinear with constant scale s and
+zero point zp; the layer computes with
+
+    w = (q − zp) · s        s, zp scalars (per tensor) or 1-D along `axis` (per channel, default 1)
+
+`dequantized_constant` evaluates it in numpy (float64, then the scale's type) so that the linear rules
+can form W⁺, W², … at compile time, while the forward keeps the DequantizeLinear node: onnxruntime still
+runs the quantized model. fold_constants never folds Quantize/DequantizeLinear, so the BatchNorm and
+channel-affine folds see no constant weight there and leave a quantized layer as it is.
+
+QOperator files (QLinearConv, ConvInteger, QLinearAdd, ...) compute in integers inside one node, with no
+float weight or activation to explain: `check_not_qoperator` refuses them, naming the node.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from ..errors import LrpcError, node_label
+
+QOPERATOR_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul",
+                 "QLinearSigmoid", "QLinearLeakyRelu", "QLinearAveragePool", "QLinearGlobalAveragePool",
+                 "QLinearConcat", "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere", "QGemm",
+                 "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "QAttention", "QEmbedLayerNormalization"}
+
+
+def _const(value: ir.Value | None) -> np.ndarray | None:
+    return None if value is None or value.const_value is None else value.const_value.numpy()
+
+
+def dequantized_constant(value: ir.Value | None) -> np.ndarray | None:
+    """(q − zp)·s when `value` is a DequantizeLinear of constants (blocked quantization excepted), else None."""
+    node = value.producer() if value is not None else None
+    if node is None or node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
+        return None
+    q = _const(node.inputs[0])
+    scale = _const(node.inputs[1]) if len(node.inputs) > 1 else None
+    zp = _const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else np.zeros((), np.int64)
+    if q is None or scale is None or zp is None or node.attributes.get_int("block_size", 0):
+        return None
+    w = q.astype(np.float64) - zp.astype(np.float64).reshape(-1)[0] if zp.ndim == 0 or zp.size == 1 else None
+    axis = node.attributes.get_int("axis", 1) % max(q.ndim, 1)
+    along = [-1 if i == axis else 1 for i in range(q.ndim)]
+    if w is None:
+        w = q.astype(np.float64) - zp.astype(np.float64).reshape(along)
+    s = scale.astype(np.float64)
+    w = w * (s.reshape(-1)[0] if s.size == 1 else s.reshape(along))
+    return w.astype(scale.dtype)
+
+
+def check_not_qoperator(node: ir.Node) -> None:
+    if node.op_type in QOPERATOR_OPS and node.domain in ("", "ai.onnx", "com.microsoft"):
+        raise LrpcError(f"{node_label(node)}: a QOperator-format quantized op ({node.op_type}) computes in integers "
+                        "with no float weight to explain; quantize the float model with "
+                        "quantize_static(..., quant_format=QuantFormat.QDQ) and compile that file")
