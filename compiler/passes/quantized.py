@@ -6,7 +6,7 @@ zero point zp; the layer computes with
     w = (q − zp) · s        s, zp scalars (per tensor) or 1-D along `axis` (per channel, default 1)
 
 `dequantized_constant` evaluates it in numpy (float64, then the scale's type) so that the linear rules
-can form W⁺, W², … at compile time, while the forward keeps the DequantizeLinear node: onnxruntime still
+can form W⁺, W², … at compile time (and an Add of such a constant is a bias, not a join), while the forward keeps the DequantizeLinear node: onnxruntime still
 runs the quantized model. fold_constants never folds Quantize/DequantizeLinear, so the BatchNorm and
 channel-affine folds see no constant weight there and leave a quantized layer as it is.
 
@@ -49,6 +49,11 @@ def dequantized_constant(value: ir.Value | None) -> np.ndarray | None:
     s = scale.astype(np.float64)
     w = w * (s.reshape(-1)[0] if s.size == 1 else s.reshape(along))
     return w.astype(scale.dtype)
+
+
+def is_constant(value: ir.Value | None) -> bool:
+    """A constant, or a quantized constant DequantizeLinear(q, s, zp) (a bias of a QDQ Add)."""
+    return value is not None and (value.const_value is not None or dequantized_constant(value) is not None)
 
 
 def check_not_qoperator(node: ir.Node) -> None:

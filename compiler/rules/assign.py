@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from ..errors import LrpcError
+from ..passes.quantized import is_constant
 from ..passes.recognize_products import GATE, KIND
 from .gates import PRODUCT_RULES
 from .lrp import Rule, parse_rule
@@ -75,7 +76,7 @@ def is_product(node: ir.Node) -> bool:
 def is_join(node: ir.Node) -> bool:
     """A sum of two or more activations (a residual join): its rule's ε stabilizes R / (Σ xᵢ)."""
     return node.op_type in ("Add", "Sub", "Sum") and sum(
-        v is not None and v.const_value is None for v in node.inputs) >= 2
+        v is not None and not is_constant(v) for v in node.inputs) >= 2
 
 COMPOSITES = {  # name → (parameters with defaults, [(pattern, rule spec template)])
     "EpsilonPlus": ({"eps": None}, [("pool", "epsilon{eps}"), ("conv", "zplus"), ("dense", "epsilon{eps}")]),

@@ -21,6 +21,7 @@ import numpy as np
 import onnx_ir as ir
 
 from ..builder import Builder
+from ..passes.quantized import is_constant
 from ..passes.recognize_products import ABSORB, KIND
 from .norms import centering
 from .routing import iota, scatter_back
@@ -50,7 +51,7 @@ def unbroadcast(b: Builder, r: ir.Value, value: ir.Value, out: ir.Value) -> ir.V
 
 
 def _activations(node: ir.Node) -> list[int]:
-    return [i for i, v in enumerate(node.inputs) if v is not None and v.const_value is None]
+    return [i for i, v in enumerate(node.inputs) if v is not None and not is_constant(v)]
 
 
 def _keep_with_unit(node, r, b, live: int):

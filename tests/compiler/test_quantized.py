@@ -215,3 +215,46 @@ def test_a_qoperator_file_exits_2_naming_the_node(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "qconv" in done.stderr and "QLinearConv" in done.stderr and "QuantFormat.QDQ" in done.stderr, done.stderr
     assert not (tmp_path / "out.onnx").exists()
+
+
+def _matmul_add(seed=0) -> onnx.ModelProto:
+    """MatMul-Add-Relu-MatMul-Add on [N, 8]: quantize_static writes each bias as DequantizeLinear(int8 q)."""
+    rng = np.random.default_rng(seed)
+    init = {"w1": rng.standard_normal((8, 6)).astype(np.float32), "b1": rng.standard_normal(6).astype(np.float32),
+            "w2": rng.standard_normal((6, 3)).astype(np.float32), "b2": rng.standard_normal(3).astype(np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["m1"], name="mm1"),
+             helper.make_node("Add", ["m1", "b1"], ["a1"], name="add1"),
+             helper.make_node("Relu", ["a1"], ["r1"], name="relu1"),
+             helper.make_node("MatMul", ["r1", "w2"], ["m2"], name="mm2"),
+             helper.make_node("Add", ["m2", "b2"], ["logits"], name="add2")]
+    return nets.make_model(nodes, [nets.tensor("x", ["N", 8])], [nets.tensor("logits", ["N", 3])], init)
+
+
+class _FlatCalibration(_Calibration):
+    def __init__(self):
+        self.batches = iter([{"x": np.random.default_rng(i).standard_normal((1, 8)).astype(np.float32)}
+                             for i in range(16)])
+
+
+def test_a_quantized_bias_add_is_a_bias_not_a_join(tmp_path):
+    """Add(MatMul, DequantizeLinear(q_b)) adds a constant: relevance stays with the unit (R_x = R_y, as for a
+    float Add by a constant), none flows into the bias's quantizer; so rule zero gives Σ R_in = the logit."""
+    onnx.save(_matmul_add(), tmp_path / "float.onnx")
+    quantize_static(str(tmp_path / "float.onnx"), str(tmp_path / "q.onnx"), _FlatCalibration(),
+                    quant_format=QuantFormat.QDQ)
+    q = onnx.load(tmp_path / "q.onnx")
+    adds = [n for n in q.graph.node if n.op_type == "Add"]
+    assert adds and all(dequantized_constant_of(q, n.input[1]) for n in adds)
+    x = np.random.default_rng(6).standard_normal((4, 8)).astype(np.float32)
+    logits = session(q).run(None, {"x": x})[0]
+    out = run(session(lrpc.compile(q, rule="zero")), x)
+    np.testing.assert_array_equal(out["logits"], logits)
+    np.testing.assert_allclose(out["relevance"].astype(np.float64).sum(1), logits.max(1), rtol=1e-4)
+
+
+def dequantized_constant_of(model: onnx.ModelProto, name: str) -> bool:
+    import onnx_ir as ir
+
+    graph = ir.serde.deserialize_model(model).graph
+    value = next(v for n in graph for v in n.outputs if v.name == name)
+    return dequantized_constant(value) is not None
