@@ -12,6 +12,7 @@ from .errors import node_label
 from .lower import LoweringConfig, propagate
 from .methods import GRADIENTS
 from .methods.backward import backward
+from .passes.quantized import dequantized_constant
 from .passes.recognize_products import ABSORB, KIND, NAME
 from .rules.table import RULES
 from .select import upstream
@@ -113,6 +114,8 @@ def describe_plan(path, p, method=None) -> tuple[str, int]:
         rule = _layer_treatment(node, p, method)
         if node not in needed:
             rule = "— (not on the way to the explained tensor)"
+        elif dequantized_constant(node.outputs[0]) is not None:
+            rule = "— (a quantized constant: its layer reads it dequantized, (q − zp)·scale)"
         elif node not in visited:
             rule = "— (no relevance reaches it: inside a gate or a norm's denominator)"
         if node in refused:

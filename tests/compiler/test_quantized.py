@@ -258,3 +258,13 @@ def dequantized_constant_of(model: onnx.ModelProto, name: str) -> bool:
     graph = ir.serde.deserialize_model(model).graph
     value = next(v for n in graph for v in n.outputs if v.name == name)
     return dequantized_constant(value) is not None
+
+
+def test_inspect_names_the_quantized_weights_and_refuses_nothing(tmp_path, tmp_path_factory):
+    onnx.save(quantized("cnn", True, tmp_path_factory), tmp_path / "q.onnx")
+    done = subprocess.run([str(LRPC), "inspect", str(tmp_path / "q.onnx")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    weights = [line for line in done.stdout.splitlines() if line.strip().startswith(("w1_Dequantize", "b1_Dequant"))]
+    assert len(weights) == 2 and all("quantized constant" in line for line in weights), done.stdout
+    assert "REFUSED" not in done.stdout
