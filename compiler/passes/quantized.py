@@ -41,13 +41,10 @@ def dequantized_constant(value: ir.Value | None) -> np.ndarray | None:
     zp = _const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else np.zeros((), np.int64)
     if q is None or scale is None or zp is None or node.attributes.get_int("block_size", 0):
         return None
-    w = q.astype(np.float64) - zp.astype(np.float64).reshape(-1)[0] if zp.ndim == 0 or zp.size == 1 else None
     axis = node.attributes.get_int("axis", 1) % max(q.ndim, 1)
     along = [-1 if i == axis else 1 for i in range(q.ndim)]
-    if w is None:
-        w = q.astype(np.float64) - zp.astype(np.float64).reshape(along)
-    s = scale.astype(np.float64)
-    w = w * (s.reshape(-1)[0] if s.size == 1 else s.reshape(along))
+    per_axis = lambda a: a.astype(np.float64).reshape(() if a.size == 1 else along)
+    w = (q.astype(np.float64) - per_axis(zp)) * per_axis(scale)
     return w.astype(scale.dtype)
 
 
