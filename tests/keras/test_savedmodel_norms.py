@@ -8,11 +8,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tensorflow as tf
+from onnx import TensorProto
 
 from lrpc.savedmodel import build_module
 from test_savedmodel_ops import const, data, rand, single_node_model
 
-CASES = [  # (op, inputs, attributes, opset)
+INT8, UINT8 = TensorProto.INT8, TensorProto.UINT8
+CASES = [  # (op, inputs, attributes, opset[, output type]: float unless given)
     ("HardSwish", [data(4 * rand(2, 3, 5))], {}, 17),
     ("Gelu", [data(3 * rand(2, 3, 5))], {}, 20),
     ("Gelu", [data(3 * rand(2, 3, 5))], {"approximate": "tanh"}, 20),
@@ -24,19 +26,34 @@ CASES = [  # (op, inputs, attributes, opset)
     ("InstanceNormalization", [data(rand(2, 3, 4, 5)), const(rand(3)), const(rand(3))], {"epsilon": 1e-4}, 17),
     ("GroupNormalization", [data(rand(2, 4, 3, 5)), const(rand(4)), const(rand(4))], {"num_groups": 2}, 21),
     ("GroupNormalization", [data(rand(2, 6, 3, 5)), const(rand(3)), const(rand(3))], {"num_groups": 3}, 18),
+    ("QuantizeLinear", [data(40 * rand(2, 3, 5)), const(np.float32(0.7)), const(np.int8(3))], {}, 17, INT8),
+    ("QuantizeLinear", [data(40 * rand(2, 3, 5)), const(np.float32(0.5)), const(np.uint8(128))], {}, 17, UINT8),
+    ("QuantizeLinear", [data(40 * rand(2, 3, 5)), const(np.array([0.5, 0.25, 1.0], np.float32)),
+                        const(np.array([1, -2, 0], np.int8))], {"axis": 1}, 17, INT8),
+    ("DequantizeLinear", [data(np.arange(-15, 15, dtype=np.int8).reshape(2, 3, 5)), const(np.float32(0.3)),
+                          const(np.int8(2))], {}, 17),
+    ("DequantizeLinear", [data(np.arange(30, dtype=np.uint8).reshape(2, 3, 5)),
+                          const(np.array([0.5, 0.25, 1.0], np.float32)), const(np.array([1, 2, 0], np.uint8))],
+     {"axis": 1}, 17),
 ]
 
 
-@pytest.mark.parametrize(("op", "inputs", "attrs", "opset"), CASES, ids=[f"{c[0]}-{c[3]}-{c[2]}"[:60] for c in CASES])
-def test_op_matches_onnxruntime(op, inputs, attrs, opset):
-    model, feeds = single_node_model(op, inputs, [1], attrs)
+CASES = [(*c, TensorProto.FLOAT) if len(c) == 4 else c for c in CASES]
+
+
+@pytest.mark.parametrize("op, inputs, attrs, opset, out", CASES, ids=[f"{c[0]}-{c[3]}-{c[2]}"[:60] for c in CASES])
+def test_op_matches_onnxruntime(op, inputs, attrs, opset, out):
+    model, feeds = single_node_model(op, inputs, [out], attrs)
     model.opset_import[0].version = opset
     model.ir_version = 10
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     module, names = build_module(tf, model)
     got = module.serve(*[tf.constant(feeds[v.name]) for v in model.graph.input])[names["outputs"]["out0"]].numpy()
-    assert got.shape == want.shape
-    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    assert got.shape == want.shape and got.dtype == want.dtype
+    if want.dtype.kind == "f":
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    else:
+        np.testing.assert_array_equal(got, want)
 
 
 def test_explained_modern_block_matches_onnxruntime():
