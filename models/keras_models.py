@@ -13,6 +13,13 @@ autoencoder of the coverage issue, and VGG-16. Run in the TensorFlow environment
   layer ``latent``; the head ``class_logits`` (Dense); the decoder Dense + SELU, Reshape,
   Conv2DTranspose 1×1, W×1 (SELU) and 1×W (tanh) = ``reconstruction``.
 - ``vgg16``: ``keras.applications.VGG16(weights=None)`` (138 M parameters), seeded.
+- the modern convnets of ``APPLICATIONS`` (``application(name, size)``): keras.applications
+  MobileNetV3Small/Large (hard-swish, squeeze-excitation with hard-sigmoid gates), EfficientNetB0 and
+  EfficientNetV2B0 (swish, sigmoid SE gates), ConvNeXtTiny (grouped 7×7 Conv2D, LayerNormalization, exact
+  gelu) and ResNet50, ``weights=None``, each with its own preprocessing layers, 10 classes, small inputs
+  (32×32 by default) and Keras' own seeded initializers; then ``reset_batchnorm`` sets every
+  BatchNormalization's moving statistics to those of one seeded batch, so that activations neither vanish
+  nor explode through the depth (random BN statistics would: MobileNetV3Large's logits were ~1e-11).
 
 Weights come from ``np.random.default_rng(seed)`` (``seed_weights``): He-normal kernels, small biases,
 BatchNormalization statistics far from (1, 0, 0, 1), so a wrongly folded BN changes the output.
@@ -109,6 +116,59 @@ def vgg16() -> keras.Model:
 
 BUILD = {"zoo_2d": zoo_2d, "zoo_1d": zoo_1d, "autoencoder": autoencoder, "vgg16": vgg16}
 
+APPLICATIONS = {  # name: the keras.applications constructor
+    "mobilenet_v3_small": "MobileNetV3Small", "mobilenet_v3_large": "MobileNetV3Large",
+    "efficientnet_b0": "EfficientNetB0", "efficientnet_v2_b0": "EfficientNetV2B0",
+    "convnext_tiny": "ConvNeXtTiny", "resnet50": "ResNet50"}
+
+
+def images(shape, seed: int = 0, n: int = 8) -> np.ndarray:
+    """`n` seeded images of `shape` (H, W, C), pixel values uniform in [0, 255] as the preprocessing expects."""
+    return np.random.default_rng([seed, 2]).uniform(0.0, 255.0, (n, *shape)).astype(np.float32)
+
+
+def application(name: str, size: int = 32, classes: int = 10, seed: int = 0,
+                classifier_activation=None) -> keras.Model:
+    """keras.applications model `name` of APPLICATIONS (weights=None, seeded), BatchNorm reset on one batch.
+    Logits out by default (a softmax of these random nets saturates: probabilities 0 or 1 say little)."""
+    keras.utils.set_random_seed(seed)
+    model = getattr(keras.applications, APPLICATIONS[name])(weights=None, input_shape=(size, size, 3),
+                                                            classes=classes,
+                                                            classifier_activation=classifier_activation)
+    n = min(256, max(16, 256 * 32 * 32 // (size * size)))  # 256 at 32×32: late 1×1 maps need many samples
+    return reset_batchnorm(model, images((size, size, 3), seed, n=n))
+
+
+def _all_layers(model) -> list:
+    found, stack = [], [model]
+    while stack:
+        layer = stack.pop()
+        found.append(layer)
+        stack.extend(reversed(getattr(layer, "layers", []) or []))
+    return found
+
+
+def reset_batchnorm(model: keras.Model, x: np.ndarray) -> keras.Model:
+    """Every BatchNormalization's moving mean and variance := the statistics of its input on batch `x`.
+
+    One training-mode forward pass with momentum 0 (Keras sets moving = momentum·moving + (1 − momentum)·batch)
+    and dropout off; each BN then sees its input as normalized by the BNs before it, as at inference."""
+    bns = [layer for layer in _all_layers(model) if isinstance(layer, layers.BatchNormalization)]
+    drops = [layer for layer in _all_layers(model) if isinstance(layer, layers.Dropout)]
+    saved = [(layer, layer.momentum) for layer in bns], [(layer, layer.rate) for layer in drops]
+    try:
+        for layer in bns:
+            layer.momentum = 0.0
+        for layer in drops:
+            layer.rate = 0.0
+        model(x, training=True)
+    finally:
+        for layer, momentum in saved[0]:
+            layer.momentum = momentum
+        for layer, rate in saved[1]:
+            layer.rate = rate
+    return model
+
 
 def seed_weights(model: keras.Model, seed: int = 0) -> keras.Model:
     """He-normal kernels (fan-in: the kernel's size over all axes but the last), N(0, 0.1²) biases,
@@ -142,12 +202,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-o", "--out-dir", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("names", nargs="*", default=[n for n in BUILD if n != "vgg16"], choices=list(BUILD))
+    ap.add_argument("--size", type=int, default=32, help="input height and width of the APPLICATIONS models")
+    ap.add_argument("names", nargs="*", default=[n for n in BUILD if n != "vgg16"],
+                    choices=[*BUILD, *APPLICATIONS])
     args = ap.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for name in args.names:
         path = args.out_dir / f"{name}.keras"
-        build(name, args.seed).save(path)
+        model = application(name, args.size, seed=args.seed) if name in APPLICATIONS else build(name, args.seed)
+        model.save(path)
         print(f"wrote {path}")
 
 

@@ -17,7 +17,12 @@ VGG-16 (0.55 GB of float32 weights) went past 9 GB here. Instead:
    so tf2onnx writes `conv_a_1/BiasAdd` for layer `conv_a`; it becomes `conv_a/BiasAdd` (a nested
    model's layer: `backbone/conv_a/BiasAdd`). A node tf2onnx creates to replace another (a Conv with
    its bias folded in) keeps the replaced node's scope. tf2onnx's counters (`Transpose__17`) are
-   renumbered in graph order, so the same model always gives the same ONNX bytes.
+   renumbered in graph order (frontend/keras_onnx.py). tf2onnx's own walks over sets are put in a fixed
+   order while it converts (`_deterministic_walks`), so the same model always gives the same ONNX bytes,
+   in any process.
+4. ops tf2onnx has no converter for are rewritten in the GraphDef first (frontend/keras_graph.py: grouped
+   Conv2D calls inlined, Erfc, Keras' LayerNorm); one it still cannot convert is one LrpcError naming the op
+   and its Keras layer.
 
 Grappler does not see the weights, so it cannot fold a BatchNormalization into the Conv before it
 under the BN's name: the Conv keeps its own layer's name and lrpc's canonization folds the BN.
@@ -35,16 +40,15 @@ import contextlib
 import os
 import re
 
-import numpy as np
 import onnx
 
 from ..errors import LrpcError
+from .keras_graph import rewrite_for_tf2onnx, unconverted, unconverted_message
+from .keras_onnx import WRAPPER, drop_noop_reshapes, squeeze_after_channel_constants, tidy_names
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 OPSET = 17
 INSTALL = 'pip install "lrpc[keras]"'
-_COUNTER = re.compile(r"__(\d+)")
-_WRAPPER = re.compile(r"(Stateful)?PartitionedCall(_\d+)?")
 
 
 def is_keras_source(source) -> bool:
@@ -93,86 +97,27 @@ def from_keras_model(model, opset: int = OPSET) -> onnx.ModelProto:
                                      xs[0] if len(xs) == 1 else list(xs), training=False)
         return dict(zip(outputs, tf.nest.flatten(ys)))
 
-    concrete = stateless.get_concrete_function(*inputs, *weights)
+    recorded: dict[str, str] = {}
+    with _recording_layer_scopes(tf, recorded):
+        concrete = stateless.get_concrete_function(*inputs, *weights)
     input_names = [t.name for t in concrete.inputs[:len(inputs)]]
     weight_names = [t.name for t in concrete.inputs[len(inputs):]]
     output_names = [t.name for t in concrete.outputs]
     graph_def = tf2onnx.tf_loader.from_function(concrete, input_names + weight_names, output_names)
+    rewrite_for_tf2onnx(tf, graph_def)  # grouped Conv2D calls inlined, Erfc → 1 − Erf
     values = _weights_as_constants(tf, graph_def, dict(zip(weight_names, variables)))
     renames = tf2onnx.convert.tensor_names_from_structed(concrete, input_names, output_names)
-    proto = _convert(tf, tf2onnx, graph_def, values, input_names, output_names, renames, opset, model.name)
-    _squeeze_after_channel_constants(proto)
-    return _tidy_names(proto, _scope_map(proto, _layer_names(model)))
-
-
-def _squeeze_after_channel_constants(proto: onnx.ModelProto) -> None:
-    """`Squeeze(x) ∘ (Add|Mul|Sub|Div by c)` → `(… by c') ∘ Squeeze`, c' = c with the squeezed axes put back.
-
-    tf2onnx writes Conv1D as Unsqueeze → Conv (2-D) → Squeeze, and the layer's bias and a following
-    BatchNormalization as constant Add/Mul after the Squeeze, where canonization sees no Conv to fold
-    them into (a bias left outside its layer stays with its unit under every rule, unlike z = Wx + b).
-    Moving the Squeeze below them puts the constants right after the Conv; op(squeeze(x), c) equals
-    squeeze(op(x, c')) because c' has size 1 on the squeezed axes."""
-    graph = proto.graph
-    inits = {t.name: t for t in graph.initializer}
-    moved = True
-    while moved:
-        moved = False
-        consumers = {}
-        for node in graph.node:
-            for v in node.input:
-                consumers.setdefault(v, []).append(node)
-        for i, squeeze in enumerate(graph.node):
-            if squeeze.op_type != "Squeeze" or len(consumers.get(squeeze.output[0], [])) != 1:
-                continue
-            op = consumers[squeeze.output[0]][0]
-            axes = _squeezed_axes(squeeze, inits)
-            const = op.input[1] if len(op.input) == 2 and op.input[0] == squeeze.output[0] else None
-            if op.op_type not in ("Add", "Mul", "Sub", "Div") or axes is None or const not in inits \
-                    or squeeze.output[0] in {o.name for o in graph.output}:
-                continue
-            c = onnx.numpy_helper.to_array(inits[const])
-            rank = _rank_of(squeeze.input[0], graph, inits)
-            if rank is None or c.ndim > rank - len(axes):
-                continue
-            axes = sorted(a % rank for a in axes)
-            c = np.expand_dims(c.reshape((1,) * (rank - len(axes) - c.ndim) + c.shape), axes)
-            name = f"{const}/unsqueezed"
-            graph.initializer.append(onnx.numpy_helper.from_array(c, name))
-            inits[name] = graph.initializer[-1]
-            inner, outer = squeeze.output[0], op.output[0]
-            op.input[:] = [squeeze.input[0], name]
-            op.output[:] = [inner]
-            squeeze.input[0], squeeze.output[0] = inner, outer
-            j = list(graph.node).index(op)
-            first, second = onnx.NodeProto(), onnx.NodeProto()
-            first.CopyFrom(op)
-            second.CopyFrom(squeeze)
-            graph.node[i].CopyFrom(first)  # the constant op takes the Squeeze's place, the Squeeze its
-            graph.node[j].CopyFrom(second)
-            moved = True
-            break
-
-
-def _squeezed_axes(squeeze, inits) -> list[int] | None:
-    if len(squeeze.input) > 1 and squeeze.input[1] in inits:
-        return sorted(int(a) for a in onnx.numpy_helper.to_array(inits[squeeze.input[1]]))
-    attr = next((a for a in squeeze.attribute if a.name == "axes"), None)
-    return sorted(attr.ints) if attr is not None and len(squeeze.input) == 1 else None
-
-
-def _rank_of(name: str, graph, inits) -> int | None:
-    """The rank of a Conv's output (its weight's rank), also through constant Add/Mul/Sub/Div after it;
-    None for anything else."""
-    producer = next((n for n in graph.node if name in n.output), None)
-    while producer is not None and producer.op_type in ("Add", "Mul", "Sub", "Div") and producer.input[1] in inits:
-        producer = next((n for n in graph.node if producer.input[0] in n.output), None)
-    if producer is None or producer.op_type not in ("Conv", "ConvTranspose") or producer.input[1] not in inits:
-        return None
-    return len(inits[producer.input[1]].dims)
+    scope = _scope_map(_layer_names(model), recorded)
+    proto = _convert(tf, tf2onnx, graph_def, values, input_names, output_names, renames, opset, model.name, scope)
+    squeeze_after_channel_constants(proto)
+    return tidy_names(proto, scope)
 
 
 def _import_tensorflow(what):
+    # TF's start-up notes would bury lrpc's one-line error: the C++ log level, and the oneDNN note, which
+    # TF prints before its log level is read (lrpc only traces graphs here, no kernel runs)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
         import tensorflow as tf
         import keras
@@ -217,23 +162,73 @@ def _weights_as_constants(tf, graph_def, weights: dict) -> dict:
     return values
 
 
-def _convert(tf, tf2onnx, graph_def, values, input_names, output_names, renames, opset, name) -> onnx.ModelProto:
-    """tf2onnx's conversion and optimizers on `graph_def` with the weight bytes kept beside it."""
+def _convert(tf, tf2onnx, graph_def, values, input_names, output_names, renames, opset, name,
+             scope) -> onnx.ModelProto:
+    """tf2onnx's conversion and optimizers on `graph_def` with the weight bytes kept beside it; an op it
+    cannot convert is one LrpcError naming the op and its Keras layer (tf2onnx's own log lines silenced)."""
     from tf2onnx import optimizer
     from tf2onnx.graph import Graph, Node
     from tf2onnx.tfonnx import process_tf_graph
 
-    with tf.device("/cpu:0"), tf.Graph().as_default() as tf_graph:
+    with tf.device("/cpu:0"), tf.Graph().as_default() as tf_graph, _deterministic_walks(Graph):
         tf.import_graph_def(graph_def, name="")
-        g = process_tf_graph(tf_graph, const_node_values=values, input_names=input_names,
-                             output_names=output_names, opset=opset, tensors_to_rename=renames)
+        with _quiet("tf2onnx.tfonnx"):
+            g = process_tf_graph(tf_graph, const_node_values=values, input_names=input_names,
+                                 output_names=output_names, opset=opset, tensors_to_rename=renames)
         values.clear()  # tf2onnx holds its own arrays now
+        if found := unconverted(g.get_nodes()):
+            raise LrpcError(unconverted_message(found, lambda node: _layer_of(node, scope)))
         with _replacements_keep_scope(Graph), _constants_synced_once(Node):
             # catch_errors=True deep-copies the graph, weights too. merge_duplication keeps whichever of two
             # equal nodes a set yields first, so names (and bytes) would vary from run to run.
             passes = {k: v for k, v in optimizer._get_optimizers().items() if k != "merge_duplication"}
             g = optimizer.optimize_graph(g, catch_errors=False, optimizers=passes)
+            drop_noop_reshapes(g)
         return g.make_model(f"converted from Keras model {name} by lrpc")
+
+
+@contextlib.contextmanager
+def _deterministic_walks(graph_cls):
+    """tf2onnx walks two unordered collections while it rewrites and optimizes, so the same model converted
+    to structurally different graphs from run to run (MobileNetV3Small: a Flatten's shape computed at run
+    time in one run, folded into a constant in the next; ResNet50: other node orders), even under one
+    PYTHONHASHSEED: each value's consumers, a set of node names (string-hash order), and the nodes kept by
+    `delete_unused_nodes`, a set of Node objects (memory-address order) that becomes the node list the
+    optimizers then loop over. Both come in a fixed order instead: consumers sorted by name, kept nodes in
+    their current list order."""
+    consumers, extract = graph_cls.find_output_consumers, graph_cls.extract_sub_graph_nodes
+
+    def find_output_consumers(self, output_name):
+        return sorted(consumers(self, output_name), key=lambda node: node.name)
+
+    def extract_sub_graph_nodes(self, *args, **kwargs):
+        keep = set(extract(self, *args, **kwargs))
+        return [node for node in self.get_nodes() if node in keep]
+
+    graph_cls.find_output_consumers, graph_cls.extract_sub_graph_nodes = find_output_consumers, extract_sub_graph_nodes
+    try:
+        yield
+    finally:
+        graph_cls.find_output_consumers, graph_cls.extract_sub_graph_nodes = consumers, extract
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    """tf2onnx logs each op it cannot convert as an error line; lrpc says it once, itself."""
+    import logging
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _layer_of(node_name: str, scope) -> str:
+    """The Keras layer a TensorFlow node belongs to: its first scope component that is not a wrapper."""
+    parts = [p for p in node_name.split("/")[:-1] if not WRAPPER.fullmatch(p)] or [node_name]
+    return scope(parts)[0]
 
 
 @contextlib.contextmanager
@@ -292,66 +287,52 @@ def _layer_names(model) -> set[str]:
     return names
 
 
-def _scope_map(proto: onnx.ModelProto, layers: set[str]):
-    """A function mapping one scope component: `conv_a_1` → `conv_a` where `conv_a` is a layer."""
-    def scope(part: str) -> str:
-        if part in layers:
-            return part
-        base = re.fullmatch(r"(.+)_\d+", part)
-        return base[1] if base and base[1] in layers else part
+@contextlib.contextmanager
+def _recording_layer_scopes(tf, recorded: dict):
+    """While tracing, record the TensorFlow name scope each Keras layer call opens → the layer's path.
+    TensorFlow makes scopes unique per trace (`conv_a` → `conv_a_1`), so a layer named `se_conv_1` beside
+    a layer `se_conv` opens `se_conv_1_1` or `se_conv_1_2`, and `se_conv_1` is `se_conv`'s scope: the
+    scope, not the spelling, says which layer a node is in. Keras 3's TensorFlow name_scope is private API:
+    without it nothing is recorded and `_scope_map` falls back to the spelling."""
+    try:
+        from keras.src.backend.tensorflow.core import name_scope
+        from keras.src.layers.layer import Layer
+    except ImportError:
+        yield
+        return
+    original = name_scope.__enter__
+
+    def __enter__(self):
+        result = original(self)
+        if getattr(self, "_pop_on_exit", False) and isinstance(getattr(self, "caller", None), Layer):
+            path = tf.get_current_name_scope()
+            parent = path.rpartition("/")[0]
+            recorded[path] = f"{recorded.get(parent, parent)}/{self.caller.name}".lstrip("/")
+        return result
+
+    name_scope.__enter__ = __enter__
+    try:
+        yield
+    finally:
+        name_scope.__enter__ = original
+
+
+def _scope_map(layers: set[str], recorded: dict[str, str]):
+    """A function renaming a node's scope parts to Keras layer paths: the longest run of parts that is a
+    recorded layer scope (`_recording_layer_scopes`), else part by part `conv_a_1` → `conv_a` where
+    `conv_a` is a layer."""
+    def part(p: str) -> str:
+        base = re.fullmatch(r"(.+)_\d+", p)
+        return p if p in layers or not (base and base[1] in layers) else base[1]
+
+    def scope(parts: list[str]) -> list[str]:
+        for i in range(len(parts)):
+            for j in range(len(parts), i, -1):
+                layer = recorded.get("/".join(parts[i:j]))
+                if layer is not None:
+                    return parts[:i] + layer.split("/") + parts[j:]
+        return [part(p) for p in parts]
     return scope
-
-
-def _tidy_names(proto: onnx.ModelProto, scope) -> onnx.ModelProto:
-    """Rename nodes and values (graph inputs and outputs kept): scope components by `scope`, leading
-    signature wrappers dropped, tf2onnx's `__N` counters renumbered in graph order. Initializers are
-    named after their first use (`conv_a/BiasAdd/in1`: that node's input 1) and stored in that order:
-    tf2onnx merges equal constants under whichever name a set yields first. A new name that is taken
-    already keeps the old one."""
-    graph = proto.graph
-    counters: dict[str, str] = {}
-
-    def renamed(name: str) -> str:
-        parts = name.split("/")
-        while len(parts) > 1 and _WRAPPER.fullmatch(parts[0]):
-            parts = parts[1:]
-        name = "/".join([scope(p) for p in parts[:-1]] + parts[-1:])
-        return _COUNTER.sub(lambda m: "__" + counters.setdefault(m[1], str(len(counters))), name)
-
-    fixed = {v.name for v in (*graph.input, *graph.output)}
-    nodes = _renaming([node.name for node in graph.node], renamed, set())
-    constants = {t.name for t in graph.initializer}
-    uses = {}
-    for node in graph.node:
-        for slot, v in enumerate(node.input):
-            if v in constants:
-                uses.setdefault(v, f"{nodes.get(node.name, node.name)}/in{slot}")
-    values = _renaming([n for node in graph.node for n in node.output], renamed, fixed | set(uses.values()))
-    values.update({old: new for old, new in uses.items() if old not in fixed})
-    order = {name: k for k, name in enumerate(uses)}
-    graph.initializer.sort(key=lambda t: order.get(t.name, len(order)))  # in place: no copy of the weights
-    del graph.initializer[len(order):]  # constants no node reads (e.g. replaced by _squeeze_after_…)
-    for node in graph.node:
-        node.name = nodes.get(node.name, node.name)
-        node.input[:] = [values.get(n, n) for n in node.input]
-        node.output[:] = [values.get(n, n) for n in node.output]
-    for item in (*graph.initializer, *graph.value_info):
-        item.name = values.get(item.name, item.name)
-    for info in (*graph.input, *graph.output, *graph.value_info):  # symbolic dims: unk__99 → unk__0
-        for axis, dim in enumerate(info.type.tensor_type.shape.dim):
-            if dim.HasField("dim_param"):
-                dim.dim_param = "batch" if axis == 0 else renamed(dim.dim_param)
-    return proto
-
-
-def _renaming(names: list[str], renamed, fixed: set[str]) -> dict[str, str]:
-    """{old: new} for the distinct non-empty `names` in order, never onto a taken or `fixed` name."""
-    taken, mapping = set(fixed), {}
-    for name in dict.fromkeys(n for n in names if n and n not in fixed):
-        new = renamed(name)
-        mapping[name] = new if new not in taken else name
-        taken.add(mapping[name])
-    return mapping
 
 
 def _from_saved_model(tf, path: str, opset: int) -> onnx.ModelProto:
@@ -372,7 +353,7 @@ def _from_saved_model(tf, path: str, opset: int) -> onnx.ModelProto:
 
     proto, _ = convert.from_function(serve, input_signature=[tf.TensorSpec(specs[n].shape, specs[n].dtype, name=n)
                                                              for n in names], opset=opset)
-    return _tidy_names(proto, lambda part: part)
+    return tidy_names(proto, lambda parts: parts)
 
 
 def _first_line(error: Exception) -> str:
