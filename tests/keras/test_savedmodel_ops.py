@@ -103,6 +103,8 @@ CASES = [
     case("Sum", [data(rand(3, 4)), const(rand(4)), const(rand(3, 1))]),
     case("Max", [data(rand(3, 4)), const(rand(4))]),
     case("Min", [data(rand(3, 4)), const(rand(4))]),
+    case("Max", [data(rand(3, 4)), const(rand(3, 1)), const(np.float32(0.1))]),  # three inputs, broadcast
+    case("Pow", [data(np.abs(rand(3, 4)) + 0.5), const(rand(4))]),  # a tensor exponent, not only x²
     case("Where", [data(rand(3, 4) > 0), const(np.float32(0.25)), const(np.float32(-0.25))]),
     case("Equal", [data(np.round(rand(3, 4))), const(np.float32(0))], (TensorProto.BOOL,)),
     case("And", [data(rand(3, 4) > 0), const(np.array([True, False, True, True]))], (TensorProto.BOOL,)),
