@@ -15,11 +15,11 @@ VGG-16 (0.55 GB of float32 weights) went past 9 GB here. Instead:
    size each time; Consts are serialized once, at the end, instead;
 3. map node and value names back to Keras layer names: TensorFlow's name scopes are unique per trace,
    so tf2onnx writes `conv_a_1/BiasAdd` for layer `conv_a`; it becomes `conv_a/BiasAdd` (a nested
-   model's layer: `backbone/conv_a/BiasAdd`). A node tf2onnx creates to replace another (a Conv with
-   its bias folded in) keeps the replaced node's scope. tf2onnx's counters (`Transpose__17`) are
-   renumbered in graph order (frontend/keras_onnx.py). tf2onnx's own walks over sets are put in a fixed
-   order while it converts (`_deterministic_walks`), so the same model always gives the same ONNX bytes,
-   in any process.
+   model's layer: `backbone/conv_a/BiasAdd`), by the scope each layer call opened while tracing. A node
+   tf2onnx creates to replace another (a Conv with its bias folded in) keeps the replaced node's scope.
+   tf2onnx's counters (`Transpose__17`) are renumbered in graph order (frontend/keras_onnx.py), and its
+   own walks over sets are put in a fixed order while it converts (`_deterministic_walks`), so the same
+   model always gives the same ONNX bytes, in any process.
 4. ops tf2onnx has no converter for are rewritten in the GraphDef first (frontend/keras_graph.py: grouped
    Conv2D calls inlined, Erfc, Keras' LayerNorm); one it still cannot convert is one LrpcError naming the op
    and its Keras layer.
@@ -30,8 +30,8 @@ A channels-last model keeps its channels-last input; the relevance map has the i
 
 A SavedModel folder (`saved_model.pb` inside) has no Keras layers to trace without state: its
 `serving_default` signature goes through tf2onnx's `from_function` (freezing, with its memory cost),
-and node names keep TensorFlow's scopes minus the signature wrappers (`conv_a_1/BiasAdd`; rule maps
-and `--explain` accept `conv_a` for it).
+then the same rewrites and conversion as a Keras model; node names keep TensorFlow's scopes minus the
+signature wrappers (`conv_a_1/BiasAdd`; rule maps and `--explain` accept `conv_a` for it).
 """
 
 from __future__ import annotations
@@ -172,9 +172,13 @@ def _convert(tf, tf2onnx, graph_def, values, input_names, output_names, renames,
 
     with tf.device("/cpu:0"), tf.Graph().as_default() as tf_graph, _deterministic_walks(Graph):
         tf.import_graph_def(graph_def, name="")
-        with _quiet("tf2onnx.tfonnx"):
-            g = process_tf_graph(tf_graph, const_node_values=values, input_names=input_names,
-                                 output_names=output_names, opset=opset, tensors_to_rename=renames)
+        try:
+            with _quiet("tf2onnx.tfonnx"):
+                g = process_tf_graph(tf_graph, const_node_values=values, input_names=input_names,
+                                     output_names=output_names, opset=opset, tensors_to_rename=renames)
+        except Exception as e:  # a converter of tf2onnx's raised: the model, not lrpc, is what it cannot take
+            raise LrpcError(f"tf2onnx {tf2onnx.__version__} failed to convert model {name} ({type(e).__name__}: "
+                            f"{_first_line(e)}); replace the layer it names with supported ones, or report it") from e
         values.clear()  # tf2onnx holds its own arrays now
         if found := unconverted(g.get_nodes()):
             raise LrpcError(unconverted_message(found, lambda node: _layer_of(node, scope)))
@@ -336,8 +340,9 @@ def _scope_map(layers: set[str], recorded: dict[str, str]):
 
 
 def _from_saved_model(tf, path: str, opset: int) -> onnx.ModelProto:
-    """A SavedModel's serving signature through tf2onnx's from_function (variables frozen)."""
-    from tf2onnx import convert
+    """A SavedModel's serving signature through tf2onnx's freezing `from_function`, then the same rewrites,
+    conversion and tidying as a Keras model (scopes kept as TensorFlow wrote them)."""
+    import tf2onnx
     try:
         loaded = tf.saved_model.load(path)  # kept alive: the signature only references its variables
         signature = loaded.signatures["serving_default"]
@@ -351,9 +356,17 @@ def _from_saved_model(tf, path: str, opset: int) -> onnx.ModelProto:
     def serve(*xs):
         return loaded.signatures["serving_default"](**dict(zip(names, xs)))
 
-    proto, _ = convert.from_function(serve, input_signature=[tf.TensorSpec(specs[n].shape, specs[n].dtype, name=n)
-                                                             for n in names], opset=opset)
-    return tidy_names(proto, lambda parts: parts)
+    concrete = serve.get_concrete_function(*[tf.TensorSpec(specs[n].shape, specs[n].dtype, name=n) for n in names])
+    input_names = [t.name for t in concrete.inputs if t.dtype != tf.resource]
+    output_names = [t.name for t in concrete.outputs if t.dtype != tf.resource]
+    renames = tf2onnx.convert.tensor_names_from_structed(concrete, input_names, output_names)
+    with tf.device("/cpu:0"):
+        graph_def = tf2onnx.tf_loader.from_function(concrete, input_names, output_names)
+    rewrite_for_tf2onnx(tf, graph_def)
+    same = lambda parts: parts  # noqa: E731
+    proto = _convert(tf, tf2onnx, graph_def, {}, input_names, output_names, renames, opset, path, same)
+    squeeze_after_channel_constants(proto)
+    return tidy_names(proto, same)
 
 
 def _first_line(error: Exception) -> str:

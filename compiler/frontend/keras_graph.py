@@ -43,7 +43,7 @@ def inline_calls(tf, graph_def) -> None:
     for _ in range(MAX_DEPTH):
         calls = [n for n in graph_def.node if n.op in CALLS]
         if not calls:
-            return
+            break
         library = {f.signature.name: f for f in graph_def.library.function}
         registry = tf.compat.v1.GraphDef()
         registry.library.CopyFrom(graph_def.library)
@@ -53,10 +53,40 @@ def inline_calls(tf, graph_def) -> None:
             inlined = {call.name: _inline(call, library[call.attr["f"].func.name], function_def_to_graph_def, taken)
                        for call in calls if call.attr["f"].func.name in library}
         if not inlined:
-            return
+            break
         _replace_nodes(graph_def, {name: nodes for name, (nodes, _) in inlined.items()})
         for name, (_, results) in inlined.items():
             _rewire(graph_def, name, results)
+    _prune_library(graph_def)
+
+
+def _prune_library(graph_def) -> None:
+    """Drop the library functions nothing calls any more: tf2onnx would convert each one on its own, with
+    inputs of unknown shape (a frozen SavedModel's grouped-conv body then fails on its kernel's shape)."""
+    library = {f.signature.name: f for f in graph_def.library.function}
+
+    def called(nodes) -> set[str]:
+        names = set()
+        for node in nodes:
+            names.add(node.op)
+            for value in node.attr.values():
+                if value.HasField("func"):
+                    names.add(value.func.name)
+                names.update(f.name for f in value.list.func)
+        return names & set(library)
+
+    keep, todo = set(), called(graph_def.node)
+    while todo:
+        name = todo.pop()
+        keep.add(name)
+        todo |= called(library[name].node_def) - keep
+    if len(keep) < len(library):
+        functions = [f for f in graph_def.library.function if f.signature.name in keep]
+        copies = [type(f)() for f in functions]
+        for copy, f in zip(copies, functions):
+            copy.CopyFrom(f)
+        del graph_def.library.function[:]
+        graph_def.library.function.extend(copies)
 
 
 def _inline(call, fdef, to_graph_def, taken: set[str]):

@@ -78,6 +78,17 @@ def test_modern_layers_convert_to_plain_onnx():
     keras_forward_matches(model, proto, x, 1e-5)
 
 
+def test_modern_layers_from_a_savedmodel_folder(tmp_path):
+    """The SavedModel route (variables frozen by tf2onnx) gets the same rewrites and conversion."""
+    model = keras_models.seed_weights(modern_blocks())
+    model.export(str(tmp_path / "sm"), verbose=False)
+    proto = load(str(tmp_path / "sm"))
+    onnx.checker.check_model(proto, full_check=True)
+    assert not {n.op_type for n in proto.graph.node} & {"PartitionedCall", "StatefulPartitionedCall", "Erfc"}
+    x = np.random.default_rng(5).standard_normal((3, 8, 8, 6)).astype(np.float32)
+    keras_forward_matches(model, proto, x, 1e-5)
+
+
 def test_modern_blocks_compile_and_explain():
     model = keras_models.seed_weights(modern_blocks())
     explained = lrpc.compile(from_keras_model(model), rule="epsilon")
