@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import numpy as np
 import onnx
 import onnx.version_converter
 import onnx_ir as ir
@@ -17,17 +16,18 @@ from lrpc_runtime.preprocess import Preprocessing
 
 from . import __version__
 from .builder import Builder
-from .emit import choose_opset, finish, save
+from .emit import choose_opset, finish, relevance_output_name, save
 from .errors import LrpcError
 from . import frontend
 from .lower import LoweringConfig, propagate
 from .metadata import checked_preprocess, file_metadata, options_record, source_sha256
 from .methods import lower_method, parse_method
 from .passes import prepare
-from .rules.assign import RuleMap, build_rule_map
+from .rules.assign import RuleMap, build_rule_map, has_attention
 from .rules.lrp import CONVENTIONS, Rule
 from .select import (MASK_INPUT_NAME, TARGET_INPUT_NAME, Target, explained_value, parse_target,
-                     resolve_explain, start_relevance, units)
+                     resolve_explain, sequence_position, start_relevance, unit_count)
+from .text import PER_FEATURE_SUFFIX, describe as describe_token, detached, no_source_error, token_inputs, token_relevance
 
 
 @dataclass
@@ -43,19 +43,18 @@ class Plan:
     assigned: dict  # linear node → Rule
     convention: str
     changes: list  # what the canonization passes did, one line each
+    position: int | None = None  # the explained position of a [batch, seq, vocab] tensor (select.py)
 
 
 def plan(model, rule: str | Rule | None = None, *, composite: str | None = None, rule_map=(),
          rule_map_file: str | None = None, convention: str = "lrpc", target=None, output_name: str | None = None,
          explain: str | None = None, keep_output_activation: bool = False, opset: int | None = None,
-         log=None) -> Plan:
+         log=None, position: int | None = None) -> Plan:
     """Load, canonize and decide what is explained and which rule each layer gets (no lowering yet)."""
     if convention not in CONVENTIONS:
         raise LrpcError(f"unknown convention '{convention}'; known: {', '.join(CONVENTIONS)}")
-    if isinstance(rule, Rule):
-        rules = RuleMap((), rule, rule.spec)
-    else:
-        rules = build_rule_map(rule, composite, rule_map, rule_map_file, convention)
+    build = lambda attention: build_rule_map(rule, composite, rule_map, rule_map_file, convention, attention)
+    rules = RuleMap((), rule, rule.spec) if isinstance(rule, Rule) else build(False)  # options checked early
     target = parse_target(target)
     if explain is not None and output_name is not None:
         raise LrpcError("give either --output (a model output) or --explain (an inner tensor), not both")
@@ -65,6 +64,8 @@ def plan(model, rule: str | Rule | None = None, *, composite: str | None = None,
     changes = []
     prepare(m, log=lambda line: (changes.append(line), log and log(line)))
     graph = m.graph
+    if not isinstance(rule, Rule) and has_attention(graph):
+        rules = build(True)
     if explain is not None:
         explained, fixed = resolve_explain(graph, explain)
         if fixed is not None and target.mode != "max":
@@ -77,15 +78,17 @@ def plan(model, rule: str | Rule | None = None, *, composite: str | None = None,
             raise LrpcError(f"the model already has an input named '{name}'; --target {mode} adds one")
     if explained.dtype is None or not explained.dtype.is_floating_point():
         raise LrpcError(f"the explained tensor '{explained.name}' is {explained.dtype}, not a float tensor")
-    units(scores)  # checks the shape early
-    return Plan(m, opset, explained, scores, target, rules, rules.assign(graph), convention, changes)
+    position = sequence_position(scores, position, target)
+    unit_count(scores, target, position)  # checks the shape early
+    return Plan(m, opset, explained, scores, target, rules, rules.assign(graph), convention, changes, position)
 
 
 def compile(model, rule: str | Rule | None = None, *, composite: str | None = None, rule_map=(),
             rule_map_file: str | None = None, convention: str = "lrpc", target=None,
             output_name: str | None = None, explain: str | None = None, keep_output_activation: bool = False,
             opset: int | None = None, output: str | os.PathLike | None = None, log=None,
-            method: str | None = None, preprocess: str | Preprocessing | None = None) -> onnx.ModelProto:
+            method: str | None = None, preprocess: str | Preprocessing | None = None, per_feature: bool = False,
+            position: int | None = None) -> onnx.ModelProto:
     """Compile `model` (path, bytes, ModelProto or ir.Model; a path may name a Keras `.keras`/`.h5` file or
     a SavedModel folder, converted through tf2onnx: `pip install "lrpc[keras]"`) into an explained ONNX model.
 
@@ -107,6 +110,12 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
             the logits; the selected probability starts at its logit.
     opset:  the emitted opset (default: 17, or the model's own when newer).
     output: if given, the explained model is also written there (atomically).
+    per_feature: for a token-id input (explained at its embedding lookups, lrpc/text.py), also return the
+            [batch, seq, hidden] map at the embedding, as output `<relevance name>_per_feature`, beside the
+            per-token [batch, seq] one.
+    position: for a [batch, seq, vocab] tensor (a language-model head), the position whose logits are
+            explained (negative counts from the end); default -1 (the last) where seq is dynamic. The
+            target then picks the token there: max (the most likely), a token id, or input.
     log:    called with a line of text for each change a pass made.
     method: a gradient-family method instead of LRP (None or "lrp": LRP), e.g. "gradient",
             "inputxgradient", "guidedbackprop", "deconvnet", "integratedgradients:steps=32,baseline=0",
@@ -126,33 +135,66 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
     method = checked_method(method, rule, composite, rule_map, rule_map_file)
     p = plan(model, rule, composite=composite, rule_map=rule_map, rule_map_file=rule_map_file,
              convention=convention, target=target, output_name=output_name, explain=explain,
-             keep_output_activation=keep_output_activation, opset=opset, log=log)
+             keep_output_activation=keep_output_activation, opset=opset, log=log, position=position)
     graph = p.model.graph
     b = Builder(graph, p.explained.dtype)
     b.scope = "lrp/start"
-    r0 = start_relevance(b, p.scores, p.target, graph, scaled=starts_at_value(convention, method))
+    r0 = start_relevance(b, p.scores, p.target, graph, scaled=starts_at_value(convention, method), position=p.position)
     float_inputs = [v for v in graph.inputs if v.name not in (TARGET_INPUT_NAME, MASK_INPUT_NAME)
                     and v.dtype is not None and v.dtype.is_floating_point()]
-    if not float_inputs:
-        raise LrpcError("the model has no float input to explain")
-    if method is not None:
-        reached = lower_method(graph, p.scores, r0, method, b, float_inputs)
-    else:
-        reached = propagate(graph, p.explained, r0, LoweringConfig(p.rules.default, p.assigned), b)
+    tokens, passing = token_inputs(graph, skip=(TARGET_INPUT_NAME, MASK_INPUT_NAME))
+    if not float_inputs and not tokens:
+        raise no_source_error(passing)
+    with detached(graph, tokens, passing) as stand_ins:
+        sources = float_inputs + list(stand_ins.values())
+        if method is not None:
+            reached = lower_method(graph, p.scores, r0, method, b, sources)
+        else:
+            reached = propagate(graph, p.explained, r0, LoweringConfig(p.rules.default, p.assigned), b)
+        b.scope = "lrp/tokens"
+        per_token = {t.ids: token_relevance(b, t, reached, stand_ins) for t in tokens}
+    relevance = {v: reached.get(v) if v in float_inputs else per_token[v][0]
+                 for v in graph.inputs if v in float_inputs or v in per_token}
+    described, extra = relevance_outputs(relevance, tokens, per_token, per_feature)
     options = dict(rule=rule if not isinstance(rule, Rule) else rule.spec, composite=composite,
                    rule_map=rule_map, rule_map_file=rule_map_file, convention=convention, target=target,
                    output_name=output_name, explain=explain, keep_output_activation=keep_output_activation,
-                   opset=opset, method=None if method is None else method.spec)
+                   opset=opset, method=None if method is None else method.spec, per_feature=per_feature,
+                   position=position)
     metadata = file_metadata(
         version=__version__, rule_spec=p.rules.spec, target_spec=p.target.spec, convention=convention,
-        explained=p.scores.name, classes=int(np.prod(units(p.scores))),
+        explained=p.scores.name, classes=unit_count(p.scores, p.target, p.position),
         output=None if explain is not None else (output_name or graph.outputs[0].name),
         method_spec=None if method is None else method.spec, preprocess=checked_preprocess(preprocess, graph),
-        sha256=source_sha256(model), options=options_record(options))
-    proto = finish(p.model, {v: reached.get(v) for v in float_inputs}, p.opset, metadata, b, check=output is None)
+        sha256=source_sha256(model), options=options_record(options), relevance_outputs=described,
+        position=p.position)
+    proto = finish(p.model, relevance, p.opset, metadata, b, check=output is None, extra_outputs=extra)
     if output is not None:
         save(proto, output, check=True)
     return proto
+
+
+def relevance_outputs(relevance: dict, tokens: list, per_token: dict, per_feature: bool) -> tuple[dict | None, list]:
+    """(what each relevance output is, for lrpc.relevance_outputs — None without token inputs; the extra
+    per-feature outputs as finish takes them)."""
+    if not tokens:
+        if per_feature:
+            raise LrpcError("--per-feature applies to token-id inputs (their [batch, seq, hidden] map at the "
+                            "embedding); this model has none: its float inputs' relevance is per feature already")
+        return None, []
+    described, extra, names = {}, [], list(relevance)
+    for x in names:
+        name = relevance_output_name(names, x)
+        token = next((t for t in tokens if t.ids is x), None)
+        if token is None:
+            described[name] = {"input": x.name, "kind": "input",
+                               "shape": [d if isinstance(d, int) else str(d) for d in (x.shape or [])]}
+            continue
+        feature_name = name + PER_FEATURE_SUFFIX if per_feature else None
+        described.update(describe_token(token, name, feature_name))
+        if per_feature:
+            extra.append((feature_name, per_token[x][1], token.lookups[0].outputs[0].shape))
+    return described, extra
 
 
 def checked_method(method, rule=None, composite=None, rule_map=(), rule_map_file=None):

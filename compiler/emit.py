@@ -1,8 +1,9 @@
 """Emitter: pin opset and IR version, name the relevance outputs, check, and save atomically.
 
 The explained graph keeps the model's inputs and outputs and appends one relevance output per
-float model input, of that input's shape: `relevance` for a single-input model, else
-`relevance_<input name>`. What was compiled is recorded in the file's metadata_props.
+explained model input (a float input, or token ids at their embedding lookups: text.py), of that
+input's shape: `relevance` for a single explained input, else `relevance_<input name>`; a token
+input compiled with per_feature also gets `<that name>_per_feature` [batch, seq, hidden]. What was compiled is recorded in the file's metadata_props.
 """
 
 from __future__ import annotations
@@ -47,21 +48,23 @@ def relevance_output_name(graph_inputs: list[ir.Value], value: ir.Value) -> str:
     return "relevance" if len(graph_inputs) == 1 else f"relevance_{value.name}"
 
 
-def finish(model: ir.Model, relevance: dict, opset: int, metadata: dict, b, check: bool = True) -> onnx.ModelProto:
+def finish(model: ir.Model, relevance: dict, opset: int, metadata: dict, b, check: bool = True,
+           extra_outputs=()) -> onnx.ModelProto:
     """Add the relevance outputs (zeros for an input no relevance reaches) and serialize; with `check`, run
-    the ONNX checker on the result (`save(..., check=True)` checks the written file instead, 2.5× faster)."""
+    the ONNX checker on the result (`save(..., check=True)` checks the written file instead, 2.5× faster).
+    An integer input of token ids gets its relevance in the float type of the activations (text.py);
+    `extra_outputs` are further (name, value, shape) outputs, e.g. a token input's per-feature map."""
     graph = model.graph
     inputs = [v for v in relevance]
     names = {}
     b.scope = "lrp/outputs"
     for x, r in relevance.items():
+        dtype = x.dtype if x.dtype.is_floating_point() else b.dtype
         if r is None:
-            r = b.op("ConstantOfShape", b.op("Shape", x), value=ir.tensor(np.zeros(1, x.dtype.numpy())))
-        out = b.op("Identity", r)
-        out.name = relevance_output_name(inputs, x)
-        out.shape, out.dtype = x.shape, x.dtype
-        graph.outputs.append(out)
-        names[x.name] = out.name
+            r = b.op("ConstantOfShape", b.op("Shape", x), value=ir.tensor(np.zeros(1, dtype.numpy())))
+        names[x.name] = _output(graph, b, r, relevance_output_name(inputs, x), x.shape, dtype).name
+    for name, r, shape in extra_outputs:
+        _output(graph, b, r, name, shape, b.dtype)
     model.opset_imports[""] = opset
     model.ir_version = ir_version_for(opset)
     model.producer_name, model.producer_version = "lrpc", metadata["lrpc.version"]
@@ -71,6 +74,13 @@ def finish(model: ir.Model, relevance: dict, opset: int, metadata: dict, b, chec
     if check and payload_bytes(proto) < _PROTOBUF_LIMIT:  # a larger one is checked when saved
         _check(proto)
     return proto
+
+
+def _output(graph: ir.Graph, b, r: ir.Value, name: str, shape, dtype) -> ir.Value:
+    out = b.op("Identity", r)
+    out.name, out.shape, out.dtype = name, shape, dtype
+    graph.outputs.append(out)
+    return out
 
 
 def payload_bytes(proto: onnx.ModelProto) -> int:

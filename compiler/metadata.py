@@ -7,6 +7,10 @@
     lrpc.output         the model output it belongs to (absent for an inner tensor, --explain)
     lrpc.classes        units per sample of the explained tensor
     lrpc.relevance      JSON: model input → relevance output (written by emit.finish)
+    lrpc.relevance_outputs  JSON, for models with token-id inputs: relevance output → what it is
+                        ({"input", "kind": input | token | token_feature, "shape", and for token
+                        ids "vocab" and "at": the embedding lookups it sums; lrpc/text.py)
+    lrpc.position       the explained position of a [batch, seq, vocab] tensor (select.py), if any
     lrpc.preprocess     JSON: how images become inputs (lrpc_runtime.preprocess), when given
     lrpc.source_sha256  SHA-256 of the source model: its file's bytes, or its serialized form when
                         the model was given in memory
@@ -31,7 +35,7 @@ from .errors import LrpcError
 
 OPTION_DEFAULTS = {"rule": None, "composite": None, "rule_map": [], "rule_map_toml": None, "convention": "lrpc",
                    "target": None, "output_name": None, "explain": None, "keep_output_activation": False,
-                   "opset": None, "method": None}
+                   "opset": None, "method": None, "per_feature": False, "position": None}
 
 
 def source_sha256(model) -> str:
@@ -97,11 +101,13 @@ def checked_preprocess(spec, graph: ir.Graph) -> str | None:
 
 
 def file_metadata(*, version: str, rule_spec: str, target_spec: str, convention: str, explained: str,
-                  classes: int, output: str | None, method_spec: str | None, preprocess: str | None,
-                  sha256: str, options: str) -> dict[str, str]:
+                  classes: int | None, output: str | None, method_spec: str | None, preprocess: str | None,
+                  sha256: str, options: str, relevance_outputs: dict | None = None,
+                  position: int | None = None) -> dict[str, str]:
     """The lrpc.* entries of an explained file (lrpc.relevance is added by emit.finish)."""
     meta = {"lrpc.version": version, "lrpc.rule": rule_spec, "lrpc.target": target_spec,
-            "lrpc.convention": convention, "lrpc.explained": explained, "lrpc.classes": str(classes),
+            "lrpc.convention": convention, "lrpc.explained": explained,
+            **({} if classes is None else {"lrpc.classes": str(classes)}),
             "lrpc.source_sha256": sha256, "lrpc.options": options}
     if method_spec is not None:  # lrpc.rule names what the relevance output holds
         meta.update({"lrpc.rule": method_spec, "lrpc.method": method_spec})
@@ -109,4 +115,8 @@ def file_metadata(*, version: str, rule_spec: str, target_spec: str, convention:
         meta["lrpc.output"] = output
     if preprocess is not None:
         meta["lrpc.preprocess"] = preprocess
+    if relevance_outputs is not None:
+        meta["lrpc.relevance_outputs"] = json.dumps(relevance_outputs, sort_keys=True, separators=(",", ":"))
+    if position is not None:
+        meta["lrpc.position"] = str(position)
     return meta

@@ -13,6 +13,18 @@ its logit). With u the per-sample units of y (flattened), the start relevance is
     R₀ = mask ⊙ y                                 target "mask": a graph input `mask` of y's shape
 
 so R₀ holds the selected units' values and relevance sums to the explained score.
+
+A language-model head y [batch, seq, vocab] with a dynamic seq dim (or any [batch, seq, vocab] tensor
+given `position`) is explained at one position p (default −1, the last; negative counts from the end),
+its units being the vocab logits there, u = y[:, p, :]:
+
+    R₀[n, s, v] = [s = p mod seq] · onehot(t)[v] · y[n, s, v]
+                  t = argmax_v y[n, p, v]                 target "max": the most likely next token
+                  t = k                                   target "fixed:k": token k
+                  t = target[n]                           target "input": chosen per call
+
+(p is fixed at compile time; "all" and "mask" weigh the whole tensor, as for any other shape). A
+tensor with static shapes and no `position` keeps the rule above: its units are all of y[n].
 """
 
 from __future__ import annotations
@@ -121,15 +133,50 @@ def explained_value(graph: ir.Graph, output: str | None = None, keep_activation:
     return logits, (value if keep_activation else logits)
 
 
-def units(y: ir.Value) -> tuple[int, ...]:
-    """The per-sample shape of y (static)."""
+def units(y: ir.Value, position: int | None = None) -> tuple[int, ...]:
+    """The per-sample shape of y's units (static): y[n], or the vocab logits y[n, p] at a `position`."""
     if y.shape is None or len(y.shape) < 2:
         raise LrpcError(f"the explained tensor '{y.name}' has shape {y.shape}; lrpc explains tensors of shape "
                         "[batch, ...]")
+    if position is not None:
+        return (y.shape[2],)
     dims = tuple(y.shape[1:])
     if not all(isinstance(d, int) for d in dims):
-        raise LrpcError(f"the explained tensor '{y.name}' has dynamic non-batch dims {y.shape}; export them static")
+        raise LrpcError(f"the explained tensor '{y.name}' has dynamic non-batch dims {y.shape}; export them static "
+                        "(a [batch, seq, vocab] language-model head with a dynamic seq is explained at one position: "
+                        "--position, default the last)")
     return dims
+
+
+def unit_count(y: ir.Value, target: Target, position: int | None = None) -> int | None:
+    """Units per sample (checks y's shape); None where target all or mask weighs dynamic dims."""
+    if target.mode in ("all", "mask") and position is None and y.shape is not None and len(y.shape) >= 2 \
+            and not all(isinstance(d, int) for d in y.shape[1:]):
+        return None
+    return int(np.prod(units(y, position)))
+
+
+def sequence_position(y: ir.Value, position: int | None, target: Target) -> int | None:
+    """The position whose vocab logits are explained (module docstring): `position` when given, −1 for a
+    [batch, seq, vocab] tensor with a dynamic seq dim under target max/fixed/input; None: y's units are
+    explained whole."""
+    shape = y.shape
+    lm_head = shape is not None and len(shape) == 3 and isinstance(shape[2], int)
+    if position is None:
+        dynamic_seq = lm_head and not isinstance(shape[1], int)
+        return -1 if dynamic_seq and target.mode in ("max", "fixed", "input") else None
+    if not lm_head:
+        raise LrpcError(f"--position {position}: the explained tensor '{y.name}' has shape {shape}; --position picks "
+                        "a position of a [batch, seq, vocab] tensor (a language-model head)")
+    if target.mode in ("all", "mask"):
+        raise LrpcError(f"--position {position} selects one position for --target max, a token id or input; "
+                        f"--target {target.mode} weighs the whole tensor: drop one of them")
+    if isinstance(shape[1], int) and not -shape[1] <= position < shape[1]:
+        raise LrpcError(f"--position {position}: '{y.name}' has {shape[1]} positions ({-shape[1]} … {shape[1] - 1})")
+    if target.mode == "fixed" and (len(target.index) != 1 or target.index[0] >= shape[2]):
+        raise LrpcError(f"--target {target.spec[6:]}: at a position, the target is one token id 0–{shape[2] - 1} "
+                        f"of '{y.name}' (vocab {shape[2]})")
+    return int(position)
 
 
 def _flat_index(target: Target, dims: tuple[int, ...], name: str) -> int:
@@ -145,37 +192,69 @@ def _flat_index(target: Target, dims: tuple[int, ...], name: str) -> int:
     return int(np.ravel_multi_index(index, dims))
 
 
-def selection(b: Builder, y: ir.Value, target: Target, graph: ir.Graph) -> ir.Value | None:
+def selection(b: Builder, y: ir.Value, target: Target, graph: ir.Graph, position: int | None = None
+              ) -> ir.Value | None:
     """The weights w of y's units that `target` selects (one-hot, mask; None: all units equally),
-    shaped like y; adds the `target` or `mask` graph input where the mode needs it."""
-    dims = units(y)
+    shaped like y (at a `position`: zero elsewhere); adds the `target` or `mask` graph input where the
+    mode needs it."""
+    if position is not None:
+        return _at_position(b, y, target, graph, position)
     if target.mode == "all":
         return None
     if target.mode == "mask":
         mask = ir.Value(name=MASK_INPUT_NAME, shape=y.shape, type=y.type)
         graph.inputs.append(mask)
         return mask
+    dims = units(y)
     if target.mode == "fixed":
         onehot = np.zeros(int(np.prod(dims)), b.dtype.numpy())
         onehot[_flat_index(target, dims, y.name)] = 1
         return b.const(onehot.reshape(1, *dims))
-    flat = b.op("Reshape", y, b.const(np.array([0, -1], np.int64), dtype=np.int64)) if len(dims) > 1 else y
-    if target.mode == "max":
-        index = b.op("ArgMax", flat, axis=1, keepdims=0)
-    else:
-        index = ir.Value(name=TARGET_INPUT_NAME, shape=ir.Shape([y.shape[0]]), type=ir.TensorType(ir.DataType.INT64))
-        graph.inputs.append(index)
-    # Equal + Cast rather than OneHot: onnxruntime's OneHot has no kernel for double/half values.
-    positions = b.const(np.arange(int(np.prod(dims)), dtype=np.int64)[None, :], dtype=np.int64)
-    column = b.op("Unsqueeze", index, b.const(np.array([1], np.int64), dtype=np.int64))
-    onehot = b.op("Cast", b.op("Equal", column, positions), to=b.dtype)
+    flat = b.op("Reshape", y, _int64(b, [0, -1])) if len(dims) > 1 else y
+    onehot = _onehot(b, _chosen(b, flat, target, graph, y), int(np.prod(dims)))
     return onehot if len(dims) == 1 else b.op("Reshape", onehot, b.op("Shape", y))
 
 
-def start_relevance(b: Builder, y: ir.Value, target: Target, graph: ir.Graph, scaled: bool = True) -> ir.Value:
+def _int64(b: Builder, values) -> ir.Value:
+    return b.const(np.asarray(values, np.int64), dtype=np.int64)
+
+
+def _chosen(b: Builder, u: ir.Value, target: Target, graph: ir.Graph, y: ir.Value) -> ir.Value:
+    """The unit index per sample [batch] of the units u [batch, units]: argmax, or the `target` input."""
+    if target.mode == "max":
+        return b.op("ArgMax", u, axis=1, keepdims=0)
+    index = ir.Value(name=TARGET_INPUT_NAME, shape=ir.Shape([y.shape[0]]), type=ir.TensorType(ir.DataType.INT64))
+    graph.inputs.append(index)
+    return index
+
+
+def _onehot(b: Builder, index: ir.Value, count: int) -> ir.Value:
+    """[batch, count] one-hot rows of `index` [batch]."""
+    # Equal + Cast rather than OneHot: onnxruntime's OneHot has no kernel for double/half values.
+    positions = _int64(b, np.arange(count)[None, :])
+    column = b.op("Unsqueeze", index, _int64(b, [1]))
+    return b.op("Cast", b.op("Equal", column, positions), to=b.dtype)
+
+
+def _at_position(b: Builder, y: ir.Value, target: Target, graph: ir.Graph, position: int) -> ir.Value:
+    """w [batch, seq, vocab] = [s = p mod seq] · onehot(t) (module docstring)."""
+    vocab = y.shape[2]
+    if target.mode == "fixed":
+        tokens = _onehot(b, _int64(b, [target.index[0]]), vocab)  # [1, vocab]
+    else:
+        tokens = _onehot(b, _chosen(b, b.op("Gather", y, _int64(b, position), axis=1), target, graph, y), vocab)
+    seq = b.op("Squeeze", b.op("Shape", y, start=1, end=2), _int64(b, [0]))
+    steps = b.op("Range", _int64(b, 0), seq, _int64(b, 1))
+    at = _int64(b, position) if position >= 0 else b.op("Add", seq, _int64(b, position))
+    column = b.op("Reshape", b.op("Cast", b.op("Equal", steps, at), to=b.dtype), _int64(b, [1, -1, 1]))
+    return b.op("Mul", column, b.op("Unsqueeze", tokens, _int64(b, [1])))
+
+
+def start_relevance(b: Builder, y: ir.Value, target: Target, graph: ir.Graph, scaled: bool = True,
+                    position: int | None = None) -> ir.Value:
     """R₀ = w ⊙ y (lrpc's and iNNvestigate's convention), or w itself when not `scaled` (Zennit's,
-    and the gradient seed), for the selection w of `target`."""
-    w = selection(b, y, target, graph)
+    and the gradient seed), for the selection w of `target` (at `position`, for a sequence)."""
+    w = selection(b, y, target, graph, position)
     if w is None:
         return y if scaled else b.op("ConstantOfShape", b.op("Shape", y), value=ir.tensor(np.ones(1, b.dtype.numpy())))
     return b.op("Mul", y, w) if scaled else b.op("Expand", w, b.op("Shape", y))
