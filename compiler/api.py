@@ -150,7 +150,8 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
         if method is not None:
             reached = lower_method(graph, p.scores, r0, method, b, sources)
         else:
-            reached = propagate(graph, p.explained, r0, LoweringConfig(p.rules.default, p.assigned), b)
+            reached = propagate(graph, p.explained, r0, LoweringConfig(p.rules.default, p.assigned,
+                                      absorb_constants=convention == "lxt"), b)
         b.scope = "lrp/tokens"
         per_token = {t.ids: token_relevance(b, t, reached, stand_ins) for t in tokens}
     relevance = {v: reached.get(v) if v in float_inputs else per_token[v][0]

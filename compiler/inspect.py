@@ -12,11 +12,17 @@ from .errors import node_label
 from .lower import LoweringConfig, propagate
 from .methods import GRADIENTS
 from .methods.backward import backward
+from .passes.mark_static import is_static
 from .passes.quantized import dequantized_constant
 from .passes.recognize_products import ABSORB, KIND, NAME
 from .rules.table import RULES
 from .select import upstream
 from .walk import Unexplained
+
+
+def _call_constant(node) -> bool:
+    """A node of a shape chain, mask or position table (a quantized weight has a line of its own)."""
+    return all(is_static(v) for v in node.outputs) and dequantized_constant(node.outputs[0]) is None
 
 
 def _shape(value) -> str:
@@ -108,8 +114,8 @@ def describe_plan(path, p, method=None) -> tuple[str, int]:
     rows, needed, nodes = [], upstream(p.explained), list(graph)
     visited, refused = dry_run(p, method)
     for node in nodes:
-        if node.op_type in ("Shape", "Constant"):
-            continue
+        if node.op_type in ("Shape", "Constant") or _call_constant(node):
+            continue  # shape chains, masks, position tables: constants of the call (counted below)
         x = next((v for v in node.inputs if v is not None and v.const_value is None), None)
         rule = _layer_treatment(node, p, method)
         if node not in needed:
@@ -121,6 +127,10 @@ def describe_plan(path, p, method=None) -> tuple[str, int]:
         if node in refused:
             rule = "REFUSED: " + refused[node]
         rows.append((node.name or "<unnamed>", node.op_type, f"{_shape(x)} → {_shape(node.outputs[0])}", rule))
+    static = sum(_call_constant(n) and n.op_type not in ("Shape", "Constant") for n in nodes)
+    if static:
+        rows.append((f"({static} nodes)", "", "", "— shape chains, masks and position tables: constants of the call, "
+                                                  "no input reaches them"))
     widths = [max(len(r[i]) for r in rows) for i in range(3)] if rows else [0, 0, 0]
     lines += [f"  {a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
     if refused:

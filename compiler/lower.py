@@ -25,6 +25,7 @@ class LoweringConfig:
     default: Rule
     assigned: dict = field(default_factory=dict)
     relu_stand_ins: dict = field(default_factory=dict)  # a linear layer's z → its ReLU output (rules/sparsity.py)
+    absorb_constants: bool = False  # a constant addend takes its share (the "lxt" convention, rules/combine.py)
 
     def rule_for(self, node: ir.Node) -> Rule:
         rule = self.assigned.get(node, self.default)

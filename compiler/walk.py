@@ -17,6 +17,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from .errors import LrpcError, node_label
+from .passes.mark_static import reached_by
 
 
 class Unexplained(LrpcError):
@@ -28,11 +29,8 @@ class Unexplained(LrpcError):
 
 
 def depends_on(nodes, sources) -> set[ir.Value]:
-    reached = set(sources)
-    for node in nodes:
-        if any(v in reached for v in node.inputs if v is not None):
-            reached.update(node.outputs)
-    return reached
+    """The values computed from the sources' values (a Shape's output is not: passes/mark_static.py)."""
+    return reached_by(nodes, sources)
 
 
 def reverse_walk(nodes: list[ir.Node], start: ir.Value, seed: ir.Value, sources, table: dict, apply, b,

@@ -2,6 +2,7 @@
 
     Conv, ConvTranspose, Gemm, MatMul (z = W x + b):  g_x = Wᵀ g      (LinearLayer.apply_t, then unwrap:
                                                        Gemm's α is in its weight, transA transposes back)
+    MatMul of two activations (O = A·B):  g_A = g·Bᵀ,  g_B = Aᵀ·g     (summed over broadcast batch axes)
     Add / Sum:    g_xᵢ = unbroadcast(g)                Sub: g_x₀ = unbroadcast(g), g_x₁ = −unbroadcast(g)
     Mul:          g_a = unbroadcast(g ⊙ b)             (a constant operand gets nothing; both live: both terms)
     Div (a / b):  g_a = unbroadcast(g / b),            g_b = −unbroadcast(g ⊙ y / b)
@@ -10,7 +11,7 @@
     Resize:       g_x = Aᵀ g, A the interpolation matrix (rules/resample.py builds Aᵀ per axis)
 
 Shape ops, Concat/Split/Slice/Pad/Gather/Expand/Tile, MaxPool, ReduceMax and GlobalMaxPool reuse their
-LRP rule, which routes exactly (table.py). AveragePool never arrives here: the passes turn it into a
+LRP rule, which routes exactly (table.py), as do Where and a float Cast. AveragePool never arrives here: the passes turn it into a
 depthwise Conv (and a constant Mul at the borders), BatchNormalization into a Conv's weights.
 """
 
@@ -19,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import LrpcError, node_label
+from ..passes.recognize_products import KIND
+from ..rules.attention import _batch_unbroadcast, _swap_last
 from ..rules.combine import unbroadcast
 from ..rules.linear import LAYERS
 from ..rules.reduce import _rank, _reduced_axes, slab_fraction
@@ -26,11 +29,16 @@ from ..rules.resample import _adjoint_along, _const_input, _probe, _resized_axes
 from .table import gradient_rule, reuse_lrp_rule
 
 reuse_lrp_rule("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Gather", "GatherElements",
-               "GatherND", "Expand", "Tile", "Pad", "Concat", "Split", "MaxPool", "ReduceMax", "GlobalMaxPool")
+               "GatherND", "Expand", "Tile", "Pad", "Concat", "Split", "MaxPool", "ReduceMax", "GlobalMaxPool",
+               "Where", "Cast")
 
 
 @gradient_rule(*LAYERS)
 def linear_backward(node, g_out, b, relu):
+    if node.meta.get(KIND) == "product":  # O = A·B of two activations: g_A = g·Bᵀ, g_B = Aᵀ·g
+        a, w = node.inputs
+        return [_batch_unbroadcast(b, b.op("MatMul", g_out[0], _swap_last(b, w)), a, node.outputs[0]),
+                _batch_unbroadcast(b, b.op("MatMul", _swap_last(b, a), g_out[0]), w, node.outputs[0])]
     layer = LAYERS[node.op_type](node, b)
     g_in = [None] * len(node.inputs)
     g_in[layer.x_index] = layer.unwrap(b, layer.apply_t(b, g_out[0], layer.weight))

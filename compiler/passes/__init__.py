@@ -14,6 +14,7 @@ from .fold_batchnorm import FoldBatchNormPass
 from .fold_channel_affine import FoldChannelAffinePass
 from .fold_constants import FoldConstantsPass
 from .input_normalization import RecordInputNormalizationPass
+from .mark_static import MarkStaticPass
 from .matmul_add_to_gemm import MatMulAddToGemmPass
 from .recognize_products import RecognizeProductsPass
 from .remove_identity import RemoveIdentityPass
@@ -33,6 +34,7 @@ def pipeline() -> list[ir.passes.PassBase]:
         CheckLayersPass(),
         FoldConstantsPass(),
         _ShapeInference(),
+        MarkStaticPass(),
         RecognizeProductsPass(),
         AveragePoolToDepthwiseConvPass(),
         FoldBatchNormPass(),

@@ -20,6 +20,7 @@ import numpy as np
 import onnx_ir as ir
 
 from ..errors import LrpcError, node_label
+from .mark_static import STATIC
 
 QOPERATOR_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul",
                  "QLinearSigmoid", "QLinearLeakyRelu", "QLinearAveragePool", "QLinearGlobalAveragePool",
@@ -49,8 +50,10 @@ def dequantized_constant(value: ir.Value | None) -> np.ndarray | None:
 
 
 def is_constant(value: ir.Value | None) -> bool:
-    """A constant, or a quantized constant DequantizeLinear(q, s, zp) (a bias of a QDQ Add)."""
-    return value is not None and (value.const_value is not None or dequantized_constant(value) is not None)
+    """A constant, a quantized constant DequantizeLinear(q, s, zp) (a bias of a QDQ Add), or a value no
+    explained input reaches (a shape chain, a mask: passes/mark_static.py)."""
+    return value is not None and (value.const_value is not None or bool(value.meta.get(STATIC))
+                                  or dequantized_constant(value) is not None)
 
 
 def check_not_qoperator(node: ir.Node) -> None:

@@ -29,11 +29,13 @@ import onnx_ir as ir
 
 from ..errors import node_label
 from .base import const_array
+from .mark_static import is_static
 
 KIND = "lrpc.product"  # "activation" | "normalizer" | "quotient" | "product" | "centering"
 NAME = "lrpc.product_name"  # what was recognised, for `lrpc inspect` ("SiLU", "RMSNorm", ...)
 SIGNAL = "lrpc.signal"  # index of the operand that carries the signal (activation, normalizer, quotient)
 GATE = "lrpc.gate"  # index of the operand that is a gate (a product with a sigmoid-like factor), if any
+ACTIVATED = "lrpc.activated"  # else the one operand computed by a nonlinearity (SwiGLU's SiLU(x·W_g)), if any
 ABSORB = "lrpc.absorb"  # an Add of a constant whose constant takes its share of the relevance
 ORIGIN = "lrpc.origin"  # "norm" on the means inside a norm (passes/avgpool_to_conv.py skips them)
 
@@ -42,7 +44,7 @@ UNARY = {"Sigmoid", "HardSigmoid", "Tanh", "Erf", "Softplus", "Relu", "Clip", "E
          "Swish", "Identity"}
 BINARY = {"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max"}
 REDUCTIONS = {"ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2"}
-ROUTING = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Expand", "Transpose", "Identity"}
+ROUTING = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Expand", "Transpose", "Identity", "Cast"}
 GATES = {"Sigmoid", "HardSigmoid", "Tanh", "Softmax", "Clip"}  # bounded outputs: a factor in (0, 1) or so
 ACTIVATION_NAMES = [  # (ops in the gate's cone, name): the first whose ops are all present
     ({"Tanh", "Softplus"}, "Mish"), ({"Tanh", "Pow"}, "GELU (tanh)"), ({"Tanh", "Mul"}, "GELU (tanh)"),
@@ -51,7 +53,7 @@ ACTIVATION_NAMES = [  # (ops in the gate's cone, name): the first whose ops are 
 
 
 def live(value: ir.Value | None) -> bool:
-    return value is not None and const_array(value) is None
+    return value is not None and const_array(value) is None and not is_static(value)
 
 
 def _is_scalar_const(value: ir.Value | None) -> bool:
@@ -113,16 +115,27 @@ def _self_function(node: ir.Node, signal: int):
     return "activation", name, []
 
 
+def _origin(v: ir.Value) -> ir.Node | None:
+    """The node that computed v, through routing and constant scaling."""
+    while (p := v.producer()) is not None and (p.op_type in ROUTING or p.op_type in BINARY and
+                                                sum(live(u) for u in p.inputs) == 1):
+        v = next(u for u in p.inputs if live(u))
+    return p
+
+
+def _only(found: list[int]) -> int | None:
+    return found[0] if len(found) == 1 else None
+
+
 def gate_index(node: ir.Node) -> int | None:
     """The operand that is a gate: produced by a sigmoid-like op (through routing and constant scaling)."""
-    found = []
-    for i, v in enumerate(node.inputs):
-        while (p := v.producer()) is not None and (p.op_type in ROUTING or p.op_type in BINARY and
-                                                    sum(live(u) for u in p.inputs) == 1):
-            v = next(u for u in p.inputs if live(u))
-        if p is not None and p.op_type in GATES:
-            found.append(i)
-    return found[0] if len(found) == 1 else None
+    return _only([i for i, v in enumerate(node.inputs) if (p := _origin(v)) is not None and p.op_type in GATES])
+
+
+def activated_index(node: ir.Node) -> int | None:
+    """The one operand computed by a nonlinearity (a gated MLP's act(x·W_g) beside x·W_u), if one is."""
+    return _only([i for i, v in enumerate(node.inputs) if (p := _origin(v)) is not None and
+                  (p.op_type in UNARY - {"Identity", "Neg"} or p.meta.get(KIND) == "activation")])
 
 
 def _centering(node: ir.Node):
@@ -154,6 +167,8 @@ def recognise(node: ir.Node) -> str | None:
         node.meta[KIND], node.meta[NAME] = "centering", "x − mean(x)"
         mean.meta[ORIGIN] = "norm"
         return f"{node_label(node)}: centering x − mean(x)"
+    if node.op_type == "MatMul" and len(operands) == 2:
+        return _matrix_product(node)
     if node.op_type not in ("Mul", "Div") or len(operands) != 2:
         return None
     for signal in (0, 1) if node.op_type == "Mul" else (0,):
@@ -171,7 +186,18 @@ def recognise(node: ir.Node) -> str | None:
     gate = gate_index(node)
     if gate is not None:
         node.meta[GATE], node.meta[NAME] = gate, "gate"
+    elif (activated := activated_index(node)) is not None:
+        node.meta[ACTIVATED], node.meta[NAME] = activated, "gated unit"
     return f"{node_label(node)}: a product of two activations" + (f", operand {gate} a gate" if gate is not None else "")
+
+
+def _matrix_product(node: ir.Node) -> str:
+    """q·kᵀ or A·v: a product; a factor that is a softmax's output is the attention weights (its GATE)."""
+    node.meta[KIND], node.meta[NAME] = "product", "q·kᵀ"
+    gate = gate_index(node)
+    if gate is not None:
+        node.meta[GATE], node.meta[NAME] = gate, "attention A·v"
+    return f"{node_label(node)}: {node.meta[NAME]}, a product of two activations"
 
 
 class RecognizeProductsPass(ir.passes.InPlacePass):

@@ -19,6 +19,12 @@ Composites (their references' meaning; ε is the convention's unless given):
     ExcitationBackprop        conv, dense: zplus                                  (Zennit)
     A, B, AFlat, BFlat        conv: alpha1beta0 (A) / alpha2beta1 (B), dense: epsilon(0.1) [, first: flat]
                               (iNNvestigate's sequential presets)
+    AttnLRP                   conv, dense: epsilon, product: half                 (Achtibat et al. 2024; LXT)
+    CPLRP                     conv, dense: epsilon, product: gate-constant        (Ali et al. 2022; LXT's cp_LRP)
+
+A graph with attention (a MatMul of two activations) gets AttnLRP when no rule or composite is given;
+any other graph EpsilonPlusFlat. CPLRP holds the attention weights fixed (no relevance reaches q and k)
+and, in a gated MLP act(x·W_g)·(x·W_u), the activated factor.
 
 Average pools take epsilon in every composite (Zennit's Norm rule on pooling: the z-rule, stabilized).
 
@@ -66,7 +72,8 @@ class ProductRule:
 
 
 def default_product_rule(node: ir.Node) -> ProductRule:
-    return ProductRule("gate-constant" if node.meta.get(GATE) is not None else "half")
+    """gate-constant for a Mul by a gate, half otherwise (attention's q·kᵀ and A·v: AttnLRP)."""
+    return ProductRule("gate-constant" if node.meta.get(GATE) is not None and node.op_type != "MatMul" else "half")
 
 
 def is_product(node: ir.Node) -> bool:
@@ -96,8 +103,17 @@ COMPOSITES = {  # name → (parameters with defaults, [(pattern, rule spec templ
                                ("dense", "epsilon{eps}")]),
     "BFlat": ({"eps": "0.1"}, [("pool", "epsilon"), ("first", "flat"), ("conv", "alpha2beta1"),
                                ("dense", "epsilon{eps}")]),
+    "AttnLRP": ({"eps": None}, [("pool", "epsilon{eps}"), ("conv", "epsilon{eps}"), ("dense", "epsilon{eps}"),
+                                ("product", "half")]),
+    "CPLRP": ({"eps": None}, [("pool", "epsilon{eps}"), ("conv", "epsilon{eps}"), ("dense", "epsilon{eps}"),
+                              ("product", "gate-constant")]),
 }
 DEFAULT_COMPOSITE = "EpsilonPlusFlat"
+ATTENTION_COMPOSITE = "AttnLRP"
+
+
+def has_attention(graph: ir.Graph) -> bool:
+    return any(n.op_type == "MatMul" and is_product(n) for n in graph)
 
 
 @dataclass(frozen=True)
@@ -185,8 +201,9 @@ def _composite_entries(spec: str, convention: str) -> list[tuple[str, Rule, bool
 
 
 def build_rule_map(rule: str | None = None, composite: str | None = None, rule_map=(),
-                   rule_map_file: str | None = None, convention: str = "lrpc") -> RuleMap:
-    """The rule assignment from the compile options (see the module docstring for the precedence)."""
+                   rule_map_file: str | None = None, convention: str = "lrpc", attention: bool = False) -> RuleMap:
+    """The rule assignment from the compile options (see the module docstring for the precedence);
+    `attention`: the graph has attention, so the default composite is AttnLRP."""
     if rule is not None and composite is not None:
         raise LrpcError("give --rule (one rule for every layer) or --composite, not both")
     entries = list(_parse_entries(rule_map, convention))
@@ -195,7 +212,7 @@ def build_rule_map(rule: str | None = None, composite: str | None = None, rule_m
         entries += file_entries
         rule, composite = rule or file_rule, composite or file_composite
     if rule is None and composite is None:
-        composite = DEFAULT_COMPOSITE
+        composite = ATTENTION_COMPOSITE if attention else DEFAULT_COMPOSITE
     default = parse_rule(rule or "epsilon", convention)
     if composite is not None:
         entries += _composite_entries(composite, convention)

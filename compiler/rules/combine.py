@@ -8,7 +8,8 @@ Add, Sub and Sum of activations (residual connections) with signs σᵢ (Sub: σ
 An operand that is a constant takes no part in z and gets no relevance: with one activation left
 (Add/Sub of a bias, Mul/Div by a scale) the unit keeps its relevance, R_x = unbroadcast(R) — except
 the bias β of a norm's output (passes/recognize_products.py), which absorbs its share as a layer's bias
-does: R_x = unbroadcast(x ⊙ R / stab(x + β)). A centering x − mean(x) is one linear map (rules/norms.py);
+does: R_x = unbroadcast(x ⊙ R / stab(x + β)); under the convention "lxt" every constant addend does
+(a position embedding, a mask constant: LXT's gradient × input gives them their share). A centering x − mean(x) is one linear map (rules/norms.py);
 products and quotients of two activations are rules/gates.py's.
 
 unbroadcast sums relevance over the axes along which an operand was broadcast, back to its shape:
@@ -65,8 +66,9 @@ def proportional(node, rel_out, b, cfg):
     live, r = _activations(node), rel_out[0]
     if node.meta.get(KIND) == "centering":
         return centering(node, r, b, cfg)
-    if len(live) == 1 and node.meta.get(ABSORB):  # y = x + β, β takes its share: R_x = x ⊙ R / stab(y)
-        r = b.op("Mul", node.inputs[live[0]], b.divide(r, node.outputs[0], cfg.rule_for(node).eps))
+    if len(live) == 1 and (node.meta.get(ABSORB) or cfg.absorb_constants):  # y = x ± c: R_x = ±x ⊙ R / stab(y)
+        signed = node.inputs[live[0]] if node.op_type != "Sub" or live[0] == 0 else b.op("Neg", node.inputs[1])
+        r = b.op("Mul", signed, b.divide(r, node.outputs[0], cfg.rule_for(node).eps))
     if len(live) == 1:
         return _keep_with_unit(node, r, b, live[0])
     negate = lambda i: node.op_type == "Sub" and i == 1

@@ -8,8 +8,9 @@ For y = a ⊙ b (a Mul) or y = a / b (a Div), both operands activations, R the r
 
 The first line holds the second factor fixed: a gated activation's own gate (x·σ(x) is one activation,
 y = x for relevance), a norm's denominator, a divisor. "gate-constant" does the same for a gate
-computed elsewhere (a squeeze-excitation gate σ(W·pool x), GLU's σ(b)): the signal-take-all rule of LRP
-for gated units, and the conservative propagation of Ali et al. 2022. "half" splits each unit's relevance
+computed elsewhere (a squeeze-excitation gate σ(W·pool x), GLU's σ(b)) — or, where no factor is a gate, the
+one computed by an activation (a gated MLP's SiLU(x·W_g) beside x·W_u, as LXT's CP-LRP holds it): the
+signal-take-all rule of LRP for gated units, and the conservative propagation of Ali et al. 2022. "half" splits each unit's relevance
 equally between its factors: AttnLRP's uniform rule (Achtibat et al. 2024), for products of two signals.
 Both conserve: Σ R_in = Σ R. A product with a constant (a scale) keeps its relevance in the unit.
 """
@@ -17,7 +18,7 @@ Both conserve: Σ R_in = Σ R. A product with a constant (a scale) keeps its rel
 from __future__ import annotations
 
 from ..errors import LrpcError, node_label
-from ..passes.recognize_products import GATE, KIND, NAME, SIGNAL
+from ..passes.recognize_products import ACTIVATED, GATE, KIND, NAME, SIGNAL
 from .combine import _activations, _keep_with_unit, unbroadcast
 from .table import relevance_rule
 
@@ -37,11 +38,12 @@ def product(node, rel_out, b, cfg):
         return _keep_with_unit(node, r, b, node.meta[SIGNAL])
     rule = cfg.product_rule_for(node)
     if rule == "gate-constant":
-        gate = node.meta.get(GATE)
+        gate = node.meta.get(GATE, node.meta.get(ACTIVATED))
         if gate is None:
             raise LrpcError(f"{node_label(node)}: rule gate-constant, but neither factor of this "
                             f"{node.meta.get(NAME, 'product')} is a gate (a Sigmoid, HardSigmoid, Tanh or Clip "
-                            "output); give it the rule half, e.g. --rule-map 'product=half'")
+                            "output) or the one computed by an activation; give it the rule half, e.g. "
+                            "--rule-map 'product=half'")
         return _keep_with_unit(node, r, b, 1 - gate)
     half = b.op("Mul", r, b.const(0.5))
     return [unbroadcast(b, half, v, node.outputs[0]) for v in node.inputs]

@@ -26,6 +26,8 @@ from ..errors import LrpcError, node_label
 from ..geometry import adjoint_conv_geometry, conv_transpose_geometry, output_padding, window_geometry
 from ..passes.input_normalization import INPUT_AFFINE
 from ..passes.quantized import dequantized_constant
+from ..passes.recognize_products import KIND
+from .attention import bilinear
 from .lrp import ID, NEG, ONES, POS, SQ, Rule, Term
 from .squares import squares_in_range
 from .table import relevance_rule
@@ -363,6 +365,8 @@ def lower_linear(layer: LinearLayer, r: ir.Value, rule: Rule, b: Builder) -> ir.
 
 @relevance_rule(*LAYERS)
 def linear(node, rel_out, b, cfg):
+    if node.meta.get(KIND) == "product":  # q·kᵀ, A·v: a product of two activations
+        return bilinear(node, rel_out, b, cfg)
     layer = LAYERS[node.op_type](node, b)
     layer.input_affine = node.meta.get(INPUT_AFFINE)
     rel_in = [None] * len(node.inputs)

@@ -116,7 +116,7 @@ ALIASES = {"alpha1beta0": ("alphabeta", {"alpha": 1.0, "beta": 0.0}),
 
 
 CONVENTIONS = {  # convention → default ε (DESIGN §4; the start relevance is chosen in select.py)
-    "lrpc": 1e-6, "zennit": 1e-6, "innvestigate": 1e-7}
+    "lrpc": 1e-6, "zennit": 1e-6, "innvestigate": 1e-7, "lxt": 1e-12}
 
 
 def parse_rule(spec: str, convention: str = "lrpc") -> Rule:

@@ -21,6 +21,7 @@ import onnx_ir as ir
 
 from ..builder import Builder
 from ..errors import LrpcError, node_label
+from ..passes.quantized import is_constant
 from .table import relevance_rule
 
 
@@ -108,3 +109,14 @@ def split_back(node, rel_out, b, cfg):
     axis = _axis(node, node.inputs[0], 0)
     parts = [r if r is not None else zeros_like(b, y) for r, y in zip(rel_out, node.outputs)]
     return [b.op("Concat", *parts, axis=axis)] + [None] * (len(node.inputs) - 1)
+
+
+@relevance_rule("Where")
+def where(node, rel_out, b, cfg):
+    """Where(c, X, Y): each unit's relevance goes to the operand it was taken from (c is a mask, or a
+    condition on the input held fixed): R_X = unbroadcast(R ⊙ c), R_Y = unbroadcast(R ⊙ ¬c)."""
+    from .combine import unbroadcast  # combine imports routing
+    cond, r, out = node.inputs[0], rel_out[0], node.outputs[0]
+    zero = b.op("Mul", r, b.const(0.0))
+    return [None, *(None if is_constant(v) else unbroadcast(b, b.op("Where", cond, *((r, zero) if i == 1 else (zero, r))), v, out)
+                    for i, v in ((1, node.inputs[1]), (2, node.inputs[2])))]

@@ -67,8 +67,8 @@ def test_lrp_op_is_in_the_readme(op):
 
 
 def test_ops_the_rules_emit_have_a_tensorflow_implementation(tmp_path):
-    """Compile the modern test nets under several rules and methods: every op type in the result is in the
-    TensorFlow table."""
+    """Compile the modern test nets and an attention block under several rules and methods: every op type in
+    the result is in the TensorFlow table."""
     import test_rules_gates_norms as modern
 
     emitted = set()
@@ -81,5 +81,10 @@ def test_ops_the_rules_emit_have_a_tensorflow_implementation(tmp_path):
             except lrpc.LrpcError:
                 continue  # e.g. a rule map whose pattern matches nothing in this net
             emitted |= {n.op_type for n in proto.graph.node}
+    from oracle_attention import Block
+
+    for kv_heads in (1, 2):
+        for options in ({"composite": "AttnLRP"}, {"composite": "CPLRP"}, {"method": "gradient"}):
+            emitted |= {n.op_type for n in lrpc.compile(Block(kv_heads=kv_heads).onnx_model(), **options).graph.node}
     missing = sorted(emitted - tensorflow_table())
     assert not missing, f"the explained graphs use {missing}, which the SavedModel emitter lacks"

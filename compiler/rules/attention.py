@@ -1,0 +1,79 @@
+"""Attention: the softmax, and matrix products of two activations (q·kᵀ, A·v), as AttnLRP and CP-LRP.
+
+For O = A·B (a MatMul of two activations, batched over leading axes), R the relevance at O and
+s = R / stab(O) (ε of the layer's rule, as for a join):
+
+    rule "half"           R_A = ½ A ⊙ (s·Bᵀ),   R_B = ½ B ⊙ (Aᵀ·s)         AttnLRP's uniform rule
+    rule "gate-constant"  R_B = B ⊙ (Aᵀ·s), A none                         CP-LRP (A: attention weights)
+
+(with the roles swapped when the held factor is B). Each term is the LRP-0 rule of the product as a linear
+map of one factor with the other held fixed; each sums to Σ R (ε → 0), so "half" conserves with ½ + ½.
+"gate-constant" holds fixed the factor that is a softmax's output: CP-LRP's attention weights, through
+which no relevance reaches q and k.
+
+For the softmax y = softmax(x) along an axis (Achtibat et al. 2024, the gradient × input of the softmax):
+
+    R_x = x ⊙ (R − y ⊙ Σ_axis R)
+
+It sums to Σ x R − (Σ x y)·Σ R per row: it does not conserve (the softmax is not homogeneous); a
+constant shift of x (a mask constant, a bias) changes the split, as it does in AttnLRP. Where a mask
+made x = −inf, y = 0 and R = 0: x is read as the lowest finite float there, so R_x = 0, not −inf·0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import LrpcError, node_label
+from ..passes.recognize_products import GATE, NAME
+from .table import relevance_rule
+
+
+def _swap_last(b, v):
+    rank = len(v.shape) if v.shape is not None else None
+    if rank is None or rank < 2:
+        raise LrpcError(f"the MatMul operand '{v.name}' has {'an unknown rank' if rank is None else f'rank {rank}'}; "
+                        "lrpc explains products of two activations of rank ≥ 2 with known rank")
+    return b.op("Transpose", v, perm=[*range(rank - 2), rank - 1, rank - 2])
+
+
+def _batch_unbroadcast(b, r, v, out):
+    """r (v's last two dims, out's batch dims) summed over the batch axes along which v was broadcast."""
+    vs, os_ = v.shape, out.shape
+    lead = len(os_) - len(vs)
+    axes = list(range(lead)) + [lead + i for i, d in enumerate(vs[:-2]) if d == 1 and os_[lead + i] != 1]
+    if not axes:
+        return r
+    summed = b.op("ReduceSum", r, b.const(np.array(axes, np.int64), dtype=np.int64), keepdims=1)
+    return summed if lead == 0 else b.op("Reshape", summed, b.op("Shape", v))
+
+
+def bilinear(node, rel_out, b, cfg):
+    """The relevance of O = A·B to both factors (module docstring)."""
+    a, bb = node.inputs
+    out = node.outputs[0]
+    s = b.divide(rel_out[0], out, cfg.rule_for(node).eps)
+    rule = cfg.product_rule_for(node)
+    held = node.meta.get(GATE)
+    if rule == "gate-constant" and held is None:
+        raise LrpcError(f"{node_label(node)}: rule gate-constant, but neither factor of this "
+                        f"{node.meta.get(NAME, 'product')} is a softmax output (attention weights) to hold "
+                        "fixed; give it the rule half, e.g. --rule-map 'product=half'")
+    scale = 0.5 if rule == "half" else 1.0
+    rel = [None, None]
+    if rule == "half" or held == 1:  # R_A = A ⊙ (s·Bᵀ)
+        ra = b.op("Mul", a, b.op("MatMul", s, _swap_last(b, bb)))
+        rel[0] = _batch_unbroadcast(b, b.op("Mul", ra, b.const(scale)) if scale != 1.0 else ra, a, out)
+    if rule == "half" or held == 0:  # R_B = B ⊙ (Aᵀ·s)
+        rb = b.op("Mul", bb, b.op("MatMul", _swap_last(b, a), s))
+        rel[1] = _batch_unbroadcast(b, b.op("Mul", rb, b.const(scale)) if scale != 1.0 else rb, bb, out)
+    return rel
+
+
+@relevance_rule("Softmax")
+def softmax(node, rel_out, b, cfg):
+    x, y, r = node.inputs[0], node.outputs[0], rel_out[0]
+    axis = node.attributes.get_int("axis", -1)
+    total = b.op("ReduceSum", r, b.const(np.array([axis], np.int64), dtype=np.int64), keepdims=1)
+    finite = b.op("Max", x, b.const(np.finfo(b.dtype.numpy()).min))  # a −inf mask: y = 0 and R = 0 there
+    return [b.op("Mul", finite, b.op("Sub", r, b.op("Mul", y, total)))]

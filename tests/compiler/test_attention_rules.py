@@ -1,0 +1,95 @@
+"""Attention under AttnLRP and CP-LRP against the float64 oracle (tests/compiler/oracle_attention.py), with
+a dynamic sequence length, multi-query attention, a causal mask built from the input's shape; conservation
+of CP-LRP; and which composite a graph with attention gets."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import lrpc
+from lrpc.errors import LrpcError
+from oracle_attention import Block
+
+
+def _explain(block, composite, xs, **kw):
+    model = lrpc.compile(block.onnx_model(), composite=composite, **kw)
+    session = ort.InferenceSession(model.SerializeToString())
+    return [session.run(None, {"x": x.astype(np.float32)}) for x in xs]
+
+
+def _rel_l2(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("mode, composite", [("attnlrp", "AttnLRP"), ("cplrp", "CPLRP")])
+@pytest.mark.parametrize("kv_heads, causal", [(2, True), (1, True), (2, False)])
+def test_attention_block_matches_oracle(mode, composite, kv_heads, causal):
+    block = Block(kv_heads=kv_heads, causal=causal)
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((2, s, 8)) for s in (5, 9)]  # one file, two sequence lengths
+    for x, (logits, rel) in zip(xs, _explain(block, composite, xs)):
+        for n in range(len(x)):
+            want, want_logits, _ = block.relevance(x[n].astype(np.float32).astype(np.float64), mode)
+            np.testing.assert_allclose(logits[n], want_logits, rtol=1e-5, atol=1e-6)
+            assert _rel_l2(rel[n], want) < 1e-5, (mode, n, _rel_l2(rel[n], want))
+
+
+def test_cplrp_conserves_without_biases():
+    """CP-LRP is LRP-0 through linear maps with the attention weights constant: Σ R = logit as ε → 0."""
+    block = Block(kv_heads=1)
+    block.bo[:] = block.bc[:] = 0
+    x = np.random.default_rng(2).standard_normal((3, 6, 8))
+    (logits, rel), = _explain(block, "CPLRP:eps=1e-12", [x])
+    np.testing.assert_allclose(rel.sum((1, 2)), logits.max(1), rtol=1e-4)
+
+
+def test_graph_with_attention_defaults_to_attnlrp():
+    model = lrpc.compile(Block().onnx_model())
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["lrpc.rule"].startswith("AttnLRP"), meta["lrpc.rule"]
+
+
+def test_forward_is_unchanged():
+    block = Block(kv_heads=1)
+    x = np.random.default_rng(4).standard_normal((2, 7, 8)).astype(np.float32)
+    plain = ort.InferenceSession(block.onnx_model().SerializeToString()).run(None, {"x": x})[0]
+    (logits, _), = _explain(block, "AttnLRP", [x])
+    np.testing.assert_array_equal(logits, plain)
+
+
+def test_cplrp_on_a_product_without_attention_weights_is_refused():
+    """gate-constant on q·kᵀ has no factor to hold: named, with what to do."""
+    with pytest.raises(LrpcError, match=r"'P' \(MatMul\).*neither factor.*softmax.*product=half"):
+        lrpc.compile(Block().onnx_model(), composite="AttnLRP", rule_map=["P=gate-constant"])
+
+
+def test_int_cast_of_the_signal_is_refused():
+    block = Block(causal=False)
+    model = block.onnx_model()
+    g = model.graph
+    node = next(n for n in g.node if n.name == "u")
+    cast = onnx.helper.make_node("Cast", ["u"], ["u_int"], name="to_int", to=onnx.TensorProto.INT64)
+    back = onnx.helper.make_node("Cast", ["u_int"], ["u_back"], name="to_float", to=onnx.TensorProto.FLOAT)
+    g.node.insert(list(g.node).index(node) + 1, cast)
+    g.node.insert(list(g.node).index(node) + 2, back)
+    first = next(n for n in g.node if n.name == "first")
+    first.input[0] = "u_back"
+    with pytest.raises(LrpcError, match=r"to_float.*Cast from INT64"):
+        lrpc.compile(model)
+
+
+def test_gradient_through_attention_matches_finite_differences():
+    """--method gradient through q·kᵀ, the softmax, the mask and A·v (multi-query: broadcast k and v)."""
+    block = Block(kv_heads=1)
+    x = np.random.default_rng(5).standard_normal((1, 5, 8))
+    (logits, grad), = _explain(block, None, [x], method="gradient", target=1)
+    f = lambda z: block.forward(z)["logits"][1]
+    h, numeric = 1e-6, np.zeros_like(x[0])
+    for i in np.ndindex(x[0].shape):
+        step = np.zeros_like(x[0])
+        step[i] = h
+        numeric[i] = (f(x[0] + step) - f(x[0] - step)) / (2 * h)
+    assert _rel_l2(grad[0], numeric) < 1e-5, _rel_l2(grad[0], numeric)
