@@ -20,6 +20,7 @@ from lrpc_runtime import DeviceUnavailableError, NotExplainedError, explain_file
 from lrpc_runtime.files import STYLES, check_arguments, choose_preprocessing
 from lrpc_runtime.ray_files import RayNotInstalledError, explain_files_ray, import_ray
 from lrpc_runtime.session import Explainer
+from lrpc_runtime.text import explain_token_files, token_input
 
 from . import __version__
 from .api import checked_method, compile, plan
@@ -58,6 +59,10 @@ def _add_plan_options(c: argparse.ArgumentParser) -> None:
                         "N or i,j,k for a multi-dim tensor), chosen per call by an int64 graph input 'target' "
                         "[batch] (input), all units (all: e.g. a whole reconstruction), or weighted per call "
                         "by a float graph input 'mask' of the tensor's shape (mask)")
+    c.add_argument("--position", type=int, default=None, metavar="P",
+                   help="for a [batch, seq, vocab] tensor (a language-model head): the position whose logits are "
+                        "explained, negative from the end (default -1, the last, where seq is dynamic); --target "
+                        "then picks the token there (max: the most likely, a token id, or input)")
     c.add_argument("--output", dest="output_name", metavar="NAME",
                    help="which model output to explain (default: the first)")
     c.add_argument("--explain", metavar="TENSOR[:INDEX]",
@@ -98,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
                     "map per model input (output 'relevance', the input's shape).",
         epilog=help_text, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_plan_options(c)
+    c.add_argument("--per-feature", action="store_true",
+                   help="for token-id inputs (explained at their embedding lookup): also output the "
+                        "[batch, seq, hidden] map at the embedding, beside the per-token [batch, seq] one")
     c.add_argument("-o", "--out", dest="out_file", metavar="FILE", required=True,
                    help="where to write the explained ONNX file (a folder for --format savedmodel)")
     c.add_argument("--overwrite", action="store_true",
@@ -137,6 +145,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--preprocess", metavar="SPEC", help="how images become inputs (overrides the file's spec)")
     e.add_argument("--target", metavar="K|MASK.npy",
                    help="the class to explain, for a file compiled with --target input; a mask .npy for --target mask")
+    e.add_argument("--tokens", metavar="VOCAB",
+                   help="for token-id inputs (.npy int [batch, seq] or [seq], or .json lists of ids): the vocabulary "
+                        "(one token per line, line number = id; or a JSON list of strings): writes NAME.html and "
+                        "NAME.png per sample, the tokens coloured by relevance")
     e.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="where onnxruntime runs (cuda needs onnxruntime-gpu: pip install 'lrpc[cuda]')")
     e.add_argument("--batch-size", type=int, default=32, metavar="N", help="samples per run (default 32)")
@@ -194,7 +206,8 @@ def _parser() -> argparse.ArgumentParser:
 def _plan_options(args) -> dict:
     return dict(rule=args.rule, composite=args.composite, rule_map=args.rule_map, rule_map_file=args.rule_map_file,
                 convention=args.convention, target=args.target, output_name=args.output_name,
-                explain=args.explain, keep_output_activation=args.keep_output_activation, opset=args.opset)
+                explain=args.explain, keep_output_activation=args.keep_output_activation, opset=args.opset,
+                position=args.position)
 
 
 def _inspect(args) -> int:
@@ -210,7 +223,8 @@ def _inspect(args) -> int:
 
 def _compile(args) -> int:
     log = (lambda line: print(f"  pass: {line}", file=sys.stderr)) if args.verbose else None
-    options = dict(**_plan_options(args), log=log, method=args.method, preprocess=args.preprocess)
+    options = dict(**_plan_options(args), log=log, method=args.method, preprocess=args.preprocess,
+                   per_feature=args.per_feature)
     savedmodel = args.format == "savedmodel"
     check_output(args.model, args.out_file, args.overwrite, savedmodel)
     if savedmodel:
@@ -258,6 +272,10 @@ def _explain(args) -> int:
     check_arguments(args.style, args.format, args.out_dir, inputs=[args.model, *args.inputs], overwrite=args.overwrite)
     explainer = Explainer(args.model, device="cpu" if args.ray else args.device, batch_size=args.batch_size,
                           threads=1 if args.ray else None)
+    if token_input(explainer) is not None:
+        return _explain_tokens(args, explainer)
+    if args.tokens is not None:
+        raise LrpcError(f"--tokens: {args.model} has no token-id input (it explains float inputs)")
     spec, where = choose_preprocessing(args.preprocess, explainer.metadata.preprocess)
     options = dict(preprocess=spec, target=_explain_target(args.target), batch_size=args.batch_size, style=args.style,
                    overlay_alpha=args.overlay_alpha, save_relevance=args.save_relevance, table=args.format,
@@ -274,6 +292,21 @@ def _explain(args) -> int:
           f"{runner}): {_count(images, 'heatmap')} and predictions.{args.format} in {args.out_dir}")
     if any(r["source"].lower().endswith((".png", ".jpg", ".jpeg", ".bmp")) for r in rows):
         print(f"images preprocessed with {spec.describe()} ({PREPROCESS_ORIGIN[where]})")
+    return 0
+
+
+def _explain_tokens(args, explainer) -> int:
+    """lrpc explain on token ids (lrpc_runtime.text): the table, and HTML and PNG pages with --tokens."""
+    if args.ray or args.preprocess or args.save_relevance:
+        raise LrpcError("--ray, --preprocess and --save-relevance apply to image and array inputs, not token ids")
+    if explainer.target_mode == "input" and args.target is None:
+        raise LrpcError(f"{args.model} was compiled with --target input: give --target TOKEN (the token id to explain)")
+    rows = explain_token_files(explainer, args.inputs, args.out_dir, tokens=args.tokens,
+                               target=_explain_target(args.target), table=args.format, overwrite=args.overwrite,
+                               model_path=args.model)
+    pages = f", {_count(len(rows), 'HTML page')} and PNGs" if args.tokens else ""
+    print(f"explained {_count(len(rows), 'sample')} of token ids ({explainer.rule}, target {explainer.target_mode})"
+          f": predictions.{args.format}{pages} in {args.out_dir}")
     return 0
 
 

@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import errno
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -95,6 +96,16 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _described_outputs(meta: ExplainedMetadata) -> dict:
+    """``lrpc.relevance_outputs`` (files with token-id inputs): every relevance output, the per-feature
+    map of a token input included, so none of them counts as a model output."""
+    try:
+        described = json.loads(meta.extra.get("lrpc.relevance_outputs", "{}") or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return described if isinstance(described, dict) else {}
 
 
 def _cuda_error(requested: str, available: Sequence[str], detail: str) -> DeviceUnavailableError:
@@ -202,7 +213,7 @@ class Explainer:
                 f"{source}: lrpc.relevance {meta.relevance} does not match the graph "
                 f"(inputs {list(self._specs)}, outputs {all_outputs})"
             )
-        relevance_outputs = set(meta.relevance.values())
+        relevance_outputs = set(meta.relevance.values()) | set(_described_outputs(meta))
         self._output_names = [n for n in all_outputs if n not in relevance_outputs]
         self._all_outputs = all_outputs
 
