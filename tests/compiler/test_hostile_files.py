@@ -111,24 +111,21 @@ def test_external_weights_in_and_out(tmp_path, monkeypatch):
     np.testing.assert_array_equal(relevance(out, x), inline)
 
 
-def test_only_the_float_inputs_are_explained():
-    """An int64 index input (an embedding lookup) sits beside the explained float input."""
+def test_an_index_input_is_explained_at_its_lookup():
+    """An int64 index input (an embedding lookup) beside a float input: each gets its relevance output,
+    the index input's per index (the sum over the looked-up row), and together they hold the split of
+    the sum x + e."""
     emb = np.arange(20, dtype=np.float32).reshape(5, 4) / 10
     model = make_model([helper.make_node("Gather", ["emb", "idx"], ["e"]), helper.make_node("Add", ["x", "e"], ["h"]),
                         helper.make_node("Gemm", ["h", "w"], ["y"], name="fc")],
                        [tensor("x", ["n", 4]), helper.make_tensor_value_info("idx", TensorProto.INT64, ["n"])],
                        [tensor("y", ["n", 300])], {"w": W, "emb": emb})
     sess = ort.InferenceSession(lrpc.compile(model, rule="epsilon").SerializeToString())
-    assert [o.name for o in sess.get_outputs()] == ["y", "relevance"]
+    assert [o.name for o in sess.get_outputs()] == ["y", "relevance_x", "relevance_idx"]
     x, idx = np.ones((2, 4), np.float32), np.array([1, 3])
-    y, r = sess.run(None, {"x": x, "idx": idx})
-    assert r.shape == x.shape and np.isfinite(r).all()
-    h = x + emb[idx]  # ε-LRP on one dense layer without bias: R_x = x ⊙ Wᵀ(R_y / z) for the part x brings
-    z = h @ W
-    t = z.argmax(1)
-    share = np.zeros_like(z)
-    share[np.arange(2), t] = 1.0
-    np.testing.assert_allclose(r, x * ((share * z / (z + 1e-6 * np.where(z >= 0, 1, -1))) @ W.T), rtol=1e-5)
+    y, r_x, r_idx = sess.run(None, {"x": x, "idx": idx})
+    assert r_x.shape == x.shape and r_idx.shape == idx.shape and np.isfinite(r_x).all()
+    np.testing.assert_allclose(r_idx, (r_x * emb[idx] / x).sum(1), rtol=1e-5)  # the same R/h per unit
 
 
 def test_small_cnn_still_compiles_from_a_path_with_spaces(tmp_path):
