@@ -10,6 +10,9 @@ bash scripts/setup.sh demo test
 # timm 1.0 and LXT 2.1 for tests/reference/test_lxt.py: --no-deps, torchvision stubbed (benchmarks/timm_env.sh says why).
 .venv/bin/python -m pip show -q timm >/dev/null 2>&1 || .venv/bin/python -m pip install -q --no-deps "timm>=1.0,<1.1"
 .venv/bin/python -m pip show -q lxt >/dev/null 2>&1 || .venv/bin/python -m pip install -q --no-deps lxt==2.1
+# Hugging Face transformers for tests/reference/test_lxt_transformers.py (tiny configs, random weights; LXT
+# 2.1 needs >= 4.51 and < 5): BERT, DistilBERT, RoBERTa, ViT, GPT-2, Llama, Qwen2 against LXT's patch maps.
+.venv/bin/python -m pip show -q transformers >/dev/null 2>&1 || .venv/bin/python -m pip install -q "transformers==4.57.6"
 # Triton's model_config.proto for the `lrpc export triton` test: --no-deps (tritonclient[grpc] pins protobuf < 7,
 # which onnx here does not use); the test loads only the generated model_config_pb2 module.
 .venv/bin/python -m pip show -q tritonclient >/dev/null 2>&1 || .venv/bin/python -m pip install -q --no-deps "tritonclient>=2.40"
