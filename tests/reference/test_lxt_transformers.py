@@ -41,11 +41,11 @@ def exports(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lxt_hf")
     made = {}
 
-    def get(name):
-        if name not in made:
-            made[name] = folder / f"{name}.onnx"
-            lxt_hf.export(name, made[name])
-        return made[name]
+    def get(name, dynamo=False):
+        if (name, dynamo) not in made:
+            made[name, dynamo] = folder / f"{name}{'_dynamo' if dynamo else ''}.onnx"
+            lxt_hf.export(name, made[name, dynamo], opset=18 if dynamo else 17, dynamo=dynamo)
+        return made[name, dynamo]
     return get
 
 
@@ -62,8 +62,10 @@ def _lrpc(path, mode, x, targets, convention="lxt"):
 
 @pytest.mark.parametrize("mode", COMPOSITES)
 @pytest.mark.parametrize("name", lxt_hf.NAMES)
-def test_matches_lxt(exports, name, mode):
-    path = exports(name)
+@pytest.mark.parametrize("dynamo", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["torchscript", "dynamo"])
+def test_matches_lxt(exports, name, mode, dynamo):
+    """TorchScript exports at opset 17; torch.export (dynamo) at opset 18, Split with num_outputs."""
+    path = exports(name, dynamo)
     shapes = [(1, 7), (4, 7)] + ([] if name == "vit" else [(2, 12)])  # one file, two sequence lengths
     for batch, seq in shapes:
         x = lxt_hf.make_input(name, batch, seq, seed=3)
