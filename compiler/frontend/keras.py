@@ -44,7 +44,8 @@ import onnx
 
 from ..errors import LrpcError
 from .keras_graph import rewrite_for_tf2onnx, unconverted, unconverted_message
-from .keras_onnx import WRAPPER, drop_noop_reshapes, squeeze_after_channel_constants, tidy_names
+from .keras_onnx import (WRAPPER, drop_noop_reshapes, norm_means_as_reduce_mean, squeeze_after_channel_constants,
+                         tidy_names)
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 OPSET = 17
@@ -188,6 +189,7 @@ def _convert(tf, tf2onnx, graph_def, values, input_names, output_names, renames,
             passes = {k: v for k, v in optimizer._get_optimizers().items() if k != "merge_duplication"}
             g = optimizer.optimize_graph(g, catch_errors=False, optimizers=passes)
             drop_noop_reshapes(g)
+            norm_means_as_reduce_mean(g)
         return g.make_model(f"converted from Keras model {name} by lrpc")
 
 

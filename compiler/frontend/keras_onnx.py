@@ -7,6 +7,11 @@
   size-1 axes into a Reshape, and moving the layout transposes through a keepdims mean leaves such a
   Reshape between LayerNorm's mean and its centring, `x − Reshape(mean(x), [-1, 1, H, W])`, whose target
   is the shape the mean already has. Gone, the centring reads the mean directly, as lrpc recognises it.
+- `norm_means_as_reduce_mean` (on tf2onnx's graph): tf2onnx writes a keepdims mean over every axis after
+  the second as GlobalAveragePool — for a LayerNormalization of tokens [batch, seq, d] that is its mean
+  μ = mean_d(x) and variance mean_d((x − μ)²). Those two become ReduceMean(axes = 2…rank−1, keepdims) again
+  (the same numbers), the form lrpc's LayerNorm recognition reads; a GlobalAveragePool that is a pooling
+  (no centring x − μ reads it) stays.
 """
 
 from __future__ import annotations
@@ -35,6 +40,33 @@ def drop_noop_reshapes(g) -> int:
             g.remove_node(node.name)
             dropped += 1
     return dropped
+
+
+def norm_means_as_reduce_mean(g) -> int:
+    """GlobalAveragePool m = GAP(x) read by a centring Sub(x, m), and GAP((x − m)²) of that centring (written
+    Mul(c, c) or Pow(c, 2)), → ReduceMean over axes 2…rank−1 with keepdims (module docstring); returns how
+    many."""
+    gaps = [n for n in g.get_nodes() if n.type == "GlobalAveragePool"]
+    means = {}
+    for node in gaps:
+        centring = [c for c in g.find_output_consumers(node.output[0])
+                    if c.type == "Sub" and list(c.input) == [node.input[0], node.output[0]]]
+        if centring:
+            means[node.name] = (node, centring)
+    centred = {c.output[0] for _, cs in means.values() for c in cs}
+    changed = 0
+    for node in gaps:
+        square = g.get_node_by_output(node.input[0])
+        is_variance = square is not None and (
+            (square.type == "Mul" and square.input[0] == square.input[1] and square.input[0] in centred)
+            or (square.type == "Pow" and square.input[0] in centred))
+        rank = len(g.get_shape(node.input[0]) or [])
+        if (node.name in means or is_variance) and rank >= 3:
+            node.type = "ReduceMean"
+            node.set_attr("axes", list(range(2, rank)))
+            node.set_attr("keepdims", 1)
+            changed += 1
+    return changed
 
 
 def squeeze_after_channel_constants(proto: onnx.ModelProto) -> None:
