@@ -7,7 +7,9 @@ walk's sources are then the lookups' outputs E_k [batch, seq, hidden], and
     R_E[n, s, h] = Σ_k R_{E_k}[n, s, h]           per feature (with per_feature: a second output)
     R_ids[n, s]  = Σ_h R_E[n, s, h]               per token: the output relevance[_ids] [batch, seq]
 
-(a word embedding reused by a tied head, or any second lookup of the same ids, adds its share). A
+(a word embedding reused by a tied head, or any second lookup of the same ids, adds its share; a lookup
+of a view of the ids — Reshape, Squeeze, Unsqueeze, Flatten: GPT-2's ids.view(-1, seq) — has its R_E
+reshaped back to [*ids.shape, hidden] first). A
 position embedding looked up from a Range / shape chain has no input as its indices: it is no source
 and gets none. Integer inputs that no lookup reads (attention_mask, token_type_ids without a table)
 pass through: inputs of the explained file, unchanged, with no relevance output. Beside its lookups a
@@ -33,6 +35,7 @@ from .errors import LrpcError, node_label
 INT_TYPES = (ir.DataType.INT64, ir.DataType.INT32)
 ALLOWED_USES = ("Shape", "Size", "Equal", "Not", "Greater", "Less", "GreaterOrEqual", "LessOrEqual")
 PER_FEATURE_SUFFIX = "_per_feature"
+VIEWS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")
 
 
 @dataclass(frozen=True)
@@ -57,15 +60,24 @@ def is_int(value: ir.Value) -> bool:
     return value.dtype in INT_TYPES
 
 
+def id_views(ids: ir.Value) -> list[ir.Value]:
+    """`ids` and its views: Reshape/Squeeze/Unsqueeze/Flatten of it (GPT-2's ids.view(-1, seq))."""
+    views = [ids]
+    for v in views:
+        views += [u.node.outputs[0] for u in v.uses() if u.node.op_type in VIEWS and u.idx == 0]
+    return views
+
+
 def embedding_lookups(ids: ir.Value) -> list[ir.Node]:
-    """The Gathers that look `ids` up in a constant float table: Gather(table, ids), axis 0."""
-    return [u.node for u in ids.uses() if u.node.op_type == "Gather" and u.idx == 1
+    """The Gathers that look `ids` (or a view of it) up in a constant float table: Gather(table, ids), axis 0."""
+    return [u.node for v in id_views(ids) for u in v.uses() if u.node.op_type == "Gather" and u.idx == 1
             and u.node.inputs[0] is not None and u.node.inputs[0].const_value is not None
             and u.node.inputs[0].dtype.is_floating_point() and u.node.attributes.get_int("axis", 0) == 0]
 
 
 def _other_uses(ids: ir.Value, lookups: list[ir.Node]) -> list[ir.Node]:
-    return [u.node for u in ids.uses() if u.node not in lookups and u.node.op_type not in ALLOWED_USES]
+    return [u.node for v in id_views(ids) for u in v.uses() if u.node not in lookups
+            and u.node.op_type not in ALLOWED_USES and not (u.node.op_type in VIEWS and u.idx == 0)]
 
 
 def _refuse(ids: ir.Value, node: ir.Node, looked_up: bool) -> LrpcError:
@@ -136,13 +148,15 @@ def detached(graph: ir.Graph, tokens: list[TokenInput], passing: list[ir.Value])
 def token_relevance(b, token: TokenInput, reached: dict, stand_ins: dict) -> tuple[ir.Value, ir.Value]:
     """(R_ids [batch, seq], R_E [batch, seq, hidden]) from the relevance the walk left at the stand-ins
     (zeros where none arrived)."""
-    parts = [reached.get(stand_ins[n.outputs[0]]) for n in token.lookups]
-    parts = [r for r in parts if r is not None]
-    if not parts:
-        e = token.lookups[0].outputs[0]
-        per_feature = b.op("ConstantOfShape", b.op("Shape", e), value=ir.tensor(np.zeros(1, b.dtype.numpy())))
-    else:
-        per_feature = b.add_all(parts)
+    as_ids = b.op("Concat", b.op("Shape", token.ids), b.const(np.array([-1], np.int64), dtype=np.int64), axis=0)
+    zeros = lambda e: b.op("ConstantOfShape", b.op("Shape", e), value=ir.tensor(np.zeros(1, b.dtype.numpy())))
+    parts = [(r if n.inputs[1] is token.ids else b.op("Reshape", r, as_ids))  # a view's layout back to the ids'
+             for n in token.lookups if (r := reached.get(stand_ins[n.outputs[0]])) is not None]
+    if not parts:  # no relevance reached a lookup
+        first = token.lookups[0]
+        e = zeros(first.outputs[0])
+        parts = [e if first.inputs[1] is token.ids else b.op("Reshape", e, as_ids)]
+    per_feature = b.add_all(parts)
     last = b.const(np.array([-1], np.int64), dtype=np.int64)
     return b.op("ReduceSum", per_feature, last, keepdims=0), per_feature
 

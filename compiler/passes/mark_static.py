@@ -17,29 +17,20 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from ..text import embedding_lookups, is_int
+
 STATIC = "lrpc.static"
 SHAPE_OPS = ("Shape", "Size")  # their outputs depend on a tensor's shape, never on its values
 
 
-def _is_int(value: ir.Value) -> bool:
-    return value.dtype in (ir.DataType.INT64, ir.DataType.INT32)
-
-
-def embedding_lookups(graph: ir.Graph, ids: ir.Value) -> list[ir.Node]:
-    """The Gathers that look `ids` up in a constant table: Gather(table, ids) along axis 0."""
-    return [u.node for u in ids.uses() if u.node.op_type == "Gather" and u.idx == 1
-            and u.node.inputs[0] is not None and u.node.inputs[0].const_value is not None
-            and u.node.attributes.get_int("axis", 0) == 0]
-
-
 def explained_sources(graph: ir.Graph) -> list[ir.Value]:
-    """Float graph inputs, and the embedding lookups of integer inputs (in input order)."""
+    """Float graph inputs, and the embedding lookups of integer inputs (compiler/text.py), in input order."""
     sources = []
     for v in graph.inputs:
         if v.dtype is not None and v.dtype.is_floating_point():
             sources.append(v)
-        elif _is_int(v):
-            sources.extend(n.outputs[0] for n in embedding_lookups(graph, v))
+        elif is_int(v):
+            sources.extend(n.outputs[0] for n in embedding_lookups(v))
     return sources
 
 

@@ -93,3 +93,31 @@ def test_gradient_through_attention_matches_finite_differences():
         step[i] = h
         numeric[i] = (f(x[0] + step) - f(x[0] - step)) / (2 * h)
     assert _rel_l2(grad[0], numeric) < 1e-5, _rel_l2(grad[0], numeric)
+
+
+def test_cplrp_holds_a_gated_units_activated_factor():
+    """SwiGLU-style act(x·W_g)·(x·W_u) under CPLRP: the activated factor is held fixed, all relevance goes
+    through x·W_u — LRP-0 there, so for bias-free layers relevance is conserved (ε → 0)."""
+    rng = np.random.default_rng(7)
+    wg, wu, wd = (rng.standard_normal(s).astype(np.float32) for s in ((4, 6), (4, 6), (6, 3)))
+    from onnx import TensorProto, helper, numpy_helper
+    nodes = [helper.make_node("MatMul", ["x", "wg"], ["g"]), helper.make_node("Sigmoid", ["g"], ["sg"]),
+             helper.make_node("Mul", ["g", "sg"], ["silu"]), helper.make_node("MatMul", ["x", "wu"], ["u"]),
+             helper.make_node("Mul", ["silu", "u"], ["gated"], name="gated"),
+             helper.make_node("MatMul", ["gated", "wd"], ["y"])]
+    graph = helper.make_graph(nodes, "swiglu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+                              [numpy_helper.from_array(w, n) for w, n in ((wg, "wg"), (wu, "wu"), (wd, "wd"))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    explained = lrpc.compile(model, composite="CPLRP:eps=1e-12")
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    y, rel = ort.InferenceSession(explained.SerializeToString()).run(None, {"x": x})
+    silu = (x @ wg) / (1 + np.exp(-(x @ wg)))
+    t = y.argmax(1)
+    r_gated = np.zeros_like(y, dtype=np.float64)
+    r_gated[np.arange(5), t] = y[np.arange(5), t]
+    gated = silu * (x @ wu)
+    r_units = np.einsum("nj,jk,nk->nj", gated, wd, r_gated / (gated @ wd))  # LRP-0 at the down projection
+    want = np.einsum("ni,ij,nj->ni", x, wu, r_units / (x @ wu))  # all of it through x·W_u
+    assert _rel_l2(rel, want) < 1e-5
+    np.testing.assert_allclose(rel.sum(1), y[np.arange(5), t], rtol=1e-4)

@@ -94,9 +94,9 @@ def test_emitted_file_passes_the_checker():
 
 def test_product_without_a_gate_under_gate_constant_is_reported_by_name():
     """Products of two activations have rules of their own (test_rules_gates_norms.py); one that cannot
-    take the rule asked for names its node."""
+    take the rule asked for names its node (neither factor here is a gate or an activation's output)."""
     g = oracle_graph.GraphNet((6,))
-    a, b = g.relu(g.gemm("x", 4)), g.gemm("x", 4)
+    a, b = g.gemm(g.relu(g.gemm("x", 4)), 4), g.gemm("x", 4)
     out = g.gemm(g.combine("Mul", a, b), 3)
     with pytest.raises(lrpc.LrpcError, match=r"'mul\d+' \(Mul\): rule gate-constant"):
         lrpc.compile(g.model(out), rule_map=["product=gate-constant"])

@@ -93,3 +93,45 @@ def test_cplrp_conserves_without_constant_addends(tmp_path):
     targets = logits.argmax(-1)
     rel = _lrpc(path, "cplrp", x, targets)
     np.testing.assert_allclose(rel.reshape(2, -1).sum(1), logits[np.arange(2), targets], rtol=1e-4)
+
+
+def _export_ids(name, path):
+    """The same model taking int64 `input_ids` (BERT also an `attention_mask`): the lookup is in the graph."""
+    model = lxt_hf.build(name).eval()
+    with_mask = name == "bert"
+
+    class Ids(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, ids, *mask):
+            return self.model(input_ids=ids, **({"attention_mask": mask[0]} if mask else {})).logits
+
+    ids = torch.randint(0, 100, (2, 7), generator=torch.Generator().manual_seed(0))
+    args, names = ((ids, torch.ones_like(ids)), ["input_ids", "attention_mask"]) if with_mask else ((ids,), ["input_ids"])
+    axes = {n: {0: "batch", 1: "seq"} for n in names}
+    mu = lxt_hf.transformers.masking_utils
+    with torch.no_grad(), lxt_hf._swap(mu, "sdpa_mask", lxt_hf._causal_mask if name in lxt_hf.LMS else mu.sdpa_mask):
+        torch.onnx.export(Ids(), args, str(path), input_names=names, output_names=["logits"], opset_version=17,
+                          dynamo=False, dynamic_axes={**axes, "logits": {0: "batch"}})
+    return model
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2", "llama"])
+def test_token_ids_explained_at_their_lookup_match_lxt(tmp_path, name):
+    """input_ids → Gather(word table) (GPT-2: of ids.view(-1, seq)) → …: lrpc's relevance per token equals
+    LXT's relevance at inputs_embeds = table[ids], summed over the hidden axis."""
+    path = tmp_path / f"{name}_ids.onnx"
+    model = _export_ids(name, path)
+    ids = np.random.default_rng(6).integers(0, 100, (3, 9))
+    x = model.get_input_embeddings().weight.detach().numpy()[ids].astype(np.float32)
+    want, targets, _ = lxt_hf.lxt_relevance(name, "attnlrp", x)
+    explained = lrpc.compile(str(path), composite="AttnLRP", convention="lxt", target="input")
+    session = ort.InferenceSession(explained.SerializeToString())
+    feeds = {"input_ids": ids, "target": np.asarray(targets, np.int64)}
+    if name == "bert":
+        feeds["attention_mask"] = np.ones_like(ids)
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))["relevance"]
+    assert got.shape == ids.shape
+    assert _rel_l2(got, want.sum(-1)) <= 1e-5, _rel_l2(got, want.sum(-1))
