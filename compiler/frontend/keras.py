@@ -84,6 +84,7 @@ def from_keras_model(model, opset: int = OPSET) -> onnx.ModelProto:
     if not hasattr(model, "stateless_call"):
         raise LrpcError(f"model '{getattr(model, 'name', '?')}' is not a Keras 3 model (no stateless_call); "
                         "load it with Keras 3 (keras>=3) or save it as .keras from Keras 3")
+    refuse_unsupported_layers(model)
     variables = list(model.trainable_variables) + list(model.non_trainable_variables)
     inputs = [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=_input_name(t, k))
               for k, t in enumerate(model.inputs)]
@@ -112,6 +113,31 @@ def from_keras_model(model, opset: int = OPSET) -> onnx.ModelProto:
     proto = _convert(tf, tf2onnx, graph_def, values, input_names, output_names, renames, opset, model.name, scope)
     squeeze_after_channel_constants(proto)
     return tidy_names(proto, scope)
+
+
+def refuse_unsupported_layers(model) -> None:
+    """One LrpcError naming the first layer lrpc cannot explain although tf2onnx converts it: a
+    MultiHeadAttention over more than one axis (`attention_axes=(1, 2)`, or the default on a grid
+    [batch, H, W, d]), whose softmax over several axes Keras writes as exp(x − logsumexp(x)): no Softmax op
+    for lrpc's rule, and Exp/Log have none."""
+    for layer in _layers(model):
+        if type(layer).__name__ != "MultiHeadAttention":
+            continue
+        axes = getattr(layer, "_attention_axes", None) or layer.get_config().get("attention_axes") or ()
+        if len(tuple(axes)) > 1:
+            raise LrpcError(f"Keras layer '{layer.name}' (MultiHeadAttention) attends over {len(tuple(axes))} axes "
+                            f"(attention_axes={tuple(axes)}); lrpc explains attention over one axis only: reshape "
+                            "the input to tokens [batch, seq, d] (layers.Reshape((-1, d))) before the attention")
+
+
+def _layers(model) -> list:
+    """Every layer of `model`, nested models' layers included, in order."""
+    found, stack = [], [model]
+    while stack:
+        layer = stack.pop()
+        found.append(layer)
+        stack.extend(reversed(getattr(layer, "layers", []) or []))
+    return found
 
 
 def _import_tensorflow(what):
@@ -183,7 +209,7 @@ def _convert(tf, tf2onnx, graph_def, values, input_names, output_names, renames,
         values.clear()  # tf2onnx holds its own arrays now
         if found := unconverted(g.get_nodes()):
             raise LrpcError(unconverted_message(found, lambda node: _layer_of(node, scope)))
-        with _replacements_keep_scope(Graph), _constants_synced_once(Node):
+        with _replacements_keep_scope(Graph), _einsum_parts_keep_scope(Graph), _constants_synced_once(Node):
             # catch_errors=True deep-copies the graph, weights too. merge_duplication keeps whichever of two
             # equal nodes a set yields first, so names (and bytes) would vary from run to run.
             passes = {k: v for k, v in optimizer._get_optimizers().items() if k != "merge_duplication"}
@@ -276,6 +302,36 @@ def _replacements_keep_scope(graph_cls):
         yield
     finally:
         graph_cls.make_node = original
+
+
+@contextlib.contextmanager
+def _einsum_parts_keep_scope(graph_cls):
+    """While tf2onnx's einsum optimizer decomposes an Einsum (Keras' EinsumDense projections and
+    MultiHeadAttention's q·kᵀ and A·v) into MatMul, Gemm, Transpose and Reshape nodes, each node it makes
+    without a name is named in the Einsum's scope (`b0_mha/query/einsum/Gemm__3`, not a bare `Gemm__3`),
+    so rule maps, `--explain` and errors see the Keras layer."""
+    from tf2onnx.optimizer.einsum_optimizer import EinsumOptimizer
+
+    original_make, original_optimize = graph_cls.make_node, EinsumOptimizer._optimize_einsum
+    current: list[str] = []
+
+    def make_node(self, op_type, inputs, *args, name=None, **kwargs):
+        if name is None and current and kwargs.get("op_name_scope") is None:
+            name = f"{current[-1]}/{_fresh(op_type)}"
+        return original_make(self, op_type, inputs, *args, name=name, **kwargs)
+
+    def optimize_einsum(self, node, graph):
+        current.append(node.name.rsplit("/", 1)[0] if "/" in node.name else node.name)
+        try:
+            return original_optimize(self, node, graph)
+        finally:
+            current.pop()
+
+    graph_cls.make_node, EinsumOptimizer._optimize_einsum = make_node, optimize_einsum
+    try:
+        yield
+    finally:
+        graph_cls.make_node, EinsumOptimizer._optimize_einsum = original_make, original_optimize
 
 
 def _fresh(op_type: str) -> str:

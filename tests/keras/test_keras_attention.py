@@ -203,3 +203,25 @@ def test_cli_compiles_the_keras_file(tmp_path):
     assert {"b0_ln1", "b0_mha", "b0_fc1", "logits"} <= names
     x = inputs(model, seq=6)
     assert np.abs(run(explained, x)[0] - model.predict(x, verbose=0)).max() <= TOL  # AttnLRP by default
+
+
+def test_attention_products_carry_the_keras_layer_name():
+    """tf2onnx's einsum optimizer decomposes EinsumDense and q·kᵀ, A·v into unnamed MatMul/Gemm nodes; they
+    are named in the MultiHeadAttention's scope (rule maps and --explain match `b0_mha*`)."""
+    proto = from_keras_model(kt.build("tiny_transformer_causal"))
+    products = [n.name for n in proto.graph.node if n.op_type in ("MatMul", "Gemm", "Softmax")]
+    mha = [p for p in products if p.startswith("b0_mha/")]
+    assert len(mha) == 7, products  # q, k, v, output projections, q·kᵀ, softmax, A·v
+    assert {p.split("/")[1] for p in mha} >= {"query", "key", "value", "attention_output"}
+
+
+def test_attention_over_two_axes_is_one_clear_error():
+    from keras import Input, Model, layers
+    inp = Input((4, 4, 8), name="grid")
+    h = layers.MultiHeadAttention(2, 4, attention_axes=(1, 2), name="mha2d")(inp, inp)
+    model = Model(inp, layers.Dense(3, name="logits")(layers.GlobalAveragePooling2D(name="gap")(h)))
+    with pytest.raises(lrpc.LrpcError) as info:
+        from_keras_model(model)
+    message = str(info.value)
+    assert "\n" not in message and "'mha2d'" in message and "attention_axes=(1, 2)" in message, message
+    assert "Reshape" in message
