@@ -161,6 +161,7 @@ def test_attnlrp_equals_tf_gradient_with_halved_products(tmp_path, name):
     _, relevance = run(explained, x)
     reference, _ = reference_relevance(model, x, rule="half")
     assert rel_l2(relevance, reference) <= TOL, rel_l2(relevance, reference)
+    assert rel_l2(reference_relevance(model, x)[0], reference) > 0.1  # the rules differ: the check has teeth
 
 
 def test_one_file_two_sequence_lengths(tmp_path):
