@@ -180,9 +180,10 @@ def make_input(name, batch=2, seq=7, seed=0):
     return torch.randn(shape, generator=g).numpy().astype(np.float32)
 
 
-def export(name, path, opset=17, dynamo=False, seed=0):
-    """ONNX export of Logits(build(name)) (input "x", dynamic batch and, for text, seq)."""
-    wrapper = Logits(build(name, seed), name)
+def export(name, path, opset=17, dynamo=False, seed=0, attn="eager"):
+    """ONNX export of Logits(build(name)) (input "x", dynamic batch and, for text, seq) with `attn`
+    attention ("eager" or "sdpa": torch's scaled_dot_product_attention, decomposed by the exporter)."""
+    wrapper = Logits(build(name, seed, attn), name)
     x = torch.from_numpy(make_input(name, seed=seed))
     axes = {0: "batch"} if name == "vit" else {0: "batch", 1: "seq"}
     out_axes = {0: "batch", 1: "seq"} if name in LMS else {0: "batch"}

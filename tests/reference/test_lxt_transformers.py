@@ -41,11 +41,11 @@ def exports(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lxt_hf")
     made = {}
 
-    def get(name, dynamo=False):
-        if (name, dynamo) not in made:
-            made[name, dynamo] = folder / f"{name}{'_dynamo' if dynamo else ''}.onnx"
-            lxt_hf.export(name, made[name, dynamo], opset=18 if dynamo else 17, dynamo=dynamo)
-        return made[name, dynamo]
+    def get(name, dynamo=False, attn="eager"):
+        if (name, dynamo, attn) not in made:
+            made[name, dynamo, attn] = folder / f"{name}{'_dynamo' if dynamo else ''}_{attn}.onnx"
+            lxt_hf.export(name, made[name, dynamo, attn], opset=18 if dynamo else 17, dynamo=dynamo, attn=attn)
+        return made[name, dynamo, attn]
     return get
 
 
@@ -60,12 +60,17 @@ def _lrpc(path, mode, x, targets, convention="lxt"):
     return session.run(None, {"x": x, "target": np.asarray(targets, np.int64)})[names.index("relevance")]
 
 
+EXPORTS = {"torchscript": (False, "eager"), "dynamo": (True, "eager"), "dynamo-sdpa": (True, "sdpa")}
+
+
 @pytest.mark.parametrize("mode", COMPOSITES)
 @pytest.mark.parametrize("name", lxt_hf.NAMES)
-@pytest.mark.parametrize("dynamo", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["torchscript", "dynamo"])
-def test_matches_lxt(exports, name, mode, dynamo):
-    """TorchScript exports at opset 17; torch.export (dynamo) at opset 18, Split with num_outputs."""
-    path = exports(name, dynamo)
+@pytest.mark.parametrize("exporter", ["torchscript", pytest.param("dynamo", marks=pytest.mark.slow),
+                                      pytest.param("dynamo-sdpa", marks=pytest.mark.slow)])
+def test_matches_lxt(exports, name, mode, exporter):
+    """TorchScript exports at opset 17; torch.export (dynamo) at opset 18 (Split with num_outputs), with eager
+    attention and with sdpa (decomposed by the exporter: Where(IsNaN(A), 0, A) after the softmax)."""
+    path = exports(name, *EXPORTS[exporter])
     shapes = [(1, 7), (4, 7)] + ([] if name == "vit" else [(2, 12)])  # one file, two sequence lengths
     for batch, seq in shapes:
         x = lxt_hf.make_input(name, batch, seq, seed=3)
