@@ -21,6 +21,8 @@ autoencoder of the coverage issue, and VGG-16. Run in the TensorFlow environment
   BatchNormalization's moving statistics to those of one seeded batch, so that activations neither vanish
   nor explode through the depth (random BN statistics would: MobileNetV3Large's logits were ~1e-11).
 
+Transformers (MultiHeadAttention, a ViT-like model) are in ``models/keras_transformers.py``.
+
 Weights come from ``np.random.default_rng(seed)`` (``seed_weights``): He-normal kernels, small biases,
 BatchNormalization statistics far from (1, 0, 0, 1), so a wrongly folded BN changes the output.
 """

@@ -60,7 +60,7 @@ def _causal(layer) -> bool:
 
 def _attention(model, name, x, rule):
     layer = model.get_layer(name)
-    sub = {v.path.split("/")[-2] + "/" + v.path.split("/")[-1]: tf.constant(v.numpy(), tf.float64) for v in layer.weights}
+    sub = {"/".join(v.path.split("/")[-2:]): tf.constant(v.numpy(), tf.float64) for v in layer.weights}  # query/kernel
 
     def proj(part):
         y = tf.einsum("btd,dhk->bthk", x, sub[f"{part}/kernel"])
