@@ -118,14 +118,22 @@ def _metadata(proto: onnx.ModelProto, where: str) -> dict[str, str]:
     return meta
 
 
+FREE_AXIS = 8  # the length random inputs take along a free axis besides the batch (a sequence)
+
+
 def _shape(value: onnx.ValueInfoProto, batch: int, given: dict) -> tuple[int, ...]:
+    """The input's shape with the batch `batch` and any other free axis FREE_AXIS long."""
     dims = value.type.tensor_type.shape.dim
     shape = [d.dim_value if d.HasField("dim_value") else None for d in dims]
     if shape and shape[0] is None:
         shape[0] = batch
-    if None in shape:
-        raise LrpcError(f"input '{value.name}' has a free axis besides the batch {shape}: give inputs (--inputs)")
-    return tuple(shape)
+    return tuple(FREE_AXIS if d is None else d for d in shape)
+
+
+def _token_vocab(meta) -> dict[str, int]:
+    """Token-id input → its vocabulary size (lrpc.relevance_outputs of a text model)."""
+    entries = json.loads(meta.get("lrpc.relevance_outputs", "{}")).values()
+    return {e["input"]: int(e["vocab"]) for e in entries if e.get("kind") == "token"}
 
 
 def _pixel_like(shape: tuple[int, ...], preprocess: str | None, rng: np.random.Generator) -> np.ndarray:
@@ -152,7 +160,7 @@ def _feeds(proto, meta, inputs, samples: int, rng) -> tuple[dict[str, np.ndarray
             raise LrpcError(f"the model has inputs {explained}: give a dict of arrays")
     given = {k: np.asarray(v) for k, v in (inputs or {}).items()}
     batch = next(iter(given.values())).shape[0] if given else samples
-    feeds = {}
+    feeds, vocab = {}, _token_vocab(meta)
     for value in proto.graph.input:
         name = value.name
         if name in given:
@@ -162,11 +170,22 @@ def _feeds(proto, meta, inputs, samples: int, rng) -> tuple[dict[str, np.ndarray
         elif value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
             feeds[name] = _pixel_like(_shape(value, batch, given), meta.get("lrpc.preprocess"), rng) \
                 if name in explained else rng.random(_shape(value, batch, given)).astype(np.float32)
+        elif name in vocab:  # token ids
+            feeds[name] = rng.integers(0, vocab[name], _shape(value, batch, given)).astype(_int_type(value))
+        elif value.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+            fill = 1 if "mask" in name.lower() else 0  # an attention mask: nothing masked; token types: 0
+            feeds[name] = np.full(_shape(value, batch, given), fill, _int_type(value))
         else:
-            raise LrpcError(f"input '{name}' is not float: give it (--inputs)")
+            raise LrpcError(f"input '{name}' is neither float nor integer: give it (--inputs)")
+    free = any(not d.HasField("dim_value") for v in proto.graph.input for d in v.type.tensor_type.shape.dim[1:])
     what = "the inputs given" if given else \
-        f"{batch} random sample{'s' * (batch != 1)}, uniform [0, 1) pixels (seed {{seed}})"
+        f"{batch} random sample{'s' * (batch != 1)}, " + ("random token ids" if vocab else "uniform [0, 1) pixels") \
+        + (f", free axes {FREE_AXIS} long" if free else "") + " (seed {seed})"
     return feeds, what
+
+
+def _int_type(value: onnx.ValueInfoProto):
+    return np.int32 if value.type.tensor_type.elem_type == onnx.TensorProto.INT32 else np.int64
 
 
 def _run_float32(proto: onnx.ModelProto, feeds: dict, extra: str) -> dict[str, np.ndarray]:

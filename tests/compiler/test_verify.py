@@ -154,3 +154,18 @@ def test_the_double_graph_agrees_with_the_float_one():
     assert want.dtype == np.float64
     got = lrpc.verify(proto, inputs=x).rows
     assert max(row["error"] for row in got) < 1e-5
+
+
+def test_attention_with_a_free_sequence_axis_and_token_ids_is_verified(tmp_path):
+    """A free axis besides the batch (a sequence) takes the length FREE_AXIS; token ids are drawn from the
+    vocabulary, an attention mask is all ones; a doubled relevance fails the float64 check."""
+    import text_models
+    from oracle_attention import Block
+
+    source = Block(kv_heads=1).onnx_model().SerializeToString()
+    attention = lrpc.compile(source)
+    report = lrpc.verify(attention, samples=2, source=source)
+    assert report.passed and "free axes 8 long" in report.header[1], report.header
+    assert not lrpc.verify(tampered(attention, 2.0), samples=2, source=source).passed
+    tokens = lrpc.compile(text_models.classifier(mask=True)[0], rule="epsilon")
+    assert lrpc.verify(tokens, samples=3).passed
