@@ -32,8 +32,7 @@ def pipeline() -> list[ir.passes.PassBase]:
         RemoveIdentityPass(),
         _ShapeInference(),
         CheckLayersPass(),
-        FoldConstantsPass(),
-        _ShapeInference(),
+        FoldConstantsPass(),  # with shape inference, to a fixpoint
         MarkStaticPass(),
         RecognizeProductsPass(),
         AveragePoolToDepthwiseConvPass(),

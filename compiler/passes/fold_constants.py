@@ -2,7 +2,8 @@
 
 1. A node whose inputs are all constants is evaluated once (onnx's reference evaluator) and its
    outputs become initializers: `y = f(c₁, …, cₙ)` → `y := const`.
-2. `Shape(x)` with a fully static shape becomes a constant.
+2. `Shape(x)` with a fully static shape becomes a constant, and so does any Gather/Slice/Concat/… of shape
+   elements that are all static (`x.shape[2:]` of a tensor whose batch alone is dynamic).
 3. A Reshape whose target shape is computed from `Shape(x)` (the `x.view(x.size(0), -1)` pattern,
    Shape → Gather → Unsqueeze → Concat [→ Cast]) is evaluated symbolically: each element is an int or
    a symbolic dim. If all are ints it is a constant; a single symbolic element becomes 0 ("copy this
@@ -95,6 +96,16 @@ def _fold_shape_op(node: ir.Node, known: dict) -> list | None:
     return None
 
 
+def _static_shape_value(value: ir.Value, elements: list) -> np.ndarray | None:
+    """The shape elements as a constant of `value`'s type and rank, when every one is a known int (the
+    static dims of a tensor whose batch is dynamic: timm's same-padding and resize sizes read them)."""
+    if not all(isinstance(d, int) for d in elements) or value.shape is None or value.dtype is None:
+        return None
+    if len(value.shape) > 1 or (len(value.shape) == 0 and len(elements) != 1):
+        return None
+    return np.array(elements).astype(value.dtype.numpy()).reshape([len(elements)] if len(value.shape) else [])
+
+
 def _reshape_target(node: ir.Node, elements: list) -> np.ndarray | None:
     symbolic = [i for i, d in enumerate(elements) if not isinstance(d, int)]
     if not symbolic:
@@ -115,29 +126,45 @@ def _reshape_target(node: ir.Node, elements: list) -> np.ndarray | None:
 
 
 class FoldConstantsPass(ir.passes.InPlacePass):
-    """Evaluate constant subgraphs and shape chains once, at compile time."""
+    """Evaluate constant subgraphs and shape chains once, at compile time; with shape inference in turns
+    until nothing folds (at most 16 rounds): a shape chain folded to constants can give the next tensor a
+    static shape, whose own shape chain then folds (timm's same-padding before each strided conv)."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        graph, opset = model.graph, model.opset_imports[""]
-        modified, known = False, {}
-        for node in list(graph):
-            inputs = [v for v in node.inputs if v is not None]
-            if node.op_type not in _NEVER_FOLD and inputs and all(v.const_value is not None for v in inputs):
-                for value, array in zip(node.outputs, _evaluate(node, opset)):
-                    _replace_with_constant(graph, value, array)
-                modified = True
-                continue
-            if node.op_type in ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice"):
-                elements = _fold_shape_op(node, known)
-                if elements is not None and len(node.outputs) == 1:
-                    if all(isinstance(d, int) for d in elements) and node.op_type == "Shape":
-                        _replace_with_constant(graph, node.outputs[0], np.array(elements, np.int64))
-                        modified = True
-                    else:
-                        known[node.outputs[0]] = elements
-            if node.op_type == "Reshape" and node.inputs[1] in known:
-                target = _reshape_target(node, known[node.inputs[1]])
-                if target is not None:
-                    node.replace_input_with(1, new_constant(graph, node.inputs[1].name, target))
-                    modified = True
+        from .validate import StrictShapeInferencePass
+
+        modified = False
+        for _ in range(16):
+            if not _fold_once(model):
+                break
+            modified = True
+            StrictShapeInferencePass().call(model)
         return ir.passes.PassResult(model, modified)
+
+
+def _fold_once(model: ir.Model) -> bool:
+    """One round of folding in graph order; whether anything changed."""
+    graph, opset = model.graph, model.opset_imports[""]
+    modified, known = False, {}
+    for node in list(graph):
+        inputs = [v for v in node.inputs if v is not None]
+        if node.op_type not in _NEVER_FOLD and inputs and all(v.const_value is not None for v in inputs):
+            for value, array in zip(node.outputs, _evaluate(node, opset)):
+                _replace_with_constant(graph, value, array)
+            modified = True
+            continue
+        if node.op_type in ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice"):
+            elements = _fold_shape_op(node, known)
+            if elements is not None and len(node.outputs) == 1:
+                static = _static_shape_value(node.outputs[0], elements)
+                if static is not None:
+                    _replace_with_constant(graph, node.outputs[0], static)
+                    modified = True
+                else:
+                    known[node.outputs[0]] = elements
+        if node.op_type == "Reshape" and node.inputs[1] in known:
+            target = _reshape_target(node, known[node.inputs[1]])
+            if target is not None:
+                node.replace_input_with(1, new_constant(graph, node.inputs[1].name, target))
+                modified = True
+    return modified

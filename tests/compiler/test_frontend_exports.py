@@ -1,5 +1,8 @@
 """Models from torch.onnx (legacy and dynamo exporters), external weights, shape chains, Dropout."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -93,3 +96,28 @@ def test_external_weights(tmp_path):
     onnx.save_model(model, external, save_as_external_data=True, location="ext.weights", size_threshold=0)
     assert (tmp_path / "ext.weights").exists()
     np.testing.assert_allclose(run(lrpc.compile(str(external)), X)[1], run(lrpc.compile(str(path)), X)[1])
+
+
+def test_same_padding_from_shapes_folds_round_by_round(tmp_path):
+    """timm's Conv2dSame (TensorFlow 'same' padding computed from x's shape before each strided conv, as in
+    the tf_ EfficientNets): with a dynamic batch the pads are shape chains of the static dims; folded, shape
+    inference gives the next conv's input a static size, whose pads then fold. The relevance equals a
+    static-shape export's."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from torchvision_stub import stub_torchvision
+
+    stub_torchvision()
+    layers = pytest.importorskip("timm.layers")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(layers.Conv2dSame(1, 4, 3, stride=2), torch.nn.ReLU(),
+                              layers.Conv2dSame(4, 4, 3, stride=2), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(64, 3)).eval()
+    x = torch.randn(2, 1, 13, 13)
+    dynamic, static = tmp_path / "dynamic.onnx", tmp_path / "static.onnx"
+    torch.onnx.export(net, (x,), str(dynamic), dynamo=False, opset_version=17, input_names=["x"],
+                      dynamic_axes={"x": {0: "batch"}})
+    torch.onnx.export(net, (x,), str(static), dynamo=False, opset_version=17, input_names=["x"])
+    feed = {"x": x.numpy()}
+    got = ort.InferenceSession(lrpc.compile(dynamic, rule="epsilon").SerializeToString()).run(None, feed)
+    want = ort.InferenceSession(lrpc.compile(static, rule="epsilon").SerializeToString()).run(None, feed)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-7)
