@@ -151,7 +151,7 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
             reached = lower_method(graph, p.scores, r0, method, b, sources)
         else:
             reached = propagate(graph, p.explained, r0, LoweringConfig(p.rules.default, p.assigned,
-                                      absorb_constants=convention == "lxt"), b)
+                                      absorb_constants=convention == "lxt" or p.rules.absorb_constants), b)
         b.scope = "lrp/tokens"
         per_token = {t.ids: token_relevance(b, t, reached, stand_ins) for t in tokens}
     relevance = {v: reached.get(v) if v in float_inputs else per_token[v][0]

@@ -19,12 +19,16 @@ Composites (their references' meaning; ε is the convention's unless given):
     ExcitationBackprop        conv, dense: zplus                                  (Zennit)
     A, B, AFlat, BFlat        conv: alpha1beta0 (A) / alpha2beta1 (B), dense: epsilon(0.1) [, first: flat]
                               (iNNvestigate's sequential presets)
-    AttnLRP                   conv, dense: epsilon, product: half                 (Achtibat et al. 2024; LXT)
-    CPLRP                     conv, dense: epsilon, product: gate-constant        (Ali et al. 2022; LXT's cp_LRP)
+    AttnLRP                   conv, dense: epsilon(1e-12), product: half          (Achtibat et al. 2024; LXT)
+    CPLRP                     conv, dense: epsilon(1e-12), product: gate-constant (Ali et al. 2022; LXT's cp_LRP)
 
 A graph with attention (a MatMul of two activations) gets AttnLRP when no rule or composite is given;
 any other graph EpsilonPlusFlat. CPLRP holds the attention weights fixed (no relevance reaches q and k)
-and, in a gated MLP act(x·W_g)·(x·W_u), the activated factor.
+and, in a gated MLP act(x·W_g)·(x·W_u), the activated factor. Under both, ε is 1e-12 — LXT's gradient ×
+input is LRP-0; ε = 1e-6 at a LayerNorm output y ≈ 1e-5 makes the float32 map depend on y's rounding
+(timm's ViT: 6e-4 from float64, 1.4e-6 at 1e-12) — also for joins, norms and products, and a constant addend (a position embedding, a bias added on its own)
+absorbs its share, as in the papers' gradient × input: handing its unit's whole relevance to x would
+divide it by a pre-addend value that may be near 0 (float32-unstable in ViTs).
 
 Average pools take epsilon in every composite (Zennit's Norm rule on pooling: the z-rule, stabilized).
 
@@ -58,6 +62,7 @@ CLASSES = {"conv": ("Conv", "ConvTranspose"), "dense": ("Gemm", "MatMul")}
 ORIGIN = "lrpc.origin"
 PRODUCT = "product"  # the class pattern of products of two activations
 JOIN = "join"  # the class pattern of sums of activations (residual joins), whose rules give their ε
+EVERYTHING_ELSE = "*"  # a composite's rule for what no pattern names: joins, norms, products' ε
 
 
 @dataclass(frozen=True)
@@ -103,11 +108,12 @@ COMPOSITES = {  # name → (parameters with defaults, [(pattern, rule spec templ
                                ("dense", "epsilon{eps}")]),
     "BFlat": ({"eps": "0.1"}, [("pool", "epsilon"), ("first", "flat"), ("conv", "alpha2beta1"),
                                ("dense", "epsilon{eps}")]),
-    "AttnLRP": ({"eps": None}, [("pool", "epsilon{eps}"), ("conv", "epsilon{eps}"), ("dense", "epsilon{eps}"),
-                                ("product", "half")]),
-    "CPLRP": ({"eps": None}, [("pool", "epsilon{eps}"), ("conv", "epsilon{eps}"), ("dense", "epsilon{eps}"),
-                              ("product", "gate-constant")]),
+    "AttnLRP": ({"eps": "1e-12"}, [("pool", "epsilon{eps}"), ("conv", "epsilon{eps}"), ("dense", "epsilon{eps}"),
+                                ("product", "half"), (EVERYTHING_ELSE, "epsilon{eps}")]),
+    "CPLRP": ({"eps": "1e-12"}, [("pool", "epsilon{eps}"), ("conv", "epsilon{eps}"), ("dense", "epsilon{eps}"),
+                              ("product", "gate-constant"), (EVERYTHING_ELSE, "epsilon{eps}")]),
 }
+ABSORBING = ("AttnLRP", "CPLRP")  # composites under which a constant addend takes its share (rules/combine.py)
 DEFAULT_COMPOSITE = "EpsilonPlusFlat"
 ATTENTION_COMPOSITE = "AttnLRP"
 
@@ -123,6 +129,7 @@ class RuleMap:
     entries: tuple[tuple[str, Rule | ProductRule, bool], ...]  # (pattern, rule, given by the user)
     default: Rule
     spec: str  # "RULE" or "COMPOSITE", then "; PATTERN=RULE" per map entry (metadata, `lrpc inspect`)
+    absorb_constants: bool = False  # a constant addend takes its share (AttnLRP, CPLRP; rules/combine.py)
 
     def assign(self, graph: ir.Graph) -> dict[ir.Node, Rule | ProductRule]:
         """The rule of every linear layer and every product of two activations; a pattern given by the
@@ -216,8 +223,11 @@ def build_rule_map(rule: str | None = None, composite: str | None = None, rule_m
     default = parse_rule(rule or "epsilon", convention)
     if composite is not None:
         entries += _composite_entries(composite, convention)
+        default = next((r for p, r, _ in entries if p == EVERYTHING_ELSE), default)
+        entries = [e for e in entries if e[0] != EVERYTHING_ELSE]
     spec = [default.spec if rule else composite] + [f"{p}={r.spec}" for p, r, user in entries if user]
-    return RuleMap(tuple(entries), default, "; ".join(spec))
+    absorb = composite is not None and composite.partition(":")[0].strip().lower() in {c.lower() for c in ABSORBING}
+    return RuleMap(tuple(entries), default, "; ".join(spec), absorb)
 
 
 def _parse_entries(items, convention: str):

@@ -32,7 +32,7 @@ def test_attention_block_matches_oracle(mode, composite, kv_heads, causal):
     xs = [rng.standard_normal((2, s, 8)) for s in (5, 9)]  # one file, two sequence lengths
     for x, (logits, rel) in zip(xs, _explain(block, composite, xs)):
         for n in range(len(x)):
-            want, want_logits, _ = block.relevance(x[n].astype(np.float32).astype(np.float64), mode)
+            want, want_logits, _ = block.relevance(x[n].astype(np.float32).astype(np.float64), mode, eps=1e-12)
             np.testing.assert_allclose(logits[n], want_logits, rtol=1e-5, atol=1e-6)
             assert _rel_l2(rel[n], want) < 1e-5, (mode, n, _rel_l2(rel[n], want))
 

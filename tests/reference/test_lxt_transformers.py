@@ -6,8 +6,8 @@ lrpc compiles the export with `--composite AttnLRP` or `CPLRP` and `--convention
 constant addends absorb their share, as LXT's gradient gives them; benchmarks/LXT_TRANSFORMERS.md), the
 target fed per call (`--target input`; a language model's at its last position). Goal (issue 20):
 relative L2 ≤ 1e-5 per sample, lrpc's float32 file in onnxruntime against LXT in float64, at batch 1
-and 4 and two sequence lengths from one file. Under lrpc's own convention the constant addends keep
-no share, so the maps differ (shown, not asserted equal: benchmarks/LXT_TRANSFORMERS.md's table).
+and 4 and two sequence lengths from one file. The two composites give LXT's numbers under lrpc's own
+convention too; a plain rule, which leaves a constant addend's unit relevance with x, does not.
 """
 
 from __future__ import annotations
@@ -80,12 +80,18 @@ def test_matches_lxt(exports, name, mode, exporter):
         assert max(errors) <= 1e-5, (name, mode, batch, seq, errors)
 
 
-def test_lrpc_convention_differs_from_lxt_where_constants_are_added(exports):
-    """BERT adds position and token-type embeddings to inputs_embeds: under lrpc's convention x keeps
-    their units' relevance, under LXT's they take their share — the maps differ by far more than ε."""
+def test_default_convention_matches_lxt_and_keeping_constants_does_not(exports):
+    """AttnLRP/CPLRP let constant addends take their share under every convention, with ε = 1e-12: lrpc's
+    default is LXT's numbers. A plain rule (no composite) keeps a constant addend's unit relevance with x:
+    BERT adds position and token-type embeddings to inputs_embeds, so that map differs by far more."""
     x = lxt_hf.make_input("bert", 2, 7, seed=4)
     want, targets, _ = lxt_hf.lxt_relevance("bert", "cplrp", x)
-    assert _rel_l2(_lrpc(exports("bert"), "cplrp", x, targets, convention="lrpc"), want) > 0.1
+    assert _rel_l2(_lrpc(exports("bert"), "cplrp", x, targets, convention="lrpc"), want) <= 1e-5
+    model = lrpc.compile(str(exports("bert")), rule="epsilon:eps=1e-12", rule_map=["product=gate-constant"],
+                         target="input")
+    session = ort.InferenceSession(model.SerializeToString())
+    kept = session.run(None, {"x": x, "target": np.asarray(targets, np.int64)})[1]
+    assert _rel_l2(kept, want) > 0.1
 
 
 def test_cplrp_conserves_without_constant_addends(tmp_path):
