@@ -196,10 +196,31 @@ def recognise(node: ir.Node) -> str | None:
     return f"{node_label(node)}: a product of two activations" + (f", operand {gate} a gate" if gate is not None else "")
 
 
+def _weights_of_softmaxes(value: ir.Value, limit: int = 256) -> bool:
+    """Every path from an input to `value` passes a Softmax: attention weights, perhaps mixed across heads
+    (CaiT's talking heads), gated and renormalised (ConViT) after the softmax."""
+    todo, seen, found = [value], set(), False
+    while todo:
+        v = todo.pop()
+        if v in seen or not live(v):
+            continue
+        seen.add(v)
+        p = v.producer()
+        if p is None or len(seen) > limit:
+            return False  # an input reached around the softmaxes (or too far to tell)
+        if p.op_type == "Softmax":
+            found = True
+            continue
+        todo.extend(p.inputs)
+    return found
+
+
 def _matrix_product(node: ir.Node) -> str:
-    """q·kᵀ or A·v: a product; a factor that is a softmax's output is the attention weights (its GATE)."""
+    """q·kᵀ or A·v: a product; a factor computed from softmax outputs alone is the attention weights (its
+    GATE)."""
     node.meta[KIND], node.meta[NAME] = "product", "q·kᵀ"
-    gate = gate_index(node)
+    weights = [i for i, v in enumerate(node.inputs) if _weights_of_softmaxes(v)]
+    gate = weights[0] if len(weights) == 1 else None
     if gate is not None:
         node.meta[GATE], node.meta[NAME] = gate, "attention A·v"
     return f"{node_label(node)}: {node.meta[NAME]}, a product of two activations"

@@ -121,3 +121,27 @@ def test_cplrp_holds_a_gated_units_activated_factor():
     want = np.einsum("ni,ij,nj->ni", x, wu, r_units / (x @ wu))  # all of it through x·W_u
     assert _rel_l2(rel, want) < 1e-5
     np.testing.assert_allclose(rel.sum(1), y[np.arange(5), t], rtol=1e-4)
+
+
+def test_cplrp_holds_attention_weights_mixed_after_the_softmax():
+    """Talking heads (CaiT): the softmax outputs are mixed across heads by a constant matrix before A·v.
+    Those are still attention weights: CP-LRP holds them, no relevance reaches q and k, and the map is
+    LRP-0 through v alone (conserving for bias-free layers)."""
+    block = Block(kv_heads=2, causal=False)
+    block.bo[:] = block.bc[:] = 0
+    model = block.onnx_model()
+    g = model.graph
+    mix = np.array([[0.7, 0.3], [0.4, 0.6]], np.float32)  # heads × heads
+    soft = next(n for n in g.node if n.op_type == "Softmax")
+    soft.output[0] = "A_raw"
+    g.initializer.append(onnx.numpy_helper.from_array(mix, "mix"))
+    at = list(g.node).index(soft) + 1
+    g.node.insert(at, onnx.helper.make_node("Transpose", ["A_raw"], ["A_t"], perm=[0, 2, 3, 1], name="heads_last"))
+    g.node.insert(at + 1, onnx.helper.make_node("MatMul", ["A_t", "mix"], ["A_mixed"], name="talking_heads"))
+    g.node.insert(at + 2, onnx.helper.make_node("Transpose", ["A_mixed"], ["A"], perm=[0, 3, 1, 2], name="heads_first"))
+    x = np.random.default_rng(8).standard_normal((2, 6, 8)).astype(np.float32)
+    explained = lrpc.compile(model, composite="CPLRP")
+    logits, rel = ort.InferenceSession(explained.SerializeToString()).run(None, {"x": x})
+    np.testing.assert_allclose(rel.sum((1, 2)), logits.max(1), rtol=1e-4)
+    with pytest.raises(LrpcError, match="neither factor"):  # without the mix q·kᵀ has no weights to hold
+        lrpc.compile(model, composite="CPLRP", rule_map=["P=gate-constant", "O=half"])
