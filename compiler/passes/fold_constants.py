@@ -127,25 +127,38 @@ def _reshape_target(node: ir.Node, elements: list) -> np.ndarray | None:
 
 class FoldConstantsPass(ir.passes.InPlacePass):
     """Evaluate constant subgraphs and shape chains once, at compile time; with shape inference in turns
-    until nothing folds (at most 16 rounds): a shape chain folded to constants can give the next tensor a
-    static shape, whose own shape chain then folds (timm's same-padding before each strided conv)."""
+    while Pads or Resizes with computed amounts are left and the last round folded some of them (at most 16
+    rounds): a shape chain folded to constants gives the next tensor a static shape, whose own chain then
+    folds (timm's same-padding before each strided conv). Every other model takes one round."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         from .validate import StrictShapeInferencePass
 
-        modified = False
+        modified, pending = False, _computed_geometry(model.graph)
         for _ in range(16):
-            if not _fold_once(model):
+            folded, shapes_folded = _fold_once(model)
+            modified |= folded
+            if not shapes_folded:
                 break
-            modified = True
-            StrictShapeInferencePass().call(model)
+            StrictShapeInferencePass().call(model)  # the folded shapes give later tensors static shapes
+            left = _computed_geometry(model.graph)
+            if not left or left >= pending:  # another round can only help a Pad or Resize whose amounts are
+                break                        # still computed, and only while the last round folded some
+            pending = left
         return ir.passes.PassResult(model, modified)
 
 
-def _fold_once(model: ir.Model) -> bool:
-    """One round of folding in graph order; whether anything changed."""
+def _computed_geometry(graph: ir.Graph) -> int:
+    """How many Pads and Resizes take their pads / scales / sizes from a computation, not a constant."""
+    return sum(any(v is not None and v.const_value is None for v in n.inputs[1:])
+               for n in graph if n.op_type in ("Pad", "Resize"))
+
+
+def _fold_once(model: ir.Model) -> tuple[bool, bool]:
+    """One round of folding in graph order: (whether anything changed, whether a shape expression or a
+    Reshape target did)."""
     graph, opset = model.graph, model.opset_imports[""]
-    modified, known = False, {}
+    modified, shapes, known = False, False, {}
     for node in list(graph):
         inputs = [v for v in node.inputs if v is not None]
         if node.op_type not in _NEVER_FOLD and inputs and all(v.const_value is not None for v in inputs):
@@ -159,12 +172,12 @@ def _fold_once(model: ir.Model) -> bool:
                 static = _static_shape_value(node.outputs[0], elements)
                 if static is not None:
                     _replace_with_constant(graph, node.outputs[0], static)
-                    modified = True
+                    modified = shapes = True
                 else:
                     known[node.outputs[0]] = elements
         if node.op_type == "Reshape" and node.inputs[1] in known:
             target = _reshape_target(node, known[node.inputs[1]])
             if target is not None:
                 node.replace_input_with(1, new_constant(graph, node.inputs[1].name, target))
-                modified = True
-    return modified
+                modified = shapes = True
+    return modified, shapes
