@@ -176,17 +176,19 @@ def test_one_file_two_sequence_lengths(tmp_path):
         assert rel_l2(relevance, reference_relevance(model, x)[0]) <= TOL
 
 
-@pytest.mark.parametrize("kind, convention", [("transformer", "lxt"), ("vit", "lrpc")])
-def test_cplrp_conserves_without_biases(tmp_path, kind, convention):
+@pytest.mark.parametrize("kind, options", [
+    ("transformer", {"composite": "CPLRP"}),
+    ("vit", {"rule": "epsilon:eps=1e-12", "rule_map": ["product=gate-constant"]})])
+def test_cplrp_conserves_without_biases(tmp_path, kind, options):
     """No bias, no β: every addend is an activation, the softmax is held, GELU is the identity rule, so under
-    CP-LRP with ε → 0 (lxt: 1e-12) the relevance sums to the explained logit. The ViT's position embedding
-    is a constant addend: under lxt it absorbs its share (as LXT's gradient gives it), under lrpc's own
-    convention (ε = 1e-6) it takes none, and the sum is the logit again."""
+    CP-LRP (ε = 1e-12) the relevance sums to the explained logit. The ViT's position embedding is a constant
+    addend: the CPLRP composite lets it absorb its share (as LXT's gradient gives it); a plain rule with the
+    same product rule leaves its unit's relevance with x, and the sum is the logit again."""
     model = kt.build("tiny_transformer", causal=True, bias=False) if kind == "transformer" else \
         kt.build("tiny_vit", bias=False)
     path = tmp_path / f"{model.name}.keras"
     model.save(path)
-    explained = lrpc.compile(str(path), composite="CPLRP", convention=convention)
+    explained = lrpc.compile(str(path), **options)
     x = inputs(model, seq=7)
     logits, relevance = run(explained, x)
     total = relevance.reshape(len(x), -1).sum(1)
