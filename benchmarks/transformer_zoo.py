@@ -372,13 +372,11 @@ FINDINGS = """## Findings
   float64 (≤ 9.2e-7 in float32 onnxruntime), for both AttnLRP and CP-LRP. vit_tiny and deit_tiny are the same
   architecture with the same seed here (identical rows). Other ViT-like models (PiT's conv pooling, BEiT's relative
   bias, EVA's RoPE/SwiGLU, …) are not compared: their modules are not all covered by the LXT view.
-* **`lrpc verify` fails its float64 check on most models under the default convention**: max|R32 − R64|/max|R64|
-  1e-3 … 5.8e-2 (tolerance 1e-3); outputs agree to ~1e-6, so it is the relevance graph that is ill-conditioned
-  in float32. Diagnosis on vit_tiny (64²): default AttnLRP 1.6e-2 (ΣR/S0 of the two samples −0.10 and 2.14);
-  `AttnLRP:eps=1e-12` 2.0e-2 (so not ε); `--convention lxt` 1e-6 (ΣR/S0 0.18, 0.18); `--convention lxt` with
-  ε 1e-6: 7.6e-5. The likely cause (not confirmed) is the lrpc convention's treatment of constant addends (they take no share:
-  a bias / position-table / cls-token add passes R on unchanged, so later divisions by z without the constant
-  amplify and cancel). Owner of compiler/: worth a look (rules/combine.py, constant operands).
+* **`lrpc verify` passes its float64 check on every compiled model but PiT** (max|R32 − R64|/max|R64| ≤ 2e-5;
+  outputs ~1e-6). Until lrpc's AttnLRP/CPLRP took ε = 1e-12 for every rule they govern and let constant addends
+  absorb their share (commit "AttnLRP and CPLRP: eps 1e-12 …"), 13 of 21 failed (1e-3 … 5.8e-2): a position
+  table's unit relevance was left with x and later divided by a near-zero pre-addend value, and ε = 1e-6 at
+  LayerNorm outputs near 0 followed their float32 rounding.
 * **verify cannot run PiT**: onnx's reference evaluator raises `cannot reshape array of size 9 into shape
   (1,2,9)` on the explained graph at batch 2 (onnxruntime runs it at batch 4 fine) — the check is reported
   "skipped", which verify counts as not passed.
@@ -388,27 +386,18 @@ FINDINGS = """## Findings
 
 ## Refusals: what the exporter wrote and what lrpc would need
 
-1. **CP-LRP on attention whose weights are not a Softmax output** (`rule gate-constant, but neither factor of
-   this q·kᵀ is a softmax output`): CaiT (talking heads: Softmax → MatMul/Gemm mixing heads → MatMul with v; 4
-   nodes), ConViT (GPSA: (1−σ(g))·Softmax(qk) + σ(g)·Softmax(pos), renormalised by a ReduceSum/Div, then
-   MatMul; 20 nodes), CoaT (factorised attention: Softmax(k)ᵀ·v, then q·(that), plus the conv relative-position
-   term q ⊙ conv(v), a Mul of two activations; 16 nodes), EfficientViT (ReLU linear attention, no Softmax:
-   MatMul of ReLU(q) with ReLU(k)ᵀv and a Div by the normaliser; 8 nodes). AttnLRP (product=half) compiles all
-   four. lrpc would need: "hold the attention weights fixed" by provenance — treat as constant the factor that
-   depends on the input only through q/k-side Softmax outputs (through linear head mixing, gating by a static
-   or parameter-only Sigmoid, renormalisation) — and, for linear/factorised attention with no Softmax, a
-   documented choice of which factor is the weight (e.g. the q/k side), or fall back to half with a note.
+1. **CP-LRP on attention with no softmax-only factor** (`rule gate-constant, but neither factor of this q·kᵀ is
+   a softmax output`): CoaT (factorised attention: Softmax(k)ᵀ·v, then q·(that); 16 nodes) and EfficientViT
+   (ReLU linear attention, no Softmax; 8 nodes). AttnLRP compiles both. CaiT's talking heads and ConViT's gated,
+   renormalised softmaxes now compile under CPLRP: a factor every input path of which passes a Softmax counts
+   as the attention weights. lrpc would need a documented choice of which factor of a linear/factorised
+   attention is "the weights" (e.g. the q/k side), or a fall-back to half with a note.
 2. **LSTM** (sequencer2d_s; 36 nodes, `no relevance rule for node … (LSTM)`): the exporter writes ONNX `LSTM`
    nodes (bidirectional, over rows and columns). lrpc would need an LSTM rule: unroll the node into per-step
    MatMul + Sigmoid/Tanh + Mul (an ONNX function body) and apply its existing rules — gates held constant
    (signal-take-all, Arras et al. 2017) = gate-constant on σ(·)·tanh(·) products, ε on the linear parts.
-3. **Strided Conv with dynamic spatial dims** (twins_svt_small; 10 nodes, `a strided Conv needs static spatial
-   dims to invert exactly`), although the image size is static: Twins reshapes tokens back to an image with
-   `Reshape(x, Concat(Gather(Shape(x), 0), Gather(Shape(x), 2), H, W))` where H, W are themselves computed
-   from Shape of the patch-embedding output; onnx shape inference (even `data_prop=True`) leaves the spatial
-   dims symbolic. lrpc would need to evaluate static shape chains given the fixed input size (partial
-   evaluation of Shape → Gather/Slice → Div → Concat with only the batch entry symbolic, as its mark_static
-   pass already identifies them) and use the resulting dims.
+3. (twins_svt_small, refused before for a strided Conv with symbolic spatial dims, now compiles: constant
+   folding evaluates shape expressions of static dims and repeats with shape inference.)
 4. **Not lrpc's**: efficientformer_l1 and crossvit_tiny_240 do not build at 64² in timm (attention biases /
    token counts fixed to the 224 layout), EVA-02 and the RoPE ViT do not trace with fused attention
    (`scaled_dot_product_attention(): argument 'is_causal' must be bool, not Tensor`) and were exported with
