@@ -60,13 +60,13 @@ def bilinear(node, rel_out, b, cfg):
                         f"{node.meta.get(NAME, 'product')} is a softmax output (attention weights) to hold "
                         "fixed; give it the rule half, e.g. --rule-map 'product=half'")
     scale = 0.5 if rule == "half" else 1.0
+    back = {0: lambda: b.op("MatMul", s, _swap_last(b, bb)),  # R_A = A ⊙ (s·Bᵀ)
+            1: lambda: b.op("MatMul", _swap_last(b, a), s)}  # R_B = B ⊙ (Aᵀ·s)
     rel = [None, None]
-    if rule == "half" or held == 1:  # R_A = A ⊙ (s·Bᵀ)
-        ra = b.op("Mul", a, b.op("MatMul", s, _swap_last(b, bb)))
-        rel[0] = _batch_unbroadcast(b, b.op("Mul", ra, b.const(scale)) if scale != 1.0 else ra, a, out)
-    if rule == "half" or held == 0:  # R_B = B ⊙ (Aᵀ·s)
-        rb = b.op("Mul", bb, b.op("MatMul", _swap_last(b, a), s))
-        rel[1] = _batch_unbroadcast(b, b.op("Mul", rb, b.const(scale)) if scale != 1.0 else rb, bb, out)
+    for i, factor in enumerate((a, bb)):
+        if rule == "half" or held == 1 - i:
+            r = b.op("Mul", factor, back[i]())
+            rel[i] = _batch_unbroadcast(b, b.op("Mul", r, b.const(scale)) if scale != 1.0 else r, factor, out)
     return rel
 
 
