@@ -53,7 +53,8 @@ def _add_plan_options(c: argparse.ArgumentParser) -> None:
                         "table of PATTERN = \"RULE\" (in order, after the --rule-map entries)")
     c.add_argument("--convention", choices=list(CONVENTIONS), default="lrpc",
                    help="reproduce a reference: zennit (start relevance 1), innvestigate (ε 1e-7, its α-β bias "
-                        "form) or lxt (ε 1e-12, constant addends such as position embeddings absorb their share); default lrpc (start relevance = the explained value, ε 1e-6)")
+                        "form) or lxt (ε 1e-12, constant addends such as position embeddings absorb their "
+                        "share); default lrpc (start relevance = the explained value, ε 1e-6)")
     c.add_argument("--target", default="max", metavar="max|N|input|all|mask",
                    help="which units are explained: each sample's largest (max, default), unit N (a class; "
                         "N or i,j,k for a multi-dim tensor), chosen per call by an int64 graph input 'target' "
