@@ -206,8 +206,8 @@ def _weights_of_softmaxes(value: ir.Value, limit: int = 256) -> bool:
             continue
         seen.add(v)
         p = v.producer()
-        if p is None or len(seen) > limit:
-            return False  # an input reached around the softmaxes (or too far to tell)
+        if p is None or not any(live(u) for u in p.inputs) or len(seen) > limit:
+            return False  # an input or an embedding lookup reached around the softmaxes (or too far to tell)
         if p.op_type == "Softmax":
             found = True
             continue

@@ -129,16 +129,18 @@ def _export_ids(name, path):
     return model
 
 
-@pytest.mark.parametrize("name", ["bert", "gpt2", "llama"])
-def test_token_ids_explained_at_their_lookup_match_lxt(tmp_path, name):
+@pytest.mark.parametrize("name, mode", [("bert", "attnlrp"), ("gpt2", "attnlrp"), ("llama", "attnlrp"),
+                                        ("gpt2", "cplrp"), ("llama", "cplrp")])
+def test_token_ids_explained_at_their_lookup_match_lxt(tmp_path, name, mode):
     """input_ids → Gather(word table) (GPT-2: of ids.view(-1, seq)) → …: lrpc's relevance per token equals
-    LXT's relevance at inputs_embeds = table[ids], summed over the hidden axis."""
+    LXT's relevance at inputs_embeds = table[ids], summed over the hidden axis. Under CP-LRP the attention
+    weights of a later layer are told from q and k, whose paths reach the lookup around the softmaxes."""
     path = tmp_path / f"{name}_ids.onnx"
     model = _export_ids(name, path)
     ids = np.random.default_rng(6).integers(0, 100, (3, 9))
     x = model.get_input_embeddings().weight.detach().numpy()[ids].astype(np.float32)
-    want, targets, _ = lxt_hf.lxt_relevance(name, "attnlrp", x)
-    explained = lrpc.compile(str(path), composite="AttnLRP", convention="lxt", target="input")
+    want, targets, _ = lxt_hf.lxt_relevance(name, mode, x)
+    explained = lrpc.compile(str(path), composite=COMPOSITES[mode], target="input")
     session = ort.InferenceSession(explained.SerializeToString())
     feeds = {"input_ids": ids, "target": np.asarray(targets, np.int64)}
     if name == "bert":
