@@ -40,6 +40,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
+from lrpc.frontend.keras import all_layers  # noqa: E402
+
 
 def zoo_2d() -> keras.Model:
     """Every 2-D layer kind of the issue in one small DAG (12×12×3 → 5 logits)."""
@@ -141,22 +143,13 @@ def application(name: str, size: int = 32, classes: int = 10, seed: int = 0,
     return reset_batchnorm(model, images((size, size, 3), seed, n=n))
 
 
-def _all_layers(model) -> list:
-    found, stack = [], [model]
-    while stack:
-        layer = stack.pop()
-        found.append(layer)
-        stack.extend(reversed(getattr(layer, "layers", []) or []))
-    return found
-
-
 def reset_batchnorm(model: keras.Model, x: np.ndarray) -> keras.Model:
     """Every BatchNormalization's moving mean and variance := the statistics of its input on batch `x`.
 
     One training-mode forward pass with momentum 0 (Keras sets moving = momentum·moving + (1 − momentum)·batch)
     and dropout off; each BN then sees its input as normalized by the BNs before it, as at inference."""
-    bns = [layer for layer in _all_layers(model) if isinstance(layer, layers.BatchNormalization)]
-    drops = [layer for layer in _all_layers(model) if isinstance(layer, layers.Dropout)]
+    bns = [layer for layer in all_layers(model) if isinstance(layer, layers.BatchNormalization)]
+    drops = [layer for layer in all_layers(model) if isinstance(layer, layers.Dropout)]
     saved = [(layer, layer.momentum) for layer in bns], [(layer, layer.rate) for layer in drops]
     try:
         for layer in bns:

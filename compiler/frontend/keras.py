@@ -18,7 +18,7 @@ VGG-16 (0.55 GB of float32 weights) went past 9 GB here. Instead:
    model's layer: `backbone/conv_a/BiasAdd`), by the scope each layer call opened while tracing. A node
    tf2onnx creates to replace another (a Conv with its bias folded in) keeps the replaced node's scope.
    tf2onnx's counters (`Transpose__17`) are renumbered in graph order (frontend/keras_onnx.py), and its
-   own walks over sets are put in a fixed order while it converts (`_deterministic_walks`), so the same
+   own walks over sets are put in a fixed order while it converts (frontend/tf2onnx_patches.py), so the same
    model always gives the same ONNX bytes, in any process.
 4. ops tf2onnx has no converter for are rewritten in the GraphDef first (frontend/keras_graph.py: grouped
    Conv2D calls inlined, Erfc, Keras' LayerNorm); one it still cannot convert is one LrpcError naming the op
@@ -46,6 +46,8 @@ from ..errors import LrpcError
 from .keras_graph import rewrite_for_tf2onnx, unconverted, unconverted_message
 from .keras_onnx import (WRAPPER, drop_noop_reshapes, norm_means_as_reduce_mean, squeeze_after_channel_constants,
                          tidy_names)
+from .tf2onnx_patches import (constants_synced_once, deterministic_walks, einsum_parts_keep_scope, quiet,
+                              replacements_keep_scope)
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 OPSET = 17
@@ -120,7 +122,7 @@ def refuse_unsupported_layers(model) -> None:
     MultiHeadAttention over more than one axis (`attention_axes=(1, 2)`, or the default on a grid
     [batch, H, W, d]), whose softmax over several axes Keras writes as exp(x − logsumexp(x)): no Softmax op
     for lrpc's rule, and Exp/Log have none."""
-    for layer in _layers(model):
+    for layer in all_layers(model):
         if type(layer).__name__ != "MultiHeadAttention":
             continue
         axes = getattr(layer, "_attention_axes", None) or layer.get_config().get("attention_axes") or ()
@@ -130,7 +132,7 @@ def refuse_unsupported_layers(model) -> None:
                             "the input to tokens [batch, seq, d] (layers.Reshape((-1, d))) before the attention")
 
 
-def _layers(model) -> list:
+def all_layers(model) -> list:
     """Every layer of `model`, nested models' layers included, in order."""
     found, stack = [], [model]
     while stack:
@@ -197,10 +199,10 @@ def _convert(tf, tf2onnx, graph_def, values, input_names, output_names, renames,
     from tf2onnx.graph import Graph, Node
     from tf2onnx.tfonnx import process_tf_graph
 
-    with tf.device("/cpu:0"), tf.Graph().as_default() as tf_graph, _deterministic_walks(Graph):
+    with tf.device("/cpu:0"), tf.Graph().as_default() as tf_graph, deterministic_walks(Graph):
         tf.import_graph_def(graph_def, name="")
         try:
-            with _quiet("tf2onnx.tfonnx"):
+            with quiet("tf2onnx.tfonnx"):
                 g = process_tf_graph(tf_graph, const_node_values=values, input_names=input_names,
                                      output_names=output_names, opset=opset, tensors_to_rename=renames)
         except Exception as e:  # a converter of tf2onnx's raised: the model, not lrpc, is what it cannot take
@@ -209,7 +211,7 @@ def _convert(tf, tf2onnx, graph_def, values, input_names, output_names, renames,
         values.clear()  # tf2onnx holds its own arrays now
         if found := unconverted(g.get_nodes()):
             raise LrpcError(unconverted_message(found, lambda node: _layer_of(node, scope)))
-        with _replacements_keep_scope(Graph), _einsum_parts_keep_scope(Graph), _constants_synced_once(Node):
+        with replacements_keep_scope(Graph), einsum_parts_keep_scope(Graph), constants_synced_once(Node):
             # catch_errors=True deep-copies the graph, weights too. merge_duplication keeps whichever of two
             # equal nodes a set yields first, so names (and bytes) would vary from run to run.
             passes = {k: v for k, v in optimizer._get_optimizers().items() if k != "merge_duplication"}
@@ -219,134 +221,15 @@ def _convert(tf, tf2onnx, graph_def, values, input_names, output_names, renames,
         return g.make_model(f"converted from Keras model {name} by lrpc")
 
 
-@contextlib.contextmanager
-def _deterministic_walks(graph_cls):
-    """tf2onnx walks two unordered collections while it rewrites and optimizes, so the same model converted
-    to structurally different graphs from run to run (MobileNetV3Small: a Flatten's shape computed at run
-    time in one run, folded into a constant in the next; ResNet50: other node orders), even under one
-    PYTHONHASHSEED: each value's consumers, a set of node names (string-hash order), and the nodes kept by
-    `delete_unused_nodes`, a set of Node objects (memory-address order) that becomes the node list the
-    optimizers then loop over. Both come in a fixed order instead: consumers sorted by name, kept nodes in
-    their current list order."""
-    consumers, extract = graph_cls.find_output_consumers, graph_cls.extract_sub_graph_nodes
-
-    def find_output_consumers(self, output_name):
-        return sorted(consumers(self, output_name), key=lambda node: node.name)
-
-    def extract_sub_graph_nodes(self, *args, **kwargs):
-        keep = set(extract(self, *args, **kwargs))
-        return [node for node in self.get_nodes() if node in keep]
-
-    graph_cls.find_output_consumers, graph_cls.extract_sub_graph_nodes = find_output_consumers, extract_sub_graph_nodes
-    try:
-        yield
-    finally:
-        graph_cls.find_output_consumers, graph_cls.extract_sub_graph_nodes = consumers, extract
-
-
-@contextlib.contextmanager
-def _quiet(logger_name: str):
-    """tf2onnx logs each op it cannot convert as an error line; lrpc says it once, itself."""
-    import logging
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _layer_of(node_name: str, scope) -> str:
     """The Keras layer a TensorFlow node belongs to: its first scope component that is not a wrapper."""
     parts = [p for p in node_name.split("/")[:-1] if not WRAPPER.fullmatch(p)] or [node_name]
     return scope(parts)[0]
 
 
-@contextlib.contextmanager
-def _constants_synced_once(node_cls):
-    """While tf2onnx optimizes, a Const node's protobuf is not rewritten from its attributes: every
-    optimizer ends with `update_proto`, which appends each weight anew to the node's protobuf arena
-    without freeing the old copy (VGG-16: +0.5 GB per optimizer pass, past 6 GB). `make_model` syncs
-    the final values once."""
-    original = node_cls.update_proto
-
-    def update_proto(self, external_tensor_storage=None):
-        if self.type != "Const":
-            original(self, external_tensor_storage)
-
-    node_cls.update_proto = update_proto
-    try:
-        yield
-    finally:
-        node_cls.update_proto = original
-
-
-@contextlib.contextmanager
-def _replacements_keep_scope(graph_cls):
-    """While tf2onnx optimizes: a node it creates without a name, with the op type and first two inputs
-    of an existing node (the one it replaces, e.g. a Conv with the following Add as bias), is named in
-    that node's scope instead of a bare `Conv__17`."""
-    original = graph_cls.make_node
-
-    def make_node(self, op_type, inputs, *args, name=None, **kwargs):
-        if name is None and kwargs.get("op_name_scope") is None and len(inputs) >= 2:
-            twin = next((n for n in self.get_nodes() if n.type == op_type and list(n.input[:2]) == list(inputs[:2])
-                         and "/" in n.name), None)
-            if twin is not None:
-                name = f"{twin.name.rsplit('/', 1)[0]}/{_fresh(op_type)}"
-        return original(self, op_type, inputs, *args, name=name, **kwargs)
-
-    graph_cls.make_node = make_node
-    try:
-        yield
-    finally:
-        graph_cls.make_node = original
-
-
-@contextlib.contextmanager
-def _einsum_parts_keep_scope(graph_cls):
-    """While tf2onnx's einsum optimizer decomposes an Einsum (Keras' EinsumDense projections and
-    MultiHeadAttention's q·kᵀ and A·v) into MatMul, Gemm, Transpose and Reshape nodes, each node it makes
-    without a name is named in the Einsum's scope (`b0_mha/query/einsum/Gemm__3`, not a bare `Gemm__3`),
-    so rule maps, `--explain` and errors see the Keras layer."""
-    from tf2onnx.optimizer.einsum_optimizer import EinsumOptimizer
-
-    original_make, original_optimize = graph_cls.make_node, EinsumOptimizer._optimize_einsum
-    current: list[str] = []
-
-    def make_node(self, op_type, inputs, *args, name=None, **kwargs):
-        if name is None and current and kwargs.get("op_name_scope") is None:
-            name = f"{current[-1]}/{_fresh(op_type)}"
-        return original_make(self, op_type, inputs, *args, name=name, **kwargs)
-
-    def optimize_einsum(self, node, graph):
-        current.append(node.name.rsplit("/", 1)[0] if "/" in node.name else node.name)
-        try:
-            return original_optimize(self, node, graph)
-        finally:
-            current.pop()
-
-    graph_cls.make_node, EinsumOptimizer._optimize_einsum = make_node, optimize_einsum
-    try:
-        yield
-    finally:
-        graph_cls.make_node, EinsumOptimizer._optimize_einsum = original_make, original_optimize
-
-
-def _fresh(op_type: str) -> str:
-    from tf2onnx import utils
-    return utils.make_name(op_type)
-
-
 def _layer_names(model) -> set[str]:
     """Every layer name of `model`, nested models' layers included."""
-    names, stack = set(), [model]
-    while stack:
-        layer = stack.pop()
-        names.add(layer.name)
-        stack.extend(getattr(layer, "layers", []) or [])
-    return names
+    return {layer.name for layer in all_layers(model)}
 
 
 @contextlib.contextmanager
