@@ -32,6 +32,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from lrpc_runtime.preprocess import Preprocessing
+from lrpc_runtime.text import side_input_fill
 
 from . import __version__
 from .errors import LrpcError
@@ -173,8 +174,7 @@ def _feeds(proto, meta, inputs, samples: int, rng) -> tuple[dict[str, np.ndarray
         elif name in vocab:  # token ids
             feeds[name] = rng.integers(0, vocab[name], _shape(value, batch, given)).astype(_int_type(value))
         elif value.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
-            fill = 1 if "mask" in name.lower() else 0  # an attention mask: nothing masked; token types: 0
-            feeds[name] = np.full(_shape(value, batch, given), fill, _int_type(value))
+            feeds[name] = np.full(_shape(value, batch, given), side_input_fill(name), _int_type(value))
         else:
             raise LrpcError(f"input '{name}' is neither float nor integer: give it (--inputs)")
     free = any(not d.HasField("dim_value") for v in proto.graph.input for d in v.type.tensor_type.shape.dim[1:])

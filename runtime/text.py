@@ -95,12 +95,17 @@ def read_ids(path: str | os.PathLike, vocab: int | None = None) -> list[np.ndarr
     return [_check_ids(str(path), np.asarray(r, np.int64), vocab) for r in rows]
 
 
+def side_input_fill(name: str) -> int:
+    """What an integer input beside the token ids is filled with: 1 for a mask (nothing masked), else 0."""
+    return 1 if "mask" in name.lower() else 0
+
+
 def _feeds(explainer: Explainer, name: str, ids: np.ndarray) -> dict[str, np.ndarray]:
-    """The token ids, and the other integer inputs filled: 1 for a mask, else 0."""
+    """The token ids, and the other integer inputs filled (side_input_fill)."""
     feeds = {name: ids}
     for other in explainer.input_names:
         if other != name:
-            feeds[other] = np.full(ids.shape, 1 if "mask" in other.lower() else 0, np.int64)
+            feeds[other] = np.full(ids.shape, side_input_fill(other), np.int64)
     return feeds
 
 
