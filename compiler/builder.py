@@ -6,6 +6,7 @@ file stays the size of the model and onnxruntime folds them once when the sessio
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import onnx_ir as ir
 
@@ -53,15 +54,30 @@ class Builder:
 
     def divide(self, r: ir.Value, z: ir.Value, eps: float) -> ir.Value:
         """R / stab(z) with stab(z) = z + ε·sign₀(z); for ε = 0, R / z with 0 where z = 0."""
-        zero = self.const(0.0)
         if eps == 0.0:  # z + [z = 0] is 1 where z = 0; those quotients are then masked to 0 (a Mul: a
             # Where with a tensor operand is 3× slower in onnxruntime)
-            is_zero = self.op("Cast", self.op("Equal", z, zero), to=self.dtype)
+            is_zero = self.op("Cast", self.op("Equal", z, self.const(0.0)), to=self.dtype)
             quotient = self.op("Div", r, self.op("Add", z, is_zero))
             return self.op("Mul", quotient, self.op("Sub", self.const(1.0), is_zero))
-        # a Where over two scalars and one Add: onnxruntime's Where over full tensors costs ~8× as much
-        shift = self.op("Where", self.op("GreaterOrEqual", z, zero), self.const(eps), self.const(-eps))
-        return self.op("Div", r, self.op("Add", z, shift))
+        return self.op("Div", r, self.op("Add", z, self.sign_shift(z, eps)))
+
+    def sign_shift(self, z: ir.Value, eps: float) -> ir.Value:
+        """ε·sign₀(z) as Clip(z·K + ε, −ε, ε), K a power of two that takes the smallest subnormal to ≥ 2ε.
+
+        Every z ≠ 0 then saturates to ±ε and z = 0 gives +ε: bit for bit Where(z ≥ 0, ε, −ε), in float
+        passes onnxruntime vectorises (its Where with a bool mask costs ~5× an Add: benchmarks/PROFILE.md §9).
+        K is one or two factors so each stays finite in the model's float type.
+        """
+        info = ml_dtypes.finfo(self.dtype.numpy())
+        eps = float(np.asarray(eps, dtype=self.dtype.numpy()))  # the ε the graph holds
+        exponent = 1 + int(np.ceil(np.log2(2 * eps) - np.log2(float(info.smallest_subnormal))))  # 1: margin
+        scaled = z
+        while exponent > 0:
+            step = min(exponent, info.maxexp - 1)
+            scaled = self.op("Mul", scaled, self.const(2.0 ** step))
+            exponent -= step
+        shifted = self.op("Add", scaled, self.const(eps))
+        return self.op("Clip", shifted, self.const(-eps), self.const(eps))
 
     def add_all(self, values: list[ir.Value]) -> ir.Value:
         total = values[0]

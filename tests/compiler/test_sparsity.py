@@ -112,6 +112,6 @@ def test_a_residual_join_reads_its_relu_output_and_matches_the_dag_oracle(rule):
 @pytest.mark.parametrize("rule, sign_tests", [("zplus", 0), ("alpha2beta1", 4), ("epsilon", 1)])
 def test_stabilizers_of_non_negative_denominators_have_no_sign_test(rule, sign_tests):
     """z⁺ = W⁺x⁺ + W⁻x⁻ + b⁺ ≥ 0 and a ReLU stand-in ≥ 0 get stab = z + ε; α-β's β part (≤ 0) and the
-    logits' ε (any sign) keep the sign test, a Where each."""
+    logits' ε (any sign) keep the sign test, a Clip each (Builder.sign_shift)."""
     explained = lrpc.compile(vgg_like().model(), rule=rule)
-    assert sum(n.op_type == "Where" for n in explained.graph.node) == sign_tests
+    assert sum(n.op_type == "Clip" for n in explained.graph.node) == sign_tests
