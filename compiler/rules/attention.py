@@ -17,7 +17,8 @@ For the softmax y = softmax(x) along an axis (Achtibat et al. 2024, the gradient
 
 It sums to Σ x R − (Σ x y)·Σ R per row: it does not conserve (the softmax is not homogeneous); a
 constant shift of x (a mask constant, a bias) changes the split, as it does in AttnLRP. Where a mask
-made x = −inf, y = 0 and R = 0: x is read as the lowest finite float there, so R_x = 0, not −inf·0.
+made x = −inf, y = 0 and R = 0: x is read as the lowest finite float there, so R_x = 0, not −inf·0 (a
+Max, left out where x is a matrix product scaled by finite constants, which no mask reached).
 """
 
 from __future__ import annotations
@@ -59,15 +60,27 @@ def bilinear(node, rel_out, b, cfg):
         raise LrpcError(f"{node_label(node)}: rule gate-constant, but neither factor of this "
                         f"{node.meta.get(NAME, 'product')} is a softmax output (attention weights) to hold "
                         "fixed; give it the rule half, e.g. --rule-map 'product=half'")
-    scale = 0.5 if rule == "half" else 1.0
+    terms = [i for i in (0, 1) if rule == "half" or held == 1 - i]
+    # ½ is exact in floating point: once on s, or on each term, whichever touches fewer elements
+    halve_s = rule == "half" and _matrix_size(out) <= _matrix_size(a) + _matrix_size(bb)
+    if halve_s:
+        s = b.op("Mul", s, b.const(0.5))
     back = {0: lambda: b.op("MatMul", s, _swap_last(b, bb)),  # R_A = A ⊙ (s·Bᵀ)
             1: lambda: b.op("MatMul", _swap_last(b, a), s)}  # R_B = B ⊙ (Aᵀ·s)
     rel = [None, None]
-    for i, factor in enumerate((a, bb)):
-        if rule == "half" or held == 1 - i:
-            r = b.op("Mul", factor, back[i]())
-            rel[i] = _batch_unbroadcast(b, b.op("Mul", r, b.const(scale)) if scale != 1.0 else r, factor, out)
+    for i in terms:
+        factor = (a, bb)[i]
+        r = b.op("Mul", factor, back[i]())
+        if rule == "half" and not halve_s:
+            r = b.op("Mul", r, b.const(0.5))
+        rel[i] = _batch_unbroadcast(b, r, factor, out)
     return rel
+
+
+def _matrix_size(v, symbolic: int = 512) -> int:
+    """Elements of v's last two dims, a symbolic dim (sequence length) counted as `symbolic`: a cost estimate."""
+    dims = list(v.shape)[-2:] if v.shape is not None else [None, None]
+    return int(np.prod([d if isinstance(d, int) else symbolic for d in dims]))
 
 
 @relevance_rule("Softmax")
@@ -75,5 +88,22 @@ def softmax(node, rel_out, b, cfg):
     x, y, r = node.inputs[0], node.outputs[0], rel_out[0]
     axis = node.attributes.get_int("axis", -1)
     total = b.op("ReduceSum", r, b.const(np.array([axis], np.int64), dtype=np.int64), keepdims=1)
-    finite = b.op("Max", x, b.const(np.finfo(b.dtype.numpy()).min))  # a −inf mask: y = 0 and R = 0 there
-    return [b.op("Mul", finite, b.op("Sub", r, b.op("Mul", y, total)))]
+    if not _unmasked_scores(x):  # a −inf mask: y = 0 and R = 0 there
+        x = b.op("Max", x, b.const(np.finfo(b.dtype.numpy()).min))
+    return [b.op("Mul", x, b.op("Sub", r, b.op("Mul", y, total)))]
+
+
+def _unmasked_scores(x) -> bool:
+    """Whether x is a matrix product, possibly scaled by finite constants: no mask can have set it to −inf."""
+    node = x.producer()
+    if node is None:
+        return False
+    if node.op_type in ("MatMul", "Gemm"):
+        return True
+    if node.op_type in ("Mul", "Div") and len(node.inputs) == 2:
+        constants = [v.const_value for v in node.inputs if v.const_value is not None]
+        variables = [v for v in node.inputs if v.const_value is None]
+        finite = len(constants) == 1 and np.isfinite(c := constants[0].numpy()).all() and (node.op_type == "Mul" or (c != 0).all())
+        return (finite and len(variables) == 1
+                and (node.op_type == "Mul" or node.inputs[0] is variables[0]) and _unmasked_scores(variables[0]))
+    return False

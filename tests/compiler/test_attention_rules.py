@@ -145,3 +145,11 @@ def test_cplrp_holds_attention_weights_mixed_after_the_softmax():
     np.testing.assert_allclose(rel.sum((1, 2)), logits.max(1), rtol=1e-4)
     with pytest.raises(LrpcError, match="neither factor"):  # without the mix q·kᵀ has no weights to hold
         lrpc.compile(model, composite="CPLRP", rule_map=["P=gate-constant", "O=half"])
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_softmax_reads_minus_inf_as_lowest_only_where_a_mask_can_reach(causal):
+    """The Max that reads a masked −inf score as the lowest float is kept after the causal Where and left
+    out for scaled q·kᵀ scores (test_attention_block_matches_oracle checks both against the oracle)."""
+    model = lrpc.compile(Block(causal=causal).onnx_model(), composite="AttnLRP")
+    assert sum(n.op_type == "Max" for n in model.graph.node) == int(causal)
