@@ -205,12 +205,21 @@ REDUCE = {"ReduceSum": tf.reduce_sum, "ReduceMax": tf.reduce_max, "ReduceMin": t
 @tf_op(*REDUCE)
 def _reduce(x, at):
     # axes: an attribute before opset 18 (ReduceSum: 13), an input from then on
+    if len(x) > 1 and tf.get_static_value(x[1]) is None:  # axes computed at run time (combine.py's unbroadcast)
+        if not at.get("noop_with_empty_axes", 0):
+            raise Unsupported(f"{at.op}'s axes are computed at run time, and empty axes would mean all of them")
+        return REDUCE[at.op](x[0], axis=tf.reshape(x[1], [-1]), keepdims=bool(at.get("keepdims", 1)))
     axes = at.get("axes") if len(x) < 2 else axis_list(x[1], f"{at.op}'s axes")
     if not axes:
         if at.get("noop_with_empty_axes", 0):
             return x[0]
         axes = None
     return REDUCE[at.op](x[0], axis=axes, keepdims=bool(at.get("keepdims", 1)))
+
+
+@tf_op("NonZero")
+def _non_zero(x, at):  # ONNX: [rank, n] indices in row-major order, as tf.where's [n, rank] transposed
+    return tf.transpose(tf.where(tf.not_equal(x[0], tf.zeros([], x[0].dtype))))
 
 
 @tf_op("ArgMax", "ArgMin")

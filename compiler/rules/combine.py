@@ -22,10 +22,10 @@ import numpy as np
 import onnx_ir as ir
 
 from ..builder import Builder
+from ..errors import LrpcError
 from ..passes.quantized import is_constant
 from ..passes.recognize_products import ABSORB, KIND
 from .norms import centering
-from .routing import iota, scatter_back
 from .table import relevance_rule
 
 
@@ -47,8 +47,24 @@ def unbroadcast(b: Builder, r: ir.Value, value: ir.Value, out: ir.Value) -> ir.V
                 return r
             summed = b.op("ReduceSum", r, b.const(np.array(axes, np.int64), dtype=np.int64), keepdims=1)
             return summed if lead == 0 else b.op("Reshape", summed, b.op("Shape", value))
-    # shapes not known well enough: route each broadcast copy back to its source element
-    return scatter_back(b, value, b.op("Expand", iota(b, value), b.op("Shape", out)), r)
+    if b.graph.opset_imports.get("", 17) < 13:  # ReduceSum takes its axes as an input from opset 13
+        raise LrpcError(f"'{out.name}' broadcasts '{value.name}' along axes unknown at compile time (shapes "
+                        f"{vs} → {os_}), which lrpc sums at run time only in opset ≥ 13: export the model at "
+                        "opset 13 or later, or with static shapes")
+    return _unbroadcast_at_run_time(b, r, value)
+
+
+def _unbroadcast_at_run_time(b: Builder, r: ir.Value, value: ir.Value) -> ir.Value:
+    """unbroadcast with the summed axes found from the shapes at run time: where value's shape, padded with
+    leading 1s to r's rank, differs from r's. None (operands of one shape) leaves r as it is."""
+    shape = b.op("Shape", value)
+    lead = b.op("Sub", b.op("Shape", b.op("Shape", r)), b.op("Shape", shape))
+    ones = b.op("ConstantOfShape", lead, value=ir.tensor(np.ones(1, np.int64)))
+    padded = b.op("Concat", ones, shape, axis=0)
+    axes = b.op("Reshape", b.op("NonZero", b.op("Not", b.op("Equal", padded, b.op("Shape", r)))),
+                b.const(np.array([-1], np.int64), dtype=np.int64))
+    summed = b.op("ReduceSum", r, axes, keepdims=1, noop_with_empty_axes=1)
+    return b.op("Reshape", summed, shape)
 
 
 def _activations(node: ir.Node) -> list[int]:

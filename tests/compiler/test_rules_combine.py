@@ -117,8 +117,10 @@ def test_float64_model_matches_tightly(rule):
     oracle_graph.check(g, out, X, rule, tol=1e-12, dtype=np.float64)
 
 
-def test_unbroadcast_without_shapes_scatters_back():
-    """With the shapes unknown, unbroadcast routes each broadcast copy back to its source element."""
+@pytest.mark.parametrize("v_shape, axes", [((3, 1), (0, 2)), ((2, 3, 4), ()), ((1, 3, 4), (0,)), ((4,), (0, 1))])
+def test_unbroadcast_without_shapes(v_shape, axes):
+    """With the shapes unknown, unbroadcast sums the broadcast axes found at run time (none for operands of
+    one shape)."""
     graph = ir.Graph([], [], nodes=[], name="g", opset_imports={"": 17})
     r = ir.Value(name="r", type=ir.TensorType(ir.DataType.FLOAT))
     v = ir.Value(name="v", type=ir.TensorType(ir.DataType.FLOAT))
@@ -129,5 +131,14 @@ def test_unbroadcast_without_shapes_scatters_back():
     assert out.shape is None and v.shape is None
     proto = ir.serde.serialize_model(ir.Model(graph, ir_version=8))
     R = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
-    got = oracle.session(proto).run(None, {"r": R, "v": np.zeros((3, 1), np.float32)})[0]
-    np.testing.assert_allclose(got, R.sum(axis=(0, 2)).reshape(3, 1), rtol=1e-6)
+    got = oracle.session(proto).run(None, {"r": R, "v": np.zeros(v_shape, np.float32)})[0]
+    np.testing.assert_allclose(got, R.sum(axis=axes).reshape(v_shape), rtol=1e-6)
+
+
+def test_unbroadcast_without_shapes_before_opset_13_is_refused():
+    graph = ir.Graph([], [], nodes=[], name="g", opset_imports={"": 11})
+    r, v = (ir.Value(name=n, type=ir.TensorType(ir.DataType.FLOAT)) for n in "rv")
+    graph.inputs.extend([r, v])
+    b = Builder(graph, ir.DataType.FLOAT)
+    with pytest.raises(lrpc.LrpcError, match="opset 13 or later"):
+        unbroadcast(b, r, v, b.op("Identity", r))

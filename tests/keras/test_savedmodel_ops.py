@@ -111,6 +111,10 @@ CASES = [
     case("Cast", [data(rand(3, 4) * 3)], (I64,), to=I64),
     # reductions and selection
     case("ReduceSum", [data(rand(2, 3, 4)), const(ints(1, 2))], keepdims=0),
+    case("ReduceSum", [data(rand(2, 3, 4)), data(ints(0, 2))], keepdims=1, noop_with_empty_axes=1),  # run-time axes
+    case("ReduceSum", [data(rand(2, 3, 4)), data(ints())], keepdims=1, noop_with_empty_axes=1),
+    case("NonZero", [data(np.array([[0, 1, 2], [3, 0, 0]], np.float32))], outputs=(I64,)),
+    case("NonZero", [data(np.array([True, False, True]))], outputs=(I64,)),
     case("ReduceMax", [data(rand(2, 3, 4, 5))], axes=[1, 3], keepdims=0),
     case("ReduceMean", [data(rand(2, 3, 4))], axes=[1], keepdims=1),
     case("ArgMax", [data(np.round(rand(3, 5)))], (I64,), axis=1, keepdims=0),
