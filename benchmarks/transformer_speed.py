@@ -15,7 +15,7 @@ CPLRP`) writes the explained files.
 
 Methods, all at 2 threads (torch.set_num_threads(2); onnxruntime CPUExecutionProvider with one
 SessionOptions: intra_op_num_threads 2, inter_op_num_threads 1, sequential, graph optimisation all,
-no spinning of idle pool threads):
+no spinning of idle pool threads, no memory-pattern planner — as lrpc_runtime.Explainer):
 * ort forward      the exported model in onnxruntime;
 * lrpc AttnLRP     the explained file (logits + relevance) in onnxruntime; lrpc CPLRP likewise;
 * LXT AttnLRP      PyTorch, float32: LXT's rules on the model (vit: transformer_zoo `lxt_view`, LXT's
@@ -175,6 +175,7 @@ def session_options(profile: str | None = None):
     # onnxruntime's pool threads spin after each run by default, taking the 2 cores from the torch calls
     # interleaved with them (torch forward was 13x slower than onnxruntime's with spinning on)
     o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    o.enable_mem_pattern = False  # as lrpc_runtime.Explainer runs explained files (PROFILE.md §7)
     if profile:
         o.enable_profiling = True
         o.profile_file_prefix = profile
@@ -347,6 +348,16 @@ def markdown(results: dict, load0, load1, reps: int) -> str:
                          f"| {med['lrpc CPLRP'] / med['ort forward']:.2f}× "
                          f"| {med['LXT AttnLRP'] / med['lrpc AttnLRP']:.2f}× "
                          f"| {med['LXT AttnLRP'] / med['torch forward']:.2f}× |")
+    lines += ["", "## Targets (issue 20): explained ÷ forward ≤ 3×, lrpc ≥ 2× faster than LXT (AttnLRP)", "",
+              "| model | batch | AttnLRP ÷ forward | ≤ 3× | LXT ÷ lrpc | ≥ 2× |", "|---|---|---|---|---|---|"]
+    for name, res in results.items():
+        for batch, t in res["timing"].items():
+            ratio = t["lrpc AttnLRP"]["median"] / t["ort forward"]["median"]
+            speedup = t["LXT AttnLRP"]["median"] / t["lrpc AttnLRP"]["median"]
+            lines.append(f"| {name} | {batch} | {ratio:.2f}× | {'met' if ratio <= 3 else '**not met**'} "
+                         f"| {speedup:.2f}× | {'met' if speedup >= 2 else '**not met**'} |")
+    lines += ["", "Why the cells sit where they do, and the floor of the one-graph design (the forward with its "
+              "activations kept alive, plus the adjoint matrix products): benchmarks/PROFILE.md §9."]
     lines += ["", "## Compile time and file sizes", "",
               "| model | `lrpc compile --composite AttnLRP` (s) | `--composite CPLRP` (s) | source MB | AttnLRP MB | CPLRP MB |",
               "|---|---|---|---|---|---|"]
