@@ -100,10 +100,13 @@ def _unmasked_scores(x) -> bool:
         return False
     if node.op_type in ("MatMul", "Gemm"):
         return True
-    if node.op_type in ("Mul", "Div") and len(node.inputs) == 2:
-        constants = [v.const_value for v in node.inputs if v.const_value is not None]
-        variables = [v for v in node.inputs if v.const_value is None]
-        finite = len(constants) == 1 and np.isfinite(c := constants[0].numpy()).all() and (node.op_type == "Mul" or (c != 0).all())
-        return (finite and len(variables) == 1
-                and (node.op_type == "Mul" or node.inputs[0] is variables[0]) and _unmasked_scores(variables[0]))
-    return False
+    if node.op_type not in ("Mul", "Div") or len(node.inputs) != 2:
+        return False
+    variable, constant = node.inputs
+    if node.op_type == "Mul" and variable.const_value is not None:
+        variable, constant = constant, variable  # x·c or c·x; only x / c for a Div
+    if constant.const_value is None or variable.const_value is not None:
+        return False
+    c = constant.const_value.numpy()
+    finite = bool(np.isfinite(c).all()) and (node.op_type == "Mul" or bool((c != 0).all()))
+    return finite and _unmasked_scores(variable)
