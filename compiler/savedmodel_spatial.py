@@ -12,7 +12,8 @@ computed by element-wise ops that do not care). 1-D layers run as 2-D ones with 
 - ConvTranspose: TF's transposed conv gives the full output (in − 1)·s + k_eff + output_padding;
   ONNX's pads then crop it (negative: pad it).
 - MaxPool's indices output (flat NCHW positions, as onnxruntime): windows as patches, argmax over each
-  window (the first maximum in row-major order on ties, as onnxruntime), converted to input positions.
+  window (the first maximum in row-major order on ties, as onnxruntime), converted to input positions;
+  MaxUnpool scatters values back to those flat positions.
 - Resize is separable: along each resized axis out = M·in with M [out, in] computed once, by onnx's
   reference implementation applied to the unit vectors, so every mode follows the ONNX definition;
   an M of single ones becomes a gather.
@@ -238,6 +239,17 @@ def _max_pool(x, at):
     if kernel_rank == 1:
         y, indices = tf.squeeze(y, 2), tf.squeeze(indices, 2)
     return (y, indices) if at.outputs > 1 else y
+
+
+@tf_op("MaxUnpool")
+def _max_unpool(x, at):
+    """Each value written at its flat position (MaxPool's indices) in zeros of the given output shape; the
+    shape input is required (lrpc emits it: the pooled input's shape)."""
+    if len(x) < 3 or x[2] is None:
+        raise Unsupported("MaxUnpool without its output_shape input is not implemented")
+    shape = tf.cast(x[2], tf.int64)
+    flat = tf.scatter_nd(tf.reshape(x[1], [-1, 1]), tf.reshape(x[0], [-1]), tf.reduce_prod(shape)[None])
+    return tf.reshape(flat, shape)
 
 
 def _ceil_extra(n, begin, end, k, s):

@@ -44,6 +44,12 @@ def case(op, inputs, outputs=(F,), **attrs):
     return pytest.param(op, inputs, outputs, attrs, id=f"{op}-{'-'.join(f'{k}={v}' for k, v in attrs.items())}"[:90])
 
 
+def unpool_indices():
+    """Flat NCHW positions in [2, 3, 8, 8] of one winner per 2×2 window (each window's own corner)."""
+    n, c, i, j = np.meshgrid(*map(np.arange, (2, 3, 4, 4)), indexing="ij")
+    return (((n * 3 + c) * 8 + 2 * i + i % 2) * 8 + 2 * j + (i + j) % 2).astype(np.int64)
+
+
 TIES = np.floor(RNG.uniform(0, 3, (2, 3, 6, 6))).astype(np.float32)  # many equal maxima per window
 
 CASES = [
@@ -70,6 +76,8 @@ CASES = [
     case("MaxPool", [data(rand(2, 3, 10))], (F, I64), kernel_shape=[3], strides=[2], auto_pad="SAME_UPPER"),
     case("MaxPool", [data(TIES)], (F, I64), kernel_shape=[3, 3], strides=[1, 1]),
     case("MaxPool", [data(rand(2, 3, 8, 8))], (F,), kernel_shape=[2, 2], strides=[2, 2]),
+    case("MaxUnpool", [data(rand(2, 3, 4, 4)), const(unpool_indices()), const(ints(2, 3, 8, 8))], kernel_shape=[2, 2],
+         strides=[2, 2]),
     case("GlobalMaxPool", [data(rand(2, 3, 5, 4))]),
     case("GlobalAveragePool", [data(rand(2, 3, 5, 4))]),
     # resizing
