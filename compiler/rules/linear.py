@@ -3,7 +3,9 @@
 Each op is viewed as an affine map z = W x + b with two functions: `apply(x', W', b')` runs the op
 with modified operands, and `apply_t(s, W')` applies the transposed map Wᵀ s — for a Conv a Conv on
 the flipped, channel-swapped kernel at stride 1 (twice as fast in onnxruntime) and ConvTranspose with
-the same weights and geometry otherwise; for ConvTranspose a Conv with the same weights and geometry
+the same weights and geometry otherwise, and where the Conv's input has fewer than 16 channels (the
+relevance into an image's 3: onnxruntime's blocked Conv pads so few output channels to its block, and
+ConvTranspose takes a third to a half of its time, benchmarks/PROFILE.md §10); for ConvTranspose a Conv with the same weights and geometry
 (its weight [C_in, C_out/group, k…] is what a grouped Conv from C_out to C_in channels takes); a
 product with the transposed weight for Gemm/MatMul. The rule of the layer (lrp.py) combines them:
 
@@ -32,6 +34,7 @@ from .lrp import ID, NEG, ONES, POS, SQ, Rule, Term
 from .squares import squares_in_range
 from .table import relevance_rule
 
+_FEW_CHANNELS = 16  # below this many input channels a Conv's transpose runs as ConvTranspose
 _VANISHES = object()  # an input modifier that is identically zero here (x⁻ of a non-negative x)
 
 
@@ -76,7 +79,8 @@ def _conv(node: ir.Node, b: Builder) -> LinearLayer:
     def apply(b, x, w, bias_):
         return b.op("Conv", x, w, *([bias_] if bias_ is not None else []), **geo)
 
-    adjoint = adjoint_conv_geometry(geo, out_pad)
+    few_channels = weight.const_value.shape[1] * geo["group"] < _FEW_CHANNELS
+    adjoint = None if few_channels else adjoint_conv_geometry(geo, out_pad)
     if adjoint is not None:  # stride 1: Wᵀ s is a Conv with the flipped, channel-swapped kernel
         def apply_t(b, s, w):
             flipped = b.cached(("adjoint", w), lambda: _adjoint_kernel(b, w, list(weight.const_value.shape), geo["group"]))
