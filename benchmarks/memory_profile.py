@@ -30,11 +30,11 @@ import tempfile
 
 import numpy as np
 import onnx
-from onnx import shape_inference
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import lrpc  # noqa: E402
+from lrpc.memory_floor import tensor_sizes  # noqa: E402  (shapes at the batch, one place)
 
 MB = 2**20
 
@@ -60,17 +60,7 @@ def _peak_live(nodes, size: dict, outputs: set) -> int:
 
 def live_in_file_order(path: str, batch: int) -> int:
     model = onnx.load(path, load_external_data=False)
-    for value in model.graph.input:
-        dim = value.type.tensor_type.shape.dim[0]
-        dim.ClearField("dim_param")
-        dim.dim_value = batch
-    model = shape_inference.infer_shapes(model, data_prop=True)
-    size = {}
-    for value in [*model.graph.value_info, *model.graph.input, *model.graph.output]:
-        t = value.type.tensor_type
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
-        size[value.name] = int(np.prod([d.dim_value or 1 for d in t.shape.dim])) * itemsize
-    return _peak_live(list(model.graph.node), size, {o.name for o in model.graph.output})
+    return _peak_live(list(model.graph.node), tensor_sizes(model, batch), {o.name for o in model.graph.output})
 
 
 def live_in_runtime_order(path: str, batch: int, threads: int, folder: str) -> int:

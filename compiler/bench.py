@@ -8,7 +8,9 @@ warm-up runs that are not counted, so that drifting machine load hits both alike
 
 plus the compile time, each session's creation time, and each session's peak resident memory: every
 session is also built and run in a child process of its own, and its peak RSS (ru_maxrss) less the
-child's RSS before the session existed is that session's memory.
+child's RSS before the session existed is that session's memory. At the largest batch the explained
+graph's memory floor (memory_floor.py: weights + the activations the backward pass must keep + the
+largest transient, from the graph) is printed beside the explained session's peak.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .api import compile as compile_model
 from .emit import save
 from .errors import LrpcError
 from .frontend import keras as keras_frontend
+from .memory_floor import floor_line, memory_floor
 
 
 @dataclass
@@ -51,6 +54,7 @@ class BenchResult:
     session_s: dict  # {"forward": s, "explained": s}
     peak_rss_mb: dict  # {"forward": MB, "explained": MB} (None where not measured)
     batches: list = field(default_factory=list)
+    memory_floor: dict | None = None  # Floor.summary at the largest batch (MB), peak over floor if measured
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
@@ -156,6 +160,7 @@ def bench(model_path: str, batches=(1,), threads: int = 1, repeats: int = 20, wa
             del sessions
             result.peak_rss_mb = {name: peak_rss_mb(str(path), threads, max(batches))
                                   for name, path in (("forward", model_path), ("explained", explained_path))}
+        result.memory_floor = memory_floor(explained_path, max(batches)).summary(result.peak_rss_mb["explained"])
     return result
 
 
@@ -170,6 +175,8 @@ def format_table(result: BenchResult) -> str:
     if rss["forward"] is not None and rss["explained"] is not None:
         lines.append(f"peak RSS (batch {max(r.batch for r in result.batches)}): forward {rss['forward']:.0f} MB, "
                      f"explained {rss['explained']:.0f} MB ({rss['explained'] / rss['forward']:.2f}×)")
+    if result.memory_floor is not None:
+        lines.append(floor_line(result.memory_floor, rss["explained"]))
     lines.append(f"{'batch':>5}  {'forward ms':>12}  {'explained ms':>14}  {'ratio':>6}")
     for r in result.batches:
         lines.append(f"{r.batch:>5}  {r.forward.median_ms:>8.3g} ±{r.forward.spread:>4.0%}  "

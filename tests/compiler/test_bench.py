@@ -7,7 +7,7 @@ import json
 
 import onnx
 
-from lrpc.bench import bench
+from lrpc.bench import bench, format_table
 from lrpc.cli import main
 from nets import small_cnn
 
@@ -22,6 +22,10 @@ def test_bench_runs_both_graphs_at_each_batch(tmp_path):
         assert abs(r.ratio - r.explained.median_ms / r.forward.median_ms) < 1e-9
     assert result.compile_s > 0 and set(result.session_s) == {"forward", "explained"}
     assert all(v is not None and v >= 0 for v in result.peak_rss_mb.values())
+    floor = result.memory_floor  # at the largest batch, against the explained session's peak
+    assert floor["batch"] == 3 and floor["floor_mb"] > 0
+    assert abs(floor["explained_peak_over_floor"] - result.peak_rss_mb["explained"] / floor["floor_mb"]) < 1e-9
+    assert f"= {floor['explained_peak_over_floor']:.2f}× the floor" in format_table(result)
 
 
 def test_bench_cli_prints_a_table_and_json(tmp_path, capsys):
