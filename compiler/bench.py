@@ -1,8 +1,9 @@
 """`lrpc bench`: what an explanation costs against the plain forward pass, measured in one run.
 
 For each batch size the plain model and the explained graph run in onnxruntime under identical session
-options (same threads, same graph optimizations), interleaved — forward, explained, forward, … — after
-warm-up runs that are not counted, so that drifting machine load hits both alike. Reported per batch:
+options (same threads, same graph optimizations, idle threads sleeping rather than spinning),
+interleaved — forward, explained, forward, … — after warm-up runs that are not counted, so that drifting
+machine load hits both alike. Reported per batch:
 
     ratio = median(t_explained) / median(t_forward)        spread = (p90 − p10) / median
 
@@ -66,6 +67,10 @@ def _session(path: str, threads: int):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.enable_mem_pattern = False  # as lrpc_runtime.Explainer runs explained files (PROFILE.md §7)
+    # Two sessions alternate on the same cores: the idle threads of one would spin and take the cores
+    # from the other (a small CNN at batch 8: forward 4.6 ms alone, 10.7 ms interleaved with spinning,
+    # 5.0 ms without — PROFILE.md §10), so both sleep between runs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
