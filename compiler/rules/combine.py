@@ -26,6 +26,7 @@ from ..errors import LrpcError
 from ..passes.quantized import is_constant
 from ..passes.recognize_products import ABSORB, KIND
 from .norms import centering
+from .sparsity import stand_in
 from .table import relevance_rule
 
 
@@ -90,8 +91,9 @@ def proportional(node, rel_out, b, cfg):
     negate = lambda i: node.op_type == "Sub" and i == 1
     terms = [b.op("Neg", node.inputs[i]) if negate(i) else node.inputs[i] for i in live]
     z = node.outputs[0] if len(live) == len(node.inputs) else b.add_all(terms)
-    eps, relu = cfg.rule_for(node).eps, cfg.relu_stand_ins.get(z)
-    if relu is not None and eps > 0:  # R = 0 where z ≤ 0, and z = max(z, 0) elsewhere (sparsity.py)
+    eps = cfg.rule_for(node).eps
+    relu = stand_in(b, cfg.relu_stand_ins, z) if eps > 0 else None
+    if relu is not None:  # R = 0 where z ≤ 0, and z = max(z, 0) elsewhere (sparsity.py)
         s = b.op("Div", r, b.op("Add", relu, b.const(eps)))
     else:
         s = b.divide(r, z, eps)

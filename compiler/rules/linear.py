@@ -31,6 +31,7 @@ from ..passes.quantized import dequantized_constant
 from ..passes.recognize_products import KIND
 from .attention import bilinear
 from .lrp import ID, NEG, ONES, POS, SQ, Rule, Term
+from .sparsity import stand_in
 from .squares import squares_in_range
 from .table import relevance_rule
 
@@ -375,7 +376,7 @@ def linear(node, rel_out, b, cfg):
     layer.input_affine = node.meta.get(INPUT_AFFINE)
     rel_in = [None] * len(node.inputs)
     layer, rule = squares_in_range(node, layer, cfg.rule_for(node), b)  # w²'s W² within the float range
-    relu = cfg.relu_stand_ins.get(layer.z)
+    relu = stand_in(b, cfg.relu_stand_ins, layer.z)
     if relu is not None:  # the rule reads max(z, 0) for z: z dies at the ReLU (sparsity.py)
         layer = replace(layer, z=relu, relevant_where_positive=True)
     rel_in[layer.x_index] = lower_linear(layer, rel_out[0], rule, b)

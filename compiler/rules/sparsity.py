@@ -22,21 +22,47 @@ Consumers that carry the factor (the x-factor), checked through the graph:
   output's relevance carries the factor: each output value is one input value, and its relevance
   goes to that element (MaxPool: to the winner; a winner of value 0 carries relevance 0).
 A graph output carries whatever relevance the target puts there, so it never qualifies.
+
+A Clip at zero, a = min(max(z, 0), hi) (ReLU6: MobileNet's), is zero exactly where z ≤ 0 as well, so the
+same argument holds — but a ≠ z above hi, so a cannot stand in for z. Relu(z), built once from z, can:
+it equals z wherever relevance is not 0, and it is ≥ 0, so stab = Relu(z) + ε needs no sign test (two
+passes instead of the sign test's five: benchmarks/PROFILE.md §10).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 
 _PROPORTIONAL_INPUTS = {"x", "pos", "neg"}
 _ROUTING = {"MaxPool", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Relu"}
 _SUMS = {"Add", "Sub", "Sum"}
+CLIPPED_AT_ZERO = object()  # relu_stand_ins' mark for a z whose only consumer is a Clip at 0
 
 
-def relu_stand_ins(graph: ir.Graph, rule_of, linear_ops) -> dict[ir.Value, ir.Value]:
+def _clips_at_zero(node: ir.Node) -> bool:
+    """Clip(z, 0, hi) with hi ≥ 0 or absent: zero exactly where z ≤ 0 (NaN aside, which nothing keeps)."""
+    bound = lambda i: None if len(node.inputs) <= i or node.inputs[i] is None or node.inputs[i].const_value is None \
+        else np.asarray(node.inputs[i].const_value.numpy(), np.float64)
+    low, high = bound(1), bound(2)
+    has_high = len(node.inputs) > 2 and node.inputs[2] is not None
+    return (node.op_type == "Clip" and low is not None and low.size == 1 and float(low) == 0.0
+            and (not has_high or (high is not None and high.size == 1 and float(high) >= 0.0)))
+
+
+def stand_in(b, stand_ins: dict, z: ir.Value) -> ir.Value | None:
+    """What a rule may read for z where relevance vanishes off z > 0 (None: nothing, read z): the ReLU
+    output, or Relu(z) — built once — under a Clip at zero."""
+    a = stand_ins.get(z)
+    if a is CLIPPED_AT_ZERO:
+        return b.cached(("relu", z), lambda: b.op("Relu", z))
+    return a
+
+
+def relu_stand_ins(graph: ir.Graph, rule_of, linear_ops) -> dict[ir.Value, ir.Value | object]:
     """{z: a} for each linear layer or sum of activations whose output z goes only to a ReLU
-    a = max(z, 0) whose relevance carries the factor a. Run on the model's graph before any relevance
-    node is added to it.
+    a = max(z, 0) whose relevance carries the factor a ({z: CLIPPED_AT_ZERO} for a Clip at zero; `stand_in`
+    gives the value to read). Run on the model's graph before any relevance node is added to it.
 
     `rule_of(node)` gives a linear node's rule; `linear_ops` are the op types lowered as linear layers."""
     stand_ins = {}
@@ -45,11 +71,11 @@ def relu_stand_ins(graph: ir.Graph, rule_of, linear_ops) -> dict[ir.Value, ir.Va
             continue
         z = node.outputs[0]
         uses = list(z.uses())
-        if z.is_graph_output() or len(uses) != 1 or uses[0][0].op_type != "Relu":
+        if z.is_graph_output() or len(uses) != 1 or (uses[0][0].op_type != "Relu" and not _clips_at_zero(uses[0][0])):
             continue
         a = uses[0][0].outputs[0]
         if _carries_factor(a, rule_of, linear_ops, set()):
-            stand_ins[z] = a
+            stand_ins[z] = a if uses[0][0].op_type == "Relu" else CLIPPED_AT_ZERO
     return stand_ins
 
 

@@ -164,6 +164,9 @@ def dag_oracle(model: onnx.ModelProto) -> DagNet:
             fn = (lambda y: 1.0 / (1.0 + np.exp(-y))) if op == "Sigmoid" else (lambda y, f=fwd: f(y[None])[0])
             b.add(FnOp([src], out, lambda xs, fn=fn: fn(xs[0]), _stripped_back), shape)
             net.stripped[out] = src
+        elif op == "Clip":  # bounds as constant inputs (opset ≥ 11); relevance passes unchanged
+            bound = lambda i, default: default if len(c) <= i or c[i] is None else float(c[i])
+            b.passthrough(src, out, lambda x, lo=bound(1, -np.inf), hi=bound(2, np.inf): np.clip(x, lo, hi))
         elif op in ACTIVATIONS:
             b.passthrough(src, out, lambda x, fn=ACTIVATIONS[op], a=a: fn(x, a))
             if op in ("Selu", "Elu"):

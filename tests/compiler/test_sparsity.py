@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper
+from onnx.reference import ReferenceEvaluator
 
 import lrpc
 import oracle
@@ -115,3 +116,51 @@ def test_stabilizers_of_non_negative_denominators_have_no_sign_test(rule, sign_t
     logits' ε (any sign) keep the sign test, a Clip each (Builder.sign_shift)."""
     explained = lrpc.compile(vgg_like().model(), rule=rule)
     assert sum(n.op_type == "Clip" for n in explained.graph.node) == sign_tests
+
+
+def clipped_block(low: float = 0.0) -> onnx.ModelProto:
+    """x → conv a → Clip(low, 6) → depthwise conv b → Clip(low, 6) → conv c (+ x) → Clip(low, 6) → gemm:
+    MobileNetV2's ReLU6 layers and a residual join followed by a Clip. Weights large enough that some
+    activations pass 6 (where Clip's output is not z)."""
+    rng = np.random.default_rng(6)
+    w = lambda *s: (rng.standard_normal(s) * 3.0 / np.sqrt(np.prod(s[1:]))).astype(np.float32)
+    init = {"wa": w(6, 3, 1, 1), "ba": rng.normal(0, .5, 6).astype(np.float32), "wb": w(6, 1, 3, 3),
+            "wc": w(3, 6, 1, 1), "wf": w(4, 3 * 5 * 5), "bf": rng.normal(0, .1, 4).astype(np.float32),
+            "low": np.array(low, np.float32), "high": np.array(6.0, np.float32)}
+    clip = lambda i, o: helper.make_node("Clip", [i, "low", "high"], [o], name="clip_" + o)
+    nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["za"], name="conv_a"), clip("za", "a"),
+             helper.make_node("Conv", ["a", "wb"], ["zb"], name="conv_b", group=6, pads=[1, 1, 1, 1]), clip("zb", "b"),
+             helper.make_node("Conv", ["b", "wc"], ["zc"], name="conv_c"),
+             helper.make_node("Add", ["zc", "x"], ["join"], name="join"), clip("join", "out"),
+             helper.make_node("Flatten", ["out"], ["flat"], name="flatten"),
+             helper.make_node("Gemm", ["flat", "wf", "bf"], ["logits"], name="fc", transB=1)]
+    return make_model(nodes, [tensor("x", ["N", 3, 5, 5])], [tensor("logits", ["N", 4])], init)
+
+
+def sign_tests(model: onnx.ModelProto) -> int:
+    """The ε stabiliser's sign tests: a Clip each (Builder.sign_shift); the model's own Clips are not lrp's."""
+    return sum(n.op_type == "Clip" and n.name.startswith("lrp/") for n in model.graph.node)
+
+
+@pytest.mark.parametrize("rule", ["epsilon", "gamma", "alpha2beta1"])
+def test_a_clip_at_zero_reads_relu_of_z_and_matches_the_dag_oracle(rule):
+    """ReLU6 = Clip(z, 0, 6) is zero exactly where z ≤ 0: each layer below one reads Relu(z) for z (no
+    sign test); a Clip at −1 keeps z and its sign test. Relevance matches the float64 DAG oracle, with
+    activations above 6 in every clipped layer."""
+    x = np.random.default_rng(7).uniform(-1, 2, (3, 3, 5, 5)).astype(np.float32)
+    for low, relu_reads in ((0.0, {"za", "zb", "join"}), (-1.0, set())):
+        model = clipped_block(low)
+        explained = lrpc.compile(model, rule=rule)
+        users = consumers(explained)
+        for z in ("za", "zb", "join"):
+            assert ("Relu" in users[z]) == (z in relu_reads), (low, z, users[z])
+        if rule == "epsilon":  # only the logits' ε keeps a sign test under the Clip at 0 (conv_c feeds the join)
+            assert sign_tests(explained) == (2 if low == 0.0 else 5), (low, sign_tests(explained))
+        session = oracle.session(explained)
+        outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"x": x})))
+        forward = oracle.session(model).run(None, {"x": x})[0]
+        _, expected = explain(dag_oracle(model), x, rule, "logits")
+        oracle.assert_rel_close(outputs["relevance"], expected, 1e-5)
+        np.testing.assert_array_equal(outputs["logits"], forward)
+    hidden = ReferenceEvaluator(clipped_block(0.0)).run(["za", "zb", "join"], {"x": x})
+    assert all((h > 6).any() and (h < 0).any() for h in hidden)  # both bounds of each Clip are reached
