@@ -18,6 +18,7 @@ class Builder:
         self.scope = "lrp"
         self._count = 0
         self._cache: dict = {}
+        self._nodes: list[ir.Node] = []
 
     def op(self, op_type: str, *inputs: ir.Value | None, **attributes) -> ir.Value:
         """Append one node with a single output and return that output."""
@@ -31,7 +32,25 @@ class Builder:
         for i, value in enumerate(node.outputs):
             value.name = name if num_outputs == 1 else f"{name}:{i}"
         self.graph.append(node)
+        self._nodes.append(node)
         return list(node.outputs)
+
+    def drop_unused(self) -> int:
+        """Remove the nodes this builder added whose outputs nothing reads (a stand-in a rule did not
+        need, …), last first so that chains go too, and the constants it added that nothing reads then;
+        returns how many nodes. onnxruntime would run them (MobileNetV2 under EpsilonPlusFlat: 35 unread
+        Relu(z), 47 ms of 790 at batch 16, each keeping its z alive)."""
+        dropped = 0
+        for node in reversed(self._nodes):
+            if node.graph is self.graph and not any(v.uses() or v.is_graph_output() for v in node.outputs):
+                self.graph.remove(node, safe=True)
+                dropped += 1
+        self._nodes = [n for n in self._nodes if n.graph is self.graph]
+        for key, value in list(self._cache.items()):
+            if key[0] == "const" and not value.uses() and value.name in self.graph.initializers:
+                del self.graph.initializers[value.name]
+                del self._cache[key]
+        return dropped
 
     def const(self, array, dtype=None) -> ir.Value:
         """A constant initializer (floats in the model's dtype unless `dtype` says otherwise)."""

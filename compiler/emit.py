@@ -65,6 +65,7 @@ def finish(model: ir.Model, relevance: dict, opset: int, metadata: dict, b, chec
         names[x.name] = _output(graph, b, r, relevance_output_name(inputs, x), x.shape, dtype).name
     for name, r, shape in extra_outputs:
         _output(graph, b, r, name, shape, b.dtype)
+    b.drop_unused()
     model.opset_imports[""] = opset
     model.ir_version = ir_version_for(opset)
     model.producer_name, model.producer_version = "lrpc", metadata["lrpc.version"]
