@@ -19,7 +19,7 @@ threads then sleep between parallel regions) and these cells' onnxruntime sessio
 `session.intra_op.allow_spinning` off. Measured on the digits CNN at batch 1 under load ~5 on 2 cores:
 with both spinning, the torch forward's median jumped between 0.13 and 62 ms from cell to cell and
 Zennit's between 1.3 and 247 ms; with neither, 0.19 ms ±14 % and 1.4–1.7 ms in every cell.
-(lrpc.bench's own cells run onnxruntime alone and keep its default spinning.)
+(lrpc.bench's own cells, two onnxruntime sessions taking turns, turn spinning off too: PROFILE.md §10.)
 
 Memory: onnxruntime keeps a run's buffers in its arena for the next run, and lrpc's graphs at VGG-16
 batch 16 hold 6–10 GB that way; beside Zennit's own peak, the first full run was killed at 24 GB (in

@@ -182,7 +182,9 @@ def header(result) -> list:
               "on VGG-16 and ResNet-50 gets a fresh session each round — created and run twice untimed, then the "
               "timed (warm) run, then dropped — so that its arena (6–10 GB at VGG-16 batch 16) is empty while the "
               "reference runs. "
-              "`lrpc.bench`'s cells run onnxruntime alone, with its default settings."]
+              "`lrpc.bench`'s cells run onnxruntime alone, the plain and the explained session taking turns with "
+              "idle threads sleeping (before 2026-12-02 they spun, which flattered small models' ratios: "
+              "PROFILE.md §10)."]
     lines += [f"Waited {w['s'] / 60:.1f} min before {NAMES[w['model']]} for memory (other work held it; "
               f"{w['available_gb']:.1f} GB available when it started)." for w in result.get("waited", [])]
     return lines + [f"Skipped: {x}" for x in result["skipped"]]
