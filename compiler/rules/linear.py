@@ -5,8 +5,9 @@ with modified operands, and `apply_t(s, W')` applies the transposed map Wᵀ s �
 the flipped, channel-swapped kernel at stride 1 (twice as fast in onnxruntime) and ConvTranspose with
 the same weights and geometry otherwise, and where the Conv's input has fewer than 16 channels (the
 relevance into an image's 3: onnxruntime's blocked Conv pads so few output channels to its block, and
-ConvTranspose takes a third to a half of its time, benchmarks/PROFILE.md §10); for ConvTranspose a Conv with the same weights and geometry
-(its weight [C_in, C_out/group, k…] is what a grouped Conv from C_out to C_in channels takes); a
+ConvTranspose takes a third to a half of its time, benchmarks/PROFILE.md §10); for ConvTranspose a Conv
+with the same weights and geometry (its weight [C_in, C_out/group, k…] is what a grouped Conv from C_out
+to C_in channels takes); a
 product with the transposed weight for Gemm/MatMul. The rule of the layer (lrp.py) combines them:
 
     z_g = Σᵢ σᵢ·apply(mᵢ(x), fᵢ(W), gᵢ(b)),   s_g = R / stab(z_g),   R_in = Σ_g c_g Σᵢ σᵢ·mᵢ(x) ⊙ apply_t(s_g, fᵢ(W))
