@@ -42,7 +42,7 @@ LAYERS = [
 ]
 
 
-def strided_phases(k: int, s: int, pad_begin: int, pad_end: int, size: int, out: int) -> list[dict] | None:
+def strided_phases(k: int, s: int, pad_begin: int, size: int, out: int) -> list[dict] | None:
     """One axis of a strided Conv's transpose as s stride-1 correlations, one per phase r of the input:
 
         x̄[q·s + r] = Σⱼ w[k₀ + j·s] · ȳ[q + c − j],   k₀ = (r + p) mod s,  c = (r + p − k₀) / s,
@@ -51,8 +51,7 @@ def strided_phases(k: int, s: int, pad_begin: int, pad_end: int, size: int, out:
     yields ⌈size / s⌉ positions (the last ones beyond `size` are cropped after interleaving). Returns per
     phase {taps: [k₀, k₀ + s, …], pad_begin, pad_end} (taps empty: the phase is zero, as where the kernel is
     smaller than the stride), or None where a phase would need a negative pad (ȳ cropped: pads far beyond
-    the kernel's reach). `pad_end` is implied by `out`; it is kept for the caller's geometry."""
-    del pad_end
+    the kernel's reach). The end padding is implied by `out`."""
     positions = -(-size // s)
     phases = []
     for r in range(s):
@@ -70,9 +69,14 @@ def strided_phases(k: int, s: int, pad_begin: int, pad_end: int, size: int, out:
     return phases
 
 
-def _model(nodes, inits, c_out, out_size, c_in, in_size):
+def out_size(size: int, k: int, s: int, p: int) -> int:
+    """Positions of a Conv's output along one axis (pads p on both sides)."""
+    return (size + 2 * p - k) // s + 1
+
+
+def _model(nodes, inits, c_out, out_dim, c_in, in_size):
     graph = helper.make_graph(
-        nodes, "adjoint", [helper.make_tensor_value_info("g", TensorProto.FLOAT, ["n", c_out, out_size, out_size])],
+        nodes, "adjoint", [helper.make_tensor_value_info("g", TensorProto.FLOAT, ["n", c_out, out_dim, out_dim])],
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", c_in, in_size, in_size])],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
@@ -82,13 +86,13 @@ def _model(nodes, inits, c_out, out_size, c_in, in_size):
 
 def forward(w, c_in, c_out, group, size, k, s, p):
     """F: the forward strided Conv itself, the yardstick (its input x, its output y in the roles of g and x)."""
-    out = (size + 2 * p - k) // s + 1
+    out = out_size(size, k, s, p)
     node = helper.make_node("Conv", ["g", "w"], ["x"], strides=[s, s], pads=[p] * 4, group=group)
     return _model([node], {"w": w}, c_in, size, c_out, out)
 
 
 def conv_transpose(w, c_in, c_out, group, size, k, s, p):
-    out = (size + 2 * p - k) // s + 1
+    out = out_size(size, k, s, p)
     out_pad = size - (s * (out - 1) + k - 2 * p)
     node = helper.make_node("ConvTranspose", ["g", "w"], ["x"], strides=[s, s], pads=[p] * 4, group=group,
                             kernel_shape=[k, k], output_padding=[out_pad] * 2)
@@ -105,8 +109,8 @@ def _phase_kernel(w, group, taps):
 
 
 def polyphase(w, c_in, c_out, group, size, k, s, p):
-    out = (size + 2 * p - k) // s + 1
-    phases = strided_phases(k, s, p, p, size, out)
+    out = out_size(size, k, s, p)
+    phases = strided_phases(k, s, p, size, out)
     nodes, inits, outputs = [], {}, []
     for rh, ph in enumerate(phases):
         for rw, pw in enumerate(phases):
@@ -129,7 +133,7 @@ def polyphase(w, c_in, c_out, group, size, k, s, p):
 
 
 def zero_insertion(w, c_in, c_out, group, size, k, s, p):
-    out = (size + 2 * p - k) // s + 1
+    out = out_size(size, k, s, p)
     c_in_g = w.shape[1]
     flipped = w[:, :, ::-1, ::-1].reshape(group, c_out // group, c_in_g, k, k).transpose(0, 2, 1, 3, 4)
     flipped = np.ascontiguousarray(flipped.reshape(group * c_in_g, c_out // group, k, k))
@@ -162,7 +166,7 @@ def main(argv=None) -> None:
         sessions = {key: ort.InferenceSession(make(w, c_in, c_out, group, size, k, s, p), options,
                                               providers=["CPUExecutionProvider"])
                     for key, make in (("F", forward), ("A", conv_transpose), ("B", polyphase), ("C", zero_insertion))}
-        out = (size + 2 * p - k) // s + 1
+        out = out_size(size, k, s, p)
         for batch in args.batch:
             g = rng.standard_normal((batch, c_out, out, out)).astype(np.float32)
             feeds = {key: {"g": g} for key in "ABC"}

@@ -40,14 +40,22 @@ _SUMS = {"Add", "Sub", "Sum"}
 CLIPPED_AT_ZERO = object()  # relu_stand_ins' mark for a z whose only consumer is a Clip at 0
 
 
+def _scalar_bound(node: ir.Node, index: int) -> float | None:
+    """Clip's bound input as a number: ±inf where absent, None where it is not a constant scalar."""
+    value = node.inputs[index] if index < len(node.inputs) else None
+    if value is None:
+        return np.inf if index == 2 else -np.inf
+    if value.const_value is None or value.const_value.numpy().size != 1:
+        return None
+    return float(value.const_value.numpy())
+
+
 def _clips_at_zero(node: ir.Node) -> bool:
     """Clip(z, 0, hi) with hi ≥ 0 or absent: zero exactly where z ≤ 0 (NaN aside, which nothing keeps)."""
-    bound = lambda i: None if len(node.inputs) <= i or node.inputs[i] is None or node.inputs[i].const_value is None \
-        else np.asarray(node.inputs[i].const_value.numpy(), np.float64)
-    low, high = bound(1), bound(2)
-    has_high = len(node.inputs) > 2 and node.inputs[2] is not None
-    return (node.op_type == "Clip" and low is not None and low.size == 1 and float(low) == 0.0
-            and (not has_high or (high is not None and high.size == 1 and float(high) >= 0.0)))
+    if node.op_type != "Clip":
+        return False
+    low, high = _scalar_bound(node, 1), _scalar_bound(node, 2)
+    return low == 0.0 and high is not None and high >= 0.0
 
 
 def stand_in(b, stand_ins: dict, z: ir.Value) -> ir.Value | None:
