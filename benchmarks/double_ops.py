@@ -69,8 +69,8 @@ def run_double(model, feeds: dict, names: list[str]) -> dict:
     """`model` (an ONNX ModelProto) in float64 on `feeds`: the tensors `names`."""
     from onnx.reference import ReferenceEvaluator
 
-    from lrpc.float64 import as_double
-    from lrpc.reference_maxpool import MaxPool
+    from lrpc.verify.float64 import as_double
+    from lrpc.verify.reference_maxpool import MaxPool
 
     evaluator = ReferenceEvaluator(as_double(model), new_ops=[MaxPool, Conv, ConvTranspose])
     feeds = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()}

@@ -52,7 +52,7 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 import lrpc
-from lrpc.float64 import as_double, run_double
+from lrpc.verify.float64 import as_double, run_double
 
 MODEL = "cnn_bn"
 SURROGATE, RESTORE = "__innvestigate_bn", "__restore_forward"

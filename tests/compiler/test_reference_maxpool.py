@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import lrpc
-from lrpc.reference_maxpool import max_pool
+from lrpc.verify.reference_maxpool import max_pool
 from lrpc.verify import verify
 from nets import make_model, tensor
 

@@ -10,7 +10,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 import lrpc
-from lrpc.reference_pad import pad
+from lrpc.verify.reference_pad import pad
 from nets import make_model, tensor
 
 

@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 import lrpc
 from lrpc.cli import main
-from lrpc.float64 import as_double, run_double
+from lrpc.verify.float64 import as_double, run_double
 from lrpc.verify import conserving
 from nets import small_cnn
 

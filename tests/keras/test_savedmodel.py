@@ -32,7 +32,7 @@ from onnx import TensorProto, helper, numpy_helper
 import lrpc
 from lrpc.cli import main
 from lrpc.errors import LrpcError
-from lrpc.float64 import run_double
+from lrpc.verify.float64 import run_double
 from lrpc.savedmodel import build_module, export_savedmodel
 
 import nets  # noqa: E402  (tests/compiler, on sys.path through tests/conftest.py)

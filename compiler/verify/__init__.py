@@ -1,0 +1,89 @@
+"""`lrpc verify`: can this explained file be trusted? Three checks on random (or given) inputs.
+
+1. finite      no NaN or Inf in any output or relevance map (onnxruntime, float32, as deployed).
+2. float64     the float32 results agree with a float64 reference within `tolerance`, per sample:
+               max|R₃₂ − R₆₄| / max|R₆₄| (and the same for each model output; compare.py). The
+               reference is the file's own graph in double precision (float64.py) — this catches
+               numerical trouble, not a wrong rule — or, with `source`, a fresh compile of the source
+               model with the options the file records (source.py): this catches any edit of the file.
+3. conservation  Σ relevance / start relevance S₀ per sample (conservation.py): judged only where LRP
+               conserves exactly, reported elsewhere.
+
+    report = lrpc.verify("explained.onnx")                    # random inputs
+    report = lrpc.verify("explained.onnx", source="model.onnx", inputs=x)
+    print(report.text()); assert report.passed
+
+The modules: load.py reads the file and its metadata, inputs.py draws the inputs, float32.py runs the
+file in onnxruntime, float64.py (with reference_maxpool.py and reference_pad.py, two ops onnx's
+evaluator gets wrong) runs the reference, report.py holds and prints the result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+
+from ..errors import LrpcError
+from .compare import compare_float64, per_sample
+from .conservation import check_conservation, conserving
+from .float32 import run_float32
+from .inputs import make_feeds
+from .load import load, lrpc_metadata
+from .report import Check, VerifyReport
+from .source import reference
+
+__all__ = ["verify", "VerifyReport", "Check", "conserving"]
+
+
+def verify(model: str | os.PathLike | bytes | onnx.ModelProto, *, source: str | os.PathLike | bytes | None = None,
+           inputs: np.ndarray | dict[str, np.ndarray] | None = None, samples: int = 4, seed: int = 0,
+           tolerance: float = 1e-3, conservation_tolerance: float = 1e-3, name: str | None = None) -> VerifyReport:
+    """Check an explained file (path, bytes or ModelProto); see the module docstring for the checks.
+
+    inputs: an array for the explained input (or a dict by input name); else `samples` random ones.
+    source: the source model (path or bytes): the float64 reference becomes a fresh compile of it.
+    name:   what the report calls the file (default: its path).
+
+    >>> report = verify("digits_explained.onnx", source="models/digits_cnn.onnx", samples=8)  # doctest: +SKIP
+    >>> report.passed, [check.status for check in report.checks]   # doctest: +SKIP
+    (True, ['pass', 'pass', 'pass', 'info'])
+    >>> report.rows[0]                                             # doctest: +SKIP
+    {'sample': 0, 'start': 11.48..., 'relevance_sum': 10.15..., 'ratio': 0.884..., 'error': 4.2e-07, 'finite': True}
+    """
+    if samples < 1:
+        raise LrpcError(f"--samples must be at least 1, not {samples}")
+    proto, where = load(model)
+    where = name or where
+    meta = lrpc_metadata(proto, where)
+    rng = np.random.default_rng(seed)
+    feeds, what = make_feeds(proto, meta, inputs, samples, rng)
+    relevance_names = list(json.loads(meta["lrpc.relevance"]).values())
+    output_names = [o.name for o in proto.graph.output if o.name not in relevance_names]
+    got = run_float32(proto, feeds, meta["lrpc.explained"])
+    relevance = np.concatenate([per_sample(got[n]) for n in relevance_names], axis=1)
+    header = [f"verify {where}: {meta.get('lrpc.rule')}, target {meta['lrpc.target']}, convention "
+              f"{meta.get('lrpc.convention', 'lrpc')} (lrpc {meta.get('lrpc.version', '?')})",
+              f"inputs: {what.format(seed=seed)}"]
+    finite = np.array([all(np.isfinite(per_sample(got[n])[i]).all() for n in output_names + relevance_names)
+                       for i in range(len(relevance))])
+    checks = [Check("finite", "pass" if finite.all() else "fail",
+                    "no NaN or Inf in the outputs and relevance" if finite.all() else
+                    f"NaN or Inf in sample(s) {np.flatnonzero(~finite).tolist()}")]
+    ref, source_checks, described = reference(proto, meta, source)
+    header.append(f"float64 reference: {described}")
+    checks += source_checks
+    errors = None
+    if ref is not None:
+        errors, float64_check = compare_float64(ref, feeds, got, output_names, relevance_names, tolerance)
+        checks.append(float64_check)
+    ratios, start, conservation = check_conservation(proto, meta, feeds, got[meta["lrpc.explained"]], relevance,
+                                                     conservation_tolerance)
+    checks.append(conservation)
+    rows = [{"sample": i, "start": None if start is None else float(start[i]),
+             "relevance_sum": float(relevance[i].sum()), "ratio": None if ratios is None else float(ratios[i]),
+             "error": None if errors is None else float(errors[i]), "finite": bool(finite[i])}
+            for i in range(len(relevance))]
+    return VerifyReport(header, rows, checks)
