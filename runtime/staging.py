@@ -5,7 +5,8 @@ and published with one rename when it is complete: onto a missing or empty ``OUT
 non-empty one (only with ``overwrite``) an atomic exchange (Linux ``renameat2(RENAME_EXCHANGE)``; elsewhere
 the old folder is first renamed aside), after which the old folder, now at the staging path, is removed.
 SIGINT, SIGTERM and SIGHUP are held back during the publishing renames (and raised after them), so an
-interrupted run leaves either the old folder or the new one, never a mix.
+interrupted run leaves either the old folder or the new one, never a mix; likewise while the staging
+folder is made and while it (or the old folder, after an exchange) is removed, so none is left behind.
 
 Staging names carry the host and pid of the process writing them: a run killed outright (SIGKILL, the
 OOM killer) cannot clean up, so the next run into the same place removes staging left by processes of
@@ -223,18 +224,18 @@ def remove_created(created: Sequence[Path]) -> None:
 def staged_folder(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
     """A hidden staging folder beside ``out_dir`` to write into, published at ``out_dir`` when the block
     ends without an error; on any error or signal the staging folder, and any parent folder created for
-    it, is removed."""
+    it, is removed. Signals are held back while folders are made and removed, so that none is left half
+    made or half removed (a signal there is raised when that step is done)."""
     out_dir = _real(out_dir) if out_dir.is_symlink() else out_dir  # publish into the folder a link points at
-    created = make_parents(out_dir.parent)
-    try:
-        remove_stale(out_dir.parent, out_dir.name, FOLDER_SUFFIX)
-        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(out_dir.name), suffix=FOLDER_SUFFIX,
-                                        dir=out_dir.parent))
-    except BaseException:
-        remove_created(created)
-        raise
+    created: list[Path] = []
+    staging: Path | None = None
     published = False
     try:
+        with signals_deferred():
+            created = make_parents(out_dir.parent)
+            remove_stale(out_dir.parent, out_dir.name, FOLDER_SUFFIX)
+            staging = Path(tempfile.mkdtemp(prefix=staging_prefix(out_dir.name), suffix=FOLDER_SUFFIX,
+                                            dir=out_dir.parent))
         yield staging
         umask = os.umask(0)
         os.umask(umask)
@@ -243,6 +244,8 @@ def staged_folder(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
             publish(staging, out_dir, overwrite)
             published = True
     finally:
-        shutil.rmtree(staging, ignore_errors=True)  # after an exchange it holds the old folder
-        if not published:
-            remove_created(created)
+        with signals_deferred():
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)  # after an exchange it holds the old folder
+            if not published:
+                remove_created(created)

@@ -103,6 +103,42 @@ def test_a_signal_during_publishing_waits_until_the_folder_is_in_place(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_a_signal_while_the_old_folder_is_removed_leaves_no_staging(tmp_path, monkeypatch):
+    """Ctrl-C while the replaced folder (now at the staging path) is being deleted: deleting finishes first."""
+    out = tmp_path / "out"
+    out.mkdir()
+    write(out, {f"old{i}.png": "old" for i in range(5)})
+    real_rmtree = staging.shutil.rmtree
+
+    def interrupted_rmtree(path, *args, **kwargs):
+        next(Path(path).iterdir()).unlink()
+        os.kill(os.getpid(), signal.SIGINT)
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(staging.shutil, "rmtree", interrupted_rmtree)
+    with pytest.raises(KeyboardInterrupt):
+        with staged_folder(out, overwrite=True) as folder:
+            write(folder, {"a.png": "new"})
+    assert listing(out) == {"a.png": "new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_signal_as_the_staging_folder_is_made_leaves_nothing(tmp_path, monkeypatch):
+    """Ctrl-C the instant mkdtemp returns: the new staging folder and the parents made for it go."""
+    real_mkdtemp = staging.tempfile.mkdtemp
+
+    def interrupted_mkdtemp(*args, **kwargs):
+        made = real_mkdtemp(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return made
+
+    monkeypatch.setattr(staging.tempfile, "mkdtemp", interrupted_mkdtemp)
+    with pytest.raises(KeyboardInterrupt):
+        with staged_folder(tmp_path / "new" / "out"):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_stale_names_record_host_and_pid():
     host = socket.gethostname()
     assert stale_pid(f".out.{host}-17.abcd_123.partial", "out", ".partial", host) == 17
