@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import LrpcError
+from ..specs import finite_number, split_spec
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,15 @@ ALIASES = {"ig": "integratedgradients", "gradientxinput": "inputxgradient", "van
            "guided": "guidedbackprop"}
 
 
+# steps and samples stack that many copies of the batch into one run: beyond this, memory, not accuracy, runs out
+MOST_PASSES = 4096
+
+
 def _number(name: str, key: str, text: str, kind, low) -> float | int:
-    try:
-        value = float(text)
-    except ValueError:
-        raise LrpcError(f"method '{name}': parameter {key} needs a number, got '{text.strip()}'") from None
+    value = finite_number(text, f"method '{name}': parameter {key}")
+    if key in ("steps", "samples") and value > MOST_PASSES:
+        raise LrpcError(f"method '{name}': parameter {key} must be ≤ {MOST_PASSES} (each is one more copy of the "
+                        f"batch in the same run), got {value:g}")
     if kind is INT and value != int(value):
         raise LrpcError(f"method '{name}': parameter {key} needs a whole number, got '{text.strip()}'")
     if low is not None and value < low:
@@ -81,20 +86,18 @@ def parse_method(spec: str | Method) -> Method:
     → Method. Names ignore case, '_' and '-' (`integrated_gradients` works); aliases: ig, gradientxinput."""
     if isinstance(spec, Method):
         return spec
-    head, _, arg_text = str(spec).strip().partition(":")
-    name = head.strip().lower().replace("_", "").replace("-", "")
+    head, items = split_spec(str(spec))
+    name = head.lower().replace("_", "").replace("-", "")
     name = ALIASES.get(name, name)
     if name not in METHOD_TABLE:
         raise LrpcError(f"unknown method '{spec}'; known methods: {', '.join([*METHOD_TABLE, *ALIASES])} "
                         "(or lrp for the LRP rules)")
     fixed, table, _ = METHOD_TABLE[name]
     given = {}
-    for item in filter(None, (a.strip() for a in arg_text.split(","))):
-        key, eq, text = item.partition("=")
-        key = key.strip()
+    for key, text in items:
         if key not in table:
             raise LrpcError(f"method '{name}' has no parameter '{key}' (its parameters: {', '.join(table) or 'none'})")
-        if not eq:
+        if text is None:
             raise LrpcError(f"method '{name}': write parameters as {key}=VALUE")
         kind, _, low = table[key]
         given[key] = _number(name, key, text, kind, low)

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from ..errors import LrpcError
+from ..specs import split_spec
 from ..passes.quantized import is_constant
 from ..passes.recognize_products import GATE, KIND
 from .gates import PRODUCT_RULES
@@ -188,18 +189,17 @@ def matches(node: ir.Node, pattern: str, ends: dict) -> bool:
 
 
 def _composite_entries(spec: str, convention: str) -> list[tuple[str, Rule, bool]]:
-    name, _, arg_text = spec.partition(":")
-    key = {k.lower(): k for k in COMPOSITES}.get(name.strip().lower())
+    name, items = split_spec(spec)
+    key = {k.lower(): k for k in COMPOSITES}.get(name.lower())
     if key is None:
         raise LrpcError(f"unknown composite '{name}'; known: {', '.join(COMPOSITES)}")
     defaults, table = COMPOSITES[key]
     params = dict(defaults)
-    for item in filter(None, (a.strip() for a in arg_text.split(","))):
-        k, eq, v = item.partition("=")
-        if k.strip() not in defaults or not eq:
+    for k, v in items:
+        if k not in defaults or v is None:
             raise LrpcError(f"composite {key} takes {', '.join(f'{p}=…' for p in defaults) or 'no parameters'}, "
-                            f"not '{item}'")
-        params[k.strip()] = v.strip()
+                            f"not '{k}{'' if v is None else '=' + v}'")
+        params[k] = v
     missing = [k for k, v in params.items() if v == "REQUIRED"]
     if missing:
         raise LrpcError(f"composite {key} needs {', '.join(missing)}: e.g. --composite {key}:low=-1,high=1")
@@ -213,6 +213,10 @@ def build_rule_map(rule: str | None = None, composite: str | None = None, rule_m
     `attention`: the graph has attention, so the default composite is AttnLRP."""
     if rule is not None and composite is not None:
         raise LrpcError("give --rule (one rule for every layer) or --composite, not both")
+    for flag, value in (("--rule", rule), ("--composite", composite)):
+        if value is not None and not value.strip():
+            raise LrpcError(f"{flag} is empty: give a name, e.g. {flag} "
+                            + ("epsilon:eps=1e-6" if flag == "--rule" else DEFAULT_COMPOSITE))
     entries = list(_parse_entries(rule_map, convention))
     if rule_map_file is not None:
         file_rule, file_composite, file_entries = _read_rule_file(rule_map_file, convention)

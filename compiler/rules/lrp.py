@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import LrpcError
+from ..specs import finite_number, split_spec
 
 DEFAULT_EPS = 1e-6
 
@@ -122,26 +123,21 @@ CONVENTIONS = {  # convention → default ε (DESIGN §4; the start relevance is
 def parse_rule(spec: str, convention: str = "lrpc") -> Rule:
     """`'epsilon:eps=0.25'`, `'alphabeta:alpha=2,beta=1'`, `'zbox:low=-1,high=1'`, `'alpha1beta0'` → Rule.
     `convention` sets the default ε and, for "innvestigate", its α-β bias form."""
-    name, _, arg_text = spec.strip().partition(":")
-    name = name.strip().lower()
+    name, items = split_spec(spec)
+    name = name.lower()
     given = dict(ALIASES[name][1]) if name in ALIASES else {}
     name = ALIASES[name][0] if name in ALIASES else name
     if name not in RULE_TABLE:
         known = ", ".join(sorted([*RULE_TABLE, *ALIASES]))
         raise LrpcError(f"unknown rule '{spec}'; known rules: {known}")
     build, defaults, _ = RULE_TABLE[name]
-    for item in filter(None, (a.strip() for a in arg_text.split(","))):
-        key, eq, text = item.partition("=")
-        key = key.strip()
+    for key, text in items:
         if key not in defaults:
             allowed = ", ".join(defaults) or "none"
             raise LrpcError(f"rule '{name}' has no parameter '{key}' (its parameters: {allowed})")
-        if not eq:
+        if text is None:
             raise LrpcError(f"rule '{name}': write parameters as {key}=VALUE")
-        try:
-            given[key] = float(text)
-        except ValueError:
-            raise LrpcError(f"rule '{name}': parameter {key} needs a number, got '{text.strip()}'") from None
+        given[key] = finite_number(text, f"rule '{name}': parameter {key}")
     params = {**defaults, **({"eps": CONVENTIONS[convention]} if "eps" in defaults else {}), **given}
     missing = [k for k, v in params.items() if v is None]
     if missing:
