@@ -59,6 +59,9 @@ def plan(model, rule: str | Rule | None = None, *, composite: str | None = None,
     if explain is not None and output_name is not None:
         raise LrpcError("give either --output (a model output) or --explain (an inner tensor), not both")
     m = frontend.load(model)  # ONNX, or a Keras file / SavedModel folder through tf2onnx
+    if "lrpc.relevance" in m.metadata_props:
+        raise LrpcError("this is an explained file (written by lrpc compile: it has lrpc.* metadata and relevance "
+                        "outputs); compile the model it came from instead")
     opset = choose_opset(opset, m.opset_imports[""])
     m = _convert_opset(m, opset)
     changes = []
@@ -88,7 +91,7 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
             output_name: str | None = None, explain: str | None = None, keep_output_activation: bool = False,
             opset: int | None = None, output: str | os.PathLike | None = None, log=None,
             method: str | None = None, preprocess: str | Preprocessing | None = None, per_feature: bool = False,
-            position: int | None = None) -> onnx.ModelProto:
+            position: int | None = None, overwrite: bool = False) -> onnx.ModelProto:
     """Compile `model` (path, bytes, ModelProto or ir.Model; a path may name a Keras `.keras`/`.h5` file or
     a SavedModel folder, converted through tf2onnx: `pip install "lrpc[keras]"`) into an explained ONNX model.
 
@@ -109,7 +112,9 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
     keep_output_activation: explain the output Softmax/Sigmoid's values (probabilities) rather than
             the logits; the selected probability starts at its logit.
     opset:  the emitted opset (default: 17, or the model's own when newer).
-    output: if given, the explained model is also written there (atomically).
+    output: if given, the explained model is also written there (atomically). An existing file there is
+            replaced only when it is an explained file (an earlier output), never the source model or
+            another file unless `overwrite` (as `lrpc compile --overwrite`).
     per_feature: for a token-id input (explained at its embedding lookups, lrpc/text.py), also return the
             [batch, seq, hidden] map at the embedding, as output `<relevance name>_per_feature`, beside the
             per-token [batch, seq] one.
@@ -133,16 +138,20 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
     ...              output="digits_explained.onnx")                                  # doctest: +SKIP
     """
     method = checked_method(method, rule, composite, rule_map, rule_map_file)
+    if output is not None:
+        from .outputs import check_output  # (outputs → inspect → api)
+
+        check_output(model, os.fspath(output), overwrite)
     p = plan(model, rule, composite=composite, rule_map=rule_map, rule_map_file=rule_map_file,
              convention=convention, target=target, output_name=output_name, explain=explain,
              keep_output_activation=keep_output_activation, opset=opset, log=log, position=position)
     graph = p.model.graph
     b = Builder(graph, p.explained.dtype)
     b.scope = "lrp/start"
+    model_inputs = list(graph.inputs)  # before start_relevance adds `target` or `mask`
     r0 = start_relevance(b, p.scores, p.target, graph, scaled=starts_at_value(convention, method), position=p.position)
-    float_inputs = [v for v in graph.inputs if v.name not in (TARGET_INPUT_NAME, MASK_INPUT_NAME)
-                    and v.dtype is not None and v.dtype.is_floating_point()]
-    tokens, passing = token_inputs(graph, skip=(TARGET_INPUT_NAME, MASK_INPUT_NAME))
+    float_inputs = [v for v in model_inputs if v.dtype is not None and v.dtype.is_floating_point()]
+    tokens, passing = token_inputs(graph, skip=tuple(v.name for v in graph.inputs if v not in model_inputs))
     if not float_inputs and not tokens:
         raise no_source_error(passing)
     with detached(graph, tokens, passing) as stand_ins:

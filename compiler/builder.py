@@ -19,14 +19,24 @@ class Builder:
         self._count = 0
         self._cache: dict = {}
         self._nodes: list[ir.Node] = []
+        self.taken = {v.name for v in graph.inputs} | set(graph.initializers) | \
+            {v.name for node in graph for v in node.outputs}  # a model may name its own tensors lrp/…
+
+    def fresh_name(self, stem: str) -> str:
+        """`stem_N` with the next count that no tensor of the model or of this builder has."""
+        while True:
+            self._count += 1
+            name = f"{stem}_{self._count}"
+            if name not in self.taken:
+                self.taken.add(name)
+                return name
 
     def op(self, op_type: str, *inputs: ir.Value | None, **attributes) -> ir.Value:
         """Append one node with a single output and return that output."""
         return self.op_multi(op_type, *inputs, num_outputs=1, **attributes)[0]
 
     def op_multi(self, op_type: str, *inputs, num_outputs: int, **attributes) -> list[ir.Value]:
-        self._count += 1
-        name = f"{self.scope}/{op_type}_{self._count}"
+        name = self.fresh_name(f"{self.scope}/{op_type}")
         node = ir.Node("", op_type, list(inputs), attributes=ir.convenience.convert_attributes(attributes),
                        num_outputs=num_outputs, name=name)
         for i, value in enumerate(node.outputs):
@@ -57,8 +67,7 @@ class Builder:
         array = np.asarray(array, dtype=dtype or self.dtype.numpy())
         key = ("const", array.dtype.str, array.shape, array.tobytes())
         if key not in self._cache:
-            self._count += 1
-            name = f"{self.scope}/const_{self._count}"
+            name = self.fresh_name(f"{self.scope}/const")
             value = ir.Value(name=name, shape=ir.Shape(array.shape),
                              type=ir.TensorType(ir.DataType.from_numpy(array.dtype)), const_value=ir.tensor(array, name=name))
             self.graph.register_initializer(value)

@@ -25,7 +25,7 @@ from .bench import bench, format_table
 from .cli_examples import BENCH_EXAMPLES, EXAMPLES, EXPLAIN_EXAMPLES, EXPORT_EXAMPLES, VERIFY_EXAMPLES
 from .cli_explain import explain_command
 from .emit import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, save
-from .errors import LrpcError
+from .errors import LrpcError, printable
 from .inspect import describe_metadata, describe_plan, explained_metadata
 from .outputs import check_output
 from .signals import describe as describe_signal, signals_raise
@@ -213,26 +213,27 @@ def _inspect(args) -> int:
     meta = explained_metadata(args.model)
     method = checked_method(args.method, args.rule, args.composite, args.rule_map, args.rule_map_file)
     if meta:
-        print(describe_metadata(args.model, meta))
+        print(printable(describe_metadata(args.model, meta)))
         return 0
     text, refused = describe_plan(args.model, plan(args.model, **_plan_options(args)), method)
-    print(text)
+    print(printable(text))
     return 2 if refused else 0
 
 
 def _compile(args) -> int:
-    log = (lambda line: print(f"  pass: {line}", file=sys.stderr)) if args.verbose else None
+    log = (lambda line: print(f"  pass: {printable(line)}", file=sys.stderr)) if args.verbose else None
     options = dict(**_plan_options(args), log=log, method=args.method, preprocess=args.preprocess,
                    per_feature=args.per_feature)
     savedmodel = args.format == "savedmodel"
     check_output(args.model, args.out_file, args.overwrite, savedmodel)
     if savedmodel:
         require_tensorflow()  # before compiling: a missing extra is the first thing to say
-    proto = compile(args.model, **options, output=None if args.verify or savedmodel else args.out_file)
+    proto = compile(args.model, **options, output=None if args.verify or savedmodel else args.out_file,
+                    overwrite=args.overwrite)
     if args.verify:
         report = verify(proto, samples=args.verify_samples, seed=args.verify_seed, tolerance=args.verify_tolerance,
                         name=args.out_file)
-        print(report.text())
+        print(printable(report.text()))
         if not report.passed:
             print(f"lrpc: {args.out_file} not written: verify failed", file=sys.stderr)
             return 1
@@ -244,8 +245,8 @@ def _compile(args) -> int:
     what = f"method {meta['lrpc.method']}" if "lrpc.method" in meta else f"rule {meta['lrpc.rule']}"
     kind = f" (TensorFlow SavedModel, signature serving_default → {', '.join(names['outputs'].values())})" \
         if savedmodel else ""
-    print(f"wrote {args.out_file}{kind}: {what}, target {meta['lrpc.target']}, "
-          f"explains '{meta['lrpc.explained']}', opset {proto.opset_import[0].version}")
+    print(printable(f"wrote {args.out_file}{kind}: {what}, target {meta['lrpc.target']}, "
+                    f"explains '{meta['lrpc.explained']}', opset {proto.opset_import[0].version}"))
     return 0
 
 
@@ -258,7 +259,7 @@ def _verify(args) -> int:
             raise LrpcError(f"--inputs {args.inputs}: cannot read the array ({e})") from None
     report = verify(args.model, source=args.source, inputs=inputs, samples=args.samples, seed=args.seed,
                     tolerance=args.tolerance)
-    print(report.text())
+    print(printable(report.text()))
     return 0 if report.passed else 1
 
 
@@ -322,8 +323,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _one_line(error: Exception) -> str:
     text = " ".join(str(error).split())
-    return text if not isinstance(error, OSError) or not error.filename else \
-        f"{error.filename}: {error.strerror or text}"
+    return printable(text if not isinstance(error, OSError) or not error.filename else
+                     f"{error.filename}: {error.strerror or text}")
 
 
 if __name__ == "__main__":

@@ -78,10 +78,23 @@ def finish(model: ir.Model, relevance: dict, opset: int, metadata: dict, b, chec
 
 
 def _output(graph: ir.Graph, b, r: ir.Value, name: str, shape, dtype) -> ir.Value:
+    _claim(graph, b, name)
     out = b.op("Identity", r)
     out.name, out.shape, out.dtype = name, shape, dtype
     graph.outputs.append(out)
     return out
+
+
+def _claim(graph: ir.Graph, b, name: str) -> None:
+    """Free `name` for a relevance output: a tensor of the model's own inside the graph takes a fresh name;
+    one of its inputs or outputs (its interface) is refused."""
+    if any(v.name == name for v in (*graph.inputs, *graph.outputs)):
+        raise LrpcError(f"the model has an input or output named '{name}', the name lrpc gives its relevance "
+                        "output; rename it in the model (or compile the model an explained file came from)")
+    holders = [v for v in (*graph.initializers.values(), *(v for node in graph for v in node.outputs))
+               if v.name == name]
+    for value in holders:
+        value.name = b.fresh_name(name)
 
 
 def payload_bytes(proto: onnx.ModelProto) -> int:

@@ -8,3 +8,16 @@ class LrpcError(Exception):
 def node_label(node) -> str:
     """`'conv1' (Conv)` — how errors name a node."""
     return f"'{node.name or '<unnamed>'}' ({node.op_type})"
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (escape sequences in a node name, …) shown as \\x1b etc., so a model
+    cannot write to the user's terminal through an error line; newlines and tabs kept."""
+    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text)
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The innermost cause of a chain of wrapping errors (onnx_ir wraps once per graph, node, attribute)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error

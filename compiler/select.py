@@ -211,7 +211,8 @@ def selection(b: Builder, y: ir.Value, target: Target, graph: ir.Graph, position
         onehot[_flat_index(target, dims, y.name)] = 1
         return b.const(onehot.reshape(1, *dims))
     flat = b.op("Reshape", y, _int64(b, [0, -1])) if len(dims) > 1 else y
-    onehot = _onehot(b, _chosen(b, flat, target, graph, y), int(np.prod(dims)))
+    count = int(np.prod(dims))
+    onehot = _onehot(b, _chosen(b, flat, target, graph, y, count), count)
     return onehot if len(dims) == 1 else b.op("Reshape", onehot, b.op("Shape", y))
 
 
@@ -219,13 +220,24 @@ def _int64(b: Builder, values) -> ir.Value:
     return b.const(np.asarray(values, np.int64), dtype=np.int64)
 
 
-def _chosen(b: Builder, u: ir.Value, target: Target, graph: ir.Graph, y: ir.Value) -> ir.Value:
-    """The unit index per sample [batch] of the units u [batch, units]: argmax, or the `target` input."""
+def _chosen(b: Builder, u: ir.Value, target: Target, graph: ir.Graph, y: ir.Value, count: int) -> ir.Value:
+    """The unit index per sample [batch] of the units u [batch, `count`]: argmax, or the `target` input,
+    checked in the graph itself (for onnxruntime, Triton, TF Serving alone): with a = [0, 1, …, count − 1],
+
+        t = max(a[t], a[t − count])
+
+    equals t for 0 ≤ t < count, and one of the two Gathers fails the run ("indices element out of data
+    bounds") otherwise — a[t] for t ≥ count, a[t − count] for t < 0 — instead of an all-zero map."""
     if target.mode == "max":
         return b.op("ArgMax", u, axis=1, keepdims=0)
     index = ir.Value(name=TARGET_INPUT_NAME, shape=ir.Shape([y.shape[0]]), type=ir.TensorType(ir.DataType.INT64))
     graph.inputs.append(index)
-    return index
+    scope, b.scope = b.scope, "lrp/target_in_range"  # the name a failed run reports
+    units = _int64(b, np.arange(count))
+    below = b.op("Gather", units, b.op("Sub", index, _int64(b, count)), axis=0)
+    checked = b.op("Max", b.op("Gather", units, index, axis=0), below)
+    b.scope = scope
+    return checked
 
 
 def _onehot(b: Builder, index: ir.Value, count: int) -> ir.Value:
@@ -242,7 +254,7 @@ def _at_position(b: Builder, y: ir.Value, target: Target, graph: ir.Graph, posit
     if target.mode == "fixed":
         tokens = _onehot(b, _int64(b, [target.index[0]]), vocab)  # [1, vocab]
     else:
-        tokens = _onehot(b, _chosen(b, b.op("Gather", y, _int64(b, position), axis=1), target, graph, y), vocab)
+        tokens = _onehot(b, _chosen(b, b.op("Gather", y, _int64(b, position), axis=1), target, graph, y, vocab), vocab)
     seq = b.op("Squeeze", b.op("Shape", y, start=1, end=2), _int64(b, [0]))
     steps = b.op("Range", _int64(b, 0), seq, _int64(b, 1))
     at = _int64(b, position) if position >= 0 else b.op("Add", seq, _int64(b, position))

@@ -12,7 +12,7 @@ import os
 import onnx
 import onnx_ir as ir
 
-from ..errors import LrpcError
+from ..errors import LrpcError, root_cause
 
 MIN_OPSET = 13
 MAX_OPSET = 26  # the newest opset onnxruntime 1.31 runs (emit.py pins the same)
@@ -30,6 +30,9 @@ def load(source) -> ir.Model:
         model = _deserialize(_parse(bytes(source), "<bytes>"), "<bytes>")
     else:
         path = os.fspath(source)
+        if os.path.isdir(path):
+            raise LrpcError(f"{path} is a folder, not a model file: give an ONNX file (or a Keras file, or a "
+                            "TensorFlow SavedModel folder, which holds saved_model.pb)")
         if not os.path.isfile(path):
             raise LrpcError(f"{path}: no such file")
         with open(path, "rb") as f:
@@ -77,9 +80,7 @@ def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
     try:
         return ir.serde.deserialize_model(proto)
     except ir.serde.SerdeError as e:
-        cause = e
-        while isinstance(cause, ir.serde.SerdeError) and cause.__cause__ is not None:
-            cause = cause.__cause__  # onnx_ir wraps once per level (graph, node, attribute)
+        cause = root_cause(e)
         raise LrpcError(f"{where}: not valid ONNX: {type(cause).__name__}: {cause}; "
                         "check it with onnx.checker.check_model(model, full_check=True)") from e
 

@@ -18,10 +18,33 @@ import onnx
 import onnx.reference
 import onnx_ir as ir
 
+from ..errors import LrpcError, node_label
+
 # Ops never folded: random or stateful, or too large to be worth materialising as a constant.
 _NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
                "Bernoulli", "Dropout",
                "QuantizeLinear", "DequantizeLinear"}  # a QDQ model keeps its quantized weights (passes/quantized.py)
+
+
+MOST_FOLDED = 2**28  # elements: a constant computed from constants beyond this (1 GiB of float32) is refused
+
+
+def _folded_elements(node: ir.Node) -> int | None:
+    """How many elements folding `node` would materialise, from its inferred output shapes (None: unknown)."""
+    if node.op_type == "ConstantOfShape":
+        return int(np.prod(_const(node.inputs[0]), dtype=np.float64))
+    shapes = [v.shape for v in node.outputs]
+    if any(s is None or not all(isinstance(d, int) for d in s) for s in shapes):
+        return None
+    return int(sum(np.prod(list(s), dtype=np.float64) for s in shapes))
+
+
+def _check_folded_size(node: ir.Node) -> None:
+    count = _folded_elements(node)
+    if count is not None and count > MOST_FOLDED:
+        raise LrpcError(f"{node_label(node)} computes a constant of {count:.3g} elements from constants; lrpc "
+                        f"evaluates such nodes once and refuses results over {MOST_FOLDED:.3g} elements "
+                        "(1 GiB of float32): the model cannot run as exported")
 
 
 def _const(value: ir.Value | None):
@@ -148,6 +171,11 @@ class FoldConstantsPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified)
 
 
+def _has_subgraph(node: ir.Node) -> bool:
+    """If/Loop/Scan read values of the enclosing graph inside their bodies: never folded from their inputs."""
+    return any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values())
+
+
 def _computed_geometry(graph: ir.Graph) -> int:
     """How many Pads and Resizes take their pads / scales / sizes from a computation, not a constant."""
     return sum(any(v is not None and v.const_value is None for v in n.inputs[1:])
@@ -161,7 +189,9 @@ def _fold_once(model: ir.Model) -> tuple[bool, bool]:
     modified, shapes, known = False, False, {}
     for node in list(graph):
         inputs = [v for v in node.inputs if v is not None]
-        if node.op_type not in _NEVER_FOLD and inputs and all(v.const_value is not None for v in inputs):
+        if node.op_type not in _NEVER_FOLD and inputs and all(v.const_value is not None for v in inputs) \
+                and not _has_subgraph(node):
+            _check_folded_size(node)
             for value, array in zip(node.outputs, _evaluate(node, opset)):
                 _replace_with_constant(graph, value, array)
             modified = True

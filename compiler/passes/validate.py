@@ -14,7 +14,9 @@ explained graph that fails the final checker ("internal error") or as a file tha
   the input's rank whose spatial dims are kernel_shape (where given); a Conv's group ≥ 1 with
   C_in = group·W.shape[1] (C_in static) and group | C_out; ConvTranspose likewise
   C_in = W.shape[0], group | C_in; each window within its padded input, in + p₀ + p₁ ≥ (k − 1)·d + 1;
-  and Gemm's transA, transB ∈ {0, 1} (the rules transpose by 1 − transB).
+  and Gemm's transA, transB ∈ {0, 1} (the rules transpose by 1 − transB); a Gather's constant indices
+  within [−n, n) of its static axis; and no control flow (If, Loop, Scan: their bodies read outer values
+  no reverse walk sees, so relevance would silently miss them).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import _c_api_utils
 from onnx_ir.passes.common.shape_inference import _merge_func
 
-from ..errors import LrpcError, node_label
+from ..errors import LrpcError, node_label, root_cause
 from .quantized import check_not_qoperator
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -56,6 +58,11 @@ def _check_stored_size(value: ir.Value) -> None:
             raise LrpcError(f"the model is not valid ONNX: initializer '{value.name}' holds {len(proto.raw_data)} "
                             f"bytes, but its dims {list(tensor.shape)} of {tensor.dtype.name} take {tensor.nbytes}")
         return
+    held = max(len(getattr(proto, f)) for f in ("float_data", "int32_data", "int64_data", "double_data",
+                                                  "uint64_data", "string_data"))
+    if tensor.size > 2 * held:  # (complex values take two entries, 4-bit ones half of one)
+        raise LrpcError(f"the model is not valid ONNX: initializer '{value.name}' holds {held} values, but its dims "
+                        f"{list(tensor.shape)} take {tensor.size}")
     try:
         tensor.numpy()
     except (ValueError, TypeError) as e:
@@ -68,7 +75,9 @@ class CheckModelPass(ir.passes.InPlacePass):
         try:
             _c_api_utils.call_onnx_api(onnx.checker.check_model, model)
         except Exception as e:  # onnx.checker.ValidationError, or a serialization error of a broken value
-            raise LrpcError(f"the model is not valid ONNX: {_one_line(e)}") from e
+            cause = root_cause(e)
+            kind = "" if cause is e else f"{type(cause).__name__}: "
+            raise LrpcError(f"the model is not valid ONNX: {kind}{_one_line(cause)}") from e
         for value in model.graph.initializers.values():
             _check_stored_size(value)
         return ir.passes.PassResult(model, False)
@@ -157,14 +166,41 @@ def _check_gemm(node: ir.Node) -> None:
             raise LrpcError(f"{node_label(node)}: {flag}={value}; ONNX takes 0 or 1")
 
 
+def _check_no_subgraph(node: ir.Node) -> None:
+    """If, Loop and Scan bodies read values of the enclosing graph that are not inputs of the node, so no
+    reverse walk sees what they depend on; an explained graph would give those values no relevance."""
+    if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()):
+        raise LrpcError(f"{node_label(node)}: control flow (If, Loop, Scan) has no relevance rule: its body reads "
+                        "values the walk back cannot follow; export the model with the branch taken fixed (tracing "
+                        "exporters such as torch.onnx.export(..., dynamo=False) record one branch) or the loop unrolled")
+
+
+def _check_gather_indices(node: ir.Node) -> None:
+    """Constant indices within [-n, n) of a static data axis; onnxruntime fails at run time otherwise."""
+    data, indices = node.inputs[0], node.inputs[1]
+    if indices is None or indices.const_value is None or data.shape is None:
+        return
+    axis = node.attributes.get_int("axis", 0)
+    if not -len(data.shape) <= axis < len(data.shape):
+        raise LrpcError(f"{node_label(node)}: axis={axis} for data of rank {len(data.shape)}; the model cannot run")
+    n, values = data.shape[axis], indices.const_value.numpy()
+    if isinstance(n, int) and values.size and (values.min() < -n or values.max() >= n):
+        bad = values[(values < -n) | (values >= n)].ravel()[0]
+        raise LrpcError(f"{node_label(node)}: index {bad} on axis {axis} of size {n} (valid: {-n}…{n - 1}); "
+                        "the model cannot run")
+
+
 class CheckLayersPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         for node in model.graph:
             check_not_qoperator(node)
             if node.domain not in ("", "ai.onnx"):
                 continue
+            _check_no_subgraph(node)
             if node.op_type == "Gemm":
                 _check_gemm(node)
+            if node.op_type == "Gather":
+                _check_gather_indices(node)
             if node.op_type not in WINDOWED:
                 continue
             auto_pad = node.attributes.get_string("auto_pad", "NOTSET")
