@@ -25,7 +25,7 @@ from ..rules.attention import _batch_unbroadcast, _swap_last
 from ..rules.combine import unbroadcast
 from ..rules.linear import LAYERS
 from ..rules.reduce import _rank, _reduced_axes, slab_fraction
-from ..rules.resample import _adjoint_along, _const_input, _probe, _resized_axes, check_resize
+from ..rules.resample import resize_adjoint, resize_axes
 from .table import gradient_rule, reuse_lrp_rule
 
 reuse_lrp_rule("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Gather", "GatherElements",
@@ -98,16 +98,4 @@ def reduce_backward(node, g_out, b, relu):
 
 @gradient_rule("Resize")
 def resize_backward(node, g_out, b, relu):
-    x = node.inputs[0]
-    check_resize(node)
-    rank, scales = len(x.shape), _const_input(node, 2)
-    if scales is not None and node.attributes.get_ints("axes", None) is not None:  # opset 18: scales of `axes`
-        full = np.ones(rank, np.float32)
-        full[[a % rank for a in node.attributes.get_ints("axes")]] = scales
-        scales = full
-    if scales is None and _const_input(node, 3) is None:
-        raise LrpcError(f"{node_label(node)}: neither scales nor sizes given")
-    g = g_out[0]
-    for d, n_in, n_out in _resized_axes(node, scales):
-        g = _adjoint_along(b, g, _probe(b, node, d, n_in, n_out, scales), d, rank)
-    return [g] + [None] * (len(node.inputs) - 1)
+    return [resize_adjoint(b, node, g_out[0], resize_axes(node))] + [None] * (len(node.inputs) - 1)

@@ -119,6 +119,21 @@ def _fold_shape_op(node: ir.Node, known: dict) -> list | None:
     return None
 
 
+def shape_elements(value: ir.Value) -> list | None:
+    """The elements of a 1-D shape tensor computed by a chain of Shape/Gather/Slice/Concat/… (ints, and
+    the names of symbolic dims), or None where the chain holds anything else."""
+    producer = value.producer()
+    if value.const_value is not None or producer is None:
+        return _symbolic_shape_value(value, {})
+    known = {}
+    if producer.op_type != "Shape":  # Shape reads its input's dims, not its values
+        for v in producer.inputs:
+            elements = shape_elements(v) if v is not None else None
+            if elements is not None:
+                known[v] = elements
+    return _fold_shape_op(producer, known)
+
+
 def _static_shape_value(value: ir.Value, elements: list) -> np.ndarray | None:
     """The shape elements as a constant of `value`'s type and rank, when every one is a known int (the
     static dims of a tensor whose batch is dynamic: timm's same-padding and resize sizes read them)."""

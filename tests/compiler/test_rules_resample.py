@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
+from onnx import helper, numpy_helper
 
 import lrpc
 import oracle
@@ -132,3 +134,41 @@ def test_crop_and_resize_is_reported():
     g.shapes[y] = (2, 8, 8)
     with pytest.raises(lrpc.LrpcError, match="tf_crop_and_resize"):
         lrpc.compile(g.model(g.gemm(g.flatten(y), 3)))
+
+
+def _resize_net(batch, computed_sizes: bool):
+    """Conv → Relu → Resize (linear) to 7×8 → Gemm, the sizes either the constant [batch, 3, 7, 8] or
+    computed as timm's ghostnetv2 exports them under a dynamic batch: Concat(Shape(a)[:2], [7, 8])."""
+    rng = np.random.default_rng(0)
+    init = {"w": rng.standard_normal((3, 2, 3, 3)).astype(np.float32), "fc": rng.standard_normal((5, 3 * 7 * 8))
+            .astype(np.float32), "hw": np.array([7, 8], np.int64), "start": np.array([0], np.int64),
+            "end": np.array([2], np.int64), "sizes": np.array([batch, 3, 7, 8], np.int64)}
+    shape_chain = [helper.make_node("Shape", ["a"], ["shape"]), helper.make_node("Slice", ["shape", "start", "end"], ["nc"]),
+                   helper.make_node("Concat", ["nc", "hw"], ["computed"], axis=0)] if computed_sizes else []
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["a"]),
+             *shape_chain,
+             helper.make_node("Resize", ["a", "", "", "computed" if computed_sizes else "sizes"], ["u"], mode="linear"),
+             helper.make_node("Flatten", ["u"], ["f"]), helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    dim = "batch" if computed_sizes else batch
+    graph = helper.make_graph(nodes, "net", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [dim, 2, 4, 5])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [dim, 5])],
+                              [numpy_helper.from_array(v, k) for k, v in init.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("options", [{"rule": "epsilon"}, {"method": "gradient"}])
+def test_sizes_computed_from_the_inputs_shape_equal_constant_sizes(options):
+    x = np.random.default_rng(1).random((2, 2, 4, 5), dtype=np.float32)
+    run = lambda proto: ort.InferenceSession(proto.SerializeToString()).run(["relevance"], {"x": x})[0]
+    computed = lrpc.compile(_resize_net(2, True), **options)
+    np.testing.assert_allclose(run(computed), run(lrpc.compile(_resize_net(2, False), **options)), rtol=1e-6,
+                               atol=1e-7)
+    assert lrpc.verify(computed, samples=3).passed  # the dynamic batch, at batch 3, in float64 too
+
+
+def test_sizes_computed_from_values_are_refused():
+    model = _resize_net(2, True)
+    del model.graph.node[2:5]  # the sizes now come from the caller, not from a shape
+    model.graph.input.append(helper.make_tensor_value_info("computed", onnx.TensorProto.INT64, [4]))
+    with pytest.raises(lrpc.LrpcError, match="sizes are computed at run time"):
+        lrpc.compile(model, rule="epsilon")
