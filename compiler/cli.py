@@ -25,7 +25,7 @@ from .bench import bench, format_table
 from .cli_examples import BENCH_EXAMPLES, EXAMPLES, EXPLAIN_EXAMPLES, EXPORT_EXAMPLES, VERIFY_EXAMPLES
 from .cli_explain import explain_command
 from .emit import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, save
-from .errors import LrpcError, printable
+from .errors import LrpcError, one_line, printable
 from .inspect import describe_metadata, describe_plan, explained_metadata
 from .outputs import check_output
 from .signals import describe as describe_signal, signals_raise
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one_line(error: Exception) -> str:
-    text = " ".join(str(error).split())
+    text = one_line(error)
     return printable(text if not isinstance(error, OSError) or not error.filename else
                      f"{error.filename}: {error.strerror or text}")
 

@@ -21,3 +21,8 @@ def root_cause(error: BaseException) -> BaseException:
     while error.__cause__ is not None:
         error = error.__cause__
     return error
+
+
+def one_line(error: BaseException) -> str:
+    """The error's text on one line (whitespace runs, newlines included, become one space)."""
+    return " ".join(str(error).split())

@@ -10,6 +10,8 @@ import onnx_ir as ir
 from onnx_ir.passes import common
 
 from .avgpool_to_conv import AveragePoolToDepthwiseConvPass
+from .check_layers import CheckLayersPass
+from .check_model import CheckModelPass
 from .fold_batchnorm import FoldBatchNormPass
 from .fold_channel_affine import FoldChannelAffinePass
 from .fold_constants import FoldConstantsPass
@@ -18,7 +20,8 @@ from .mark_static import MarkStaticPass
 from .matmul_add_to_gemm import MatMulAddToGemmPass
 from .recognize_products import RecognizeProductsPass
 from .remove_identity import RemoveIdentityPass
-from .validate import CheckLayersPass, CheckModelPass, SortPass, StrictShapeInferencePass
+from .shape_inference import StrictShapeInferencePass
+from .sort import SortPass
 
 _ShapeInference = StrictShapeInferencePass
 

@@ -170,7 +170,7 @@ class FoldConstantsPass(ir.passes.InPlacePass):
     folds (timm's same-padding before each strided conv). Every other model takes one round."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        from .validate import StrictShapeInferencePass
+        from .shape_inference import StrictShapeInferencePass
 
         modified, pending = False, _computed_geometry(model.graph)
         for _ in range(16):

@@ -1,106 +1,27 @@
-"""Validation before canonization: a model that is not valid ONNX, or that onnxruntime could not run,
-is refused with an LrpcError naming the problem, instead of reaching the rules and surfacing as an
-explained graph that fails the final checker ("internal error") or as a file that does not run.
+"""What neither onnx's checker nor its shape inference checks and onnxruntime rejects at run time, refused
+before canonization with the node named:
 
-- SortPass: topological order (onnx_ir's sort), a cycle refused.
-- CheckModelPass: onnx.checker.check_model on the model, initializers stubbed out as typed inputs (as
-  onnx_ir does for the C API): unknown attributes, wrong attribute types, dangling inputs; and each
-  initializer's stored data against its dims and type (raw_data of prod(dims)·itemsize bytes), which the
-  checker leaves to shape inference on small tensors only and onnxruntime refuses at load.
-- StrictShapeInferencePass: onnx shape inference with strict_mode and type checks; onnx_ir's own
-  ShapeInferencePass logs a failure and goes on with the model unchanged.
-- CheckLayersPass: what neither checks for Conv, ConvTranspose and the pools, and onnxruntime rejects
-  at run time: auto_pad ∈ {NOTSET, SAME_UPPER, SAME_LOWER, VALID}; strides, dilations ≥ 1; a weight of
-  the input's rank whose spatial dims are kernel_shape (where given); a Conv's group ≥ 1 with
-  C_in = group·W.shape[1] (C_in static) and group | C_out; ConvTranspose likewise
+- Conv, ConvTranspose and the pools: auto_pad ∈ {NOTSET, SAME_UPPER, SAME_LOWER, VALID}; strides,
+  dilations ≥ 1; a weight of the input's rank whose spatial dims are kernel_shape (where given); a Conv's
+  group ≥ 1 with C_in = group·W.shape[1] (C_in static) and group | C_out; ConvTranspose likewise
   C_in = W.shape[0], group | C_in; each window within its padded input, in + p₀ + p₁ ≥ (k − 1)·d + 1;
-  and Gemm's transA, transB ∈ {0, 1} (the rules transpose by 1 − transB); a Gather's constant indices
-  within [−n, n) of its static axis; and no control flow (If, Loop, Scan: their bodies read outer values
-  no reverse walk sees, so relevance would silently miss them).
+- Gemm's transA, transB ∈ {0, 1} (the rules transpose by 1 − transB);
+- a Gather's constant indices within [−n, n) of its static axis;
+- no control flow (If, Loop, Scan: their bodies read outer values no reverse walk sees, so relevance
+  would silently miss them);
+- no QOperator node (quantized.py).
 """
 
 from __future__ import annotations
 
-import onnx
 import onnx_ir as ir
-from onnx_ir.passes.common import _c_api_utils
-from onnx_ir.passes.common.shape_inference import _merge_func
 
-from ..errors import LrpcError, node_label, root_cause
+from ..errors import LrpcError, node_label
 from .quantized import check_not_qoperator
+
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 WINDOWED = ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool")
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())
-
-
-class SortPass(ir.passes.InPlacePass):
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        try:
-            model.graph.sort()
-        except ValueError as e:  # onnx_ir: "Graph contains a cycle, topological sort is not possible."
-            raise LrpcError(f"the model's graph is not valid ONNX: {_one_line(e)} (a node reads its own output "
-                            "through other nodes)") from e
-        return ir.passes.PassResult(model, False)
-
-
-def _check_stored_size(value: ir.Value) -> None:
-    """raw_data must hold prod(dims)·itemsize bytes; typed fields (small tensors) must reshape to the dims."""
-    tensor = value.const_value
-    if not isinstance(tensor, ir.TensorProtoTensor):
-        return
-    proto = tensor.raw
-    if proto.HasField("raw_data"):
-        if len(proto.raw_data) != tensor.nbytes:
-            raise LrpcError(f"the model is not valid ONNX: initializer '{value.name}' holds {len(proto.raw_data)} "
-                            f"bytes, but its dims {list(tensor.shape)} of {tensor.dtype.name} take {tensor.nbytes}")
-        return
-    held = max(len(getattr(proto, f)) for f in ("float_data", "int32_data", "int64_data", "double_data",
-                                                  "uint64_data", "string_data"))
-    if tensor.size > 2 * held:  # (complex values take two entries, 4-bit ones half of one)
-        raise LrpcError(f"the model is not valid ONNX: initializer '{value.name}' holds {held} values, but its dims "
-                        f"{list(tensor.shape)} take {tensor.size}")
-    try:
-        tensor.numpy()
-    except (ValueError, TypeError) as e:
-        raise LrpcError(f"the model is not valid ONNX: initializer '{value.name}' does not hold its dims "
-                        f"{list(tensor.shape)} of {tensor.dtype.name}: {_one_line(e)}") from e
-
-
-class CheckModelPass(ir.passes.InPlacePass):
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        try:
-            _c_api_utils.call_onnx_api(onnx.checker.check_model, model)
-        except Exception as e:  # onnx.checker.ValidationError, or a serialization error of a broken value
-            cause = root_cause(e)
-            kind = "" if cause is e else f"{type(cause).__name__}: "
-            raise LrpcError(f"the model is not valid ONNX: {kind}{_one_line(cause)}") from e
-        for value in model.graph.initializers.values():
-            _check_stored_size(value)
-        return ir.passes.PassResult(model, False)
-
-
-class StrictShapeInferencePass(ir.passes.InPlacePass):
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        infer = lambda proto: onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True,
-                                                                 data_prop=True)
-        try:
-            inferred = _c_api_utils.call_onnx_api(infer, model)
-        except Exception as e:  # onnx raises InferenceError / ValidationError subclasses
-            raise LrpcError(f"ONNX shape inference failed on this model, which is not valid ONNX: "
-                            f"{_one_line(e)}") from e
-        modified = _merge_func(model, inferred)
-        for node in model.graph:  # onnx infers no shape for some function ops (GroupNormalization)
-            y, x = node.outputs[0], node.inputs[0]
-            if node.op_type in SAME_SHAPE and y.shape is None and x is not None and x.shape is not None:
-                y.shape, modified = x.shape, True
-        return ir.passes.PassResult(model, modified)
-
-
-SAME_SHAPE = {"GroupNormalization", "LayerNormalization", "InstanceNormalization"}  # y has x's shape
 
 
 def _channels(value: ir.Value) -> int | None:
