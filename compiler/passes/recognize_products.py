@@ -116,10 +116,12 @@ def _self_function(node: ir.Node, signal: int):
 
 
 def _origin(v: ir.Value) -> ir.Node | None:
-    """The node that computed v, through routing, constant scaling and a Where that keeps v or puts a
-    constant in its place (sdpa's Where(IsNaN(A), 0, A) after the softmax)."""
+    """The node that computed v, through routing, a Resize (a gate upsampled to the signal's size stays
+    a gate: ghostnetv2's attention), constant scaling and a Where that keeps v or puts a constant in its
+    place (sdpa's Where(IsNaN(A), 0, A) after the softmax)."""
     while (p := v.producer()) is not None:
-        if p.op_type in ROUTING or p.op_type in BINARY and sum(live(u) for u in p.inputs) == 1:
+        if p.op_type in ROUTING or p.op_type == "Resize" or \
+                p.op_type in BINARY and sum(live(u) for u in p.inputs) == 1:
             v = next(u for u in p.inputs if live(u))
         elif p.op_type == "Where" and sum(live(u) for u in p.inputs[1:]) == 1:
             v = next(u for u in p.inputs[1:] if live(u))

@@ -66,10 +66,14 @@ def sigmoid(g, x):
                   g.shapes[x])
 
 
-def gate(g, x, rule, hidden=2):
-    """Squeeze-excitation: x ⊙ σ(conv₂ relu(conv₁ x)), conv₁'s kernel the whole map (a pooled summary)."""
+def gate(g, x, rule, hidden=2, upsampled=False):
+    """Squeeze-excitation: x ⊙ σ(conv₂ relu(conv₁ x)), conv₁'s kernel the whole map (a pooled summary);
+    `upsampled`: ghostnetv2's x ⊙ Resize(σ(conv x)), the gate computed at half resolution."""
     C, H, W = g.shapes[x]
-    s = sigmoid(g, g.conv(g.relu(g.conv(x, hidden, (H, W))), C, (1, 1)))
+    if upsampled:
+        s = g.resize(sigmoid(g, g.conv(x, C, (2, 2), strides=[2, 2])), "nearest", scales=[1, 2, 2])
+    else:
+        s = sigmoid(g, g.conv(g.relu(g.conv(x, hidden, (H, W))), C, (1, 1)))
 
     def back(xs, y, R, eps):
         if rule == "gate-constant":

@@ -26,10 +26,10 @@ def _act_net(name):
     return (2, 7, 7), build, opset
 
 
-def _se_net(rule):
+def _se_net(rule, upsampled=False):
     def build(g):
         h = oracle_modern.activation(g, "silu", g.conv("x", 4, (3, 3), pads=[1, 1, 1, 1]))
-        h = oracle_modern.gate(g, g.conv(h, 4, (3, 3), pads=[1, 1, 1, 1]), rule)
+        h = oracle_modern.gate(g, g.conv(h, 4, (3, 3), pads=[1, 1, 1, 1]), rule, upsampled=upsampled)
         return g.gemm(g.flatten(g.relu(g.conv(h, 3, (3, 3), strides=[2, 2]))), 5)
     return (2, 6, 6), build
 
@@ -47,7 +47,8 @@ ACTIVATIONS = sorted(oracle_modern.ACTIVATIONS)
 NORMS = {"layernorm": _norm_net("layer"), "layernorm_decomposed": _norm_net("layer", True),
          "instancenorm": _norm_net("instance"), "groupnorm": _norm_net("group"), "rmsnorm": _norm_net("rms")}
 CASES = Cases({**{name: _act_net(name) for name in ACTIVATIONS}, **NORMS,
-               "se_gate-constant": _se_net("gate-constant"), "se_half": _se_net("half")})
+               "se_gate-constant": _se_net("gate-constant"), "se_half": _se_net("half"),
+               "ghost_gate-constant": _se_net("gate-constant", True), "ghost_half": _se_net("half", True)})
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
@@ -72,6 +73,15 @@ def _compiled_se(product_rule, rule, bias=True):
 def test_squeeze_excitation_gate_matches_oracle(product_rule, rule):
     net, out, compiled = _compiled_se(product_rule, rule)
     oracle_graph.check(net, out, CASES.inputs(f"se_{product_rule}", rule, 3), rule, compiled)
+
+
+@pytest.mark.parametrize("product_rule", ["gate-constant", "half"])
+@pytest.mark.parametrize("rule", ["epsilon", "zplus"])
+def test_a_gate_upsampled_by_resize_is_a_gate(product_rule, rule):
+    """ghostnetv2: x ⊙ Resize(σ(·)); gate-constant holds the resized gate fixed, as any other gate."""
+    net, out = CASES.net(f"ghost_{product_rule}")
+    compiled = lrpc.compile(net.model(out), rule=rule, rule_map=[f"product={product_rule}"])
+    oracle_graph.check(net, out, CASES.inputs(f"ghost_{product_rule}", rule, 3), rule, compiled)
 
 
 @pytest.mark.parametrize("product_rule", ["gate-constant", "half"])
