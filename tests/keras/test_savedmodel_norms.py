@@ -1,4 +1,4 @@
-"""The SavedModel table's self-gated activations and norms (compiler/savedmodel_norms.py) against
+"""The SavedModel table's self-gated activations and norms (compiler/savedmodel/norms.py) against
 onnxruntime on single-node graphs, each at the opset that defines the op; and an explained modern
 block (SiLU, a squeeze-excitation gate, LayerNorm, GELU) exported whole, against onnxruntime."""
 

@@ -15,7 +15,7 @@ import math
 
 import tensorflow as tf
 
-from .savedmodel_ops import Unsupported, _scalar, tf_op
+from .ops import Unsupported, _scalar, tf_op
 
 
 @tf_op("HardSwish")

@@ -7,7 +7,7 @@ attribute variant it does not implement, so that the export stops with the node 
 writing a model that computes something else.
 
 This module holds the table and the element-wise, reduction and random ops; shape and indexing ops
-are in savedmodel_shape.py, convolution, pooling and resizing (NCHW) in savedmodel_spatial.py.
+are in shape.py, convolution, pooling and resizing (NCHW) in spatial.py.
 Importing it imports TensorFlow: lrpc imports it only when a SavedModel is asked for.
 """
 

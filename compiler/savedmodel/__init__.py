@@ -2,7 +2,7 @@
 
 The SavedModel computes what the explained ONNX file computes — the model outputs and the relevance —
 by walking the ONNX graph (topologically sorted) once inside a `tf.function` and turning each node
-into TensorFlow ops through the table of savedmodel_ops.py (op type → small TF function). Nothing is
+into TensorFlow ops through the table of ops.py (op type → small TF function). Nothing is
 converted by pattern: a node whose op or attribute variant is not in the table stops the export with
 an LrpcError that names it.
 
@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import LrpcError, node_label
+from ..errors import LrpcError, node_label
 
 INSTALL = 'pip install "lrpc[keras]"'
 VARIABLE_MIN_SIZE = 1024  # constants with more values become variables (stored in the checkpoint)
@@ -82,8 +82,8 @@ def export_savedmodel(model, directory) -> dict:
 
 def op_table() -> dict:
     """ONNX op type → TensorFlow function (importing the table imports TensorFlow)."""
-    from . import savedmodel_norms, savedmodel_quantized, savedmodel_shape, savedmodel_spatial  # noqa: F401  (they fill the table)
-    from .savedmodel_ops import TF_OPS
+    from . import norms, quantized, shape, spatial  # noqa: F401  (they fill the table)
+    from .ops import TF_OPS
     return TF_OPS
 
 
@@ -156,7 +156,7 @@ def inferred_shapes(proto) -> dict[str, list]:
 def run_nodes(tf, nodes, values: dict, shapes: dict | None = None) -> None:
     """Evaluate `nodes` in order through the table, reading and writing tensors by name in `values`
     (and setting each result's static shape from `shapes`, ONNX's inferred shapes)."""
-    from .savedmodel_ops import Attrs, Unsupported
+    from .ops import Attrs, Unsupported
     table = op_table()
     for node in nodes:
         args = [values[name] if name else None for name in node.input]
@@ -179,7 +179,7 @@ def _signature_shape(value) -> list:
 
 
 def _tf_type(tf, value):
-    from .savedmodel_ops import Unsupported, tf_dtype
+    from .ops import Unsupported, tf_dtype
     try:
         return tf_dtype(value.type.tensor_type.elem_type)
     except Unsupported as e:

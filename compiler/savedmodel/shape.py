@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from .savedmodel_ops import Unsupported, axis_list, static, tf_dtype, tf_op
+from .ops import Unsupported, axis_list, static, tf_dtype, tf_op
 
 
 @tf_op("Shape")

@@ -26,7 +26,7 @@ import onnx
 import tensorflow as tf
 from onnx import helper
 
-from .savedmodel_ops import Unsupported, static, tf_op
+from .ops import Unsupported, static, tf_op
 
 # --- dense layers ------------------------------------------------------------------------------------
 
