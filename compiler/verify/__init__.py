@@ -13,9 +13,10 @@
     report = lrpc.verify("explained.onnx", source="model.onnx", inputs=x)
     print(report.text()); assert report.passed
 
-The modules: load.py reads the file and its metadata, inputs.py draws the inputs, float32.py runs the
-file in onnxruntime, float64.py (with reference_maxpool.py and reference_pad.py, two ops onnx's
-evaluator gets wrong) runs the reference, report.py holds and prints the result.
+The modules: arguments.py checks the arguments, load.py reads the file and its metadata, inputs.py
+draws the inputs, float32.py runs the file in onnxruntime, float64.py (with reference_maxpool.py and
+reference_pad.py, two ops onnx's evaluator gets wrong) runs the reference, report.py holds and prints
+the result.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ import os
 import numpy as np
 import onnx
 
-from ..errors import LrpcError
+from .arguments import check_samples, check_tolerance
 from .compare import compare_float64, per_sample
 from .conservation import check_conservation, conserving
 from .float32 import run_float32
-from .inputs import make_feeds
+from .inputs import check_input_budget, make_feeds
 from .load import load, lrpc_metadata
 from .report import Check, VerifyReport
 from .source import reference
@@ -53,11 +54,14 @@ def verify(model: str | os.PathLike | bytes | onnx.ModelProto, *, source: str | 
     >>> report.rows[0]                                             # doctest: +SKIP
     {'sample': 0, 'start': 11.48..., 'relevance_sum': 10.15..., 'ratio': 0.884..., 'error': 4.2e-07, 'finite': True}
     """
-    if samples < 1:
-        raise LrpcError(f"--samples must be at least 1, not {samples}")
+    check_samples(samples)
+    check_tolerance(tolerance, "--tolerance")
+    check_tolerance(conservation_tolerance, "conservation_tolerance")
     proto, where = load(model)
     where = name or where
     meta = lrpc_metadata(proto, where)
+    if inputs is None:
+        check_input_budget(proto, samples)
     rng = np.random.default_rng(seed)
     feeds, what = make_feeds(proto, meta, inputs, samples, rng)
     relevance_names = list(json.loads(meta["lrpc.relevance"]).values())

@@ -4,6 +4,10 @@ Explained float inputs: uniform [0, 1) pixels, normalized by the file's preproce
 when lrpc.preprocess records one. Token ids: uniform over the vocabulary (lrpc.relevance_outputs).
 A `target` input: random classes below lrpc.classes. Other integer inputs: runtime/text.py's fill
 (an attention mask all ones). A free axis besides the batch (a sequence) is FREE_AXIS long.
+
+Random inputs are refused before they are drawn when they would not fit INPUT_BUDGET:
+
+    samples × Σ_inputs (values per sample) × 8 bytes ≤ 1 GiB       (numpy draws them in float64)
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from lrpc_runtime.text import side_input_fill
 from ..errors import LrpcError
 
 FREE_AXIS = 8  # the length random inputs take along a free axis besides the batch (a sequence)
+INPUT_BUDGET = 1 << 30  # bytes the random inputs may take
 
 
 def input_shape(value: onnx.ValueInfoProto, batch: int) -> tuple[int, ...]:
@@ -27,6 +32,16 @@ def input_shape(value: onnx.ValueInfoProto, batch: int) -> tuple[int, ...]:
     if shape and shape[0] is None:
         shape[0] = batch
     return tuple(FREE_AXIS if d is None else d for d in shape)
+
+
+def check_input_budget(proto: onnx.ModelProto, samples: int) -> None:
+    """Refuse `samples` random samples whose inputs would take more than INPUT_BUDGET bytes."""
+    per_sample = sum(int(np.prod(input_shape(v, 1), dtype=np.float64)) for v in proto.graph.input) * 8
+    if samples * per_sample > INPUT_BUDGET:
+        fit = INPUT_BUDGET // max(per_sample, 1)
+        raise LrpcError(f"--samples {samples}: the random inputs would take {samples * per_sample / 2**30:.3g} GiB "
+                        f"({per_sample // 8} values a sample, drawn in float64), more than verify's "
+                        f"{INPUT_BUDGET // 2**30} GiB; at most {fit} samples of this model fit (or give --inputs)")
 
 
 def token_vocab(meta) -> dict[str, int]:

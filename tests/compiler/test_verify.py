@@ -134,8 +134,8 @@ def test_compile_verify_writes_only_a_verified_file(bias_free, tmp_path, capsys)
     good, bad = tmp_path / "good.onnx", tmp_path / "bad.onnx"
     assert main(["compile", str(source), "--rule", "epsilon", "--verify", "-o", str(good)]) == 0
     assert "verified: every check passed" in capsys.readouterr().out and good.exists()
-    # a tolerance of 0 no float32 file meets: the check fails and nothing is written
-    assert main(["compile", str(source), "--verify", "--verify-tolerance", "0", "-o", str(bad)]) == 1
+    # a tolerance of 1e-12 no float32 file meets: the check fails and nothing is written
+    assert main(["compile", str(source), "--verify", "--verify-tolerance", "1e-12", "-o", str(bad)]) == 1
     assert "not written: verify failed" in capsys.readouterr().err and not bad.exists()
 
 
