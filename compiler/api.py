@@ -25,7 +25,7 @@ from .methods import lower_method, parse_method
 from .passes import prepare
 from .rules.assign import RuleMap, build_rule_map, has_attention
 from .rules.lrp import CONVENTIONS, Rule
-from .select import (MASK_INPUT_NAME, TARGET_INPUT_NAME, Target, explained_value, parse_target,
+from .targets import (MASK_INPUT_NAME, TARGET_INPUT_NAME, Target, explained_value, parse_target,
                      resolve_explain, sequence_position, start_relevance, unit_count)
 from .text import PER_FEATURE_SUFFIX, describe as describe_token, detached, no_source_error, token_inputs, token_relevance
 
@@ -43,7 +43,7 @@ class Plan:
     assigned: dict  # linear node → Rule
     convention: str
     changes: list  # what the canonization passes did, one line each
-    position: int | None = None  # the explained position of a [batch, seq, vocab] tensor (select.py)
+    position: int | None = None  # the explained position of a [batch, seq, vocab] tensor (targets.py)
 
 
 def plan(model, rule: str | Rule | None = None, *, composite: str | None = None, rule_map=(),
@@ -139,7 +139,7 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
     """
     method = checked_method(method, rule, composite, rule_map, rule_map_file)
     if output is not None:
-        from .outputs import check_output  # (outputs → inspect → api)
+        from .outputs import check_output  # (outputs → describe → api)
 
         check_output(model, os.fspath(output), overwrite)
     p = plan(model, rule, composite=composite, rule_map=rule_map, rule_map_file=rule_map_file,

@@ -26,7 +26,7 @@ from .cli_examples import BENCH_EXAMPLES, EXAMPLES, EXPLAIN_EXAMPLES, EXPORT_EXA
 from .cli_explain import explain_command
 from .emit import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, save
 from .errors import LrpcError, one_line, printable
-from .inspect import describe_metadata, describe_plan, explained_metadata
+from .describe import describe_metadata, describe_plan, explained_metadata
 from .outputs import check_output
 from .signals import describe as describe_signal, signals_raise
 from .triton import export_triton

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from .errors import LrpcError
-from .inspect import explained_metadata
+from .describe import explained_metadata
 
 
 def _same(a: str, b: str) -> bool:

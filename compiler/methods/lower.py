@@ -28,7 +28,7 @@ import onnx_ir as ir
 
 from ..builder import Builder
 from ..errors import LrpcError, node_label
-from ..select import upstream
+from ..targets import upstream
 from ..walk import depends_on
 from .backward import backward
 from .spec import Method, parse_method

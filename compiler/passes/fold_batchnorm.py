@@ -1,4 +1,4 @@
-"""Inference BatchNormalization folded into the neighbouring linear layer (DESIGN §6).
+"""Inference BatchNormalization folded into the neighbouring linear layer.
 
     BN(a) = γ·(a − μ)/√(σ² + ε) + β = scale·a + shift,   scale = γ/√(σ² + ε),  shift = β − μ·scale
 

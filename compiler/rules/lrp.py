@@ -10,7 +10,7 @@ transform gᵢ). Each group computes
 
 Input modifiers: x, x⁺ = max(x, 0), x⁻ = min(x, 0), 1 (ones), l and h (the zbox bounds).
 Weight/bias transforms: W, W⁺, W⁻, W², ones, W + γW⁺, W + γW⁻, or None (no bias).
-The forms follow Zennit's (DESIGN §4): α-β activator z⁺ = W⁺x⁺ + W⁻x⁻ + b⁺, inhibitor W⁻x⁺ + W⁺x⁻ + b⁻.
+The forms follow Zennit's: α-β activator z⁺ = W⁺x⁺ + W⁻x⁻ + b⁺, inhibitor W⁻x⁺ + W⁺x⁻ + b⁻.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ ALIASES = {"alpha1beta0": ("alphabeta", {"alpha": 1.0, "beta": 0.0}),
            "lrp0": ("zero", {}), "wsquare": ("w2", {})}
 
 
-CONVENTIONS = {  # convention → default ε (DESIGN §4; the start relevance is chosen in select.py)
+CONVENTIONS = {  # convention → default ε (the start relevance is chosen in targets.py)
     "lrpc": 1e-6, "zennit": 1e-6, "innvestigate": 1e-7, "lxt": 1e-12}
 
 

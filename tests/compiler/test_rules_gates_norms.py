@@ -156,7 +156,7 @@ def test_gate_constant_needs_a_gate():
 
 def test_inspect_names_what_was_recognised():
     from lrpc.api import plan
-    from lrpc.inspect import describe_plan
+    from lrpc.describe import describe_plan
 
     net, out = CASES.net("se_half")
     text, refused = describe_plan("se.onnx", plan(net.model(out), rule="epsilon", rule_map=["product=half"]))

@@ -1,5 +1,5 @@
 """Token-id inputs explained at their embedding lookups (lrpc/text.py), and language-model heads explained at
-one position (select.py), end to end through lrpc.compile and onnxruntime, against float64 oracles:
+one position (targets.py), end to end through lrpc.compile and onnxruntime, against float64 oracles:
 
     classifier  h = mean_s E[ids_s],  z = h W (+ b),  t = argmax z,  R_t = z_t
                 R_h[j]    = h_j W[j, t] R_t / stab(z_t)                        (ε rule at the head)

@@ -16,7 +16,7 @@ from .passes.mark_static import is_static
 from .passes.quantized import dequantized_constant
 from .passes.recognize_products import ABSORB, KIND, NAME
 from .rules.table import RULES
-from .select import upstream
+from .targets import upstream
 from .walk import Unexplained
 
 
