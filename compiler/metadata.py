@@ -33,6 +33,13 @@ from lrpc_runtime.preprocess import Preprocessing, image_layout
 
 from .errors import LrpcError
 
+# The entries that say what the file's outputs mean: which tensor is explained and how, under which rules,
+# from which inputs, and what each relevance output holds. `verify --source` requires a fresh compile of the
+# source to write the same ones (lrpc.version may differ; lrpc.source_sha256 is checked on its own).
+MEANING_KEYS = ("lrpc.rule", "lrpc.method", "lrpc.target", "lrpc.convention", "lrpc.explained", "lrpc.output",
+                "lrpc.classes", "lrpc.relevance", "lrpc.relevance_outputs", "lrpc.position", "lrpc.preprocess",
+                "lrpc.options")
+
 OPTION_DEFAULTS = {"rule": None, "composite": None, "rule_map": [], "rule_map_toml": None, "convention": "lrpc",
                    "target": None, "output_name": None, "explain": None, "keep_output_activation": False,
                    "opset": None, "method": None, "per_feature": False, "position": None}

@@ -34,7 +34,7 @@ from .float32 import run_float32
 from .inputs import check_input_budget, make_feeds
 from .load import load, lrpc_metadata
 from .report import Check, VerifyReport
-from .source import reference
+from .source import lacking, reference
 
 __all__ = ["verify", "VerifyReport", "Check", "conserving"]
 
@@ -58,36 +58,45 @@ def verify(model: str | os.PathLike | bytes | onnx.ModelProto, *, source: str | 
     check_tolerance(tolerance, "--tolerance")
     check_tolerance(conservation_tolerance, "conservation_tolerance")
     proto, where = load(model)
-    where = name or where
-    meta = lrpc_metadata(proto, where)
+    meta = lrpc_metadata(proto, name or where)
     if inputs is None:
         check_input_budget(proto, samples)
-    rng = np.random.default_rng(seed)
-    feeds, what = make_feeds(proto, meta, inputs, samples, rng)
-    relevance_names = list(json.loads(meta["lrpc.relevance"]).values())
-    output_names = [o.name for o in proto.graph.output if o.name not in relevance_names]
-    got = run_float32(proto, feeds, meta["lrpc.explained"])
+    ref = reference(proto, meta, source)
+    meaning = ref.meta  # with a source, the fresh compile's: what the outputs mean
+    header = [f"verify {name or where}: {meaning.get('lrpc.rule')}, target {meaning['lrpc.target']}, convention "
+              f"{meaning.get('lrpc.convention', 'lrpc')} (lrpc {meta.get('lrpc.version', '?')})"]
+    absent = lacking(proto, ref.model or proto, meaning)
+    if absent:
+        return VerifyReport(header, [], ref.checks + [Check("float64", "fail", f"the file has no {', '.join(absent)}, "
+                                                          "which a fresh compile of the source has: not comparable")])
+    feeds, what = make_feeds(proto, meaning, inputs, samples, np.random.default_rng(seed))
+    header += [f"inputs: {what.format(seed=seed)}", f"float64 reference: {ref.described}"]
+    relevance_names = list(json.loads(meaning["lrpc.relevance"]).values())
+    output_names = [o.name for o in (ref.model or proto).graph.output if o.name not in relevance_names]
+    got = run_float32(proto, feeds, meaning["lrpc.explained"])
     relevance = np.concatenate([per_sample(got[n]) for n in relevance_names], axis=1)
-    header = [f"verify {where}: {meta.get('lrpc.rule')}, target {meta['lrpc.target']}, convention "
-              f"{meta.get('lrpc.convention', 'lrpc')} (lrpc {meta.get('lrpc.version', '?')})",
-              f"inputs: {what.format(seed=seed)}"]
     finite = np.array([all(np.isfinite(per_sample(got[n])[i]).all() for n in output_names + relevance_names)
                        for i in range(len(relevance))])
-    checks = [Check("finite", "pass" if finite.all() else "fail",
-                    "no NaN or Inf in the outputs and relevance" if finite.all() else
-                    f"NaN or Inf in sample(s) {np.flatnonzero(~finite).tolist()}")]
-    ref, source_checks, described = reference(proto, meta, source)
-    header.append(f"float64 reference: {described}")
-    checks += source_checks
+    checks = [_finite_check(finite), *ref.checks]
     errors = None
-    if ref is not None:
-        errors, float64_check = compare_float64(ref, feeds, got, output_names, relevance_names, tolerance)
+    if ref.model is not None:
+        errors, float64_check = compare_float64(ref.model, feeds, got, output_names, relevance_names, tolerance)
         checks.append(float64_check)
-    ratios, start, conservation = check_conservation(proto, meta, feeds, got[meta["lrpc.explained"]], relevance,
-                                                     conservation_tolerance)
+    ratios, start, conservation = check_conservation(proto, meaning, feeds, got[meaning["lrpc.explained"]],
+                                                     relevance, conservation_tolerance)
     checks.append(conservation)
-    rows = [{"sample": i, "start": None if start is None else float(start[i]),
-             "relevance_sum": float(relevance[i].sum()), "ratio": None if ratios is None else float(ratios[i]),
-             "error": None if errors is None else float(errors[i]), "finite": bool(finite[i])}
+    return VerifyReport(header, _rows(relevance, start, ratios, errors, finite), checks)
+
+
+def _finite_check(finite: np.ndarray) -> Check:
+    return Check("finite", "pass" if finite.all() else "fail",
+                 "no NaN or Inf in the outputs and relevance" if finite.all() else
+                 f"NaN or Inf in sample(s) {np.flatnonzero(~finite).tolist()}")
+
+
+def _rows(relevance, start, ratios, errors, finite) -> list[dict]:
+    """One row per sample: S₀, Σ relevance, their ratio, the float64 error, finite or not."""
+    pick = lambda values, i: None if values is None else float(values[i])
+    return [{"sample": i, "start": pick(start, i), "relevance_sum": float(relevance[i].sum()),
+             "ratio": pick(ratios, i), "error": pick(errors, i), "finite": bool(finite[i])}
             for i in range(len(relevance))]
-    return VerifyReport(header, rows, checks)

@@ -1,7 +1,17 @@
 """`verify --source`: the float64 reference becomes a fresh compile of the source model.
 
 The source's SHA-256 must be the one the file records (lrpc.source_sha256); the fresh compile takes the
-options the file records (lrpc.options, a rule map file's TOML inline, the preprocessing spec).
+options the file records (lrpc.options, a rule map file's TOML inline, the preprocessing spec). Then
+
+- what the outputs mean is read from the fresh compile's metadata, for the file and the reference
+  alike, and the file's own entries that define it (metadata.MEANING_KEYS) must equal the fresh
+  compile's: a file whose lrpc.relevance was pointed at another output fails here, where reading both
+  through the file's own metadata would compare the wrong output with itself and pass;
+- the bytes are compared and reported, not judged. A fresh compile by the same lrpc version can
+  legitimately differ from the file: lrpc's version is not bumped for every change to what it emits
+  (0.1.0 across this repository's history), and the bytes depend on onnx and onnx_ir, and for a Keras
+  source on TensorFlow and tf2onnx, whose versions the file does not record. An edit of the graph is
+  caught by the float64 check instead, which compares what the two compute.
 """
 
 from __future__ import annotations
@@ -9,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field
 
 import onnx
 
@@ -16,26 +27,70 @@ from lrpc_runtime.preprocess import Preprocessing
 
 from .. import __version__
 from ..errors import LrpcError
-from ..metadata import source_sha256
+from ..metadata import MEANING_KEYS, source_sha256
 from .report import Check
 
 
-def reference(proto, meta, source) -> tuple[onnx.ModelProto | None, list[Check], str]:
-    """The model the float64 run uses: the file itself, or a fresh compile of `source`."""
+@dataclass
+class Reference:
+    """What the float64 run uses (None: nothing to run against) and the metadata the outputs are read by."""
+
+    model: onnx.ModelProto | None
+    meta: dict[str, str]
+    checks: list[Check] = field(default_factory=list)
+    described: str = "—"
+
+
+def reference(proto: onnx.ModelProto, meta: dict[str, str], source) -> Reference:
+    """The file itself, or a fresh compile of `source` with the file's options and its "source" check."""
     if source is None:
-        return proto, [], "this file's graph in float64 (onnx reference evaluator)"
+        return Reference(proto, meta, [], "this file's graph in float64 (onnx reference evaluator)")
     recorded, actual = meta.get("lrpc.source_sha256"), source_sha256(source)
     if recorded != actual:
-        return None, [Check("source", "fail", f"the file was compiled from SHA-256 {recorded or '(not recorded)'}, "
-                                              f"{os.fspath(source) if not isinstance(source, bytes) else 'source'} "
-                                              f"is {actual}")], "—"
+        return Reference(None, meta, [Check("source", "fail", f"the file was compiled from SHA-256 "
+                                                              f"{recorded or '(not recorded)'}, {_named(source)} "
+                                                              f"is {actual}")])
     fresh = recompile(source, meta)
+    fresh_meta = {p.key: p.value for p in fresh.metadata_props if p.key.startswith("lrpc.")}
+    changed = differing_entries(meta, fresh_meta)
     same = fresh.SerializeToString(deterministic=True) == proto.SerializeToString(deterministic=True)
-    version = meta.get("lrpc.version")
-    note = "byte-identical to the file" if same else f"differs from the file (written by lrpc {version}, " \
-                                                     f"this is lrpc {__version__})"
-    checks = [Check("source", "pass", f"SHA-256 matches; a fresh compile {note}")]
-    return fresh, checks, "a fresh compile of the source in float64 (onnx reference evaluator)"
+    check = Check("source", "fail", f"SHA-256 matches, but {_describe(changed, meta, fresh_meta)}: the file "
+                                    "says its outputs mean something a compile of the source does not; they are "
+                                    "read as the fresh compile defines them") if changed else \
+        Check("source", "pass", "SHA-256 matches, the metadata is a fresh compile's; " + _bytes_note(same, meta))
+    return Reference(fresh, fresh_meta, [check], "a fresh compile of the source in float64 (onnx reference evaluator)")
+
+
+def differing_entries(meta: dict[str, str], fresh_meta: dict[str, str]) -> list[str]:
+    """The MEANING_KEYS whose value (or absence) in the file is not the fresh compile's."""
+    return [k for k in MEANING_KEYS if meta.get(k) != fresh_meta.get(k)]
+
+
+def lacking(proto: onnx.ModelProto, expected: onnx.ModelProto, meta: dict[str, str]) -> list[str]:
+    """The outputs of `expected` (a fresh compile) and the explained tensor `meta` names that the file lacks."""
+    outputs = {o.name for o in proto.graph.output}
+    produced = outputs | {i.name for i in proto.graph.input} | {o for n in proto.graph.node for o in n.output}
+    names = [o.name for o in expected.graph.output if o.name not in outputs]
+    return names + ([meta["lrpc.explained"]] if meta["lrpc.explained"] not in produced else [])
+
+
+def _describe(changed: list[str], meta: dict[str, str], fresh_meta: dict[str, str]) -> str:
+    show = lambda v: "(absent)" if v is None else repr(v if len(v) <= 60 else v[:57] + "...")
+    values = "; ".join(f"{k}: file {show(meta.get(k))}, fresh {show(fresh_meta.get(k))}" for k in changed)
+    return f"the file's {', '.join(changed)} {'entry differs' if len(changed) == 1 else 'entries differ'} " \
+           f"from a fresh compile's ({values})"
+
+
+def _bytes_note(same: bool, meta: dict[str, str]) -> str:
+    if same:
+        return "a fresh compile is byte-identical to the file"
+    return f"a fresh compile's bytes differ from the file's (written by lrpc {meta.get('lrpc.version')}, this is " \
+           f"lrpc {__version__}; not judged: they also depend on onnx, onnx_ir and tf2onnx versions the file " \
+           "does not record — the float64 check compares what the two compute)"
+
+
+def _named(source) -> str:
+    return "the source" if isinstance(source, (bytes, bytearray)) else os.fspath(source)
 
 
 def recompile(source, meta) -> onnx.ModelProto:
@@ -52,4 +107,8 @@ def recompile(source, meta) -> onnx.ModelProto:
             options["rule_map_file"] = os.path.join(folder, "rules.toml")
             with open(options["rule_map_file"], "w", encoding="utf-8") as f:
                 f.write(toml)
-        return compile_model(source, **options)
+        try:
+            return compile_model(source, **options)
+        except TypeError as e:  # an option compile does not take: the entry was edited
+            raise LrpcError(f"the file's lrpc.options metadata holds what lrpc's compile does not take ({e}); "
+                            "the file was edited or damaged — recompile it") from None
