@@ -80,7 +80,8 @@ def verify(model: str | os.PathLike | bytes | onnx.ModelProto, *, source: str | 
     checks = [_finite_check(finite), *ref.checks]
     errors = None
     if ref.model is not None:
-        errors, float64_check = compare_float64(ref.model, feeds, got, output_names, relevance_names, tolerance)
+        errors, float64_check = compare_float64(ref.model, feeds, got, output_names, relevance_names, tolerance,
+                                                meaning, seed)
         checks.append(float64_check)
     ratios, start, conservation = check_conservation(proto, meaning, feeds, got[meaning["lrpc.explained"]],
                                                      relevance, conservation_tolerance)

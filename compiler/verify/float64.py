@@ -70,11 +70,16 @@ def random_ops(model: onnx.ModelProto) -> list[str]:
 
 def run_double(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
     """Run `model` in float64 on `feeds` (float arrays cast up) and return the tensors `names`."""
+    return evaluate(as_double(model), feeds, names)
+
+
+def evaluate(double: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """Run a model already in float64 (as_double's) on `feeds` (float32 arrays cast up)."""
     from onnx.reference import ReferenceEvaluator
 
     from .reference_maxpool import MaxPool  # onnx's own returns wrong indices with padding
     from .reference_pad import Pad  # onnx's own refuses negative pads (crops)
 
-    evaluator = ReferenceEvaluator(as_double(model), new_ops=[MaxPool, Pad])
+    evaluator = ReferenceEvaluator(double, new_ops=[MaxPool, Pad])
     feeds = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()}
     return dict(zip(names, evaluator.run(names, feeds)))

@@ -2,13 +2,15 @@
 
 A check's status is one of
 
-    pass      it ran and held
-    fail      it ran and did not hold
-    info      reported, not judged (conservation where LRP does not conserve exactly)
-    skipped   it could not run (printed NOT RUN): never a pass
+    pass             it ran and held
+    fail             it ran and did not hold
+    ill-conditioned  the float64 check missed its tolerance by no more than float32 rounding of the
+                     inputs and weights explains (verify/conditioning.py): not a pass, not a wrong graph
+    info             reported, not judged (conservation where LRP does not conserve exactly)
+    skipped          it could not run (printed NOT RUN): never a pass
 
-`passed` holds only when every check ran and none failed. The verdict names the worst outcome:
-FAILED, then NOT VERIFIED, else "verified: every check passed".
+`passed` holds only when every check ran and none failed or was ill-conditioned. The verdict names the
+worst outcome: FAILED, then ILL-CONDITIONED, then NOT VERIFIED, else "verified: every check passed".
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-NOT_PASSED = ("fail", "skipped")
-LABELS = {"pass": "PASS", "fail": "FAIL", "info": "INFO", "skipped": "NOT RUN"}
+NOT_PASSED = ("fail", "ill-conditioned", "skipped")
+LABELS = {"pass": "PASS", "fail": "FAIL", "ill-conditioned": "ILL-CONDITIONED", "info": "INFO", "skipped": "NOT RUN"}
 
 
 @dataclass
 class Check:
     name: str
-    status: str  # pass | fail | info | skipped
+    status: str  # pass | fail | ill-conditioned | info | skipped
     detail: str
+    verdict: str = ""  # an ill-conditioned check's plain-words verdict line
 
 
 @dataclass
@@ -41,13 +44,22 @@ class VerifyReport:
     def passed(self) -> bool:
         return all(c.status not in NOT_PASSED for c in self.checks)
 
+    @property
+    def ill_conditioned(self) -> bool:
+        """Whether a check missed only by what float32 rounding explains (and none failed outright)."""
+        return not self._named("fail") and bool(self._named("ill-conditioned"))
+
     def _named(self, status: str) -> list[str]:
         return [c.name for c in self.checks if c.status == status]
 
     def verdict(self) -> str:
-        failed, not_run = self._named("fail"), self._named("skipped")
+        failed, ill, not_run = self._named("fail"), self._named("ill-conditioned"), self._named("skipped")
         if failed:
-            return "FAILED: " + ", ".join(failed) + (f" (not run: {', '.join(not_run)})" if not_run else "")
+            others = [f"ill-conditioned: {', '.join(ill)}"] * bool(ill) + [f"not run: {', '.join(not_run)}"] * bool(not_run)
+            return "FAILED: " + ", ".join(failed) + (f" ({'; '.join(others)})" if others else "")
+        if ill:
+            return next(c.verdict for c in self.checks if c.status == "ill-conditioned") + \
+                (f" (not run: {', '.join(not_run)})" if not_run else "")
         if not_run:
             return f"NOT VERIFIED: {', '.join(not_run)} could not run; the other checks passed"
         return "verified: every check passed"
