@@ -5,7 +5,10 @@
                max|R₃₂ − R₆₄| / max|R₆₄| (and the same for each model output; compare.py). The
                reference is the file's own graph in double precision (float64.py) — this catches
                numerical trouble, not a wrong rule — or, with `source`, a fresh compile of the source
-               model with the options the file records (source.py): this catches any edit of the file.
+               model with the options the file records, whose metadata then says what the outputs mean
+               (source.py): this catches any edit of the file. A miss that float32 rounding of the
+               inputs and weights alone explains is ILL-CONDITIONED, not FAILED (conditioning.py,
+               advice.py); neither is a pass.
 3. conservation  Σ relevance / start relevance S₀ per sample (conservation.py): judged only where LRP
                conserves exactly, reported elsewhere.
 
@@ -13,10 +16,10 @@
     report = lrpc.verify("explained.onnx", source="model.onnx", inputs=x)
     print(report.text()); assert report.passed
 
-The modules: arguments.py checks the arguments, load.py reads the file and its metadata, inputs.py
-draws the inputs, float32.py runs the file in onnxruntime, float64.py (with reference_maxpool.py and
-reference_pad.py, two ops onnx's evaluator gets wrong) runs the reference, report.py holds and prints
-the result.
+The other modules: arguments.py checks the arguments, load.py reads the file and its metadata,
+inputs.py draws the inputs, float32.py runs the file in onnxruntime, float64.py (with
+reference_maxpool.py and reference_pad.py, two ops onnx's evaluator gets wrong) runs the reference,
+report.py holds and prints the result.
 """
 
 from __future__ import annotations
@@ -67,8 +70,9 @@ def verify(model: str | os.PathLike | bytes | onnx.ModelProto, *, source: str | 
               f"{meaning.get('lrpc.convention', 'lrpc')} (lrpc {meta.get('lrpc.version', '?')})"]
     absent = lacking(proto, ref.model or proto, meaning)
     if absent:
-        return VerifyReport(header, [], ref.checks + [Check("float64", "fail", f"the file has no {', '.join(absent)}, "
-                                                          "which a fresh compile of the source has: not comparable")])
+        missing = Check("float64", "fail", f"the file has no {', '.join(absent)}, which a fresh compile of the "
+                                           "source has: not comparable")
+        return VerifyReport(header, [], [*ref.checks, missing])
     feeds, what = make_feeds(proto, meaning, inputs, samples, np.random.default_rng(seed))
     header += [f"inputs: {what.format(seed=seed)}", f"float64 reference: {ref.described}"]
     relevance_names = list(json.loads(meaning["lrpc.relevance"]).values())

@@ -70,10 +70,9 @@ def judge(reference, feeds, want, groups, errors, tolerance, meta, seed, summary
         verdict = f"ILL-CONDITIONED: float32 cannot resolve this explanation: {numbers} (lrpc's float32 is " \
                   f"{errors[group][i]:.1e} away)"
         hint = eps_hint(meta)
-        return Check("float64", "ill-conditioned", f"{summary}; {numbers} in sample {i}, and every sample off is "
-                                                   f"within {k:.0f}× that (K = max(10, 2√n), n = {n} the largest fan-in): "
-                                                   "ill-conditioned, not a wrong graph",
-                     verdict + (f"; {hint}" if hint else ""))
+        detail = f"{summary}; {numbers} in sample {i}, and every sample off is within {k:.0f}× that " \
+                 f"(K = max(10, 2√n), n = {n} the largest fan-in): ill-conditioned, not a wrong graph"
+        return Check("float64", "ill-conditioned", detail, verdict + (f"; {hint}" if hint else ""))
     return Check("float64", "fail", f"{summary}; the float32 graph is off by more than its conditioning explains: "
                                     f"{numbers} in sample {i}, and float32 arithmetic explains at most {k:.0f}× that")
 

@@ -19,10 +19,11 @@ The check is ill-conditioned, not failed, when every sample (and output) over th
 
 Why K: the floor perturbs the operands once; float32 arithmetic also rounds each partial sum of every
 dot product, an error that grows like √n beyond the operands' (blocked and pairwise summation). Measured
-on 96 random Gemm–Sigmoid nets with ε = 1e-6 (fan-in 32, 128, 512; 4 samples each), float32's error
-over the 2-trial floor had median 1.2–4.0 and maximum 7.3, 19.6 and 35 (≤ 1.6·√n). A graph that computes
-something else is off by what was changed (1 for a doubled relevance), far beyond K·floor — unless the
-floor itself is that large, when float64 cannot tell the two apart either.
+at ε = 1e-6, 4 samples each, float32's error over the 2-trial floor: 96 random Gemm–Sigmoid nets (fan-in
+32, 128, 512) median 1.2–4.0, maximum 7.3, 19.6, 35 (≤ 1.6·√n); 20 Conv–Sigmoid nets (fan-in 1024,
+4096) median 1.6, 1.9, maximum 33, 28 (≤ 1.1·√n). A fixed 10× would call correct graphs wrong. A
+graph that computes something else is off by what was changed (1 for a doubled relevance), far beyond
+K·floor — unless the floor itself is that large, when float64 cannot tell the two apart either.
 """
 
 from __future__ import annotations

@@ -91,7 +91,8 @@ def _problem(meta: dict[str, str], parsed: dict, outputs: set[str]) -> tuple[str
     if "lrpc.classes" in meta and not (meta["lrpc.classes"].isdigit() and int(meta["lrpc.classes"]) >= 1):
         return "lrpc.classes", f"'{meta['lrpc.classes'][:40]}' is not a whole number ≥ 1"
     if not TARGET.fullmatch(meta["lrpc.target"]):
-        return "lrpc.target", f"'{meta['lrpc.target'][:40]}' is not a target lrpc writes (max, all, mask, input, fixed:K)"
+        return "lrpc.target", f"'{meta['lrpc.target'][:40]}' is not a target lrpc writes " \
+                              "(max, all, mask, input, fixed:K)"
     return None
 
 

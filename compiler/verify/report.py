@@ -55,7 +55,8 @@ class VerifyReport:
     def verdict(self) -> str:
         failed, ill, not_run = self._named("fail"), self._named("ill-conditioned"), self._named("skipped")
         if failed:
-            others = [f"ill-conditioned: {', '.join(ill)}"] * bool(ill) + [f"not run: {', '.join(not_run)}"] * bool(not_run)
+            others = [f"ill-conditioned: {', '.join(ill)}"] * bool(ill) + \
+                [f"not run: {', '.join(not_run)}"] * bool(not_run)
             return "FAILED: " + ", ".join(failed) + (f" ({'; '.join(others)})" if others else "")
         if ill:
             return next(c.verdict for c in self.checks if c.status == "ill-conditioned") + \
@@ -66,7 +67,8 @@ class VerifyReport:
 
     def text(self) -> str:
         lines = list(self.header)
-        lines.append(f"  {'sample':>6}  {'start S₀':>11}  {'Σ relevance':>11}  {'ratio':>8}  {'vs float64':>10}  finite")
+        lines.append(f"  {'sample':>6}  {'start S₀':>11}  {'Σ relevance':>11}  {'ratio':>8}  {'vs float64':>10}"
+                     "  finite")
         for r in self.rows:
             cells = [_num(r["start"]), _num(r["relevance_sum"]), _num(r["ratio"], ".4f"), _num(r["error"], ".1e")]
             lines.append(f"  {r['sample']:>6}  {cells[0]:>11}  {cells[1]:>11}  {cells[2]:>8}  {cells[3]:>10}  "
