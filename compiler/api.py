@@ -100,8 +100,9 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
     composite: a named composite, e.g. "EpsilonPlusFlat", "EpsilonGammaBox:low=-3,high=3", "A".
     rule_map: ["PATTERN=RULE", ...] per-layer rules, first match wins (patterns: first, last, conv,
             dense, pool, an op type, or a glob on the layer name); rule_map_file: the same in TOML.
-    convention: "lrpc" (default), "zennit" (start relevance 1) or "innvestigate" (ε = 1e-7, its α-β
-            bias form; guided backprop and deconvnet start at the score's value); see the README.
+    convention: "lrpc" (default), "zennit" (start relevance 1), "innvestigate" (ε = 1e-7, its α-β
+            bias form; guided backprop and deconvnet start at the score's value) or "lxt" (ε = 1e-12,
+            constant addends absorb their share); see the README.
     target: which units of the explained tensor: None or "max" (each sample's largest), a unit index
             (3, or "0,4,4" for a multi-index), "input" (an int64 graph input `target` [batch] chooses
             per call), "all" (every unit, e.g. a whole reconstruction), or "mask" (a float graph input
