@@ -165,3 +165,39 @@ def test_a_killed_compile_is_cleaned_up_by_the_next_one(tmp_path):
     done = run("compile", ROOT / "models" / "digits_cnn.onnx", "-o", out)
     assert done.returncode == 0, done.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["explained.onnx"]
+
+
+# The lrpc program's start and end (signals.quiet_start): `lrpc_program` is forced true, as under
+# `python -m lrpc.cli`, then a signal during a command raises, and one after it ends the process at once.
+QUIET = """
+import os, signal, sys, time
+from lrpc import signals
+signals.lrpc_program = lambda *args: True
+signals.quiet_start("test")
+with signals.signals_raise():
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(30)
+    except signals.Interrupted as stop:
+        print("raised", stop.signum)  # not flushed: the exit must flush it
+os.kill(os.getpid(), signal.{name})
+time.sleep(30)
+print("not reached")
+"""
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_outside_a_command_a_signal_ends_the_program_with_one_line(number):
+    done = subprocess.run([sys.executable, "-c", QUIET.format(name=signal.Signals(number).name)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 128 + number
+    assert done.stdout == f"raised {int(signal.SIGHUP)}\n"
+    assert done.stderr == f"lrpc: interrupted by {signal.Signals(number).name}; no partial output left\n"
+
+
+def test_as_a_library_lrpc_leaves_the_signal_handlers_alone():
+    code = ("import signal; before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]; "
+            "import lrpc.cli, lrpc.signals as s; s.quiet_start('test'); "
+            "print(before == [signal.getsignal(n) for n in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout == "True\n", done.stderr
