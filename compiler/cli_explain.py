@@ -7,6 +7,8 @@ import numpy as np
 
 from lrpc_runtime import explain_files
 from lrpc_runtime.files import check_arguments, choose_preprocessing
+from lrpc_runtime.inputs import open_array
+from lrpc_runtime.limits import MAX_ACTORS, MAX_BATCH_BYTES, MAX_BATCH_SIZE, bounded_int, size_text
 from lrpc_runtime.ray_files import RayNotInstalledError, explain_files_ray, import_ray
 from lrpc_runtime.session import Explainer
 from lrpc_runtime.text import explain_token_files, token_input
@@ -18,11 +20,20 @@ def _explain_target(text: str | None):
     if text is None:
         return None
     if text.endswith(".npy"):
-        return np.load(text, allow_pickle=False)
+        return _mask(text)
     try:
         return int(text)
     except ValueError:
         raise LrpcError(f"--target takes a class index (an integer) or a mask .npy file, not '{text}'") from None
+
+
+def _mask(path: str) -> np.ndarray:
+    """A --target mask .npy, its size checked from its header before it is read (one batch's bound)."""
+    mapped = open_array(path, "the mask", label=f"--target {path}")
+    if mapped.nbytes > MAX_BATCH_BYTES:
+        raise LrpcError(f"--target {path}: a mask of {size_text(mapped.nbytes)}, more than the "
+                        f"{size_text(MAX_BATCH_BYTES)} lrpc explain reads at once")
+    return np.array(mapped)
 
 
 PREPROCESS_ORIGIN = {"given": "--preprocess", "file": "the spec stored in the file",
@@ -30,10 +41,10 @@ PREPROCESS_ORIGIN = {"given": "--preprocess", "file": "the spec stored in the fi
 
 
 def explain_command(args) -> int:
-    if args.batch_size < 1:
-        raise LrpcError(f"--batch-size must be at least 1, not {args.batch_size}")
+    bounded_int("--batch-size", args.batch_size, 1, MAX_BATCH_SIZE)
     _check_ray_options(args)
-    check_arguments(args.style, args.format, args.out_dir, inputs=[args.model, *args.inputs], overwrite=args.overwrite)
+    check_arguments(args.style, args.format, args.out_dir, inputs=[args.model, *args.inputs], overwrite=args.overwrite,
+                    overlay_alpha=args.overlay_alpha, batch_size=args.batch_size)
     explainer = Explainer(args.model, device="cpu" if args.ray else args.device, batch_size=args.batch_size,
                           threads=1 if args.ray else None)
     if token_input(explainer) is not None:
@@ -80,8 +91,8 @@ def _check_ray_options(args) -> None:
         if args.address is not None or args.actors is not None:
             raise LrpcError("--address and --actors take effect only with --ray")
         return
-    if args.actors is not None and args.actors < 1:
-        raise LrpcError(f"--actors must be at least 1, not {args.actors}")
+    if args.actors is not None:
+        bounded_int("--actors", args.actors, 1, MAX_ACTORS)
     try:
         import_ray()
     except RayNotInstalledError as err:

@@ -38,6 +38,7 @@ import numpy as np
 
 from .heatmap import save_heatmap
 from .inputs import SampleRef, collect, load_samples
+from .limits import MAX_BATCH_SIZE, bounded_int
 from .preprocess import Preprocessing, guess_layout
 from .progress import Progress
 from .session import Explainer
@@ -167,15 +168,26 @@ class SampleWriting:
     save_relevance: bool = False
 
 
+def _fraction(value: Any) -> bool:
+    """A number from 0 to 1 (NaN is not)."""
+    try:
+        return not isinstance(value, bool) and 0.0 <= float(value) <= 1.0
+    except (TypeError, ValueError):
+        return False
+
+
 def check_arguments(style: str, table: str, out_dir: str | os.PathLike, *, inputs: Sequence = (),
-                    overwrite: bool = False) -> Path:
-    """``out_dir`` as a Path, after the checks that need no model (ValueError on a bad one): the style and
-    table, ``out_dir`` apart from the ``inputs`` (files, folders, the model's path), and not a non-empty
-    folder unless ``overwrite``."""
+                    overwrite: bool = False, overlay_alpha: float = 0.5, batch_size: int = 32) -> Path:
+    """``out_dir`` as a Path, after the checks that need no model (ValueError on a bad one): the style,
+    table, overlay alpha (0 to 1) and batch size (1 to limits.MAX_BATCH_SIZE), ``out_dir`` apart from the
+    ``inputs`` (files, folders, the model's path), and not a non-empty folder unless ``overwrite``."""
     if style not in STYLES:
         raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
     if table not in TABLES:
         raise ValueError(f"table must be csv or json, got {table!r}")
+    if not _fraction(overlay_alpha):
+        raise ValueError(f"--overlay-alpha (overlay_alpha) must be from 0 to 1, not {overlay_alpha}")
+    bounded_int("--batch-size (batch_size)", batch_size, 1, MAX_BATCH_SIZE)
     out_dir = Path(out_dir)
     guard_inputs(out_dir, inputs)
     check_out_dir(out_dir, overwrite)
@@ -195,7 +207,8 @@ def plan_files(explainer: Explainer, inputs: Sequence[str | os.PathLike],
                          "files needs a single-input model (use Explainer.explain with a dict of arrays)")
     shape = explainer.input_shapes[explainer.input_names[0]]
     spec, _ = choose_preprocessing(preprocess, explainer.metadata.preprocess)
-    return FilePlan(collect(inputs, input_rank=len(shape)), spec, shape, spec.layout or guess_layout(shape))
+    refs = collect(inputs, input_rank=len(shape), sample_dims=shape[1:])
+    return FilePlan(refs, spec, shape, spec.layout or guess_layout(shape))
 
 
 def explain_chunk(explainer: Explainer, chunk: Sequence[SampleRef], plan: FilePlan, target: Any, folder: Path,
@@ -251,7 +264,8 @@ def explain_files(
 
         >>> rows = explain_files("explained.onnx", ["cat.jpg"], "out", preprocess="resize=224,224")  # doctest: +SKIP
     """
-    out_dir = check_arguments(style, table, out_dir, inputs=[*inputs, *model_paths(model)], overwrite=overwrite)
+    out_dir = check_arguments(style, table, out_dir, inputs=[*inputs, *model_paths(model)], overwrite=overwrite,
+                              overlay_alpha=overlay_alpha, batch_size=batch_size)
     explainer = model if isinstance(model, Explainer) else Explainer(model, device=device, batch_size=batch_size)
     plan = plan_files(explainer, inputs, preprocess)
     writing = SampleWriting(style, overlay_alpha, save_relevance)

@@ -5,7 +5,8 @@ A spec is ``key=value`` items separated by ``;`` (every key optional)::
     resize=224,224;scale=1/255;mean=0.485,0.456,0.406;std=0.229,0.224,0.225;layout=NCHW
 
 ``resize=H,W``      resample the image to H×W pixels (default: the model input's size) — by area
-                    averaging when shrinking (an 8×-enlarged 8×8 digit comes back exactly), else bilinear
+                    averaging when shrinking (an 8×-enlarged 8×8 digit comes back exactly), else bilinear;
+                    at most 8192 a side (limits.MAX_SIDE), as for the model input's own size
 ``scale=S``         multiply the 0–255 pixel values by S (a number or a fraction; default 1/255)
 ``mean=…``, ``std=…``  per-channel normalization, one value or one per channel (defaults 0 and 1)
 ``layout=NCHW|NHWC``  where the channels go (default: guessed from the model input's shape)
@@ -14,7 +15,9 @@ A spec is ``key=value`` items separated by ``;`` (every key optional)::
 
 Pixels p are on the 0–255 scale whatever the file's depth: a 16-bit gray PNG is read at full depth and
 mapped by p = v · 255/65535 (so ``scale=1/255`` still gives [0, 1]); 16-bit colour PNGs are read by Pillow
-at 8 bits per channel. Each pixel p becomes ``x = ((invert ? 255 − p : p) · scale − mean) / std``.
+at 8 bits per channel. Each pixel p becomes ``x = ((invert ? 255 − p : p) · scale − mean) / std``. An
+image of more pixels than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, 89.5 million
+by default) is refused from its header, before it is decoded.
 
 Example::
 
@@ -29,12 +32,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import warnings
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Preprocessing", "guess_layout", "image_layout", "load_image"]
+from .limits import MAX_SIDE
+
+__all__ = ["Preprocessing", "guess_layout", "image_layout", "image_sample_shape", "load_image"]
 
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = {"gray": ("L", 1), "rgb": ("RGB", 3)}
@@ -62,6 +69,23 @@ def _size(text: str) -> tuple[int, int]:
     return int(numbers[0]), int(numbers[1])
 
 
+def _check_resize(size: Any) -> None:
+    """Two whole numbers of pixels, each from 1 to MAX_SIDE (a spec from a file is checked as one given)."""
+    text = ",".join(map(str, size)) if isinstance(size, (tuple, list)) else str(size)
+    if not isinstance(size, (tuple, list)) or len(size) != 2 or \
+            any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in size):
+        raise ValueError(f"preprocess resize={text}: give the height and width in pixels, e.g. resize=224,224")
+    if max(size) > MAX_SIDE:
+        raise ValueError(f"preprocess resize={text}: at most {MAX_SIDE} pixels a side")
+
+
+def _check_side(size: tuple[int, int], shape: tuple) -> None:
+    """Refuse a model input whose own height or width (the default size) is beyond MAX_SIDE."""
+    if max(size) > MAX_SIDE:
+        raise ValueError(f"the model input {list(shape)} asks for {size[0]}×{size[1]} images, more than the "
+                         f"{MAX_SIDE} pixels a side lrpc explain makes; give resize=H,W or .npy arrays")
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How an image file becomes one model input sample; ``None`` fields take their defaults."""
@@ -75,6 +99,8 @@ class Preprocessing:
     invert: bool = False
 
     def __post_init__(self) -> None:
+        if self.resize is not None:
+            _check_resize(self.resize)
         if self.layout is not None and self.layout not in LAYOUTS:
             raise ValueError(f"preprocess layout={self.layout}: choose NCHW or NHWC")
         if self.color is not None and self.color not in COLORS:
@@ -114,7 +140,10 @@ class Preprocessing:
         if not isinstance(value, dict) or set(value) - set(KEYS):
             raise ValueError(f"lrpc.preprocess must be a JSON object with keys among {', '.join(KEYS)}, got {text!r}")
         tuples = {k: tuple(v) for k, v in value.items() if isinstance(v, list)}
-        return cls(**{**value, **tuples})
+        try:
+            return cls(**{**value, **tuples})
+        except ValueError as err:
+            raise ValueError(f"the file's lrpc.preprocess: {err}") from None
 
     def to_json(self) -> str:
         """Compact, key-sorted JSON of the fields that were given (deterministic bytes)."""
@@ -198,6 +227,48 @@ def _readable(image, channels: int) -> tuple[Any, int]:
     return image.convert("L" if channels == 1 else "RGB"), 255
 
 
+def _target(spec: Preprocessing, shape: tuple) -> tuple[str, int, tuple[int, int]]:
+    """(layout, channels, (H, W)) an image becomes for a model input of ``shape`` under ``spec``."""
+    layout, channels, (height, width) = image_layout(shape, spec.layout)
+    size = spec.resize or (height, width)
+    if None in size:
+        raise ValueError(f"the model input {list(shape)} has no fixed height and width: give resize=H,W")
+    _check_side(size, shape)
+    if spec.color is not None and COLORS[spec.color][1] != channels:
+        raise ValueError(f"preprocess color={spec.color} gives {COLORS[spec.color][1]} channel(s); "
+                         f"the model input has {channels}")
+    return layout, channels, size
+
+
+def image_sample_shape(spec: Preprocessing, shape: tuple) -> tuple[int, int, int]:
+    """The shape of one image sample (no batch axis) that :func:`load_image` makes, read from nothing.
+
+    Example::
+
+        >>> image_sample_shape(Preprocessing(resize=(32, 48)), ("batch", 32, 48, 3))
+        (32, 48, 3)
+    """
+    layout, channels, (height, width) = _target(spec, shape)
+    return (channels, height, width) if layout == "NCHW" else (height, width, channels)
+
+
+def _open_image(path: str | os.PathLike):
+    """Pillow's image, opened (header only) when its pixels are within Pillow's decompression-bomb limit,
+    ``PIL.Image.MAX_IMAGE_PIXELS``: past it Pillow warns, past twice it refuses; here both are one error."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            return Image.open(path)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            found = re.search(r"\((\d+) pixels\)", str(err))
+            pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+            raise ValueError(f"{os.fspath(path)}: an image of {pixels}, more than the "
+                             f"{Image.MAX_IMAGE_PIXELS:,} lrpc explain decodes (Pillow's decompression-bomb limit, "
+                             "PIL.Image.MAX_IMAGE_PIXELS); shrink it first") from None
+
+
 def load_image(path: str | os.PathLike, spec: Preprocessing, shape: tuple) -> np.ndarray:
     """One image file as a float32 model input sample (no batch axis) for an input of ``shape``.
 
@@ -208,15 +279,9 @@ def load_image(path: str | os.PathLike, spec: Preprocessing, shape: tuple) -> np
     """
     from PIL import Image, UnidentifiedImageError
 
-    layout, channels, (height, width) = image_layout(shape, spec.layout)
-    size = spec.resize or (height, width)
-    if None in size:
-        raise ValueError(f"the model input {list(shape)} has no fixed height and width: give resize=H,W")
-    if spec.color is not None and COLORS[spec.color][1] != channels:
-        raise ValueError(f"preprocess color={spec.color} gives {COLORS[spec.color][1]} channel(s); "
-                         f"the model input has {channels}")
+    layout, channels, size = _target(spec, shape)
     try:
-        with Image.open(path) as image:
+        with _open_image(path) as image:
             picture, depth = _readable(image, channels)
             shrink = picture.height >= size[0] and picture.width >= size[1]
             picture = picture.resize((size[1], size[0]), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)

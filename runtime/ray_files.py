@@ -37,6 +37,7 @@ import numpy as np
 from .files import (FilePlan, SampleWriting, check_arguments, explain_chunk, model_paths, plan_files,
                     staged_output, write_table)
 from .inputs import SampleRef
+from .limits import MAX_ACTORS, MAX_THREADS, bounded_int
 from .preprocess import Preprocessing
 from .progress import Progress
 from .session import Explainer
@@ -176,12 +177,11 @@ def explain_files_ray(
 
         >>> rows = explain_files_ray("explained.onnx", ["images/"], "out", address="auto", actors=8)  # doctest: +SKIP
     """
+    bounded_int("--actors (actors)", actors, 1, MAX_ACTORS)
+    bounded_int("threads_per_actor", threads_per_actor, 1, MAX_THREADS)
+    out_dir = check_arguments(style, table, out_dir, inputs=[*inputs, *model_paths(model)], overwrite=overwrite,
+                              overlay_alpha=overlay_alpha, batch_size=batch_size)
     ray = import_ray()
-    if isinstance(actors, bool) or not isinstance(actors, int) or actors < 1:
-        raise ValueError(f"actors must be an integer >= 1, got {actors!r}")
-    if isinstance(threads_per_actor, bool) or not isinstance(threads_per_actor, int) or threads_per_actor < 1:
-        raise ValueError(f"threads_per_actor must be an integer >= 1, got {threads_per_actor!r}")
-    out_dir = check_arguments(style, table, out_dir, inputs=[*inputs, *model_paths(model)], overwrite=overwrite)
     model = model if isinstance(model, (bytes, bytearray)) else os.path.abspath(model)
     plan = plan_files(Explainer(model, threads=1, batch_size=batch_size), inputs, preprocess)
     worker_plan = dataclasses.replace(plan, refs=[])  # each actor gets its samples from the Dataset

@@ -25,6 +25,7 @@ import onnxruntime as ort
 
 from .errors import DeviceUnavailableError, NotExplainedError
 from .feeds import InputSpec, batch_size_of, ort_dtype, prepare_inputs, prepare_target
+from .limits import MAX_BATCH_SIZE, MAX_THREADS, bounded_int
 from .metadata import MASK_INPUT_NAME, TARGET_INPUT_NAME, ExplainedMetadata, parse_metadata
 
 __all__ = ["Explainer", "Explanation"]
@@ -91,13 +92,6 @@ def _resolve_providers(
     raise ValueError(f'device must be "cpu", "cuda" or "cuda:<id>", got {device!r}')
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    """Return ``value`` as an int, raising ``ValueError`` unless it is an int >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _described_outputs(meta: ExplainedMetadata) -> dict:
     """``lrpc.relevance_outputs`` (files with token-id inputs): every relevance output, the per-feature
     map of a token input included, so none of them counts as a model output."""
@@ -144,7 +138,7 @@ class Explainer:
         threads: int | None = None,
         session_options: ort.SessionOptions | None = None,
     ) -> None:
-        self.batch_size = _check_int("batch_size", batch_size, minimum=1)
+        self.batch_size = bounded_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
         chosen, wants_cuda, requested = _resolve_providers(device, providers)
         available = ort.get_available_providers()
         if wants_cuda and CUDA_PROVIDER not in available:
@@ -160,7 +154,7 @@ class Explainer:
             # (VGG-16 ε, batch 16: 4254 → 2910 MB) at no measured time cost (benchmarks/PROFILE.md §7).
             options.enable_mem_pattern = False
         if threads is not None:
-            options.intra_op_num_threads = _check_int("threads", threads, minimum=0)
+            options.intra_op_num_threads = bounded_int("threads", threads, 0, MAX_THREADS)
         if isinstance(model, (bytes, bytearray)):
             source, payload = "<model bytes>", bytes(model)
         else:
