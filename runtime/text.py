@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from .heatmap import _colorize, _to_uint8
-from .inputs import _unique
+from .inputs import _unique, open_array
+from .limits import MAX_TOKEN_IDS, MAX_TOKEN_JSON_BYTES, MAX_VOCABULARY_BYTES, size_text
 from .session import Explainer
 from .staging import check_out_dir, guard_inputs, staged_folder
 
@@ -41,7 +42,9 @@ def token_input(explainer: Explainer) -> tuple[str, int | None] | None:
     described = json.loads(explainer.metadata.extra.get("lrpc.relevance_outputs", "{}") or "{}")
     for entry in described.values():
         if entry.get("kind") == "token" and entry.get("input") in explainer.input_names:
-            return entry["input"], entry.get("vocab")
+            vocab = entry.get("vocab")
+            return entry["input"], vocab if isinstance(vocab, int) and not isinstance(vocab, bool) and vocab > 0 \
+                else None
     return None
 
 
@@ -49,6 +52,7 @@ def load_vocabulary(path: str | os.PathLike) -> list[str]:
     """Tokens by id: a JSON list of strings, or a text file with one token per line."""
     path = Path(path)
     try:
+        _check_file_size(path, MAX_VOCABULARY_BYTES, f"--tokens {path}: a vocabulary")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ValueError(f"--tokens {path}: cannot read the vocabulary ({err})") from None
@@ -61,6 +65,26 @@ def load_vocabulary(path: str | os.PathLike) -> list[str]:
             raise ValueError(f"--tokens {path}: a JSON vocabulary is a list of strings (index = id)")
         return tokens
     return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+
+
+def _check_file_size(path: Path, limit: int, what: str) -> None:
+    """Refuse a file larger than ``limit`` before reading it (ValueError)."""
+    size = path.stat().st_size
+    if size > limit:
+        raise ValueError(f"{what} of {size_text(size)}, more than the {size_text(limit)} lrpc explain reads")
+
+
+def _check_count(source: str, array: np.ndarray) -> None:
+    if array.size > MAX_TOKEN_IDS:
+        raise ValueError(f"{source}: {array.size:,} token ids, more than the {MAX_TOKEN_IDS:,} lrpc explain reads "
+                         "from one file; split it")
+
+
+def _read_npy_ids(path: Path, vocab: int | None) -> np.ndarray:
+    """The ids of a .npy file, its size checked from its header before it is read."""
+    mapped = open_array(path, "the token ids")
+    _check_count(str(path), mapped)
+    return _check_ids(str(path), np.array(mapped), vocab)
 
 
 def _check_ids(source: str, array: np.ndarray, vocab: int | None) -> np.ndarray:
@@ -83,7 +107,8 @@ def read_ids(path: str | os.PathLike, vocab: int | None = None) -> list[np.ndarr
                          "or a list of lists)")
     try:
         if path.suffix.lower() == ".npy":
-            return [_check_ids(str(path), np.load(path, allow_pickle=False), vocab)]
+            return [_read_npy_ids(path, vocab)]
+        _check_file_size(path, MAX_TOKEN_JSON_BYTES, f"{path}: JSON token ids")
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError) as err:
         if "token id" in str(err) or "token ids" in str(err):
@@ -92,7 +117,11 @@ def read_ids(path: str | os.PathLike, vocab: int | None = None) -> list[np.ndarr
     rows = data if isinstance(data, list) and data and all(isinstance(r, list) for r in data) else [data]
     if not all(isinstance(r, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in r) for r in rows):
         raise ValueError(f"{path}: a JSON file of token ids holds a list of integers or a list of such lists")
-    return [_check_ids(str(path), np.asarray(r, np.int64), vocab) for r in rows]
+    try:
+        arrays = [np.asarray(r, np.int64) for r in rows]
+    except OverflowError:
+        raise ValueError(f"{path}: a token id beyond the int64 range, outside any vocabulary") from None
+    return [_check_ids(str(path), ids, vocab) for ids in arrays]
 
 
 def side_input_fill(name: str) -> int:
