@@ -19,6 +19,8 @@ from typing import IO, Any, Union
 
 import numpy as np
 
+from .limits import MAX_PICTURE_PIXELS, picture_scale
+
 __all__ = ["heatmap", "save_heatmap"]
 
 CMAPS = ("bwr", "gray")
@@ -135,12 +137,21 @@ def _compose(
             if not 0.0 <= overlay_alpha <= 1.0:
                 raise ValueError(f"overlay_alpha must be in [0, 1], got {overlay_alpha}")
             picture = (1.0 - overlay_alpha) * rgb + overlay_alpha * heat
+    scale = _scale(scale, *picture.shape[:2])
+    return np.repeat(np.repeat(_to_uint8(picture), scale, axis=0), scale, axis=1)
+
+
+def _scale(scale: int | None, height: int, width: int) -> int:
+    """The upscale factor: ``scale`` if given (the result within limits.MAX_PICTURE_PIXELS), else enough for
+    a short side of MIN_SIDE pixels, held to MAX_PICTURE_PIXELS (a [1, 16000] signal: 32, not 128)."""
     if scale is None:
-        scale = max(1, math.ceil(MIN_SIDE / max(1, min(heat.shape[:2]))))
+        return picture_scale(height, width, max(1, math.ceil(MIN_SIDE / max(1, min(height, width)))))
     if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
-    picture = np.repeat(np.repeat(picture, scale, axis=0), scale, axis=1)
-    return _to_uint8(picture)
+    if scale > 1 and height * width * scale * scale > MAX_PICTURE_PIXELS:
+        raise ValueError(f"scale={scale} makes a {height * scale}×{width * scale} picture, more than "
+                         f"{MAX_PICTURE_PIXELS:,} pixels")
+    return int(scale)
 
 
 def save_heatmap(
@@ -160,7 +171,8 @@ def save_heatmap(
     min/max normalized) is blended under the heatmap with ``overlay_alpha``
     (the heatmap's weight), or placed left of it when ``side_by_side``.
     ``scale`` is an integer nearest-neighbour upscale factor; by default the
-    smaller side becomes at least 128 px (an 8x8 map gets scale 16).
+    smaller side becomes at least 128 px (an 8x8 map gets scale 16), as far as
+    the picture stays within 4096 × 4096 pixels (a 1 × 16000 map gets 32).
 
     Example::
 
