@@ -12,11 +12,15 @@ session is also built and run in a child process of its own, and its peak RSS (r
 child's RSS before the session existed is that session's memory. At the largest batch the explained
 graph's memory floor (memory_floor.py: weights + the activations the backward pass must keep + the
 largest transient, from the graph) is printed beside the explained session's peak.
+
+Sizes are bounded before anything is compiled or allocated: batch sizes 1–100000 and one batch of random
+inputs at most 2 GiB, threads 1–1024, repeats 1–10000, warm-up runs 0–10000.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import os
 import tempfile
@@ -24,12 +28,17 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import onnx
+
+from lrpc_runtime.limits import MAX_BATCH_BYTES, MAX_BATCH_SIZE, MAX_THREADS, bounded_int, size_text
 
 from .api import compile as compile_model
 from .emit import save
 from .errors import LrpcError
 from .frontend import keras as keras_frontend
 from .memory_floor import floor_line, memory_floor
+
+MAX_RUNS = 10_000  # --repeats and --warmup
 
 
 @dataclass
@@ -74,6 +83,44 @@ def _session(path: str, threads: int):
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
+def feed_shape(dims, batch: int) -> list[int]:
+    """The shape bench feeds for an input of ``dims``: fixed sizes as they are, free ones batch (axis 0) or 1.
+
+    Example::
+
+        >>> feed_shape(["N", 3, None, 8], 16)
+        [16, 3, 1, 8]
+    """
+    return [d if isinstance(d, int) and d > 0 else (batch if k == 0 else 1) for k, d in enumerate(dims)]
+
+
+def check_sizes(batches, threads: int, repeats: int, warmup: int) -> None:
+    """The flags' numbers in range (LrpcError naming the flag), before anything is compiled or allocated:
+    batches up to limits.MAX_BATCH_SIZE, threads up to MAX_THREADS, repeats and warm-up runs up to MAX_RUNS."""
+    for flag, values, low, high in (("--batch", batches, 1, MAX_BATCH_SIZE), ("--threads", [threads], 1, MAX_THREADS),
+                                    ("--repeats", [repeats], 1, MAX_RUNS), ("--warmup", [warmup], 0, MAX_RUNS)):
+        for value in values:
+            try:
+                bounded_int(flag, value, low, high)
+            except ValueError as err:
+                raise LrpcError(str(err)) from None
+
+
+def check_feed_bytes(model_path: str, batches) -> None:
+    """Refuse a batch whose random inputs would pass limits.MAX_BATCH_BYTES, from the ONNX file's input
+    shapes (its weights are not read)."""
+    graph = onnx.load(model_path, load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    inputs = [(v.type.tensor_type.elem_type, [d.dim_value or None for d in v.type.tensor_type.shape.dim])
+              for v in graph.input if v.name not in weights]
+    for batch in batches:
+        total = sum(math.prod(feed_shape(dims, batch)) * (2 if kind == onnx.TensorProto.FLOAT16 else 4)
+                    for kind, dims in inputs)
+        if total > MAX_BATCH_BYTES:
+            raise LrpcError(f"--batch {batch}: one batch of the model's inputs is {size_text(total)}, more than "
+                            f"the {size_text(MAX_BATCH_BYTES)} lrpc bench feeds at once; give smaller batch sizes")
+
+
 def _feeds(session, batch: int, seed: int = 0) -> dict:
     """Random float inputs of the session's shape (dynamic dims: batch first, else 1), U[0, 1)."""
     rng = np.random.default_rng(seed)
@@ -81,7 +128,7 @@ def _feeds(session, batch: int, seed: int = 0) -> dict:
     for i in session.get_inputs():
         if "float" not in i.type:
             raise LrpcError(f"lrpc bench feeds random floats; the model's input '{i.name}' is {i.type}")
-        dims = [d if isinstance(d, int) else (batch if k == 0 else 1) for k, d in enumerate(i.shape)]
+        dims = feed_shape(i.shape, batch)
         feeds[i.name] = rng.random(dims, dtype=np.float32) if "float16" not in i.type else \
             rng.random(dims).astype(np.float16)
     return feeds
@@ -142,13 +189,16 @@ def peak_rss_mb(path: str, threads: int, batch: int, runs: int = 3) -> float | N
 def bench(model_path: str, batches=(1,), threads: int = 1, repeats: int = 20, warmup: int = 3,
           memory: bool = True, **options) -> BenchResult:
     """Compile `model_path` with `options` (as lrpc.compile takes them) and measure it against the model.
-    A Keras source is converted to ONNX first (not in the compile time): the plain forward runs that."""
+    A Keras source is converted to ONNX first (not in the compile time): the plain forward runs that.
+    The sizes are checked first (check_sizes, check_feed_bytes)."""
+    check_sizes(batches, threads, repeats, warmup)
     with tempfile.TemporaryDirectory(prefix="lrpc-bench-") as folder:
         explained_path = os.path.join(folder, "explained.onnx")
         source = str(model_path)
         if keras_frontend.is_keras_source(model_path):  # the plain forward runs the converted ONNX
             model_path = os.path.join(folder, "forward.onnx")
             save(keras_frontend.load(source), model_path)
+        check_feed_bytes(str(model_path), batches)
         start = time.perf_counter()
         compile_model(model_path, output=explained_path, **options)
         compile_s = time.perf_counter() - start
