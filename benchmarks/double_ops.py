@@ -1,8 +1,8 @@
 """An explained ONNX graph in float64 for the LXT comparison: lrpc's own double conversion
-(`lrpc.float64.as_double`) run by onnx's reference evaluator, with Conv and ConvTranspose computed by
+(`lrpc.verify.float64.as_double`) run by onnx's reference evaluator, with Conv and ConvTranspose computed by
 torch in float64.
 
-Why not `lrpc.float64.run_double` as it is: onnx 1.23's reference ConvTranspose is wrong for groups
+Why not `lrpc.verify.float64.run_double` as it is: onnx 1.23's reference ConvTranspose is wrong for groups
 with more than one output channel each (op_conv_transpose.py writes each group's output into one
 channel: ResNeXt's grouped 3×3 convs fail with "could not broadcast input array from shape (32,4,4)
 into shape (1,4,4)"), and its Conv is a numpy loop, minutes on the larger nets. torch's

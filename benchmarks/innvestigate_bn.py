@@ -34,7 +34,7 @@ with a factor 2, so the surrogate takes α1β0 with bias b'⁺ and the result is
 
 Each comparison runs twice: in float32 against iNNvestigate as it runs (lrpc in onnxruntime), and in
 float64 on both sides (iNNvestigate under Keras floatx float64; lrpc's explained graph in onnx's
-reference evaluator, lrpc.float64). Where y' ≈ 0 their rule divides by a tiny number, so float32
+reference evaluator, lrpc.verify.float64). Where y' ≈ 0 their rule divides by a tiny number, so float32
 round-off grows: the float64 column isolates the formula.
 
     python benchmarks/innvestigate_bn.py [--data-dir out/fidelity/innvestigate]

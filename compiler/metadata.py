@@ -2,7 +2,7 @@
 
     lrpc.version        the compiler's version           lrpc.rule        rule, composite or method spec
     lrpc.target         max | fixed:k | input | all | mask
-    lrpc.convention     lrpc | zennit | innvestigate     lrpc.method      the gradient method, if any
+    lrpc.convention     lrpc | zennit | innvestigate | lxt      lrpc.method      the gradient method, if any
     lrpc.explained      the tensor whose units start the relevance (the logits of a Softmax output)
     lrpc.output         the model output it belongs to (absent for an inner tensor, --explain)
     lrpc.classes        units per sample of the explained tensor
@@ -10,7 +10,7 @@
     lrpc.relevance_outputs  JSON, for models with token-id inputs: relevance output → what it is
                         ({"input", "kind": input | token | token_feature, "shape", and for token
                         ids "vocab" and "at": the embedding lookups it sums; lrpc/text.py)
-    lrpc.position       the explained position of a [batch, seq, vocab] tensor (select.py), if any
+    lrpc.position       the explained position of a [batch, seq, vocab] tensor (targets.py), if any
     lrpc.preprocess     JSON: how images become inputs (lrpc_runtime.preprocess), when given
     lrpc.source_sha256  SHA-256 of the source model: its file's bytes, or its serialized form when
                         the model was given in memory

@@ -25,7 +25,7 @@ MAX_CONSERVING_EPS = 1e-4
 
 
 def selection(scores: np.ndarray, mode: str, feeds: dict) -> np.ndarray:
-    """The target's weights w over each sample's units, [batch, units] (select.py's, in numpy)."""
+    """The target's weights w over each sample's units, [batch, units] (targets.py's, in numpy)."""
     flat = scores.reshape(len(scores), -1)
     if mode == "all":
         return np.ones_like(flat)

@@ -80,7 +80,7 @@ def make_feeds(proto, meta, inputs, samples: int, rng) -> tuple[dict[str, np.nda
         name = value.name
         if name in given:
             feeds[name] = given[name].astype(np.float32) if given[name].dtype.kind in "fiu" else given[name]
-        elif name == "target":
+        elif name == "target" and meta["lrpc.target"] == "input":  # the input lrpc added, not a model's own
             feeds[name] = rng.integers(0, int(meta.get("lrpc.classes", "1")), batch).astype(np.int64)
         elif value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
             feeds[name] = pixel_like(input_shape(value, batch), meta.get("lrpc.preprocess"), rng) \

@@ -20,7 +20,7 @@ from lrpc_runtime.preprocess import Preprocessing
 from ..errors import LrpcError
 
 JSON_ENTRIES = ("lrpc.relevance", "lrpc.options", "lrpc.preprocess", "lrpc.relevance_outputs")
-TARGET = re.compile(r"max|all|mask|input|fixed:\d+(,\d+)*")  # select.py's specs, as lrpc.target holds them
+TARGET = re.compile(r"max|all|mask|input|fixed:\d+(,\d+)*")  # targets.py's specs, as lrpc.target holds them
 
 
 def load(model) -> tuple[onnx.ModelProto, str]:
@@ -35,6 +35,8 @@ def load(model) -> tuple[onnx.ModelProto, str]:
             raise LrpcError(f"{where}: not an ONNX model ({e})") from None
         return proto, where
     path = os.fspath(model)
+    if os.path.isdir(path):
+        raise LrpcError(f"{path} is a folder, not an explained ONNX file")
     if not os.path.isfile(path):
         raise LrpcError(f"{path}: no such file")
     try:

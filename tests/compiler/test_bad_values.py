@@ -205,3 +205,14 @@ def test_the_api_never_replaces_the_source_unasked(tmp_path, model):
         lrpc.compile(str(model), output=other)
     lrpc.compile(str(model), output=other, overwrite=True)
     assert "lrpc.relevance" in {p.key for p in onnx.load(other).metadata_props}
+
+
+def test_verify_draws_float_samples_for_a_model_input_named_target():
+    proto = lrpc.compile(two_inputs("target", "x"), rule="zero", target=1)
+    report = lrpc.verify(proto, samples=2)
+    assert report.passed, report.text()
+
+
+def test_verify_does_not_call_a_folder_missing(capsys, tmp_path):
+    status, err = run_cli(capsys, "verify", tmp_path)
+    assert status == 2 and "is a folder, not an explained ONNX file" in err, err

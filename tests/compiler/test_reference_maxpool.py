@@ -1,4 +1,4 @@
-"""`lrpc verify`'s float64 MaxPool (compiler/reference_maxpool.py) against onnxruntime's, values and
+"""`lrpc verify`'s float64 MaxPool (compiler/verify/reference_maxpool.py) against onnxruntime's, values and
 indices, ties included; and `lrpc verify` on a padded max pool, where onnx's reference MaxPool put
 the relevance into the wrong channel (a 1e306 "difference")."""
 

@@ -1,4 +1,4 @@
-"""The float64 run's Pad (compiler/reference_pad.py) equals onnxruntime's, crops included, and `lrpc
+"""The float64 run's Pad (compiler/verify/reference_pad.py) equals onnxruntime's, crops included, and `lrpc
 verify` runs its float64 check on a model that crops (it reported the check as not run before)."""
 
 from __future__ import annotations
