@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 
@@ -79,12 +80,23 @@ def _add_plan_options(c: argparse.ArgumentParser) -> None:
                         f"(default: {DEFAULT_OPSET}, or the model's own if newer)")
 
 
+def _positive_number(text: str) -> float:
+    """argparse type: a finite number > 0 (argparse names the option in its error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"needs a number, got '{text}'") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"needs a finite number > 0, got '{text}'")
+    return value
+
+
 def _add_verify_options(c: argparse.ArgumentParser, prefix: str = "") -> None:
     c.add_argument(f"--{prefix}samples", type=int, default=4, metavar="N",
                    help="how many random inputs verify draws (default 4; uniform [0, 1) pixels, through the "
                         "file's preprocessing mean/std)")
     c.add_argument(f"--{prefix}seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    c.add_argument(f"--{prefix}tolerance", type=float, default=1e-3,
+    c.add_argument(f"--{prefix}tolerance", type=_positive_number, default=1e-3,
                    help="largest allowed max|R32 − R64| / max|R64| per sample (default 1e-3)")
 
 

@@ -216,3 +216,9 @@ def test_verify_draws_float_samples_for_a_model_input_named_target():
 def test_verify_does_not_call_a_folder_missing(capsys, tmp_path):
     status, err = run_cli(capsys, "verify", tmp_path)
     assert status == 2 and "is a folder, not an explained ONNX file" in err, err
+
+
+def test_a_tolerance_that_is_not_a_positive_number_names_its_option(capsys, tmp_path, model):
+    with pytest.raises(SystemExit) as exit_:
+        main(["compile", str(model), "--verify", "--verify-tolerance", "nan", "-o", str(tmp_path / "out.onnx")])
+    assert exit_.value.code == 2 and "argument --verify-tolerance: needs a finite number > 0" in capsys.readouterr().err
