@@ -58,8 +58,11 @@ def test_samples_whose_inputs_exceed_the_memory_budget_are_refused(tmp_path, cap
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-1e-3", "0"])
 def test_a_tolerance_must_be_finite_and_positive(explained, value, capsys):
-    error = error_of(["verify", str(explained), f"--tolerance={value}"], capsys)
-    assert error.startswith("lrpc: error: --tolerance must be a finite number > 0"), error
+    with pytest.raises(SystemExit) as exit_:  # the CLI's argparse type names the option
+        main(["verify", str(explained), f"--tolerance={value}"])
+    assert exit_.value.code == 2 and "argument --tolerance: needs a finite number > 0" in capsys.readouterr().err
+    with pytest.raises(lrpc.LrpcError, match="tolerance must be a finite number > 0"):
+        lrpc.verify(explained, tolerance=float(value))
     with pytest.raises(lrpc.LrpcError, match="conservation_tolerance must be a finite number > 0"):
         lrpc.verify(explained, conservation_tolerance=float(value))
 
