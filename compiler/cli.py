@@ -19,6 +19,8 @@ import numpy as np
 
 from lrpc_runtime import DeviceUnavailableError, NotExplainedError
 from lrpc_runtime.files import STYLES
+from lrpc_runtime.inputs import open_array
+from lrpc_runtime.limits import MAX_BATCH_BYTES, size_text
 
 from . import __version__
 from .api import checked_method, compile, plan
@@ -128,7 +130,8 @@ def _parser() -> argparse.ArgumentParser:
                         "them); needs TensorFlow: pip install \"lrpc[keras]\"")
     c.add_argument("--preprocess", metavar="SPEC",
                    help="how `lrpc explain` turns images into inputs, stored in the file, e.g. "
-                        "'resize=224,224;mean=0.485,0.456,0.406;std=0.229,0.224,0.225' (see lrpc explain --help)")
+                        "'resize=224,224;mean=0.485,0.456,0.406;std=0.229,0.224,0.225' (resize at most 8192 a side; "
+                        "see lrpc explain --help)")
     c.add_argument("--verify", action="store_true",
                    help="run `lrpc verify` on the result first; write it only when every check passes (exit 1 if not)")
     _add_verify_options(c, "verify-")
@@ -147,26 +150,29 @@ def _parser() -> argparse.ArgumentParser:
                     "targets and relevance sums into OUTDIR (all or nothing: a failure writes no file).",
         epilog=EXPLAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("model", help="an explained ONNX file (written by lrpc compile)")
-    e.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, .npy files (one sample, or a batch "
-                                                               "along axis 0) or folders of them")
+    e.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (up to Pillow's 89.5 M-pixel limit), .npy "
+                                                               "files (one sample, or a batch along axis 0) or folders of them")
     e.add_argument("-o", "--out", dest="out_dir", metavar="OUTDIR", required=True,
                    help="where the results go: a new or empty folder, not an input or inside one")
     e.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty OUTDIR as a whole (its old files removed once the new ones are complete)")
-    e.add_argument("--preprocess", metavar="SPEC", help="how images become inputs (overrides the file's spec)")
+    e.add_argument("--preprocess", metavar="SPEC", help="how images become inputs (overrides the file's spec; resize at "
+                                                                   "most 8192 a side)")
     e.add_argument("--target", metavar="K|MASK.npy",
                    help="the class to explain, for a file compiled with --target input; a mask .npy for --target mask")
     e.add_argument("--tokens", metavar="VOCAB",
                    help="for token-id inputs (.npy int [batch, seq] or [seq], or .json lists of ids): the vocabulary "
                         "(one token per line, line number = id; or a JSON list of strings): writes NAME.html and "
-                        "NAME.png per sample, the tokens coloured by relevance")
+                        "NAME.png per sample, the tokens coloured by relevance (a vocabulary up to 64 MiB; .json id "
+                        "files up to 16 MiB, .npy up to 16777216 ids)")
     e.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="where onnxruntime runs (cuda needs onnxruntime-gpu: pip install 'lrpc[cuda]')")
-    e.add_argument("--batch-size", type=int, default=32, metavar="N", help="samples per run (default 32)")
+    e.add_argument("--batch-size", type=int, default=32, metavar="N", help="samples per run, 1 to 100000 (default 32); one batch of inputs may take at most 2 GiB "
+                        "as float32")
     e.add_argument("--style", choices=STYLES, default="side-by-side",
                    help="each PNG: the input beside its heatmap (default), the heatmap over it, or alone")
     e.add_argument("--overlay-alpha", type=float, default=0.5, metavar="A",
-                   help="the heatmap's weight in --style overlay (default 0.5)")
+                   help="the heatmap's weight in --style overlay, 0 to 1 (default 0.5)")
     e.add_argument("--format", choices=["csv", "json"], default="csv", help="predictions.csv or .json (default csv)")
     e.add_argument("--save-relevance", action="store_true", help="also write NAME.relevance.npy per sample")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -175,7 +181,7 @@ def _parser() -> argparse.ArgumentParser:
                         "machines the model, INPUTs and OUTDIR must be on storage every node sees at the same path")
     e.add_argument("--address", metavar="ADDR",
                    help="with --ray: a running cluster (HOST:6379, auto, ray://HOST:10001); default: a local one")
-    e.add_argument("--actors", type=int, metavar="N", help="with --ray: sessions at once, one CPU each (default 2)")
+    e.add_argument("--actors", type=int, metavar="N", help="with --ray: sessions at once, one CPU each, 1 to 1024 (default 2)")
     v = commands.add_parser(
         "verify", help="check an explained file: NaN/Inf, agreement with a float64 reference, conservation",
         description="Check an explained file on random (or given) inputs and print a per-sample report;\n"
@@ -193,10 +199,11 @@ def _parser() -> argparse.ArgumentParser:
                     "and session-creation times, and each session's peak memory (in a child process).",
         epilog=BENCH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_plan_options(t)
-    t.add_argument("--batch", default="1", metavar="B[,B…]", help="batch sizes (default 1), e.g. 1,16")
-    t.add_argument("--threads", type=int, default=1, metavar="N", help="onnxruntime intra-op threads (default 1)")
-    t.add_argument("--repeats", type=int, default=20, metavar="N", help="timed runs per batch and graph (default 20)")
-    t.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed runs first (default 3)")
+    t.add_argument("--batch", default="1", metavar="B[,B…]", help="batch sizes, each 1 to 100000, one batch of inputs at most 2 GiB "
+                                                                 "(default 1), e.g. 1,16")
+    t.add_argument("--threads", type=int, default=1, metavar="N", help="onnxruntime intra-op threads, 1 to 1024 (default 1)")
+    t.add_argument("--repeats", type=int, default=20, metavar="N", help="timed runs per batch and graph, 1 to 10000 (default 20)")
+    t.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed runs first, 0 to 10000 (default 3)")
     t.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     t.add_argument("--json", metavar="FILE", help="also write the result as JSON ('-': standard output)")
     x = commands.add_parser(
@@ -264,11 +271,12 @@ def _compile(args) -> int:
 
 def _verify(args) -> int:
     inputs = None
-    if args.inputs is not None:
-        try:
-            inputs = np.load(args.inputs, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise LrpcError(f"--inputs {args.inputs}: cannot read the array ({e})") from None
+    if args.inputs is not None:  # mapped first: its header's size is checked before anything is read
+        mapped = open_array(args.inputs, label=f"--inputs {args.inputs}")
+        if mapped.nbytes > MAX_BATCH_BYTES:
+            raise LrpcError(f"--inputs {args.inputs}: {size_text(mapped.nbytes)}, more than the "
+                            f"{size_text(MAX_BATCH_BYTES)} verify reads at once; give fewer samples")
+        inputs = np.array(mapped)
     report = verify(args.model, source=args.source, inputs=inputs, samples=args.samples, seed=args.seed,
                     tolerance=args.tolerance)
     print(printable(report.text()))

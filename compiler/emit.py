@@ -15,7 +15,7 @@ import tempfile
 import numpy as np
 import onnx
 import onnx_ir as ir
-from lrpc_runtime.staging import remove_stale, staging_prefix
+from lrpc_runtime.staging import remove_stale, signals_deferred, staging_prefix
 
 from .errors import LrpcError
 from .schedule import order_by_level
@@ -114,42 +114,56 @@ def _check(model) -> None:
 
 def save(proto: onnx.ModelProto, path, check: bool = False) -> None:
     """Write `path` atomically: a temporary file beside it, renamed into place when complete (and, with
-    `check`, when the written file passes the ONNX checker). The temporary file is `.NAME.HOST-PID.XXXX.tmp`,
-    removed on any error or caught signal; one left by a killed process is removed by the next save here."""
+    `check`, when the written file passes the ONNX checker). Temporary files are `.NAME.HOST-PID.XXXX.tmp`
+    (the external data of a model over 2 GB is a second one), removed on any error or caught signal; one
+    left by a killed process is removed by the next save here. The data file and the model are renamed
+    into place together, with signals held back in between."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     external = payload_bytes(proto) >= _PROTOBUF_LIMIT - (64 << 20)  # graph and metadata: well under 64 MiB
     remove_stale(folder, os.path.basename(path), ".tmp")
+    staged = []
     try:
-        fd, tmp = tempfile.mkstemp(prefix=staging_prefix(os.path.basename(path)), suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise LrpcError(f"cannot write {path}: {e.strerror} ({folder}); choose a folder that exists and is "
-                        "writable") from e
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the explained file is an ordinary output
-    data_name = os.path.basename(path) + ".data"
-    try:
+        tmp = _staging_file(folder, path, staged)
+        data_name = os.path.basename(path) + ".data"
         if external:
+            data_tmp = _staging_file(folder, path, staged)
             onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name + ".tmp")
-            if os.path.exists(os.path.join(folder, data_name + ".tmp")):  # else every tensor stayed inline
-                os.chmod(os.path.join(folder, data_name + ".tmp"), 0o666 & ~umask)
-                os.replace(os.path.join(folder, data_name + ".tmp"), os.path.join(folder, data_name))
-                _retarget_external(tmp, data_name)
+                            location=os.path.basename(data_tmp))
         else:
             onnx.save_model(proto, tmp)
         if check:
             _check(tmp)
-        os.replace(tmp, path)
+        holds_data = external and os.path.getsize(data_tmp) > 0  # else every tensor stayed inline
+        if holds_data:
+            _retarget_external(tmp, data_name)
+        with signals_deferred():
+            if holds_data:
+                os.replace(data_tmp, os.path.join(folder, data_name))
+            os.replace(tmp, path)
     except BaseException as e:
-        for leftover in (tmp, os.path.join(folder, data_name + ".tmp")):
+        for leftover in staged:
             if os.path.exists(leftover):
                 os.remove(leftover)
         if isinstance(e, OSError):
             raise LrpcError(f"cannot write {path}: {e.strerror or e}; nothing was written") from e
         raise
+
+
+def _staging_file(folder: str, path: str, staged: list) -> str:
+    """A new empty `.NAME.HOST-PID.XXXX.tmp` beside `path`, with the umask's mode (mkstemp makes it private;
+    the explained file is an ordinary output), appended to `staged`."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=staging_prefix(os.path.basename(path)), suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise LrpcError(f"cannot write {path}: {e.strerror} ({folder}); choose a folder that exists and is "
+                        "writable") from e
+    staged.append(tmp)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return tmp
 
 
 def _retarget_external(model_path: str, location: str) -> None:

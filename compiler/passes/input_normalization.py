@@ -52,8 +52,8 @@ class RecordInputNormalizationPass(ir.passes.InPlacePass):
         for x in model.graph.inputs:
             if x.shape is None or not all(isinstance(d, int) for d in x.shape[1:]):
                 continue
-            per_sample = tuple(x.shape[1:])
-            scale, shift, value, steps = np.ones(per_sample), np.zeros(per_sample), x, 0
+            rank = len(x.shape) - 1  # S and T kept broadcastable ([3, 1, 1], not [3, H, W]): an input's
+            scale, shift, value, steps = np.ones((1,) * rank), np.zeros((1,) * rank), x, 0  # size is unbounded
             while (reader := sole_use(value)) is not None:
                 if reader.op_type == "Transpose":
                     perm = list(reader.attributes.get_ints("perm", range(len(value.shape))[::-1]))
@@ -62,7 +62,7 @@ class RecordInputNormalizationPass(ir.passes.InPlacePass):
                     inner = [p - 1 for p in perm[1:]]
                     scale, shift = scale.transpose(inner), shift.transpose(inner)
                 elif (found := _step(reader, value, scale, shift)) is not None:
-                    scale, shift = (np.broadcast_to(a, scale.shape) for a in found)
+                    scale, shift = (a.reshape((1,) * (rank - a.ndim) + a.shape) for a in np.broadcast_arrays(*found))
                     steps += 1
                 else:
                     break

@@ -227,7 +227,8 @@ def _modified_input(b: Builder, layer: LinearLayer, kind: str, rule: Rule):
     if kind in ("low", "high") and layer.input_affine is not None:  # zbox bounds given in raw input units
         scale, shift = layer.input_affine
         low, high = rule.low * scale + shift, rule.high * scale + shift
-        return b.const(np.minimum(low, high) if kind == "low" else np.maximum(low, high))
+        bound = np.minimum(low, high) if kind == "low" else np.maximum(low, high)
+        return b.const(np.broadcast_to(bound, [1, *x.shape[1:]]))
     fill = {"ones": 1.0, "low": rule.low, "high": rule.high}[kind]
     return b.cached((x, kind, fill), lambda: _per_sample_constant(b, x, fill))
 

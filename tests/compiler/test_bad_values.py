@@ -222,3 +222,22 @@ def test_a_tolerance_that_is_not_a_positive_number_names_its_option(capsys, tmp_
     with pytest.raises(SystemExit) as exit_:
         main(["compile", str(model), "--verify", "--verify-tolerance", "nan", "-o", str(tmp_path / "out.onnx")])
     assert exit_.value.code == 2 and "argument --verify-tolerance: needs a finite number > 0" in capsys.readouterr().err
+
+
+def _npy_header(path, shape, held: int) -> None:
+    """A float32 .npy whose header says `shape` and whose file holds `held` bytes of data (sparse)."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        f.truncate(f.tell() + held)
+
+
+@pytest.mark.parametrize("shape, held, message", [
+    ((10**9, 2, 8, 8), 100, "its header claims float32 of shape [1000000000, 2, 8, 8]"),
+    ((2**24, 2, 8, 8), 2**24 * 2 * 8 * 8 * 4, "8.0 GiB, more than the 2.0 GiB verify reads at once"),
+])
+def test_verify_inputs_are_sized_from_their_header_before_reading(capsys, tmp_path, model, shape, held, message):
+    explained = tmp_path / "explained.onnx"
+    lrpc.compile(str(model), output=explained)
+    _npy_header(tmp_path / "x.npy", shape, held)
+    status, err = run_cli(capsys, "verify", explained, "--inputs", tmp_path / "x.npy")
+    assert status == 2 and message in err, err

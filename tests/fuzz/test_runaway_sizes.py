@@ -141,3 +141,11 @@ def test_a_long_thin_sample_gets_a_heatmap_of_bounded_size(tmp_path):
     with Image.open(tmp_path / "out" / "wave.png") as picture:
         width, height = picture.size
     assert width * height <= 4096 * 4096 and height == math.isqrt(4096 * 4096 // 16000) and width == 16000 * height
+
+
+def test_a_model_with_a_vast_input_compiles_without_allocating_it(tmp_path):
+    """[batch, 3, 100000, 100000]: compile builds nothing input-sized (the input-normalization pass used to
+    allocate two float64 arrays of one sample, 480 GB)."""
+    source = make.source(tmp_path / "vast.onnx", ["batch", 3, 100_000, 100_000])
+    got = drive({"compile": ["compile", source, "-o", tmp_path / "out.onnx"]}, tmp_path)["compile"]
+    assert got["status"] == 0, got
