@@ -31,7 +31,7 @@ from .emit import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, save
 from .errors import LrpcError, one_line, printable
 from .describe import describe_metadata, describe_plan, explained_metadata
 from .outputs import check_output
-from .signals import describe as describe_signal, signals_raise
+from .signals import interrupted, signals_raise
 from .triton import export_triton
 from .methods import method_summary
 from .rules.assign import DEFAULT_COMPOSITE, describe_composites
@@ -288,8 +288,6 @@ def _bench(args) -> int:
         batches = [int(b) for b in args.batch.split(",")]
     except ValueError:
         raise LrpcError(f"--batch takes batch sizes like 1,16; got '{args.batch}'") from None
-    if min(batches) < 1 or args.threads < 1 or args.repeats < 1 or args.warmup < 0:
-        raise LrpcError("--batch, --threads and --repeats must be ≥ 1, --warmup ≥ 0")
     result = bench(args.model, batches, args.threads, args.repeats, args.warmup, not args.no_memory,
                    **_plan_options(args), method=args.method)
     print(format_table(result))
@@ -324,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         with signals_raise():
             return COMMANDS[args.command](args)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP (signals.py): every finally has run
-        name, status = describe_signal(e)
-        print(f"lrpc: interrupted by {name}; no partial output left", file=sys.stderr)
+        line, status = interrupted(e)
+        sys.stderr.write(line)
         return status
     except (LrpcError, NotExplainedError, DeviceUnavailableError, ValueError, OSError) as e:
         print(f"lrpc: error: {_one_line(e)}", file=sys.stderr)

@@ -113,7 +113,7 @@ def signals_raise() -> Iterator[None]:
             signal.signal(number, handler)
 
 
-def describe(error: KeyboardInterrupt) -> tuple[str, int]:
-    """(the signal's name, the exit status 128 + its number) for an interruption."""
+def interrupted(error: KeyboardInterrupt) -> tuple[str, int]:
+    """(the line the CLI prints, the exit status 128 + N) for an interruption by signal N."""
     number = getattr(error, "signum", signal.SIGINT)
-    return signal.Signals(number).name, 128 + number
+    return interrupted_line(number), 128 + number

@@ -38,4 +38,4 @@ def test_bench_cli_prints_a_table_and_json(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["options"]["rule"] == "epsilon" and data["batches"][0]["batch"] == 2
     assert main(["bench", str(path), "--batch", "0"]) == 2
-    assert "--batch, --threads and --repeats must be ≥ 1" in capsys.readouterr().err
+    assert "--batch must be at least 1, not 0" in capsys.readouterr().err
