@@ -20,8 +20,9 @@ from .emit import choose_opset, finish, relevance_output_name, save
 from .errors import LrpcError
 from . import frontend
 from .lower import LoweringConfig, propagate
-from .metadata import checked_preprocess, file_metadata, options_record, source_sha256
+from .metadata import checked_preprocess, file_metadata, source_sha256
 from .methods import lower_method, parse_method
+from .options import CompileOptions
 from .passes import prepare
 from .rules.assign import RuleMap, build_rule_map, has_attention
 from .rules.lrp import CONVENTIONS, Rule
@@ -139,13 +140,16 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
     ...              output="digits_explained.onnx")                                  # doctest: +SKIP
     """
     method = checked_method(method, rule, composite, rule_map, rule_map_file)
+    options = CompileOptions(rule=rule, composite=composite, rule_map=tuple(rule_map or ()), rule_map_file=rule_map_file,
+                             convention=convention, target=target, output_name=output_name, explain=explain,
+                             keep_output_activation=keep_output_activation, opset=opset,
+                             method=None if method is None else method.spec, preprocess=preprocess,
+                             per_feature=per_feature, position=position)
     if output is not None:
         from .outputs import check_output  # (outputs → describe → api)
 
         check_output(model, os.fspath(output), overwrite)
-    p = plan(model, rule, composite=composite, rule_map=rule_map, rule_map_file=rule_map_file,
-             convention=convention, target=target, output_name=output_name, explain=explain,
-             keep_output_activation=keep_output_activation, opset=opset, log=log, position=position)
+    p = plan(model, **options.plan_options(), log=log)
     graph = p.model.graph
     b = Builder(graph, p.explained.dtype)
     b.scope = "lrp/start"
@@ -167,17 +171,12 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
     relevance = {v: reached.get(v) if v in float_inputs else per_token[v][0]
                  for v in graph.inputs if v in float_inputs or v in per_token}
     described, extra = relevance_outputs(relevance, tokens, per_token, per_feature)
-    options = dict(rule=rule if not isinstance(rule, Rule) else rule.spec, composite=composite,
-                   rule_map=rule_map, rule_map_file=rule_map_file, convention=convention, target=target,
-                   output_name=output_name, explain=explain, keep_output_activation=keep_output_activation,
-                   opset=opset, method=None if method is None else method.spec, per_feature=per_feature,
-                   position=position)
     metadata = file_metadata(
         version=__version__, rule_spec=p.rules.spec, target_spec=p.target.spec, convention=convention,
         explained=p.scores.name, classes=unit_count(p.scores, p.target, p.position),
         output=None if explain is not None else (output_name or graph.outputs[0].name),
         method_spec=None if method is None else method.spec, preprocess=checked_preprocess(preprocess, graph),
-        sha256=source_sha256(model), options=options_record(options), relevance_outputs=described,
+        sha256=source_sha256(model), options=options.record(), relevance_outputs=described,
         position=p.position)
     proto = finish(p.model, relevance, p.opset, metadata, b, check=output is None, extra_outputs=extra)
     if output is not None:

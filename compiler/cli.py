@@ -9,7 +9,6 @@ error, a bug in lrpc (one line asking for a report; LRPC_DEBUG=1 shows the trace
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -34,6 +33,7 @@ from .outputs import check_output
 from .signals import interrupted, signals_raise
 from .triton import export_triton
 from .methods import method_summary
+from .options import CompileOptions
 from .rules.assign import DEFAULT_COMPOSITE, describe_composites
 from .rules.lrp import CONVENTIONS, describe_rules
 from .savedmodel import export_savedmodel, require_tensorflow
@@ -221,34 +221,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _plan_options(args) -> dict:
-    return dict(rule=args.rule, composite=args.composite, rule_map=args.rule_map, rule_map_file=args.rule_map_file,
-                convention=args.convention, target=args.target, output_name=args.output_name,
-                explain=args.explain, keep_output_activation=args.keep_output_activation, opset=args.opset,
-                position=args.position)
-
-
 def _inspect(args) -> int:
     meta = explained_metadata(args.model)
     method = checked_method(args.method, args.rule, args.composite, args.rule_map, args.rule_map_file)
     if meta:
         print(printable(describe_metadata(args.model, meta)))
         return 0
-    text, refused = describe_plan(args.model, plan(args.model, **_plan_options(args)), method)
+    text, refused = describe_plan(args.model, plan(args.model, **CompileOptions.from_args(args).plan_options()), method)
     print(printable(text))
     return 2 if refused else 0
 
 
 def _compile(args) -> int:
     log = (lambda line: print(f"  pass: {printable(line)}", file=sys.stderr)) if args.verbose else None
-    options = dict(**_plan_options(args), log=log, method=args.method, preprocess=args.preprocess,
-                   per_feature=args.per_feature)
+    options = CompileOptions.from_args(args).as_dict()
     savedmodel = args.format == "savedmodel"
     check_output(args.model, args.out_file, args.overwrite, savedmodel)
     if savedmodel:
         require_tensorflow()  # before compiling: a missing extra is the first thing to say
     proto = compile(args.model, **options, output=None if args.verify or savedmodel else args.out_file,
-                    overwrite=args.overwrite)
+                    overwrite=args.overwrite, log=log)
     if args.verify:
         report = verify(proto, samples=args.verify_samples, seed=args.verify_seed, tolerance=args.verify_tolerance,
                         name=args.out_file)
@@ -289,7 +281,7 @@ def _bench(args) -> int:
     except ValueError:
         raise LrpcError(f"--batch takes batch sizes like 1,16; got '{args.batch}'") from None
     result = bench(args.model, batches, args.threads, args.repeats, args.warmup, not args.no_memory,
-                   **_plan_options(args), method=args.method)
+                   **CompileOptions.from_args(args).as_dict())
     print(format_table(result))
     if args.json == "-":
         print(result.to_json())

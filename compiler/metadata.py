@@ -40,11 +40,6 @@ MEANING_KEYS = ("lrpc.rule", "lrpc.method", "lrpc.target", "lrpc.convention", "l
                 "lrpc.classes", "lrpc.relevance", "lrpc.relevance_outputs", "lrpc.position", "lrpc.preprocess",
                 "lrpc.options")
 
-OPTION_DEFAULTS = {"rule": None, "composite": None, "rule_map": [], "rule_map_toml": None, "convention": "lrpc",
-                   "target": None, "output_name": None, "explain": None, "keep_output_activation": False,
-                   "opset": None, "method": None, "per_feature": False, "position": None}
-
-
 def source_sha256(model) -> str:
     """SHA-256 of a model path's file bytes, of bytes as given, or of a proto/IR model serialized."""
     if isinstance(model, ir.Model):
@@ -71,20 +66,6 @@ def _folder_sha256(folder: str) -> str:
             with open(path, "rb") as f:
                 digest.update(hashlib.sha256(f.read()).digest())
     return digest.hexdigest()
-
-
-def options_record(options: dict) -> str:
-    """The compile options that differ from the defaults, as key-sorted JSON (a rule map file inlined)."""
-    record = dict(options)
-    path = record.pop("rule_map_file", None)
-    if path is not None:
-        with open(path, encoding="utf-8") as f:
-            record["rule_map_toml"] = f.read()
-    target = record.get("target")
-    record["target"] = None if target in (None, "max") else str(target)
-    record["rule_map"] = list(record.get("rule_map") or [])
-    changed = {k: v for k, v in record.items() if k in OPTION_DEFAULTS and v != OPTION_DEFAULTS[k]}
-    return json.dumps(changed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def checked_preprocess(spec, graph: ir.Graph) -> str | None:

@@ -16,7 +16,6 @@ options the file records (lrpc.options, a rule map file's TOML inline, the prepr
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from lrpc_runtime.preprocess import Preprocessing
 from .. import __version__
 from ..errors import LrpcError
 from ..metadata import MEANING_KEYS, source_sha256
+from ..options import CompileOptions
 from .report import Check
 
 
@@ -99,16 +99,7 @@ def recompile(source, meta) -> onnx.ModelProto:
 
     if "lrpc.options" not in meta:
         raise LrpcError("the file records no lrpc.options (compiled by an older lrpc): cannot recompile its source")
-    options = json.loads(meta["lrpc.options"])
-    options["preprocess"] = meta.get("lrpc.preprocess") and Preprocessing.from_json(meta["lrpc.preprocess"])
-    toml = options.pop("rule_map_toml", None)
+    preprocess = meta.get("lrpc.preprocess") and Preprocessing.from_json(meta["lrpc.preprocess"])
     with tempfile.TemporaryDirectory() as folder:
-        if toml is not None:
-            options["rule_map_file"] = os.path.join(folder, "rules.toml")
-            with open(options["rule_map_file"], "w", encoding="utf-8") as f:
-                f.write(toml)
-        try:
-            return compile_model(source, **options)
-        except TypeError as e:  # an option compile does not take: the entry was edited
-            raise LrpcError(f"the file's lrpc.options metadata holds what lrpc's compile does not take ({e}); "
-                            "the file was edited or damaged — recompile it") from None
+        options = CompileOptions.from_record(meta["lrpc.options"], preprocess, folder)
+        return compile_model(source, **options.as_dict())
