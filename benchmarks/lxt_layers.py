@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -78,7 +77,6 @@ def build_vit():
 
 
 def build_bert():
-    import lxt_hf
     from transformers.models.bert import modeling_bert
 
     model = lxt_hf._init(modeling_bert.BertForSequenceClassification(bert_config()), 0).eval()
@@ -134,7 +132,6 @@ def lxt_model(name: str):
         view = tz.lxt_view(build_vit()[0], "attnlrp", dtype=torch.float32)
     else:
         import lxt_hf
-        from transformers.models.bert import modeling_bert
 
         state = build_bert().model.state_dict()
         pmap = lxt_hf.patch_map("bert", "attnlrp")  # LXT's own map: nn.LayerNorm patched, modeling_bert replaced

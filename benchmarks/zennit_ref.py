@@ -43,7 +43,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from torch_cases import CASES, Case, GlobalMean  # noqa: E402,F401  (CASES is re-exported for the callers)

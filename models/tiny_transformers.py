@@ -52,7 +52,7 @@ def models():
 
 def export(model, inputs: dict, path: Path) -> None:
     dim = torch.export.Dim.AUTO
-    dynamic = {f"tensors": tuple({0: dim} if n == "pixel_values" else {0: dim, 1: dim} for n in inputs)}
+    dynamic = {"tensors": tuple({0: dim} if n == "pixel_values" else {0: dim, 1: dim} for n in inputs)}
     torch.onnx.export(Logits(model.eval(), list(inputs)), tuple(inputs.values()), str(path), dynamo=True,
                       opset_version=18, input_names=list(inputs), output_names=["logits"], dynamic_shapes=dynamic)
 

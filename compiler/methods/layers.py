@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import LrpcError, node_label
 from ..passes.recognize_products import KIND
 from ..rules.attention import _batch_unbroadcast, _swap_last
 from ..rules.combine import unbroadcast

@@ -76,7 +76,7 @@ def _layer_channels(layer: ir.Node, side: str) -> int | None:
 class FoldChannelAffinePass(Canonization):
     def call(self, model):
         changes = []
-        while (result := super().call(model)).modified:
+        while super().call(model).modified:
             changes += self.changes
         self.changes = changes
         return ir.passes.PassResult(model, bool(changes))

@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import pytest
 
-import lrpc
 import oracle
 import oracle_graph
 from oracle_graph import Cases

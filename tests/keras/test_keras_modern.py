@@ -21,7 +21,6 @@ from keras import layers
 import keras_models  # models/, on sys.path through tests/conftest.py
 import lrpc
 import oracle
-from lrpc.cli import main
 from lrpc.frontend.keras import from_keras_model, load
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -27,13 +27,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import tensorflow as tf
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 import lrpc
 from lrpc.cli import main
 from lrpc.errors import LrpcError
 from lrpc.verify.float64 import run_double
-from lrpc.savedmodel import build_module, export_savedmodel
+from lrpc.savedmodel import export_savedmodel
 
 import nets  # noqa: E402  (tests/compiler, on sys.path through tests/conftest.py)
 import vgg  # noqa: E402  (models/)

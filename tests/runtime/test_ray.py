@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import lrpc
 from lrpc.cli import main
 from lrpc_runtime import explain_files, explain_files_ray
 from lrpc_runtime.inputs import SampleRef

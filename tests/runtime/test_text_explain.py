@@ -9,7 +9,6 @@ import pathlib
 import sys
 
 import numpy as np
-import onnx
 import pytest
 from PIL import Image
 
