@@ -92,7 +92,8 @@ def pool_flips(case, proto, x):
     proto = copy.copy(proto)  # shallow: the initializers are shared, only the outputs change
     names = [n.input[0] for n in proto.graph.node if n.op_type == "MaxPool"]
     proto.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names)
-    ort_in = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(names, {"input": x})
+    ort_in = ort.InferenceSession(proto.SerializeToString(),
+                                  providers=["CPUExecutionProvider"]).run(names, {"input": x})
 
     def inputs(view, xx):
         got = []

@@ -75,7 +75,8 @@ def main(argv=None) -> int:
             to_floor = f"{over:.2f}× ({floor['floor_mb']:.0f} MB)" if over else "—"
             for row in result.batches:
                 last = row.batch == max(BATCHES)
-                lines.append(f"| {name} | {label} | {row.batch} | {row.forward.median_ms:.1f} ±{row.forward.spread:.0%} "
+                lines.append(f"| {name} | {label} | {row.batch} | "
+                             f"{row.forward.median_ms:.1f} ±{row.forward.spread:.0%} "
                              f"| {row.explained.median_ms:.1f} ±{row.explained.spread:.0%} | {row.ratio:.2f}× | "
                              f"{memory if last else ''} | {to_floor if last else ''} |")
             print(*lines[-len(BATCHES):], sep="\n", flush=True)

@@ -370,7 +370,8 @@ def parse(argv=None):
                     "(lrpc, memory, zennit, innvestigate) first, to measure them again with the current code")
     args = ap.parse_args(argv)
     args.models = ["digits_cnn"] if args.quick else [m for m in args.models.split(",") if m]
-    if set(filter(None, args.redo.split(","))) - {"lrpc", "memory", "zennit", "innvestigate"} or (args.redo and not args.resume):
+    if (set(filter(None, args.redo.split(","))) - {"lrpc", "memory", "zennit", "innvestigate"}
+            or (args.redo and not args.resume)):
         ap.error("--redo takes lrpc, memory, zennit, innvestigate, with --resume")
     unknown = set(args.models) - set(BATCHES)
     if unknown:

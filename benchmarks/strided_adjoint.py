@@ -158,8 +158,8 @@ def main(argv=None) -> None:
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     rng = np.random.default_rng(0)
-    print("| layer | batch | F forward Conv ms | A ConvTranspose ms | B polyphase ms | C zero insertion ms | A ÷ F | B ÷ F "
-          "| C ÷ F | max rel. diff B, C |")
+    print("| layer | batch | F forward Conv ms | A ConvTranspose ms | B polyphase ms | C zero insertion ms | A ÷ F "
+          "| B ÷ F | C ÷ F | max rel. diff B, C |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, c_in, c_out, group, size, k, s, p in LAYERS:
         w = rng.standard_normal((c_out, c_in // group, k, k)).astype(np.float32)

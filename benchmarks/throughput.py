@@ -165,7 +165,8 @@ def report(data: dict) -> str:
              "Medians of interleaved rounds on a shared, noisy machine: compare the ratios, not the absolute "
              "figures. `files` runs write a side-by-side heatmap PNG per sample and the predictions table, "
              "as `lrpc explain` does; Ray runs include starting the actors and their sessions.", "",
-             f"Machine: {data['cpus']} CPUs ({data['cpu']}); " + ", ".join(f"{k} {v}" for k, v in data["versions"].items())
+             f"Machine: {data['cpus']} CPUs ({data['cpu']}); "
+             + ", ".join(f"{k} {v}" for k, v in data["versions"].items())
              + f". Local Ray cluster: num_cpus={ACTORS}, started in {data['ray_start_s']:.1f} s (not in the runs). "
              "Threads: onnxruntime `intra_op_num_threads` as listed; each Ray actor 1 thread and 1 Ray CPU.", ""]
     for case in data["cases"]:

@@ -5,10 +5,11 @@
 For each model of benchmarks/lxt_hf.py (tiny configs, seeded weights), each exporter (TorchScript at opset
 17, torch.export at opset 18 with eager and with sdpa attention) and each mode (AttnLRP, CP-LRP), the
 export is compiled with `--composite AttnLRP|CPLRP --target input` under `--convention lxt` and under
-lrpc's own convention, and with a plain `--rule epsilon:eps=1e-12` (the mode's product rule), run in onnxruntime (float32) at batch 1 and 4 (sequence 7 and 12: one file),
-and compared with LXT's relevance x ⊙ x.grad in float64 on the same weights: the worst relative L2
-‖R_lrpc − R_LXT‖ / ‖R_LXT‖ over the samples, and |ΣR / logit − 1| of both (LXT's AttnLRP does not
-conserve: its softmax rule does not; neither does a constant addend's share under LXT's convention).
+lrpc's own convention, and with a plain `--rule epsilon:eps=1e-12` (the mode's product rule), run in
+onnxruntime (float32) at batch 1 and 4 (sequence 7 and 12: one file), and compared with LXT's relevance
+x ⊙ x.grad in float64 on the same weights: the worst relative L2 ‖R_lrpc − R_LXT‖ / ‖R_LXT‖ over the
+samples, and |ΣR / logit − 1| of both (LXT's AttnLRP does not conserve: its softmax rule does not;
+neither does a constant addend's share under LXT's convention).
 """
 
 from __future__ import annotations

@@ -356,7 +356,8 @@ def markdown(results: dict, load0, load1, reps: int) -> str:
     lines += ["", "Why the cells sit where they do, and the floor of the one-graph design (the forward with its "
               "activations kept alive, plus the adjoint matrix products): benchmarks/PROFILE.md §9."]
     lines += ["", "## Compile time and file sizes", "",
-              "| model | `lrpc compile --composite AttnLRP` (s) | `--composite CPLRP` (s) | source MB | AttnLRP MB | CPLRP MB |",
+              "| model | `lrpc compile --composite AttnLRP` (s) | `--composite CPLRP` (s) "
+              "| source MB | AttnLRP MB | CPLRP MB |",
               "|---|---|---|---|---|---|"]
     for name, res in results.items():
         c, s = res["compile_s"], res["size_mb"]
@@ -370,7 +371,8 @@ def markdown(results: dict, load0, load1, reps: int) -> str:
             for batch, mem in res.get("memory", {}).items():
                 lines.append(f"| {name} | {batch} | " + " | ".join(
                     f"{mem[m]['peak_increase_mb']:.0f} ({mem[m]['loaded_mb']:.0f})" for m in METHODS) + " |")
-    lines += ["", "## Where the time goes (onnxruntime profiler, batch 8, ms per run by op type, share of node time)", ""]
+    lines += ["", "## Where the time goes (onnxruntime profiler, batch 8, ms per run by op type, "
+                  "share of node time)", ""]
     for name, res in results.items():
         for key in ("AttnLRP", "source"):
             top = ", ".join(f"{op} {ms:.1f} ({share:.0%})" for op, ms, share in res["profile"][key])

@@ -420,9 +420,9 @@ def markdown(rows: list[dict], header: str) -> str:
         "",
         "    .venv/bin/python benchmarks/transformer_zoo.py --out benchmarks/TRANSFORMER_ZOO.md",
         "",
-        "| model | size | params (M) | ONNX nodes / ops | logit std | compile default [composite] | verify default (max R32−R64) "
-        "| compile CPLRP | verify CPLRP | \\|ΣR/logit−1\\| default / CPLRP | rel-L2 vs LXT AttnLRP f64 (f32) "
-        "| rel-L2 vs LXT CP-LRP f64 (f32) |",
+        "| model | size | params (M) | ONNX nodes / ops | logit std | compile default [composite] "
+        "| verify default (max R32−R64) | compile CPLRP | verify CPLRP | \\|ΣR/logit−1\\| default / CPLRP "
+        "| rel-L2 vs LXT AttnLRP f64 (f32) | rel-L2 vs LXT CP-LRP f64 (f32) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     refusals: dict[str, list[str]] = {}

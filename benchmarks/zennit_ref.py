@@ -205,7 +205,8 @@ def lrpc_spec(method: Method, case: Case) -> str:
 def lrpc_session(case: Case, method: Method, proto=None):
     """Compile the case's ONNX export under the method's rule; an onnxruntime session on the result."""
     import lrpc
-    explained = lrpc.compile(proto if proto is not None else case.onnx_model(), **{method.kind: lrpc_spec(method, case)})
+    explained = lrpc.compile(proto if proto is not None else case.onnx_model(),
+                             **{method.kind: lrpc_spec(method, case)})
     scores = {p.key: p.value for p in explained.metadata_props}["lrpc.explained"]
     if scores not in [o.name for o in explained.graph.output]:  # expose the explained logits (R₀'s values)
         explained.graph.output.append(onnx.helper.make_tensor_value_info(scores, onnx.TensorProto.FLOAT, None))

@@ -28,7 +28,8 @@ from .rules.assign import RuleMap, build_rule_map, has_attention
 from .rules.lrp import CONVENTIONS, Rule
 from .targets import (MASK_INPUT_NAME, TARGET_INPUT_NAME, Target, explained_value, parse_target,
                      resolve_explain, sequence_position, start_relevance, unit_count)
-from .text import PER_FEATURE_SUFFIX, describe as describe_token, detached, no_source_error, token_inputs, token_relevance
+from .text import (PER_FEATURE_SUFFIX, describe as describe_token, detached, no_source_error, token_inputs,
+                   token_relevance)
 
 
 @dataclass
@@ -140,8 +141,9 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
     ...              output="digits_explained.onnx")                                  # doctest: +SKIP
     """
     method = checked_method(method, rule, composite, rule_map, rule_map_file)
-    options = CompileOptions(rule=rule, composite=composite, rule_map=tuple(rule_map or ()), rule_map_file=rule_map_file,
-                             convention=convention, target=target, output_name=output_name, explain=explain,
+    options = CompileOptions(rule=rule, composite=composite, rule_map=tuple(rule_map or ()),
+                             rule_map_file=rule_map_file, convention=convention, target=target,
+                             output_name=output_name, explain=explain,
                              keep_output_activation=keep_output_activation, opset=opset,
                              method=None if method is None else method.spec, preprocess=preprocess,
                              per_feature=per_feature, position=position)

@@ -69,7 +69,8 @@ class Builder:
         if key not in self._cache:
             name = self.fresh_name(f"{self.scope}/const")
             value = ir.Value(name=name, shape=ir.Shape(array.shape),
-                             type=ir.TensorType(ir.DataType.from_numpy(array.dtype)), const_value=ir.tensor(array, name=name))
+                             type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+                             const_value=ir.tensor(array, name=name))
             self.graph.register_initializer(value)
             self._cache[key] = value
         return self._cache[key]

@@ -150,14 +150,15 @@ def _parser() -> argparse.ArgumentParser:
                     "targets and relevance sums into OUTDIR (all or nothing: a failure writes no file).",
         epilog=EXPLAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("model", help="an explained ONNX file (written by lrpc compile)")
-    e.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (up to Pillow's 89.5 M-pixel limit), .npy "
-                                                               "files (one sample, or a batch along axis 0) or folders of them")
+    e.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files (up to Pillow's 89.5 M-pixel limit), .npy files (one sample, or a batch along "
+                        "axis 0) or folders of them")
     e.add_argument("-o", "--out", dest="out_dir", metavar="OUTDIR", required=True,
                    help="where the results go: a new or empty folder, not an input or inside one")
     e.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty OUTDIR as a whole (its old files removed once the new ones are complete)")
-    e.add_argument("--preprocess", metavar="SPEC", help="how images become inputs (overrides the file's spec; resize at "
-                                                                   "most 8192 a side)")
+    e.add_argument("--preprocess", metavar="SPEC",
+                   help="how images become inputs (overrides the file's spec; resize at most 8192 a side)")
     e.add_argument("--target", metavar="K|MASK.npy",
                    help="the class to explain, for a file compiled with --target input; a mask .npy for --target mask")
     e.add_argument("--tokens", metavar="VOCAB",
@@ -167,7 +168,8 @@ def _parser() -> argparse.ArgumentParser:
                         "files up to 16 MiB, .npy up to 16777216 ids)")
     e.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="where onnxruntime runs (cuda needs onnxruntime-gpu: pip install 'lrpc[cuda]')")
-    e.add_argument("--batch-size", type=int, default=32, metavar="N", help="samples per run, 1 to 100000 (default 32); one batch of inputs may take at most 2 GiB "
+    e.add_argument("--batch-size", type=int, default=32, metavar="N",
+                   help="samples per run, 1 to 100000 (default 32); one batch of inputs may take at most 2 GiB "
                         "as float32")
     e.add_argument("--style", choices=STYLES, default="side-by-side",
                    help="each PNG: the input beside its heatmap (default), the heatmap over it, or alone")
@@ -181,7 +183,8 @@ def _parser() -> argparse.ArgumentParser:
                         "machines the model, INPUTs and OUTDIR must be on storage every node sees at the same path")
     e.add_argument("--address", metavar="ADDR",
                    help="with --ray: a running cluster (HOST:6379, auto, ray://HOST:10001); default: a local one")
-    e.add_argument("--actors", type=int, metavar="N", help="with --ray: sessions at once, one CPU each, 1 to 1024 (default 2)")
+    e.add_argument("--actors", type=int, metavar="N",
+                   help="with --ray: sessions at once, one CPU each, 1 to 1024 (default 2)")
     v = commands.add_parser(
         "verify", help="check an explained file: NaN/Inf, agreement with a float64 reference, conservation",
         description="Check an explained file on random (or given) inputs and print a per-sample report;\n"
@@ -199,10 +202,12 @@ def _parser() -> argparse.ArgumentParser:
                     "and session-creation times, and each session's peak memory (in a child process).",
         epilog=BENCH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_plan_options(t)
-    t.add_argument("--batch", default="1", metavar="B[,B…]", help="batch sizes, each 1 to 100000, one batch of inputs at most 2 GiB "
-                                                                 "(default 1), e.g. 1,16")
-    t.add_argument("--threads", type=int, default=1, metavar="N", help="onnxruntime intra-op threads, 1 to 1024 (default 1)")
-    t.add_argument("--repeats", type=int, default=20, metavar="N", help="timed runs per batch and graph, 1 to 10000 (default 20)")
+    t.add_argument("--batch", default="1", metavar="B[,B…]",
+                   help="batch sizes, each 1 to 100000, one batch of inputs at most 2 GiB (default 1), e.g. 1,16")
+    t.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="onnxruntime intra-op threads, 1 to 1024 (default 1)")
+    t.add_argument("--repeats", type=int, default=20, metavar="N",
+                   help="timed runs per batch and graph, 1 to 10000 (default 20)")
     t.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed runs first, 0 to 10000 (default 3)")
     t.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     t.add_argument("--json", metavar="FILE", help="also write the result as JSON ('-': standard output)")

@@ -88,8 +88,9 @@ def dry_run(p, method=None) -> tuple[set, dict]:
     b = Builder(graph, p.explained.dtype)
     try:
         if method is None:
-            propagate(graph, p.explained, p.explained, LoweringConfig(p.rules.default, p.assigned,
-                                                                           absorb_constants=p.rules.absorb_constants), b, visited)
+            propagate(graph, p.explained, p.explained,
+                      LoweringConfig(p.rules.default, p.assigned, absorb_constants=p.rules.absorb_constants),
+                      b, visited)
         else:
             floats = [v for v in graph.inputs if v.dtype is not None and v.dtype.is_floating_point()]
             backward(list(graph), p.scores, p.scores, floats, b, method.relu, visited=visited)

@@ -3,7 +3,8 @@
 The explained graph keeps the model's inputs and outputs and appends one relevance output per
 explained model input (a float input, or token ids at their embedding lookups: text.py), of that
 input's shape: `relevance` for a single explained input, else `relevance_<input name>`; a token
-input compiled with per_feature also gets `<that name>_per_feature` [batch, seq, hidden]. What was compiled is recorded in the file's metadata_props.
+input compiled with per_feature also gets `<that name>_per_feature` [batch, seq, hidden]. What was
+compiled is recorded in the file's metadata_props.
 """
 
 from __future__ import annotations

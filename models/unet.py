@@ -2,8 +2,8 @@
 
 Three levels on 3x32x32 (any H, W divisible by 4), a per-pixel map of ``classes`` logits out:
 
-    enc1: [conv3x3-ReLU]x2, 8 ch   ──────────────────────────── Concat ─► dec1: [conv3x3-ReLU]x2, 8 ch ─► conv1x1 ─► logits
-      │ MaxPool 2                                                 ▲ nearest Upsample x2 (Resize) + conv1x1 16→8
+    enc1: [conv3x3-ReLU]x2, 8 ch   ───────────────────────── Concat ─► dec1: [conv3x3-ReLU]x2, 8 ch ─► conv1x1 ─► logits
+      │ MaxPool 2                                              ▲ nearest Upsample x2 (Resize) + conv1x1 16→8
     enc2: [conv3x3-ReLU]x2, 16 ch ────────── Concat ─► dec2: [conv3x3-ReLU]x2, 16 ch
       │ MaxPool 2                             ▲ ConvTranspose 2x2 stride 2, 32→16
     bottom: [conv3x3-ReLU]x2, 32 ch ──────────┘

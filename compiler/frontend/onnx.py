@@ -52,10 +52,11 @@ def _load_external_data(proto: onnx.ModelProto, path: str) -> None:
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         target = os.path.realpath(os.path.join(folder, location))
         if os.path.isabs(location) or os.path.commonpath([folder, target]) != folder:
-            resolved = "" if target == os.path.normpath(os.path.join(folder, location)) else f" (it resolves to '{target}')"
-            raise LrpcError(f"{path}: the external data of weight '{tensor.name}' is at '{location}'{resolved}, outside the "
-                            "model's folder; lrpc refuses to read it. Keep the .data file beside the model and "
-                            "store its location as a plain file name")
+            resolved = ("" if target == os.path.normpath(os.path.join(folder, location))
+                        else f" (it resolves to '{target}')")
+            raise LrpcError(f"{path}: the external data of weight '{tensor.name}' is at '{location}'{resolved}, "
+                            "outside the model's folder; lrpc refuses to read it. Keep the .data file beside the "
+                            "model and store its location as a plain file name")
     try:
         onnx.external_data_helper.load_external_data_for_model(proto, folder)
     except (OSError, ValueError, onnx.checker.ValidationError) as e:

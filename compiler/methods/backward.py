@@ -16,4 +16,5 @@ def backward(nodes: list[ir.Node], start: ir.Value, seed: ir.Value, sources: lis
     """The gradient of Σ seed ⊙ start with respect to each source (None where none arrives);
     `nodes` in topological order, `relu` the method's ReLU mode."""
     return reverse_walk(nodes, start, seed, sources, GRADIENTS,
-                        lambda rule, node, g_out: rule(node, g_out, b, relu), b, scope, kind="gradient", visited=visited)
+                        lambda rule, node, g_out: rule(node, g_out, b, relu), b, scope,
+                        kind="gradient", visited=visited)

@@ -68,7 +68,8 @@ def _gelu(b, node, x, y):
         c = math.sqrt(2.0 / math.pi)
         cubic = b.op("Add", x, b.op("Mul", b.const(0.044715), b.op("Mul", x, b.op("Mul", x, x))))
         t = b.op("Tanh", b.op("Mul", b.const(c), cubic))
-        slope = b.op("Mul", b.const(c), b.op("Add", b.const(1.0), b.op("Mul", b.const(3 * 0.044715), b.op("Mul", x, x))))
+        slope = b.op("Mul", b.const(c), b.op("Add", b.const(1.0),
+                                             b.op("Mul", b.const(3 * 0.044715), b.op("Mul", x, x))))
         return b.op("Add", b.op("Mul", b.const(0.5), b.op("Add", b.const(1.0), t)),
                     b.op("Mul", b.op("Mul", b.const(0.5), x), b.op("Mul", b.op("Sub", b.const(1.0), b.op("Mul", t, t)),
                                                                    slope)))

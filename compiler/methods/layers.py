@@ -11,8 +11,9 @@
     Resize:       g_x = Aᵀ g, A the interpolation matrix (rules/resample.py builds Aᵀ per axis)
 
 Shape ops, Concat/Split/Slice/Pad/Gather/Expand/Tile, MaxPool, ReduceMax and GlobalMaxPool reuse their
-LRP rule, which routes exactly (table.py), as do Where and a float Cast. AveragePool never arrives here: the passes turn it into a
-depthwise Conv (and a constant Mul at the borders), BatchNormalization into a Conv's weights.
+LRP rule, which routes exactly (table.py), as do Where and a float Cast. AveragePool never arrives
+here: the passes turn it into a depthwise Conv (and a constant Mul at the borders), BatchNormalization
+into a Conv's weights.
 """
 
 from __future__ import annotations

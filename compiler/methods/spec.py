@@ -110,7 +110,8 @@ def parse_method(spec: str | Method) -> Method:
         dropped = [key + "=" for key in replaced if key in given]
         if params[flag] and dropped:
             raise LrpcError(f"method '{name}': with {flag}=1 the graph takes the fed tensor as it is; "
-                            f"{' and '.join(dropped)} {'have' if len(dropped) > 1 else 'has'} no effect there, drop them")
+                            f"{' and '.join(dropped)} {'have' if len(dropped) > 1 else 'has'} no effect there, "
+                            "drop them")
         for key in (replaced if params[flag] else (flag,)):
             params.pop(key, None)
     return Method(name=name, params=tuple(params.items()), **fixed)

@@ -93,7 +93,8 @@ def _check_no_subgraph(node: ir.Node) -> None:
     if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()):
         raise LrpcError(f"{node_label(node)}: control flow (If, Loop, Scan) has no relevance rule: its body reads "
                         "values the walk back cannot follow; export the model with the branch taken fixed (tracing "
-                        "exporters such as torch.onnx.export(..., dynamo=False) record one branch) or the loop unrolled")
+                        "exporters such as torch.onnx.export(..., dynamo=False) record one branch) "
+                        "or the loop unrolled")
 
 
 def _check_gather_indices(node: ir.Node) -> None:

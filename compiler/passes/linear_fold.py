@@ -30,7 +30,8 @@ LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 def _params(layer: ir.Node):
     """(W, b or None) as arrays when both are constants, else None."""
     w = const_array(layer.inputs[1]) if len(layer.inputs) > 1 else None
-    has_bias = layer.op_type in ("Conv", "ConvTranspose", "Gemm") and len(layer.inputs) > 2 and layer.inputs[2] is not None
+    has_bias = (layer.op_type in ("Conv", "ConvTranspose", "Gemm") and len(layer.inputs) > 2
+                and layer.inputs[2] is not None)
     b = const_array(layer.inputs[2]) if has_bias else None
     if w is None or (has_bias and b is None) or layer.inputs[0].const_value is not None:
         return None

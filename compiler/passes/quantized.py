@@ -6,9 +6,10 @@ zero point zp; the layer computes with
     w = (q − zp) · s        s, zp scalars (per tensor) or 1-D along `axis` (per channel, default 1)
 
 `dequantized_constant` evaluates it in numpy (float64, then the scale's type) so that the linear rules
-can form W⁺, W², … at compile time (and an Add of such a constant is a bias, not a join), while the forward keeps the DequantizeLinear node: onnxruntime still
-runs the quantized model. fold_constants never folds Quantize/DequantizeLinear, so the BatchNorm and
-channel-affine folds see no constant weight there and leave a quantized layer as it is.
+can form W⁺, W², … at compile time (and an Add of such a constant is a bias, not a join), while the
+forward keeps the DequantizeLinear node: onnxruntime still runs the quantized model. fold_constants
+never folds Quantize/DequantizeLinear, so the BatchNorm and channel-affine folds see no constant weight
+there and leave a quantized layer as it is.
 
 QOperator files (QLinearConv, ConvInteger, QLinearAdd, ...) compute in integers inside one node, with no
 float weight or activation to explain: `check_not_qoperator` refuses them, naming the node.

@@ -195,7 +195,8 @@ def recognise(node: ir.Node) -> str | None:
         node.meta[GATE], node.meta[NAME] = gate, "gate"
     elif (activated := activated_index(node)) is not None:
         node.meta[ACTIVATED], node.meta[NAME] = activated, "gated unit"
-    return f"{node_label(node)}: a product of two activations" + (f", operand {gate} a gate" if gate is not None else "")
+    return (f"{node_label(node)}: a product of two activations"
+            + (f", operand {gate} a gate" if gate is not None else ""))
 
 
 def _weights_of_softmaxes(value: ir.Value, limit: int = 256) -> bool:

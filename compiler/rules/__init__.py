@@ -1,4 +1,5 @@
 """Relevance rules, one module per rule family; importing this package fills the table."""
 
-from . import attention, combine, elementwise, gates, linear, norms, pooling, quantized, reduce, resample, routing, shape  # noqa: F401
+from . import (attention, combine, elementwise, gates, linear, norms, pooling, quantized,  # noqa: F401
+               reduce, resample, routing, shape)
 from .table import RULES, relevance_rule, supported_ops  # noqa: F401

@@ -26,9 +26,10 @@ A graph with attention (a MatMul of two activations) gets AttnLRP when no rule o
 any other graph EpsilonPlusFlat. CPLRP holds the attention weights fixed (no relevance reaches q and k)
 and, in a gated MLP act(x·W_g)·(x·W_u), the activated factor. Under both, ε is 1e-12 — LXT's gradient ×
 input is LRP-0; ε = 1e-6 at a LayerNorm output y ≈ 1e-5 makes the float32 map depend on y's rounding
-(timm's ViT: 6e-4 from float64, 1.4e-6 at 1e-12) — also for joins, norms and products, and a constant addend (a position embedding, a bias added on its own)
-absorbs its share, as in the papers' gradient × input: handing its unit's whole relevance to x would
-divide it by a pre-addend value that may be near 0 (float32-unstable in ViTs).
+(timm's ViT: 6e-4 from float64, 1.4e-6 at 1e-12) — also for joins, norms and products, and a constant
+addend (a position embedding, a bias added on its own) absorbs its share, as in the papers'
+gradient × input: handing its unit's whole relevance to x would divide it by a pre-addend value that
+may be near 0 (float32-unstable in ViTs).
 
 Average pools take epsilon in every composite (Zennit's Norm rule on pooling: the z-rule, stabilized).
 
@@ -155,7 +156,8 @@ class RuleMap:
             pattern, rule = unused[0]
             if isinstance(rule, ProductRule) or pattern == JOIN:
                 what = "product of two activations" if isinstance(rule, ProductRule) else "sum of activations"
-                raise LrpcError(f"rule map pattern '{pattern}={rule.spec}' matches no {what} (`lrpc inspect` lists them)")
+                raise LrpcError(f"rule map pattern '{pattern}={rule.spec}' matches no {what} "
+                                "(`lrpc inspect` lists them)")
             names = ", ".join(f"{n.name or '<unnamed>'} ({n.op_type})" for n in layers[:12])
             raise LrpcError(f"rule map pattern '{pattern}' matches no linear layer; the layers are: {names}")
         return chosen

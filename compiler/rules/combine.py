@@ -9,8 +9,9 @@ An operand that is a constant takes no part in z and gets no relevance: with one
 (Add/Sub of a bias, Mul/Div by a scale) the unit keeps its relevance, R_x = unbroadcast(R) — except
 the bias β of a norm's output (passes/recognize_products.py), which absorbs its share as a layer's bias
 does: R_x = unbroadcast(x ⊙ R / stab(x + β)); under the convention "lxt" every constant addend does
-(a position embedding, a mask constant: LXT's gradient × input gives them their share). A centering x − mean(x) is one linear map (rules/norms.py);
-products and quotients of two activations are rules/gates.py's.
+(a position embedding, a mask constant: LXT's gradient × input gives them their share). A centering
+x − mean(x) is one linear map (rules/norms.py); products and quotients of two activations are
+rules/gates.py's.
 
 unbroadcast sums relevance over the axes along which an operand was broadcast, back to its shape:
 ReduceSum over those axes when the shapes tell them, else a scatter-add of broadcast positions.

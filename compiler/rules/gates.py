@@ -10,8 +10,9 @@ The first line holds the second factor fixed: a gated activation's own gate (x·
 y = x for relevance), a norm's denominator, a divisor. "gate-constant" does the same for a gate
 computed elsewhere (a squeeze-excitation gate σ(W·pool x), GLU's σ(b)) — or, where no factor is a gate, the
 one computed by an activation (a gated MLP's SiLU(x·W_g) beside x·W_u, as LXT's CP-LRP holds it): the
-signal-take-all rule of LRP for gated units, and the conservative propagation of Ali et al. 2022. "half" splits each unit's relevance
-equally between its factors: AttnLRP's uniform rule (Achtibat et al. 2024), for products of two signals.
+signal-take-all rule of LRP for gated units, and the conservative propagation of Ali et al. 2022. "half"
+splits each unit's relevance equally between its factors: AttnLRP's uniform rule (Achtibat et al. 2024),
+for products of two signals.
 Both conserve: Σ R_in = Σ R. A product with a constant (a scale) keeps its relevance in the unit.
 """
 

@@ -85,7 +85,8 @@ def _conv(node: ir.Node, b: Builder) -> LinearLayer:
     adjoint = None if few_channels else adjoint_conv_geometry(geo, out_pad)
     if adjoint is not None:  # stride 1: Wᵀ s is a Conv with the flipped, channel-swapped kernel
         def apply_t(b, s, w):
-            flipped = b.cached(("adjoint", w), lambda: _adjoint_kernel(b, w, list(weight.const_value.shape), geo["group"]))
+            flipped = b.cached(("adjoint", w),
+                               lambda: _adjoint_kernel(b, w, list(weight.const_value.shape), geo["group"]))
             return b.op("Conv", s, flipped, **adjoint)
     else:
         def apply_t(b, s, w):

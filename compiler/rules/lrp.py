@@ -62,7 +62,8 @@ def _epsilon(eps):
 
 def _alphabeta(alpha, beta, convention="lrpc"):
     if alpha < 0 or beta < 0 or abs(alpha - beta - 1) > 1e-12:
-        raise LrpcError(f"alphabeta needs alpha ≥ 0, beta ≥ 0 and alpha − beta = 1 (got alpha={alpha:g}, beta={beta:g})")
+        raise LrpcError(f"alphabeta needs alpha ≥ 0, beta ≥ 0 and alpha − beta = 1 "
+                        f"(got alpha={alpha:g}, beta={beta:g})")
     if convention == "innvestigate":  # both parts carry the whole bias b⁺ + b⁻; safe division, no ε
         groups = [Group(alpha, (Term(1, "pos", POS, POS), Term(1, "neg", NEG, NEG)))]
         if beta:
@@ -155,6 +156,7 @@ def describe_rules() -> str:
     for name, (_, defaults, doc) in RULE_TABLE.items():
         args = ",".join(f"{k}={'REQUIRED' if v is None else f'{v:g}'}" for k, v in defaults.items())
         lines.append(f"  {name + (':' + args if args else ''):<32} {doc}")
-    lines.append("  aliases: " + ", ".join(f"{a} = {n}" + (":" + ",".join(f"{k}={v:g}" for k, v in p.items()) if p else "")
-                                         for a, (n, p) in ALIASES.items()))
+    lines.append("  aliases: " + ", ".join(
+        f"{a} = {n}" + (":" + ",".join(f"{k}={v:g}" for k, v in p.items()) if p else "")
+        for a, (n, p) in ALIASES.items()))
     return "\n".join(lines)

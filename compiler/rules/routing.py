@@ -118,5 +118,6 @@ def where(node, rel_out, b, cfg):
     from .combine import unbroadcast  # combine imports routing
     cond, r, out = node.inputs[0], rel_out[0], node.outputs[0]
     zero = b.op("Mul", r, b.const(0.0))
-    return [None, *(None if is_constant(v) else unbroadcast(b, b.op("Where", cond, *((r, zero) if i == 1 else (zero, r))), v, out)
+    return [None, *(None if is_constant(v)
+                    else unbroadcast(b, b.op("Where", cond, *((r, zero) if i == 1 else (zero, r))), v, out)
                     for i, v in ((1, node.inputs[1]), (2, node.inputs[2])))]

@@ -1,7 +1,7 @@
 """Relevance that vanishes where a ReLU output is zero lets a layer forget its pre-activation.
 
-A linear layer z = W x + b (or a sum of activations, a residual join) followed by a ReLU, a = max(z, 0), receives R_z = R_a. When every consumer of
-a hands back relevance carrying a factor of a itself,
+A linear layer z = W x + b (or a sum of activations, a residual join) followed by a ReLU, a = max(z, 0),
+receives R_z = R_a. When every consumer of a hands back relevance carrying a factor of a itself,
 
     R_a = a ⊙ c   (c finite)   ⇒   R_z = 0 wherever z ≤ 0,
 

@@ -6,8 +6,9 @@ FnOp) from the float32 weights, one per ONNX value, keeping the ONNX value names
 
 - Conv, ConvTranspose, Gemm, MatMul by a constant → LinearOp on oracle's explicit matrices.
 - BatchNormalization, and a per-element constant Add/Sub/Mul/Div, right after a Linear that has no
-  other consumer (or after an order-keeping reshape of it: Conv1D's Squeeze) is composed into it (DESIGN §6): a ↦ s⊙a + t with s = γ/√(var+ε), t = β − μ s,
-  W' = diag(s) W, b' = s⊙b + t. (Anything else of these is not needed by the models here: an error.)
+  other consumer (or after an order-keeping reshape of it: Conv1D's Squeeze) is composed into it
+  (DESIGN §6): a ↦ s⊙a + t with s = γ/√(var+ε), t = β − μ s, W' = diag(s) W, b' = s⊙b + t.
+  (Anything else of these is not needed by the models here: an error.)
 - AveragePool → a depthwise Linear 1/K and a Scale K/n(o) that passes relevance (oracle_onnx._avgpool);
   GlobalAveragePool and a spatial ReduceMean (channels first or last) → a depthwise Linear with weights 1/K.
 - Relu, Selu, Tanh, LeakyRelu, Elu, Sigmoid, ... → FnOp, relevance passes unchanged.

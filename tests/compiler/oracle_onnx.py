@@ -63,7 +63,8 @@ def _avgpool(shape, kernel, strides, pads, include_pad, out_spatial, dilations):
     weight = np.full([C, 1, *kernel], 1.0 / K)
     conv_pads = list(pads)
     for a in range(nd):  # extend the end pads so that a floor-mode conv reaches out_spatial
-        need = (out_spatial[a] - 1) * strides[a] + (kernel[a] - 1) * dilations[a] + 1 - spatial[a] - pads[a] - pads[nd + a]
+        need = ((out_spatial[a] - 1) * strides[a] + (kernel[a] - 1) * dilations[a] + 1
+                - spatial[a] - pads[a] - pads[nd + a])
         conv_pads[nd + a] += max(need, 0)
     L = oracle.conv_layer(weight, None, shape, strides, conv_pads, dilations, group=C)
     divisor = np.zeros(L.out_shape)

@@ -222,7 +222,8 @@ def test_batchnorm_without_a_foldable_neighbour_becomes_a_depthwise_conv(case):
         init.update(more)
         nodes = [bn_node("x", "bnout"), node]
     elif case == "between_relus":
-        nodes = [helper.make_node("Relu", ["x"], ["r"]), bn_node("r", "bnout"), helper.make_node("Relu", ["bnout"], ["y"])]
+        nodes = [helper.make_node("Relu", ["x"], ["r"]), bn_node("r", "bnout"),
+                 helper.make_node("Relu", ["bnout"], ["y"])]
     else:
         nodes = [bn_node("x", "y")]
     canon, lines = assert_same_forward(with_output(nodes, shape, init), (3, *shape[1:]))

@@ -43,7 +43,8 @@ def unknown_op_model():
     nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"),
              helper.make_node("Erf", ["h"], ["e"], name="odd_activation"),
              helper.make_node("Gemm", ["e", "w2"], ["y"], name="head")]
-    return make_model(nodes, [tensor("x", ["n", 4])], [tensor("y", ["n", 2])], {"w": w, "w2": np.ones((3, 2), np.float32)})
+    return make_model(nodes, [tensor("x", ["n", 4])], [tensor("y", ["n", 2])],
+                      {"w": w, "w2": np.ones((3, 2), np.float32)})
 
 
 @pytest.mark.parametrize("setup, args, message", [
@@ -103,7 +104,8 @@ def two_unknown_ops_model():
              helper.make_node("Gemm", ["s", "w"], ["g"], name="mid"),
              helper.make_node("Cos", ["g"], ["c"], name="other_wave"),
              helper.make_node("Gemm", ["c", "w2"], ["y"], name="head")]
-    return make_model(nodes, [tensor("x", ["n", 4])], [tensor("y", ["n", 2])], {"w": w, "w2": np.ones((4, 2), np.float32)})
+    return make_model(nodes, [tensor("x", ["n", 4])], [tensor("y", ["n", 2])],
+                      {"w": w, "w2": np.ones((4, 2), np.float32)})
 
 
 def test_every_refused_node_is_named_with_a_count():

@@ -50,7 +50,8 @@ CASES = [
 def _model(shape, attrs, dtype, classes=4):
     x = np.zeros(shape, np.float32)
     pooled = ort.InferenceSession(helper.make_model(helper.make_graph(
-        [helper.make_node("MaxPool", ["x"], ["y"], **attrs)], "p", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_node("MaxPool", ["x"], ["y"], **attrs)], "p",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]), opset_imports=[helper.make_opsetid("", 18)],
         ir_version=9).SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     features = int(np.prod(pooled.shape[1:]))

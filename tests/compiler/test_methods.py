@@ -325,7 +325,8 @@ def test_split_expand_tile_pow_sum_and_matmul_match_finite_differences():
              helper.make_node("Expand", ["s1", "shape"], ["e"]), helper.make_node("Pow", ["s2", "two"], ["p"]),
              helper.make_node("Sum", ["e", "p", "s2"], ["s"]), helper.make_node("MatMul", ["s", "w"], ["m"]),
              helper.make_node("Tanh", ["x"], ["t"]), helper.make_node("Tile", ["t", "reps"], ["tt"]),
-             helper.make_node("Add", ["m", "tt"], ["z"]), helper.make_node("ReduceSum", ["z", "axis"], ["y"], keepdims=0)]
+             helper.make_node("Add", ["m", "tt"], ["z"]),
+             helper.make_node("ReduceSum", ["z", "axis"], ["y"], keepdims=0)]
     model = make_model(nodes, [tensor("x", ["n", 3, 4], f64)], [tensor("y", ["n", 8], f64)], init)
     x = np.random.default_rng(1).uniform(0.5, 1.5, (2, 3, 4))
     y_of = session(model)
@@ -351,7 +352,8 @@ def test_metadata_names_the_method_and_the_runtime_reads_it():
 @pytest.mark.parametrize("spec, message", [
     ("gradients", "unknown method 'gradients'; known methods: gradient, inputxgradient, guidedbackprop"),
     ("gradient:eps=1", "method 'gradient' has no parameter 'eps' (its parameters: none)"),
-    ("ig:step=3", "method 'integratedgradients' has no parameter 'step' (its parameters: steps, baseline, baseline_input)"),
+    ("ig:step=3", "method 'integratedgradients' has no parameter 'step' "
+                  "(its parameters: steps, baseline, baseline_input)"),
     ("ig:steps", "method 'integratedgradients': write parameters as steps=VALUE"),
     ("ig:steps=0", "parameter steps must be ≥ 1, got 0"),
     ("smoothgrad:samples=2.5", "parameter samples needs a whole number, got '2.5'"),

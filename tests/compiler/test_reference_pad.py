@@ -41,9 +41,9 @@ def test_verify_runs_float64_on_a_cropping_model():
     rng = np.random.default_rng(1)
     init = {"w": rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "crop": np.array([0, 0, 1, -1, 0, 0, -2, -1]),
             "fc": rng.standard_normal((3, 4 * 5 * 4)).astype(np.float32)}
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Pad", ["c", "crop"], ["p"]),
-             helper.make_node("Relu", ["p"], ["r"]), helper.make_node("Flatten", ["r"], ["f"]),
-             helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Pad", ["c", "crop"], ["p"]), helper.make_node("Relu", ["p"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["f"]), helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
     model = make_model(nodes, [tensor("x", ["N", 2, 6, 6])], [tensor("y", ["N", 3])], init)
     report = lrpc.verify(lrpc.compile(model, rule="epsilon"), samples=2)
     statuses = {c.name: c.status for c in report.checks}

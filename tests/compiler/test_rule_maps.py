@@ -63,7 +63,8 @@ COMPOSITES = {  # the composites' meaning, written out for the oracle (conv1, co
     "ExcitationBackprop": (R["zplus"],) * 4,
     "A": (R["alpha1beta0"], R["alpha1beta0"], R["epsilon:eps=0.25"].func and partial(oracle.rule_epsilon, eps=0.1),
           partial(oracle.rule_epsilon, eps=0.1)),
-    "BFlat": (R["flat"], R["alpha2beta1"], partial(oracle.rule_epsilon, eps=0.1), partial(oracle.rule_epsilon, eps=0.1)),
+    "BFlat": (R["flat"], R["alpha2beta1"], partial(oracle.rule_epsilon, eps=0.1),
+              partial(oracle.rule_epsilon, eps=0.1)),
 }
 
 
@@ -105,7 +106,8 @@ def test_rule_map_from_toml_file(tmp_path):
     X = np.random.default_rng(3).standard_normal((2, 2, 6, 6)).astype(np.float32)
     got = lrpc_relevance(net.model(), X, rule_map_file=str(path))
     eps = R["epsilon:eps=0.25"]
-    oracle.assert_rel_close(got, oracle_relevance(net, X, layer_rules(net, R["flat"], R["alpha2beta1"], eps, eps)), 1e-5)
+    oracle.assert_rel_close(got, oracle_relevance(net, X, layer_rules(net, R["flat"], R["alpha2beta1"], eps, eps)),
+                            1e-5)
 
 
 def test_keras_layer_names_select_layers():
@@ -226,7 +228,8 @@ def test_innvestigate_convention_drops_the_bias_in_zplus_and_w2():
     """iNNvestigate's lrp.z_plus and lrp.w_square ignore the bias (measured by benchmarks/fidelity.py)."""
     net = vgg_like()
     X = np.random.default_rng(6).standard_normal((3, 2, 6, 6)).astype(np.float32)
-    unbiased = lambda rule: lambda L, x, R_out: rule(oracle.Linear(L.W, 0 * L.b, L.S, L.in_shape, L.out_shape), x, R_out)
+    unbiased = lambda rule: lambda L, x, R_out: rule(oracle.Linear(L.W, 0 * L.b, L.S, L.in_shape, L.out_shape),
+                                                     x, R_out)
     zplus = unbiased(partial(innvestigate_alphabeta, alpha=1.0, beta=0.0))
     w2 = unbiased(oracle.rule_w2)
     for spec, rule in (("zplus", zplus), ("w2", w2)):

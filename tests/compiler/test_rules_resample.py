@@ -143,14 +143,16 @@ def _resize_net(batch, computed_sizes: bool):
     init = {"w": rng.standard_normal((3, 2, 3, 3)).astype(np.float32), "fc": rng.standard_normal((5, 3 * 7 * 8))
             .astype(np.float32), "hw": np.array([7, 8], np.int64), "start": np.array([0], np.int64),
             "end": np.array([2], np.int64), "sizes": np.array([batch, 3, 7, 8], np.int64)}
-    shape_chain = [helper.make_node("Shape", ["a"], ["shape"]), helper.make_node("Slice", ["shape", "start", "end"], ["nc"]),
+    shape_chain = [helper.make_node("Shape", ["a"], ["shape"]),
+                   helper.make_node("Slice", ["shape", "start", "end"], ["nc"]),
                    helper.make_node("Concat", ["nc", "hw"], ["computed"], axis=0)] if computed_sizes else []
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["a"]),
              *shape_chain,
              helper.make_node("Resize", ["a", "", "", "computed" if computed_sizes else "sizes"], ["u"], mode="linear"),
              helper.make_node("Flatten", ["u"], ["f"]), helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
     dim = "batch" if computed_sizes else batch
-    graph = helper.make_graph(nodes, "net", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [dim, 2, 4, 5])],
+    graph = helper.make_graph(nodes, "net",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [dim, 2, 4, 5])],
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [dim, 5])],
                               [numpy_helper.from_array(v, k) for k, v in init.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -160,7 +160,8 @@ def test_runtime_reads_multi_index_and_all_modes():
     from lrpc_runtime import Explainer
 
     net = conv_net()
-    assert Explainer(lrpc.compile(net.model(), RULE, target="1,2,3").SerializeToString()).metadata.fixed_target == (1, 2, 3)
+    assert (Explainer(lrpc.compile(net.model(), RULE, target="1,2,3").SerializeToString()).metadata.fixed_target
+            == (1, 2, 3))
     explainer = Explainer(lrpc.compile(net.model(), RULE, target="all").SerializeToString())
     assert explainer.metadata.target_mode == "all"
     with pytest.raises(ValueError, match="cannot be chosen per call"):

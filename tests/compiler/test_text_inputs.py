@@ -5,7 +5,8 @@ one position (targets.py), end to end through lrpc.compile and onnxruntime, agai
                 R_h[j]    = h_j W[j, t] R_t / stab(z_t)                        (ε rule at the head)
                 R_E[s, j] = (E[ids_s, j] / S) R_h[j] / stab(h_j)                (the mean splits by share)
                 R_ids[s]  = Σ_j R_E[s, j]
-    lm head     h = tanh(E[ids]), z = h W [batch, seq, vocab]; at p = −1: R_ids[s] = [s = p] Σ_j h_j W[j, t] R_t / stab(z_t)
+    lm head     h = tanh(E[ids]), z = h W [batch, seq, vocab]; at p = −1:
+                R_ids[s] = [s = p] Σ_j h_j W[j, t] R_t / stab(z_t)
 """
 
 from __future__ import annotations

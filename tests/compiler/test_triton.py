@@ -71,7 +71,8 @@ def test_external_weights_travel_with_the_model(tmp_path, monkeypatch):
     assert (path.parent / "explained.onnx.data").exists()
     folder = Path(export_triton(path, tmp_path / "repo", gpu=True))
     assert sorted(p.name for p in (folder / "1").iterdir()) == ["model.onnx", "model.onnx.data"]
-    assert parse_config(folder / "config.pbtxt").instance_group[0].kind == model_config_module().ModelInstanceGroup.KIND_GPU
+    assert (parse_config(folder / "config.pbtxt").instance_group[0].kind
+            == model_config_module().ModelInstanceGroup.KIND_GPU)
     x = np.ones((1, 2, 8, 8), np.float32)
     np.testing.assert_array_equal(ort.InferenceSession(str(folder / "1" / "model.onnx")).run(None, {"x": x})[-1],
                                   ort.InferenceSession(str(path)).run(None, {"x": x})[-1])

@@ -61,7 +61,8 @@ def fuzz_settings(default_examples: int, fraction: int = 1):
     database), no hypothesis deadline: deadline() is the hard one."""
     return settings(max_examples=max(4, examples(default_examples) // fraction), derandomize=True, database=None,
                     deadline=None, print_blob=False,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.large_base_example])
 
 
 class Hang(BaseException):

@@ -64,7 +64,8 @@ FULL = [dict(rule=r) for r in ["epsilon", "zplus", "alpha2beta1", "gamma", "flat
 CORE = [dict(composite=f"EpsilonGammaBox:{BOX}"), dict(rule="alpha2beta1", target="input"),
         dict(method="smoothgrad:samples=2,noise_input=1")]
 AUTOENCODER = [dict(output_name="reconstruction", target="all", rule="epsilon"),
-               dict(output_name="reconstruction", target="mask", rule="zplus"), dict(explain="latent:3", rule="epsilon")]
+               dict(output_name="reconstruction", target="mask", rule="zplus"),
+               dict(explain="latent:3", rule="epsilon")]
 # The strided stem of tiny_bottleneck cannot be inverted for stacked path inputs (lrpc refuses to compile it).
 NOT_COMPILED = {("torch/tiny_bottleneck", "integratedgradients"), ("torch/tiny_bottleneck", "smoothgrad")}
 
@@ -188,7 +189,8 @@ def _explained_with(node: onnx.NodeProto, out_type=TensorProto.FLOAT) -> onnx.Mo
 
 def test_an_op_outside_the_table_is_a_user_error_naming_it(tmp_path, capsys):
     model = _explained_with(helper.make_node("Cos", ["r"], ["y"], name="angle"))
-    with pytest.raises(LrpcError, match=r"'angle' \(Cos\): the TensorFlow export has no function for Cos.*--format onnx"):
+    with pytest.raises(LrpcError,
+                       match=r"'angle' \(Cos\): the TensorFlow export has no function for Cos.*--format onnx"):
         export_savedmodel(model, tmp_path / "sm")
     assert not (tmp_path / "sm").exists() and list(tmp_path.iterdir()) == []
 

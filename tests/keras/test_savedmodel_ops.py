@@ -200,7 +200,8 @@ def test_op_matches_onnxruntime(op, inputs, outputs, attrs):
         actual = got[names["outputs"][f"out{i}"]].numpy()
         assert actual.shape == expected.shape, f"output {i}: shape {actual.shape}, onnxruntime {expected.shape}"
         if expected.dtype.kind == "f":
-            gap = np.abs(actual.astype(np.float64) - expected).max(initial=0) / max(np.abs(expected).max(initial=0), 1e-30)
+            gap = (np.abs(actual.astype(np.float64) - expected).max(initial=0)
+                   / max(np.abs(expected).max(initial=0), 1e-30))
             assert gap <= 1e-5, f"output {i}: relative gap {gap:.2e}"
         else:
             np.testing.assert_array_equal(actual, expected, err_msg=f"output {i}")

@@ -120,7 +120,8 @@ def _export_ids(name, path):
             return self.model(input_ids=ids, **({"attention_mask": mask[0]} if mask else {})).logits
 
     ids = torch.randint(0, 100, (2, 7), generator=torch.Generator().manual_seed(0))
-    args, names = ((ids, torch.ones_like(ids)), ["input_ids", "attention_mask"]) if with_mask else ((ids,), ["input_ids"])
+    args, names = (((ids, torch.ones_like(ids)), ["input_ids", "attention_mask"]) if with_mask
+                   else ((ids,), ["input_ids"]))
     axes = {n: {0: "batch", 1: "seq"} for n in names}
     mu = lxt_hf.transformers.masking_utils
     with torch.no_grad(), lxt_hf._swap(mu, "sdpa_mask", lxt_hf._causal_mask if name in lxt_hf.LMS else mu.sdpa_mask):

@@ -66,7 +66,8 @@ def test_a_ray_job_gives_what_a_local_run_gives(ray_cluster, explained, digit_in
     on_ray = explain_files_ray(explained, digit_inputs, tmp_path / "ray", actors=2, batch_size=16,
                                save_relevance=True, table="json", progress=False)
     assert len(on_ray) == ARRAY_SAMPLES + IMAGE_SAMPLES
-    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert (sorted(p.name for p in (tmp_path / "ray").iterdir())
+            == sorted(p.name for p in (tmp_path / "local").iterdir()))
     exact = ("input", "source", "index", "predicted", "target", "heatmap")
     assert [{k: r.get(k) for k in exact} for r in on_ray] == [{k: r.get(k) for k in exact} for r in local]
     assert json.loads((tmp_path / "ray" / "predictions.json").read_text())[0]["input"] == local[0]["input"]
