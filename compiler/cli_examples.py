@@ -22,8 +22,8 @@ then, with onnxruntime alone:
 EXPLAIN_EXAMPLES = """examples:
   lrpc explain digits_explained.onnx digits/ -o heatmaps/          # a folder of PNGs
   lrpc explain digits_explained.onnx digits/ -o heatmaps/ --overwrite  # again: replace heatmaps/ as a whole
-  lrpc explain explained.onnx cat.jpg dog.png --preprocess \
-'resize=224,224;mean=0.485,0.456,0.406;std=0.229,0.224,0.225' -o out/
+  lrpc explain explained.onnx cat.jpg dog.png -o out/ \\
+      --preprocess 'resize=224,224;mean=0.485,0.456,0.406;std=0.229,0.224,0.225'
   lrpc explain explained.onnx batch.npy -o out/ --style overlay --format json
   lrpc explain explained.onnx x.npy --target 3 -o out/               # a file compiled with --target input
   lrpc explain explained.onnx images/ -o out/ --ray --actors 4        # 4 onnxruntime sessions on a local Ray
