@@ -45,3 +45,13 @@ def small_cnn(seed=0, bias=True, softmax=True, opset=17) -> onnx.ModelProto:
         nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=1))
         out = "probs"
     return make_model(nodes, [tensor("x", ["batch", 2, 8, 8])], [tensor(out, ["batch", 5])], init, opset)
+
+
+def saved_and_compiled(folder, model: onnx.ModelProto, rule: str):
+    """(FOLDER/source.onnx holding `model`, FOLDER/e.onnx compiled from it with `rule`)."""
+    import lrpc
+
+    source, path = folder / "source.onnx", folder / "e.onnx"
+    onnx.save(model, source)
+    lrpc.compile(source, rule=rule, output=path)
+    return source, path

@@ -16,7 +16,7 @@ from lrpc.cli import main
 from lrpc.verify import compare
 from lrpc.verify.advice import eps_hint
 from lrpc.verify.conditioning import factor, jitter, largest_fan_in
-from nets import make_model, small_cnn, tensor
+from nets import make_model, saved_and_compiled, small_cnn, tensor
 from test_verify import tampered
 
 
@@ -40,11 +40,7 @@ def sigmoid_net(depth: int = 4, width: int = 128, seed: int = 1) -> onnx.ModelPr
 
 @pytest.fixture(scope="module")
 def ill(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
-    folder = tmp_path_factory.mktemp("ill")
-    source, path = folder / "sigmoid.onnx", folder / "e.onnx"
-    onnx.save(sigmoid_net(), source)
-    lrpc.compile(source, rule="epsilon:eps=1e-6", output=path)
-    return source, path
+    return saved_and_compiled(tmp_path_factory.mktemp("ill"), sigmoid_net(), "epsilon:eps=1e-6")
 
 
 def float64_check(report):

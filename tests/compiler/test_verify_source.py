@@ -10,16 +10,12 @@ import onnx
 import pytest
 
 import lrpc
-from nets import small_cnn
+from nets import saved_and_compiled, small_cnn
 
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
-    folder = tmp_path_factory.mktemp("source")
-    source, path = folder / "model.onnx", folder / "e.onnx"
-    onnx.save(small_cnn(), source)
-    lrpc.compile(source, rule="epsilon", output=path)
-    return source, path
+    return saved_and_compiled(tmp_path_factory.mktemp("source"), small_cnn(), "epsilon")
 
 
 def edited(path: pathlib.Path, out: pathlib.Path, entries: dict[str, str], edit_graph=None) -> pathlib.Path:
