@@ -197,6 +197,7 @@ def test_autoencoder_decoding_from_logits(tmp_path):
         autoencoder.autoencoder(decode_from="softmax")
 
 
+@pytest.mark.slow  # 90 s: a training run
 def test_autoencoder_synthetic_data_and_brief_training(tmp_path):
     x, y = autoencoder.synthetic_data(64, width=16)
     assert x.shape == (64, 1, 16, 16) and x.dtype == np.float32 and set(y) == {0, 1}

@@ -150,7 +150,8 @@ def _judge(key, result, fine):
 
 
 @pytest.mark.parametrize("product", ["gate-constant", "half"])
-@pytest.mark.parametrize("name", list(BLOCKS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n == "mobilenetv3_like" else [])
+                                  for n in BLOCKS])  # 15–21 s each; efficientnet_like covers both product rules
 def test_blocks_match_lxt(name, product):
     if product == "half" and name == "convnext_like":
         pytest.skip("no product of two activations in a ConvNeXt block")

@@ -109,6 +109,7 @@ def test_a_failed_job_writes_nothing(ray_cluster, explained, digit_inputs, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed"]  # no OUT, no staging folder left
 
 
+@pytest.mark.slow  # 15–18 s: a Ray cluster of its own
 def test_an_old_outdir_is_kept_by_a_failed_job_and_replaced_whole(ray_cluster, explained, digit_inputs, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -157,6 +158,7 @@ def test_ray_options_need_ray(explained, digit_inputs, tmp_path, capsys):
     assert "only with --ray" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 15–18 s: a Ray cluster of its own
 def test_the_cli_starts_a_local_cluster_without_an_address(ray_cluster, explained, digit_inputs, tmp_path,
                                                             tmp_path_factory):
     """The default: no --address, so `lrpc explain --ray` starts its own Ray for the run and stops it."""
