@@ -1,4 +1,5 @@
-"""MaxPool for `lrpc verify`'s float64 run: onnx's reference evaluator gets the Indices output wrong.
+"""MaxPool and MaxUnpool for `lrpc verify`'s float64 run: onnx's reference evaluator gets MaxPool's
+Indices output wrong and ignores MaxUnpool's output_shape.
 
 With padding, onnx 1.23's reference MaxPool returns indices without the batch and channel offsets (a
 3×3/1 pool with pads 1 on [1, 8, 4, 4] gave indices 0…14 where onnxruntime and the ONNX spec give
@@ -10,6 +11,10 @@ row-major window order, as onnxruntime picks it, and
 
 Output size per spatial axis: ⌊(D + p_begin + p_end − ((k − 1)·d + 1)) / s⌋ + 1, or ⌈·⌉ + 1 with
 ceil_mode, dropping a last window that would start in the end padding.
+
+MaxUnpool(X, I, output_shape) puts each X value at its flat position I in a zero tensor of
+output_shape — which lrpc gives whenever (D − 1)·s + k − pads ≠ the pooled input's size (a 1×1/2 pool
+on an even map, ResNet50V2's shortcut); onnx 1.23's reference builds the default shape regardless.
 """
 
 from __future__ import annotations
@@ -81,3 +86,19 @@ class MaxPool(OpRun):
             raise NotImplementedError("MaxPool with storage_order=1")
         y, indices = max_pool(x, kernel_shape, strides, pads, dilations, auto_pad or "NOTSET", ceil_mode or 0)
         return (y, indices) if len(self.output) > 1 else (y,)
+
+
+class MaxUnpool(OpRun):
+    """onnx.reference op override: zeros of output_shape (else the default (D − 1)·s + k − pads), X at I."""
+
+    op_domain = ""
+
+    def _run(self, x, indices, output_shape=None, kernel_shape=None, pads=None, strides=None):
+        if output_shape is None:
+            rank = len(kernel_shape)
+            pads, strides = list(pads or [0] * 2 * rank), list(strides or [1] * rank)
+            output_shape = [*x.shape[:2], *[(d - 1) * s + k - pb - pe for d, s, k, pb, pe in
+                                            zip(x.shape[2:], strides, kernel_shape, pads[:rank], pads[rank:])]]
+        y = np.zeros(int(np.prod(output_shape)), x.dtype)
+        y[indices.reshape(-1)] = x.reshape(-1)
+        return (y.reshape([int(d) for d in output_shape]),)

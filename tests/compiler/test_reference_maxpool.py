@@ -65,3 +65,28 @@ def test_verify_passes_on_a_padded_max_pool():
     model = make_model(nodes, [tensor("x", ["N", 2, 4, 4])], [tensor("logits", ["N", 3])], init)
     report = verify(lrpc.compile(model, rule="epsilon"))
     assert report.passed, report.text()
+
+
+@pytest.mark.parametrize("shape, kernel, stride, output_shape", [
+    ((1, 2, 6, 6), 2, 2, None), ((2, 3, 4, 5), 2, 2, [2, 3, 8, 11]),
+    ((1, 2, 3, 3), 1, 2, [1, 2, 6, 6]),  # ResNet50V2's 1×1/2 shortcut pool on an even map
+])
+def test_maxunpool_puts_each_value_at_its_index_in_the_given_shape(shape, kernel, stride, output_shape):
+    """Against onnxruntime's MaxUnpool, with output_shape given (onnx's reference ignores it) or not."""
+    from lrpc.verify.float64 import run_double
+
+    rng = np.random.default_rng(3)
+    full = output_shape or [*shape[:2], *[(d - 1) * stride + kernel for d in shape[2:]]]
+    indices = np.stack([rng.choice(int(np.prod(full[2:])), int(np.prod(shape[2:])), replace=False)
+                        for _ in range(shape[0] * shape[1])]).reshape(shape)
+    indices = indices + (np.arange(shape[0] * shape[1]) * int(np.prod(full[2:]))).reshape(*shape[:2], 1, 1)
+    x = rng.standard_normal(shape).astype(np.float32)
+    extra = ["shape"] if output_shape else []
+    node = helper.make_node("MaxUnpool", ["x", "i", *extra], ["y"], kernel_shape=[kernel] * 2, strides=[stride] * 2)
+    inits = {"shape": np.array(output_shape, np.int64)} if output_shape else {}
+    model = make_model([node], [tensor("x", list(shape)), tensor("i", list(shape), TensorProto.INT64)],
+                       [tensor("y", full)], inits)
+    feeds = {"x": x, "i": indices.astype(np.int64)}
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    got = run_double(model, feeds, ["y"])["y"]
+    assert got.shape == want.shape and np.array_equal(got, want.astype(np.float64))

@@ -13,8 +13,8 @@ BatchNorm statistics from one batch:
   agree to 1e-6. Marked xfail(strict): it starts passing when FoldChannelAffine gets that fallback.
 - `lrpc verify` must run its float64 reference on a net with ResNet50V2's shortcut pool
   (MaxPooling2D(1, strides=2) on an even map: relevance routed by MaxUnpool with an output_shape larger
-  than (in − 1)·s + k). It does not today: onnx's reference MaxUnpool ignores output_shape (IndexError),
-  so the check is NOT RUN. Marked xfail(strict) until verify brings its own MaxUnpool.
+  than (in − 1)·s + k). onnx's reference MaxUnpool ignores output_shape (IndexError, NOT RUN), so verify
+  brings its own (compiler/verify/reference_maxpool.py).
 - Every rule of the issue's table gives a finite map whose float32 run is within 1e-3 of float64 on the
   same net without the pre-activation BN (conv-BN-ReLU blocks, every BN folded): a guard that the
   conditioning measured on keras.applications is not already present on a small net.
@@ -97,8 +97,6 @@ def test_lrp0_is_gradient_x_input_on_a_resnet_with_folded_bn(tmp_path, images):
     assert gap.max() < 1e-4, f"LRP-0 vs TensorFlow's x ⊙ ∇f per sample: {gap}"
 
 
-@pytest.mark.xfail(strict=True, reason="onnx's reference MaxUnpool ignores output_shape: verify's float64 "
-                                       "check cannot run (NOT RUN)")
 def test_verify_runs_float64_with_a_strided_1x1_maxpool(tmp_path, images):
     path = str(tmp_path / "pool.keras")
     _net(preact=False, shortcut_pool=True).save(path)
