@@ -1,6 +1,6 @@
 """`lrpc verify` on keras.applications convnets (issue 18): which cells fail, and is it a wrong graph or float32?
 
-Run in the TensorFlow environment (scripts/keras_env.sh); ~2 h on 2 cores for everything:
+Run in the TensorFlow environment (scripts/keras_env.sh); 2–3 h on 2 cores for everything:
 
     .venv-keras/bin/python benchmarks/keras_verify.py all --work /tmp/keras_verify     # build, cells, gxi, savedmodel
     .venv-keras/bin/python benchmarks/keras_verify.py report --work /tmp/keras_verify  # the markdown tables
@@ -31,6 +31,15 @@ Stages (each appends to WORK/results.jsonl and skips what is already there, so a
   by (1 + 2⁻²⁴·u), u ~ U(−1, 1) — a float32 rounding — and how far the float64 relevance moves,
   max|ΔR| / max|R| per sample. A float32 error as large as κ is conditioning: float64 itself cannot tell
   those maps apart at the precision float32 stores inputs and weights in.
+- ``probe`` (cells more than 1e-3 off float64) and ``probe-random`` (cells that pass on the images and fail on
+  verify's own random inputs, run on those): κ with float32-size rounding at *every* op (each computed tensor ×
+  (1 + u), u ~ U(−2⁻²⁴, 2⁻²⁴), drawn in the graph), and a second float32 implementation — onnx's reference
+  evaluator in float32 — against float64 and against onnxruntime. Two float32 runs as far apart as each is from
+  float64 are rounding-driven; two that agree and are both off point at something systematic (or a tie that
+  float32 cannot resolve: then κ moves float64 as much).
+- ``flips``: ReLU inputs whose sign differs between lrpc's graph (the BN-fixed ONNX) and the Keras model, both
+  in float64 — the discrete events behind the gradient × input differences.
+- ``large``: DenseNet121 at 224×224 under ε and the default composite: finite or not, today and with the BN fix.
 - ``gxi``: an independent reference for the ReLU nets (no op but linear, ReLU, MaxPool, Add, Concatenate,
   padding): with ε → 0 LRP-ε is gradient × input there, exactly. TensorFlow's float64 x ⊙ ∇f (the Keras
   model rebuilt with floatx float64, the same weights) against lrpc's ``epsilon:eps=1e-12`` file run in
@@ -102,9 +111,11 @@ def _maxunpool_op():
     return MaxUnpool
 
 
-def run_float64(proto: onnx.ModelProto, feeds: dict, names: list[str], weight_noise=None) -> dict:
+def run_float64(proto: onnx.ModelProto, feeds: dict, names: list[str], weight_noise=None,
+                every_tensor: bool = False) -> dict:
     """`proto` in double precision as lrpc verify runs it (lrpc.verify.float64), MaxUnpool by the spec.
-    weight_noise: a Generator: every float initializer × (1 + 2⁻²⁴·u) first."""
+    weight_noise: a Generator: every float initializer × (1 + 2⁻²⁴·u) first. every_tensor: every computed
+    tensor perturbed too (perturb_every_tensor)."""
     from lrpc.verify.float64 import as_double
     from lrpc.verify.reference_maxpool import MaxPool
     from lrpc.verify.reference_pad import Pad
@@ -116,9 +127,39 @@ def run_float64(proto: onnx.ModelProto, feeds: dict, names: list[str], weight_no
             if t.data_type == onnx.TensorProto.DOUBLE:
                 w = numpy_helper.to_array(t)
                 t.CopyFrom(numpy_helper.from_array(w * (1 + ROUND * weight_noise.uniform(-1, 1, w.shape)), t.name))
+    if every_tensor:
+        double = perturb_every_tensor(double)
     evaluator = ReferenceEvaluator(double, new_ops=[MaxPool, Pad, _maxunpool_op()])
     feeds = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()}
     return dict(zip(names, evaluator.run(names, feeds)))
+
+
+def perturb_every_tensor(double: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
+    """A copy of the float64 model in which every float64 tensor a node computes is multiplied by (1 + u),
+    u ~ U(−2⁻²⁴, 2⁻²⁴) drawn per element in the graph (RandomUniformLike): float32's rounding at every op,
+    in float64. The graph's outputs are left as computed."""
+    model = onnx.shape_inference.infer_shapes(double)
+    types = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.value_info, *model.graph.input)}
+    outputs = {o.name for o in model.graph.output}
+    nodes = []
+    for k, node in enumerate(model.graph.node):
+        renamed = {}
+        for name in node.output:
+            if name and name not in outputs and types.get(name) == onnx.TensorProto.DOUBLE:
+                renamed[name] = f"{name}__exact"
+        exact = [renamed.get(n, n) for n in node.output]
+        del node.output[:]
+        node.output.extend(exact)
+        nodes.append(node)
+        for name, raw in renamed.items():
+            u, du = f"{name}__u", f"{name}__du"
+            nodes += [helper.make_node("RandomUniformLike", [raw], [u], low=-ROUND, high=ROUND,
+                                       dtype=onnx.TensorProto.DOUBLE, seed=float(seed * 100003 + k)),
+                      helper.make_node("Mul", [raw, u], [du]), helper.make_node("Add", [raw, du], [name])]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    del model.graph.value_info[:]
+    return model
 
 
 def flat(a) -> np.ndarray:
@@ -308,6 +349,48 @@ def stage_cell(work: Path, key: str, variant: str, rule: str) -> dict:
     return row
 
 
+def run_reference32(proto: onnx.ModelProto, feeds: dict, names: list[str]) -> dict:
+    """The float32 file in onnx's reference evaluator (numpy): a second float32 implementation beside
+    onnxruntime, with its own summation order."""
+    from lrpc.verify.reference_maxpool import MaxPool
+    from lrpc.verify.reference_pad import Pad
+    from onnx.reference import ReferenceEvaluator
+
+    evaluator = ReferenceEvaluator(proto, new_ops=[MaxPool, Pad, _maxunpool_op()])
+    return dict(zip(names, evaluator.run(names, feeds)))
+
+
+def verify_random_inputs(proto: onnx.ModelProto, samples: int = 4, seed: int = 0) -> np.ndarray:
+    """The inputs `lrpc verify FILE` draws (lrpc.verify.inputs.make_feeds, seed 0): uniform [0, 1) pixels."""
+    from lrpc.verify.inputs import make_feeds
+    from lrpc.verify.load import lrpc_metadata
+
+    feeds, _ = make_feeds(proto, lrpc_metadata(proto, "file"), None, samples, np.random.default_rng(seed))
+    return feeds[proto.graph.input[0].name]
+
+
+def stage_probe(work: Path, cell: dict, inputs: str = "images") -> dict:
+    """For a cell whose float32 run is off float64: (1) κ with float32-size rounding at every op (inputs,
+    weights and every computed tensor), in float64; (2) a second float32 implementation (onnx's reference
+    evaluator in float32) against float64 and against onnxruntime. Two float32 runs that differ from each
+    other as much as from float64 are rounding-driven; two that agree with each other and not with float64
+    would point at an op the two runtimes compute differently from the float64 run. inputs "random": on the
+    inputs `lrpc verify FILE` draws instead of the images."""
+    proto = onnx.load(cell["file"])
+    x = np.load(work / "images.npy") if inputs == "images" else verify_random_inputs(proto)
+    feeds = {proto.graph.input[0].name: x}
+    base = run_float64(proto, feeds, ["relevance"])["relevance"]
+    rng = np.random.default_rng(1)
+    moved = run_float64(proto, {k: v * (1 + ROUND * rng.uniform(-1, 1, v.shape)) for k, v in feeds.items()},
+                        ["relevance"], weight_noise=rng, every_tensor=True)["relevance"]
+    ref32 = run_reference32(proto, feeds, ["relevance"])["relevance"]
+    ort32 = ort_run(cell["file"], x)["relevance"]
+    return dict(stage="probe" if inputs == "images" else "probe-random", model=cell["model"],
+                variant=cell["variant"], rule=cell["rule"], relevance_max64=np.abs(flat(base)).max(1).tolist(),
+                kappa_all=rel(moved, base), ort32_vs_f64=rel(ort32, base), ref32_vs_f64=rel(ref32, base),
+                ref32_vs_ort32=rel(ref32, ort32))
+
+
 # ---------------------------------------------------------------- gradient × input
 
 
@@ -348,13 +431,82 @@ def stage_gxi(work: Path, key: str, variant: str) -> dict:
                 gxi_sum64=flat(g64).sum(1).tolist(), lrp_sum64=flat(r).sum(1).tolist(), start64=s64.tolist())
 
 
+def stage_flips(work: Path, key: str) -> dict:
+    """Where lrpc's graph (NAME_bnfix.onnx) and the Keras model, both in float64 on the images, disagree on the
+    sign of a ReLU's input: per ReLU layer and sample, the count (only layers with a flip are kept)."""
+    import keras
+
+    x = np.load(work / "images.npy")
+    model = keras.saving.load_model(work / f"{key}.keras")
+    keras.config.set_floatx("float64")
+    try:
+        m64 = getattr(keras.applications, MODELS[key])(weights=None, input_shape=(SIZE, SIZE, 3), classes=10,
+                                                       classifier_activation=None)
+        m64.set_weights([w.astype(np.float64) for w in model.get_weights()])
+        relus = [layer.name for layer in m64.layers if isinstance(layer, keras.layers.Activation | keras.layers.ReLU)
+                 and "relu" in layer.name]
+        tf_in = keras.Model(m64.input, [m64.get_layer(n).input for n in relus])(x.astype(np.float64))
+    finally:
+        keras.config.set_floatx("float32")
+    proto = onnx.load(work / f"{key}_bnfix.onnx")
+    relu_in = {n.name.split("/")[0]: n.input[0] for n in proto.graph.node if n.op_type == "Relu"}
+    del proto.graph.output[:]
+    keys = [k for k in relus if k in relu_in]
+    proto.graph.output.extend([helper.make_tensor_value_info(relu_in[k], onnx.TensorProto.FLOAT, None) for k in keys])
+    ours = run_float64(proto, {proto.graph.input[0].name: x}, [relu_in[k] for k in keys])
+    flips = {}
+    for k, t in zip(relus, tf_in):
+        if k not in relu_in:
+            continue
+        o, t = ours[relu_in[k]], t.numpy()
+        if o.shape != t.shape:
+            o = np.moveaxis(o, 1, -1)
+        count = [int(((o[i] > 0) != (t[i] > 0)).sum()) for i in range(len(x))]
+        if any(count):
+            flips[k] = count
+    return dict(stage="flips", model=key, variant="bnfix", rule="epsilon:eps=1e-12", flips=flips, layers=len(keys))
+
+
+def stage_large(work: Path) -> dict:
+    """DenseNet121 at 224×224 (BN reset on 16 images), 2 images: is the ε map finite in float32, today and with
+    the BN fix (bn_as_batchnormalization)? onnxruntime only (a float64 run of this size takes too long here)."""
+    import keras
+    import keras_models
+    import lrpc
+    from lrpc.frontend.keras import from_keras_model
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.DenseNet121(weights=None, input_shape=(224, 224, 3), classes=10,
+                                           classifier_activation=None)
+    keras_models.reset_batchnorm(model, keras_models.images((224, 224, 3), 0, n=16))
+    proto = from_keras_model(model)
+    inputs = {"images": keras_models.images((224, 224, 3), seed=7, n=2),
+              "random": np.random.default_rng(0).random((2, 224, 224, 3)).astype(np.float32)}
+    row = dict(stage="large", model="densenet121", variant="bnreset", rule="224x224")
+    for name, source in (("today", proto), ("bnfix", bn_as_batchnormalization(onnx.ModelProto.FromString(
+            proto.SerializeToString()))[0])):
+        for rule in ("EpsilonPlusFlat", "epsilon"):
+            explained = lrpc.compile(source, **({} if rule == "EpsilonPlusFlat" else {"rule": rule}))
+            for what, x in inputs.items():
+                out = ort_run(explained, x)
+                r = flat(out["relevance"])
+                row[f"{name} {rule} {what}"] = dict(
+                    start=out[explained.graph.output[0].name].max(1).tolist(), relevance_sum=r.sum(1).tolist(),
+                    nan=int(np.isnan(r).sum()), inf=int(np.isinf(r).sum()), size=int(r.size))
+    return row
+
+
 # ---------------------------------------------------------------- SavedModel
 
 
-def savedmodel_child(folder: str, images: str, out: str) -> None:
-    """Run in a fresh process (TF_ENABLE_ONEDNN_OPTS set by the parent): every output of the SavedModel."""
+def savedmodel_child(folder: str, images: str, out: str, grappler: str = "default") -> None:
+    """Run in a fresh process (TF_ENABLE_ONEDNN_OPTS set by the parent): every output of the SavedModel.
+    grappler "nofold": Grappler's arithmetic optimizer and constant folding off, which otherwise fold the ε
+    stabilizer's two power-of-two factors (lrpc's builder.sign_shift: z·2¹²⁷·2⁵) into one, z·inf, NaN at z = 0."""
     import tensorflow as tf
 
+    if grappler == "nofold":
+        tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False, "constant_folding": False})
     names = json.loads((Path(folder) / "assets.extra" / "lrpc.json").read_text())["names"]
     serve = tf.saved_model.load(folder).signatures["serving_default"]
     (arg,) = names["inputs"].values()
@@ -382,15 +534,17 @@ def stage_savedmodel(work: Path, key: str, rule: str) -> dict:
     got = ort_run(base / "explained.onnx", x)
     want = run_float64(proto, {proto.graph.input[0].name: x}, names)
     row["ort_vs_f64"] = {n: rel(got[n], want[n]) for n in names}
+    key = json.loads((base / "sm" / "assets.extra" / "lrpc.json").read_text())["names"]["outputs"]
     for onednn in ("0", "1"):
-        out = base / f"tf_onednn{onednn}.npz"
-        env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn)
-        subprocess.run([sys.executable, __file__, "savedmodel-child", str(base / "sm"), str(work / "images.npy"),
-                        str(out)], check=True, env=env)
-        tf_out = np.load(out)
-        key = json.loads((base / "sm" / "assets.extra" / "lrpc.json").read_text())["names"]["outputs"]
-        row[f"onednn{onednn}"] = {n: dict(tf_vs_ort=rel(tf_out[key[n]], got[n]), tf_vs_f64=rel(tf_out[key[n]], want[n]))
-                                  for n in names}
+        for grappler in ("default", "nofold"):
+            out = base / f"tf_onednn{onednn}_{grappler}.npz"
+            env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn)
+            subprocess.run([sys.executable, __file__, "savedmodel-child", str(base / "sm"), str(work / "images.npy"),
+                            str(out), grappler], check=True, env=env)
+            tf_out = np.load(out)
+            row[f"onednn{onednn}" + ("" if grappler == "default" else "_nofold")] = {
+                n: dict(tf_vs_ort=rel(tf_out[key[n]], got[n]), tf_vs_f64=rel(tf_out[key[n]], want[n]),
+                        nan=int(np.isnan(tf_out[key[n]]).sum())) for n in names}
     return row
 
 
@@ -401,7 +555,7 @@ def _fmt(v, spec=".1e"):
     if v is None:
         return "—"
     if isinstance(v, float) and not np.isfinite(v):
-        return "inf"
+        return "nan" if np.isnan(v) else "inf"
     return format(v, spec)
 
 
@@ -409,6 +563,8 @@ def _span(values, spec=".1e"):
     values = [v for v in values if v is not None]
     if not values:
         return "—"
+    if any(np.isnan(v) for v in values):
+        return "nan"
     lo, hi = min(values), max(values)
     return _fmt(hi, spec) if lo == hi else f"{_fmt(lo, spec)} … {_fmt(hi, spec)}"
 
@@ -428,10 +584,17 @@ def report(work: Path) -> str:
     rule_order = {k: i for i, k in enumerate(RULES)}
     cells.sort(key=lambda r: (["bnreset", "bnfix", "nobn"].index(r["variant"]), order[r["model"]],
                               rule_order[r["rule"]]))
-    lines += ["| model | BN | rule | verify --source | verify (random) | float32 vs float64 | κ: x | κ: x, W "
+    header = ["| model | BN | rule | verify --source | verify (random) | float32 vs float64 | κ: x | κ: x, W "
               "| Σ R / S₀ (float32) | max abs R₆₄ | finite |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
+    titles = {"bnreset": "lrpc as it is, BN statistics from one batch",
+              "bnfix": "the same, BN Mul/Add pairs rewritten as BatchNormalization (the proposed fix, simulated)",
+              "nobn": "lrpc as it is, Keras' initial BN statistics (no reset)"}
+    variant = None
     for r in cells:
+        if r["variant"] != variant:
+            variant = r["variant"]
+            lines += ["", f"**{titles[variant]}**", "", *header]
         if "compile_error" in r:
             lines.append(f"| {r['model']} | {r['variant']} | {r['rule']} | compile: {r['compile_error']} |"
                          + " |" * 7)
@@ -450,24 +613,48 @@ def report(work: Path) -> str:
         lines += ["", "| model | BN | lrpc ε=1e-12 float64 vs TF x⊙∇f float64 | lrpc float32 vs TF float32 "
                   "| TF float32 vs float64 | Σ x⊙∇f₆₄ | Σ R₆₄ (lrpc) |", "|---|---|---|---|---|---|---|"]
         for r in sorted(gxi, key=lambda r: (r["variant"], order[r["model"]])):
-            lines.append(f"| {r['model']} | {r['variant']} | {_span(r['lrp64_vs_gxi64'])} | {_span(r['lrp32_vs_gxi32'])} "
+            lines.append(f"| {r['model']} | {r['variant']} | {_span(r['lrp64_vs_gxi64'])} "
+                         f"| {_span(r['lrp32_vs_gxi32'])} "
                          f"| {_span(r['gxi32_vs_gxi64'])} | {_span(r['gxi_sum64'], '.3g')} "
                          f"| {_span(r['lrp_sum64'], '.3g')} |")
     sm = [r for r in rows if r["stage"] == "savedmodel"]
     if sm:
-        lines += ["", "| model | rule | relevance: TF−ORT, oneDNN off | TF−ORT, oneDNN on | ORT vs float64 "
-                  "| TF off vs float64 | TF on vs float64 | logits TF−ORT off / on |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "| model | rule | SavedModel relevance NaN (of 49152), oneDNN off / on | TF−ORT, oneDNN off "
+                  "| TF−ORT, oneDNN on | ORT vs float64 | TF off vs float64 | TF on vs float64 "
+                  "| logits TF−ORT off / on |", "|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(sm, key=lambda r: (order[r["model"]], rule_order[r["rule"]])):
             if "error" in r:
-                lines.append(f"| {r['model']} | {r['rule']} | {r['error']} |" + " |" * 5)
+                lines.append(f"| {r['model']} | {r['rule']} | {r['error']} |" + " |" * 6)
                 continue
             names = list(r["ort_vs_f64"])
             rn, ln = names[-1], names[0]
-            off, on = r["onednn0"], r["onednn1"]
-            lines.append(f"| {r['model']} | {r['rule']} | {_fmt(max(off[rn]['tf_vs_ort']))} | "
+            off, on = r.get("onednn0_nofold", r["onednn0"]), r.get("onednn1_nofold", r["onednn1"])
+            nans = f"{r['onednn0'][rn].get('nan', '?')} / {r['onednn1'][rn].get('nan', '?')}"
+            lines.append(f"| {r['model']} | {r['rule']} | {nans} | {_fmt(max(off[rn]['tf_vs_ort']))} | "
                          f"{_fmt(max(on[rn]['tf_vs_ort']))} | {_fmt(max(r['ort_vs_f64'][rn]))} | "
                          f"{_fmt(max(off[rn]['tf_vs_f64']))} | {_fmt(max(on[rn]['tf_vs_f64']))} | "
                          f"{_fmt(max(off[ln]['tf_vs_ort']))} / {_fmt(max(on[ln]['tf_vs_ort']))} |")
+        lines.append("(TF columns: Grappler's arithmetic optimizer and constant folding off where the row has that "
+                     "run, since with them on the relevance is NaN; the NaN column is TensorFlow's default.)")
+    probes = [r for r in rows if r["stage"] in ("probe", "probe-random")]
+    if probes:
+        lines += ["", "| model | BN | rule | inputs | onnxruntime vs float64 | reference evaluator float32 vs float64 "
+                  "| the two float32 runs apart | κ: rounding at every op |", "|---|---|---|---|---|---|---|---|"]
+        for r in sorted(probes, key=lambda r: (r["stage"], ["bnreset", "bnfix", "nobn"].index(r["variant"]),
+                                               order[r["model"]], rule_order[r["rule"]])):
+            lines.append(f"| {r['model']} | {r['variant']} | {r['rule']} | "
+                         f"{'images' if r['stage'] == 'probe' else 'verify random'} | {_span(r['ort32_vs_f64'])} "
+                         f"| {_span(r['ref32_vs_f64'])} | {_span(r['ref32_vs_ort32'])} | {_span(r['kappa_all'])} |")
+    for r in (r for r in rows if r["stage"] == "flips"):
+        lines += ["", f"ReLU inputs of different sign, lrpc's graph ({r['model']}, BN fix) vs the Keras model, both "
+                  f"float64, per sample: " + (", ".join(f"{k} {v}" for k, v in r["flips"].items()) or "none")
+                  + f" (of {r['layers']} ReLU layers)"]
+    for r in (r for r in rows if r["stage"] == "large"):
+        lines += ["", "| DenseNet121 224×224 | S₀ | Σ relevance | NaN | Inf |", "|---|---|---|---|---|"]
+        for k, v in r.items():
+            if isinstance(v, dict):
+                lines.append(f"| {k} | {_span(v['start'], '.3g')} | {_span(v['relevance_sum'], '.3g')} "
+                             f"| {v['nan']} of {v['size']} | {v['inf']} |")
     builds = [r for r in rows if r["stage"] == "build"]
     if builds:
         lines += ["", "| model | BN statistics | max abs logit on the images |", "|---|---|---|"]
@@ -500,7 +687,10 @@ def pinned(work: Path, argv: list[str]) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("stage", choices=["all", "build", "cells", "gxi", "savedmodel", "report", "savedmodel-child"])
+    ap.add_argument("stage", choices=["all", "build", "cells", "probe", "probe-random", "gxi", "flips", "large",
+                                     "savedmodel",
+                                     "report",
+                                     "savedmodel-child"])
     ap.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, default=Path("/tmp/keras_verify"))
     ap.add_argument("--model", action="append", choices=list(MODELS), help="default: every model")
@@ -519,7 +709,7 @@ def main(argv=None) -> int:
     if a.stage == "report":
         print(report(a.work))
         return 0
-    if a.stage in ("all", "build"):
+    if a.stage in ("all", "build", "cells", "gxi", "flips", "savedmodel"):  # builds only what is missing
         stage_build(a.work, models)
     have = set() if a.force else done(a.work)
     plan = []
@@ -539,11 +729,35 @@ def main(argv=None) -> int:
             record(a.work, row)
             print(f"{key} {variant} {rule}: {row.get('source', {}).get('verdict', row.get('compile_error'))} "
                   f"({row.get('seconds', row['compile_s'])} s)", flush=True)
+    if a.stage in ("all", "probe"):
+        for r in results(a.work):
+            if r["stage"] == "cells" and "own_images" in r and max(r["own_images"]["errors"]) > 1e-3 \
+                    and (r["model"], r["variant"], r["rule"]) in set(plan) \
+                    and ("probe", r["model"], r["variant"], r["rule"]) not in have:
+                record(a.work, stage_probe(a.work, r))
+                print(f"probe {r['model']} {r['variant']} {r['rule']} done", flush=True)
+    if a.stage in ("all", "probe-random"):  # cells that pass on the images and fail on verify's own inputs
+        for r in results(a.work):
+            if r["stage"] == "cells" and "own_images" in r and max(r["own_images"]["errors"]) <= 1e-3 \
+                    and r["own_random"]["float64_status"] == "fail" \
+                    and (r["model"], r["variant"], r["rule"]) in set(plan) \
+                    and ("probe-random", r["model"], r["variant"], r["rule"]) not in have:
+                record(a.work, stage_probe(a.work, r, inputs="random"))
+                print(f"probe-random {r['model']} {r['variant']} {r['rule']} done", flush=True)
     if a.stage in ("all", "gxi"):
         for key, variant in sorted({(k, v) for k, v, _ in plan if k in RELU_NETS and v != "nobn"}):
             if ("gxi", key, variant, "epsilon:eps=1e-12") not in have:
                 record(a.work, stage_gxi(a.work, key, variant))
                 print(f"gxi {key} {variant} done", flush=True)
+    if a.stage in ("all", "flips"):
+        for key in [k for k in models if k in VARIANT_MODELS]:
+            if ("flips", key, "bnfix", "epsilon:eps=1e-12") not in have:
+                row = stage_flips(a.work, key)
+                record(a.work, row)
+                print(f"flips {key}: {row['flips']} of {row['layers']} ReLU layers", flush=True)
+    if a.stage in ("all", "large") and ("large", "densenet121", "bnreset", "224x224") not in have:
+        record(a.work, stage_large(a.work))
+        print("large densenet121 224x224 done", flush=True)
     if a.stage in ("all", "savedmodel"):
         for key in models:
             for rule in a.rule or ["EpsilonPlusFlat", "epsilon"]:
