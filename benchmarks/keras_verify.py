@@ -31,6 +31,8 @@ Stages (each appends to WORK/results.jsonl and skips what is already there, so a
   by (1 + 2⁻²⁴·u), u ~ U(−1, 1) — a float32 rounding — and how far the float64 relevance moves,
   max|ΔR| / max|R| per sample. A float32 error as large as κ is conditioning: float64 itself cannot tell
   those maps apart at the precision float32 stores inputs and weights in.
+- ``verdicts``: only the compile and the two verify runs, for the verdict columns at another commit (``--pin``
+  at a later HEAD, in a work folder holding the same .keras files and images.npy).
 - ``probe`` (cells more than 1e-3 off float64) and ``probe-random`` (cells that pass on the images and fail on
   verify's own random inputs, run on those): κ with float32-size rounding at *every* op (each computed tensor ×
   (1 + u), u ~ U(−2⁻²⁴, 2⁻²⁴), drawn in the graph), and a second float32 implementation — onnx's reference
@@ -87,6 +89,8 @@ RULES = {  # key: lrpc compile options
     "alpha1beta0": ["--rule", "alpha1beta0"], "epsilon:eps=1e-12": ["--rule", "epsilon:eps=1e-12"]}
 MAIN_RULES = ("EpsilonPlusFlat", "epsilon", "epsilon:eps=1e-3", "EpsilonGammaBox:low=-3,high=3", "alpha1beta0")
 ROUND = 2.0 ** -24  # float32's relative rounding (half an ulp)
+STAGES = ("all", "build", "cells", "verdicts", "probe", "probe-random", "gxi", "flips", "large", "savedmodel", "report",
+          "savedmodel-child")
 
 
 # ---------------------------------------------------------------- float64 runs
@@ -391,6 +395,28 @@ def stage_probe(work: Path, cell: dict, inputs: str = "images") -> dict:
                 ref32_vs_ort32=rel(ref32, ort32))
 
 
+def stage_verdict(work: Path, key: str, rule: str) -> dict:
+    """Only what lrpc prints: compile, then verify --source on the images and verify on its own random inputs
+    (for a quick re-run of the verdict columns at another commit)."""
+    import lrpc
+    from lrpc.cli import main
+
+    source, x = work / f"{key}.keras", np.load(work / "images.npy")
+    out = work / "explained" / f"{key}_verdict_{rule.replace(':', '_').replace(',', '_')}.onnx"
+    out.parent.mkdir(exist_ok=True)
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        status = main(["compile", str(source), *RULES[rule], "-o", str(out), "--overwrite"])
+    row = dict(stage="verdict", model=key, variant="bnreset", rule=rule,
+               lrpc=os.environ.get("KERAS_VERIFY_PINNED", "working tree"))
+    if status != 0:
+        row["compile_error"] = log.getvalue().strip().splitlines()[-1:]
+        return row
+    reports = lrpc.verify(str(out), source=str(source), inputs=x), lrpc.verify(str(out))
+    row["source"], row["own_random"] = (dict(_summary(r), text=r.text()) for r in reports)
+    return row
+
+
 # ---------------------------------------------------------------- gradient × input
 
 
@@ -573,6 +599,8 @@ def _verdict(summary) -> str:
     if summary["passed"]:
         return "pass"
     v = summary["verdict"]
+    if v.startswith("ILL-CONDITIONED"):
+        return "ILL-CONDITIONED"
     return "NOT RUN" if v.startswith("NOT VERIFIED") else v.replace("FAILED: ", "FAIL ").split(" (")[0]
 
 
@@ -608,6 +636,17 @@ def report(work: Path) -> str:
             + (f" ({_span(o['errors'])})" if o["float64_status"] != "skipped" else "")
             + f" | {_span(own['errors'])} | {_span(r['kappa_x'])} | {_span(r['kappa_xw'])} | {_span(ratio, '.3g')} "
             f"| {_span(own['max_abs_relevance64'], '.1e')} | {'yes' if all(s['finite']) else 'NO'} |")
+    verdicts = [r for r in rows if r["stage"] == "verdict" and "source" in r]
+    if verdicts:
+        lines += ["", f"**verify's verdicts at lrpc {verdicts[0]['lrpc']}** (a fresh compile; `verify --source` on the "
+                  "images, `verify` on its own inputs)", "",
+                  "| model | rule | verify --source | verify (random) |", "|---|---|---|---|"]
+        for r in sorted(verdicts, key=lambda r: (order[r["model"]], rule_order[r["rule"]])):
+            s, o = r["source"], r["own_random"]
+            lines.append(f"| {r['model']} | {r['rule']} | {_verdict(s)}"
+                         + (f" ({_span(s['errors'])})" if s["float64_status"] != "skipped" else "")
+                         + f" | {_verdict(o)}"
+                         + (f" ({_span(o['errors'])})" if o["float64_status"] != "skipped" else "") + " |")
     gxi = [r for r in rows if r["stage"] == "gxi"]
     if gxi:
         lines += ["", "| model | BN | lrpc ε=1e-12 float64 vs TF x⊙∇f float64 | lrpc float32 vs TF float32 "
@@ -687,10 +726,7 @@ def pinned(work: Path, argv: list[str]) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("stage", choices=["all", "build", "cells", "probe", "probe-random", "gxi", "flips", "large",
-                                     "savedmodel",
-                                     "report",
-                                     "savedmodel-child"])
+    ap.add_argument("stage", choices=STAGES)
     ap.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, default=Path("/tmp/keras_verify"))
     ap.add_argument("--model", action="append", choices=list(MODELS), help="default: every model")
@@ -709,7 +745,7 @@ def main(argv=None) -> int:
     if a.stage == "report":
         print(report(a.work))
         return 0
-    if a.stage in ("all", "build", "cells", "gxi", "flips", "savedmodel"):  # builds only what is missing
+    if a.stage in ("all", "build", "cells", "verdicts", "gxi", "flips", "savedmodel"):  # builds only what is missing
         stage_build(a.work, models)
     have = set() if a.force else done(a.work)
     plan = []
@@ -729,6 +765,13 @@ def main(argv=None) -> int:
             record(a.work, row)
             print(f"{key} {variant} {rule}: {row.get('source', {}).get('verdict', row.get('compile_error'))} "
                   f"({row.get('seconds', row['compile_s'])} s)", flush=True)
+    if a.stage == "verdicts":
+        for key, variant, rule in plan:
+            if variant == "bnreset" and ("verdict", key, variant, rule) not in have:
+                row = stage_verdict(a.work, key, rule)
+                record(a.work, row)
+                print(f"verdict {key} {rule}: {row.get('source', {}).get('verdict', row.get('compile_error'))}",
+                      flush=True)
     if a.stage in ("all", "probe"):
         for r in results(a.work):
             if r["stage"] == "cells" and "own_images" in r and max(r["own_images"]["errors"]) > 1e-3 \
