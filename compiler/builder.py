@@ -95,18 +95,22 @@ class Builder:
 
         Every z ≠ 0 then saturates to ±ε and z = 0 gives +ε: bit for bit Where(z ≥ 0, ε, −ε), in float
         passes onnxruntime vectorises (its Where with a bool mask costs ~5× an Add: benchmarks/PROFILE.md §9).
-        K is one or two factors so each stays finite in the model's float type.
+        Where K does not fit the model's float type (ε = 1e-6 in float32 needs 2¹³²), K = K₁·K₂ and the
+        second factor scales the clipped value instead, Clip(z·K₁ + ε/K₂, −ε/K₂, ε/K₂)·K₂ — exact, since
+        K₂ is a power of two — so no two constants stand next to each other: TensorFlow's Grappler folded
+        z·2¹²⁷·2⁵ into z·inf, NaN at z = 0, in the SavedModel.
         """
         info = ml_dtypes.finfo(self.dtype.numpy())
         eps = float(np.asarray(eps, dtype=self.dtype.numpy()))  # the ε the graph holds
         exponent = 1 + int(np.ceil(np.log2(2 * eps) - np.log2(float(info.smallest_subnormal))))  # 1: margin
-        scaled = z
-        while exponent > 0:
-            step = min(exponent, info.maxexp - 1)
-            scaled = self.op("Mul", scaled, self.const(2.0 ** step))
-            exponent -= step
-        shifted = self.op("Add", scaled, self.const(eps))
-        return self.op("Clip", shifted, self.const(-eps), self.const(eps))
+        first = min(exponent, info.maxexp - 1)
+        after = exponent - first  # the factor applied after the clip (0: none)
+        bound = eps / 2.0 ** after
+        if after and (after > info.maxexp - 1 or bound < float(info.tiny)):  # ε/K₂ must stay exact
+            raise ValueError(f"ε = {eps:g} cannot be stabilised exactly in {self.dtype}")
+        shifted = self.op("Add", self.op("Mul", z, self.const(2.0 ** first)), self.const(bound))
+        clipped = self.op("Clip", shifted, self.const(-bound), self.const(bound))
+        return clipped if after == 0 else self.op("Mul", clipped, self.const(2.0 ** after))
 
     def add_all(self, values: list[ir.Value]) -> ir.Value:
         total = values[0]

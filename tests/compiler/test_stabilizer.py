@@ -50,3 +50,21 @@ def test_sign_shift_is_where_bit_for_bit(dtype, ir_type, eps):
 def test_sign_shift_keeps_nan():
     got = run_shift(np.float32, ir.DataType.FLOAT, 1e-6, np.array([np.nan], np.float32))
     assert np.isnan(got).all()  # stab(NaN) is NaN either way: NaN + ε·anything
+
+
+def test_no_two_constant_factors_stand_next_to_each_other():
+    """ε = 1e-6 needs K = 2¹³² in float32, past its largest power of two: the second factor scales the
+    clipped value, not z·2¹²⁷ — TensorFlow's Grappler folded Mul(Mul(z, 2¹²⁷), 2⁵) into z·inf (NaN at
+    z = 0) in the SavedModel (benchmarks/KERAS_VERIFY.md)."""
+    import lrpc
+    from nets import small_cnn
+
+    graph = lrpc.compile(small_cnn(bias=False), rule="epsilon:eps=1e-6").graph
+    constants = {t.name for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    scaled = [n for n in graph.node if n.op_type == "Mul" and any(i in constants for i in n.input)]
+    assert scaled
+    for node in scaled:
+        inner = [producer.get(i) for i in node.input if i not in constants]
+        assert not any(p is not None and p.op_type == "Mul" and any(i in constants for i in p.input) for p in inner), \
+            node.name
