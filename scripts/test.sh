@@ -18,6 +18,8 @@ bash scripts/setup.sh demo test
 .venv/bin/python -m pip show -q tritonclient >/dev/null 2>&1 || .venv/bin/python -m pip install -q --no-deps "tritonclient>=2.40"
 # Ray Data for the `lrpc explain --ray` tests (tests/runtime/test_ray.py; they skip without it).
 .venv/bin/python -m pip show -q ray >/dev/null 2>&1 || .venv/bin/python -m pip install -q "ray[data]==2.60.0"
+# Lint first (ruff, configured in pyproject.toml): a finding fails the run before any test starts.
+.venv/bin/ruff check --quiet . || { echo "ruff check failed: see the findings above (.venv/bin/ruff check .)" >&2; exit 1; }
 .venv/bin/python -m pytest "$@"
 # The Keras front end and the SavedModel emitter need TensorFlow, which lives in its own environment
 # (.venv-keras; in .venv those tests skip). Extra arguments go to both runs: give options, not paths.
