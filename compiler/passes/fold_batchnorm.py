@@ -15,9 +15,8 @@ import numpy as np
 import onnx_ir as ir
 
 from ..errors import LrpcError, node_label
-from .base import Canonization, bypass, const_array, fresh_name, replace_node, sole_use
-from .fold_constants import new_constant
-from .linear_fold import LINEAR_OPS, fold_into_input, fold_into_output
+from .base import Canonization, bypass, const_array, sole_use
+from .linear_fold import LINEAR_OPS, depthwise_affine, fold_into_input, fold_into_output
 
 
 def bn_affine(node: ir.Node) -> tuple[np.ndarray, np.ndarray]:
@@ -30,22 +29,6 @@ def bn_affine(node: ir.Node) -> tuple[np.ndarray, np.ndarray]:
     gamma, beta, mean, var = (p.astype(np.float64) for p in params)
     scale = gamma / np.sqrt(var + node.attributes.get_float("epsilon", 1e-5))
     return scale, beta - mean * scale
-
-
-def _depthwise_affine(graph: ir.Graph, node: ir.Node, scale, shift) -> None:
-    x = node.inputs[0]
-    rank, dtype, name = len(x.shape), x.dtype.numpy(), fresh_name(graph, node.name or "batchnorm", node)
-    spatial = max(rank - 2, 1)
-    weight = new_constant(graph, f"{name}.diag_weight", scale.reshape([-1, 1] + [1] * spatial).astype(dtype))
-    bias = new_constant(graph, f"{name}.bias", shift.astype(dtype))
-    tape = ir.tape.Tape()
-    axis = new_constant(graph, f"{name}.axis", np.array([2], np.int64))
-    source = tape.op("Unsqueeze", [x, axis]) if rank == 2 else x
-    y = tape.op("Conv", [source, weight, bias], attributes={"kernel_shape": [1] * spatial, "group": scale.size},
-                name=name)
-    if rank == 2:
-        y = tape.op("Squeeze", [y, axis])
-    replace_node(graph, node, tape.nodes, y)
 
 
 class FoldBatchNormPass(Canonization):
@@ -65,5 +48,5 @@ class FoldBatchNormPass(Canonization):
             return f"{node_label(node)} folded into the following {node_label(after)}"
         if x.shape is None or len(x.shape) < 2:
             raise LrpcError(f"{node_label(node)}: the input's rank is unknown; cannot make it a layer")
-        _depthwise_affine(graph, node, scale, shift)
+        depthwise_affine(graph, node, node.inputs[0], scale, shift)
         return f"{node_label(node)} → depthwise 1×1 Conv (no linear neighbour to fold into)"

@@ -7,8 +7,15 @@ the neighbouring linear layer, like a BatchNormalization node (fold_batchnorm.py
 where the constant c varies along one channel axis only (or is a scalar). After a linear layer it
 folds into the layer's output channels; before one — directly or through a Transpose that moves
 c's axis to the channel axis — into its input channels (when the layer reads no padding). The pass
-repeats until nothing more folds, so a `Mul → Add` pair folds as a whole. Anything else is left
-alone (relevance passes such ops unchanged, and `zbox` reads an input normalization from them).
+repeats until nothing more folds, so a `Mul → Add` pair folds as a whole.
+
+A shift along channel axis 1 left over after that (a pre-activation BatchNormalization: after an Add
+or a ReLU, before a padded Conv) becomes, with the per-channel Mul before it, a depthwise 1×1 Conv —
+weight scale, bias shift — as an unfolded BatchNormalization node does: its bias takes its share of
+the relevance under every rule. Left alone: a lone scale (relevance passes it unchanged, exactly
+for LRP-0), a norm's β (it absorbs its share already, rules/combine.py), and an input normalization
+in front of the first layer (`zbox` reads it, passes/input_normalization.py; its relevance is the
+input's).
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ import onnx_ir as ir
 
 from ..errors import node_label
 from .base import Canonization, bypass, const_array, sole_use
-from .linear_fold import LINEAR_OPS, fold_into_input, fold_into_output
+from .linear_fold import LINEAR_OPS, depthwise_affine, fold_into_input, fold_into_output
+from .recognize_products import ABSORB
 
 AFFINE_OPS = ("Mul", "Div", "Add", "Sub")
 
@@ -73,11 +81,43 @@ def _layer_channels(layer: ir.Node, side: str) -> int | None:
     return cols if side == "out" else rows
 
 
+def _reads_input_through_affine(value: ir.Value) -> bool:
+    """`value` is a graph input after per-element constant steps and Transposes only."""
+    while (p := value.producer()) is not None:
+        found = as_scale_shift(p)
+        if p.op_type != "Transpose" and found is None:
+            return False
+        value = p.inputs[0] if found is None else found[0]
+    return value.is_graph_input()
+
+
+def _layer_of_its_own(node: ir.Node, graph: ir.Graph) -> str | None:
+    """A per-channel shift (with the per-channel scale before it) that folded nowhere → a depthwise Conv."""
+    found = as_scale_shift(node)
+    if found is None or node.op_type not in ("Add", "Sub") or node.meta.get(ABSORB):
+        return None
+    a, axis, _, shift = found
+    if axis != 1 or not np.any(shift) or _reads_input_through_affine(a):
+        return None
+    label, scale = node_label(node), np.ones_like(shift)
+    mul = a.producer()
+    before = as_scale_shift(mul) if mul is not None and mul.op_type in ("Mul", "Div") else None
+    if before is not None and sole_use(a) is node and before[1] in (1, None) and before[2].size in (1, shift.size):
+        a, scale = before[0], np.broadcast_to(before[2], shift.shape).copy()
+        bypass(graph, mul, a, rename=False)
+        label = f"{node_label(mul)} and {label}"
+    depthwise_affine(graph, node, a, scale, shift)
+    return f"{label} → depthwise 1×1 Conv (a per-channel shift with no linear neighbour to fold into)"
+
+
 class FoldChannelAffinePass(Canonization):
     def call(self, model):
         changes = []
         while super().call(model).modified:
             changes += self.changes
+        for node in list(model.graph):
+            if node.graph is not None and (change := _layer_of_its_own(node, model.graph)):
+                changes.append(change)
         self.changes = changes
         return ir.passes.PassResult(model, bool(changes))
 

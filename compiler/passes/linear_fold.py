@@ -12,7 +12,8 @@ The second is exact only when the layer reads no padding: a padded border is 0 a
 `shift` — so Conv with pads is refused there (the caller keeps the map as its own layer).
 Layers: Conv and ConvTranspose (channel axis 1, groups respected), Gemm (transA=0), and MatMul of a
 2-D input by a 2-D constant (it becomes a Gemm to carry the bias). Each returns False, untouched,
-when the layer does not fit.
+when the layer does not fit. With no layer to fold into, `depthwise_affine` makes the map a layer
+of its own: a depthwise 1×1 Conv, weight scale, bias shift, that keeps channels apart.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import onnx_ir as ir
 
 from ..geometry import window_geometry
-from .base import const_array
+from .base import const_array, fresh_name, replace_node
 from .fold_constants import new_constant
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -138,3 +139,19 @@ def fold_into_input(graph: ir.Graph, layer: ir.Node, scale: np.ndarray, shift: n
         _to_gemm_with_bias(layer)
     _set(graph, layer, w, bias)
     return True
+
+
+def depthwise_affine(graph: ir.Graph, node: ir.Node, x: ir.Value, scale, shift) -> None:
+    """Replace `node`, computing scale·x + shift per channel (axis 1) of x, by a depthwise 1×1 Conv."""
+    rank, dtype, name = len(x.shape), x.dtype.numpy(), fresh_name(graph, node.name or "batchnorm", node)
+    spatial = max(rank - 2, 1)
+    weight = new_constant(graph, f"{name}.diag_weight", scale.reshape([-1, 1] + [1] * spatial).astype(dtype))
+    bias = new_constant(graph, f"{name}.bias", shift.astype(dtype))
+    tape = ir.tape.Tape()
+    axis = new_constant(graph, f"{name}.axis", np.array([2], np.int64))
+    source = tape.op("Unsqueeze", [x, axis]) if rank == 2 else x
+    y = tape.op("Conv", [source, weight, bias], attributes={"kernel_shape": [1] * spatial, "group": scale.size},
+                name=name)
+    if rank == 2:
+        y = tape.op("Squeeze", [y, axis])
+    replace_node(graph, node, tape.nodes, y)

@@ -8,7 +8,9 @@ FnOp) from the float32 weights, one per ONNX value, keeping the ONNX value names
 - BatchNormalization, and a per-element constant Add/Sub/Mul/Div, right after a Linear that has no
   other consumer (or after an order-keeping reshape of it: Conv1D's Squeeze) is composed into it
   (DESIGN §6): a ↦ s⊙a + t with s = γ/√(var+ε), t = β − μ s, W' = diag(s) W, b' = s⊙b + t.
-  (Anything else of these is not needed by the models here: an error.)
+  Elsewhere a BatchNormalization, or a nonzero shift along the channel axis (with the Mul/Div whose
+  one reader it is), is a diagonal Linear of its own (W = diag(s), bias t); the rest, and the steps
+  that read the model input through constants only, pass relevance unchanged.
 - AveragePool → a depthwise Linear 1/K and a Scale K/n(o) that passes relevance (oracle_onnx._avgpool);
   GlobalAveragePool and a spatial ReduceMean (channels first or last) → a depthwise Linear with weights 1/K.
 - Relu, Selu, Tanh, LeakyRelu, Elu, Sigmoid, ... → FnOp, relevance passes unchanged.
@@ -76,6 +78,7 @@ class _Builder:
         x = next(v for v in graph.input if v.name not in self.consts)
         shape = tuple(d.dim_value for d in x.type.tensor_type.shape.dim[1:])
         self.net = DagNet([], x.name, shape, {x.name: shape}, [o.name for o in graph.output])
+        self.nodes, self.raw_input = list(graph.node), {x.name}  # values that are the input ∘ constants only
         self.uses = {}
         for node in graph.node:
             for v in node.input:
@@ -114,10 +117,29 @@ class _Builder:
                 self.net.ops[prod] = RouteOp(op.inputs, node.output[0], op.index)
                 self.net.shapes[node.output[0]] = self.net.shapes[src]
                 return
-        if not isinstance(op, LinearOp):
-            raise NotImplementedError(f"oracle_dag_onnx: {node.op_type} {node.name} does not follow a Linear alone")
-        self.net.ops[prod] = LinearOp(op.inputs, node.output[0], _compose_after(op.L, s, t))
-        self.net.shapes[node.output[0]] = self.net.shapes[src]
+        if isinstance(op, LinearOp):
+            self.net.ops[prod] = LinearOp(op.inputs, node.output[0], _compose_after(op.L, s, t))
+            self.net.shapes[node.output[0]] = self.net.shapes[src]
+        elif node.op_type != "BatchNormalization" and (src in self.raw_input or not (
+                self.channel_shift(node, src) or node.op_type in ("Mul", "Div") and self.shift_follows(node, src))):
+            self.raw_input |= {node.output[0]} if src in self.raw_input else set()
+            self.passthrough(src, node.output[0], lambda x, s=s, t=t: s.reshape(x.shape) * x + t.reshape(x.shape))
+        else:  # a layer of its own (a pre-activation BN): diagonal W = diag(s), bias t
+            shape = self.net.shapes[src]
+            self.linear(node, oracle.Linear(np.diag(s), t, np.diag(np.ones_like(s)), shape, shape))
+
+    def channel_shift(self, node, src) -> bool:
+        """`node` adds to a value shaped as `src` a nonzero constant that varies along the channel axis only."""
+        c = self.consts.get(node.input[1]) if node.op_type in ("Add", "Sub") else None
+        if c is None or not np.any(c):
+            return False
+        dims = (1,) * (len(self.net.shapes[src]) + 1 - c.ndim) + c.shape
+        return [i for i, d in enumerate(dims) if d != 1] == [1]
+
+    def shift_follows(self, node, src) -> bool:
+        """`node`'s one reader is such a shift (the pair is one per-channel affine layer)."""
+        readers = [n for n in self.nodes if node.output[0] in n.input]
+        return len(readers) == 1 and self.uses.get(node.output[0]) == 1 and self.channel_shift(readers[0], src)
 
     def linear(self, node, L, src=None, out=None):
         self.add(LinearOp([src or node.input[0]], out or node.output[0], L), L.out_shape)
@@ -207,6 +229,7 @@ def dag_oracle(model: onnx.ModelProto) -> DagNet:
         elif op == "Transpose":
             assert a["perm"][0] == 0, "Transpose moves the batch axis"
             b.route([src], out, b.iota(src).transpose([p - 1 for p in a["perm"][1:]]))
+            b.raw_input |= {out} if src in b.raw_input else set()
         else:
             raise NotImplementedError(f"oracle_dag_onnx: {op} ({node.name})")
     return net

@@ -7,6 +7,9 @@ maps its activation inputs to one output, and the relevance R at its output back
   combine      Add/Sub/Sum, signs σ (Sub: +1, −1), constants excluded:  z = Σ σᵢxᵢ,  s = R / stab(z),
                Rᵢ = sum_to(σᵢxᵢ ⊙ s, shapeᵢ); one activation (the rest constants, or Mul/Div by one):
                R_x = sum_to(R, shape_x). sum_to adds the broadcast copies of each element (bincount).
+               Except x ± c with c a nonzero per-channel shift: a diagonal linear layer (W = diag(s), bias
+               ±c; s of the per-channel or scalar Mul/Div producing x, else 1), as a BatchNorm with no
+               linear neighbour is; not when x is the model input after constants only (a normalization).
   route        Concat, Split, Slice, Pad, Gather, Tile, Expand, Flatten: y = (x₁ ‖ … ‖ xₙ ‖ fill)[index],
                the index array made by numpy (concatenate, split, slicing, np.pad, take, tile) on position
                arrays; −1 marks a padded constant.  R_in = bincount(index, R).
@@ -189,6 +192,12 @@ def resize_matrix(n_in, n_out, scale, mode, coord, nearest_mode="round_prefer_fl
     return A
 
 
+def _channel_only(c, rank) -> bool:
+    """c (per-sample, batch axis dropped) is nonzero and varies along the channel axis only."""
+    dims = (1,) * (rank - c.ndim) + c.shape
+    return bool(np.any(c)) and [i for i, d in enumerate(dims) if d != 1] == [0]
+
+
 class GraphNet:
     """Methods add one op and return its output name (Split: a list); `model(out)` is the ONNX model."""
 
@@ -197,6 +206,8 @@ class GraphNet:
         self.use_bias, self.bias_std, self.opset = use_bias, bias_std, opset
         self.input_shape = tuple(input_shape)
         self.shapes, self.nodes, self.inits, self.ops = {"x": self.input_shape}, [], {}, []
+        self.raw_input = {"x"}  # the input and what constants alone made of it
+        self.scales, self.merged = {}, set()  # per-channel scales: output → (input, s); those a shift took
 
     def const(self, array):
         name = f"c{len(self.inits)}"
@@ -210,6 +221,8 @@ class GraphNet:
         return outs[0] if n_out == 1 else outs
 
     def _add(self, op, shape):
+        if any(v in self.merged for v in op.inputs):  # lrpc keeps a scale read twice out of the layer
+            raise NotImplementedError(f"oracle_graph: {op.output} reads a scale merged into the shift after it")
         self.ops.append(op)
         self.shapes[op.output] = tuple(shape)
         return op.output
@@ -281,7 +294,20 @@ class GraphNet:
 
         shape = np.broadcast_shapes(*[self.shapes[s] if isinstance(s, str) else consts[i].shape
                                       for i, s in enumerate(operands)])
-        return self._add(FnOp([operands[i] for i in live], self.node(op_type, names), fwd, back), shape)
+        src, out = operands[live[0]], self.node(op_type, names)
+        one_constant = live == [0] and len(operands) == 2 and shape == self.shapes[src]
+        if len(live) == 1 and src in self.raw_input:  # the input ∘ constants (a normalization): R passes
+            self.raw_input.add(out)
+        elif one_constant and op_type in ("Mul", "Div") and (_channel_only(consts[1], len(shape))
+                                                             or consts[1].size == 1):
+            s = consts[1] if op_type == "Mul" else 1 / consts[1]  # may start a layer with the shift after it
+            self.scales[out] = (src, np.broadcast_to(s, shape).reshape(-1).copy())
+        elif one_constant and op_type in ("Add", "Sub") and _channel_only(consts[1], len(shape)):
+            t = np.broadcast_to(signs[1] * consts[1], shape).reshape(-1).copy()  # a layer diag(s), bias ±c
+            a, s = (src, np.ones_like(t)) if src not in self.scales else self.scales.pop(src)
+            self.merged |= {src} if a != src else set()
+            return self._add(LinearOp([a], out, oracle.Linear(np.diag(s), t, np.eye(t.size), shape, shape)), shape)
+        return self._add(FnOp([operands[i] for i in live], out, fwd, back), shape)
 
     # routing -------------------------------------------------------------------------------------
     def concat(self, srcs, axis):

@@ -5,12 +5,11 @@ block's input by Add; its BN sits after an Add and before a ReLU, so no linear l
 BatchNorm statistics from one batch:
 
 - On a ReLU network LRP-0 is gradient × input exactly (biases and all), so `--rule zero` must equal
-  TensorFlow's x ⊙ ∇f. It does not today: the BN that has no linear neighbour stays the per-channel
-  Mul → Add that tf2onnx writes, and its Add passes relevance on unchanged (the shift keeps none), so the
-  relevance reaching the residual Add is no longer proportional to its value and that Add's rule
-  (R_i = x_i·R / Σx) amplifies it wherever Σx is small. ResNet50V2 at 64×64: Σ relevance ~1e24 for S₀ ≈ 1.3.
-  The same BN as an ONNX BatchNormalization becomes a depthwise 1×1 conv (fold_batchnorm.py) and the maps
-  agree to 1e-6. Marked xfail(strict): it starts passing when FoldChannelAffine gets that fallback.
+  TensorFlow's x ⊙ ∇f. Its BN that has no linear neighbour is the per-channel Mul → Add tf2onnx writes;
+  left alone, its Add passed relevance on unchanged (the shift kept none), so the relevance reaching the
+  residual Add was no longer proportional to its value and that Add's rule (R_i = x_i·R / Σx) amplified
+  it wherever Σx is small (ResNet50V2 at 64×64: Σ relevance ~1e24 for S₀ ≈ 1.3). FoldChannelAffine now
+  makes it a depthwise 1×1 conv, as fold_batchnorm.py does an ONNX BatchNormalization.
 - `lrpc verify` must run its float64 reference on a net with ResNet50V2's shortcut pool
   (MaxPooling2D(1, strides=2) on an even map: relevance routed by MaxUnpool with an output_shape larger
   than (in − 1)·s + k). onnx's reference MaxUnpool ignores output_shape (IndexError, NOT RUN), so verify
@@ -75,8 +74,6 @@ def _gradient_x_input(model, x):
     return (xt * tape.gradient(score, xt)).numpy()
 
 
-@pytest.mark.xfail(strict=True, reason="a BN written as Mul/Add with no linear neighbour keeps its shift's "
-                                       "relevance (FoldChannelAffine has no depthwise-conv fallback)")
 def test_lrp0_is_gradient_x_input_on_a_preactivation_resnet(tmp_path, images):
     model = _net(preact=True)
     path = str(tmp_path / "preact.keras")
