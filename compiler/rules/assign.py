@@ -31,7 +31,9 @@ addend (a position embedding, a bias added on its own) absorbs its share, as in 
 gradient × input: handing its unit's whole relevance to x would divide it by a pre-addend value that
 may be near 0 (float32-unstable in ViTs).
 
-Average pools take epsilon in every composite (Zennit's Norm rule on pooling: the z-rule, stabilized).
+Average pools, joins, norms and products' ε take epsilon with the composite's `stabilizer` (the
+convention's ε unless given; Zennit's Norm rule on Sum and AvgPool, its composites' `stabilizer=`), `eps`
+sets the dense layers' ε; AttnLRP and CPLRP have one ε for all.
 
 Products of two activations (passes/recognize_products.py: a squeeze-excitation gate, GLU, a gated
 MLP) take a product rule (rules/gates.py), matched by the class pattern `product` or a name glob:
@@ -41,7 +43,8 @@ signal, as LRP does for gated units and as the squeeze-excitation nets of Zennit
 explained —, half where neither factor is one.
 
 Sums of two or more activations (residual joins) split relevance with the ε of their rule: the
-default rule's, unless the class pattern `join` or a name glob gives them one (`join=epsilon:eps=0.01`).
+composite's stabilizer (else the default rule's), unless the class pattern `join` or a name glob gives
+them one (`join=epsilon:eps=0.01`).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ ORIGIN = "lrpc.origin"
 PRODUCT = "product"  # the class pattern of products of two activations
 JOIN = "join"  # the class pattern of sums of activations (residual joins), whose rules give their ε
 EVERYTHING_ELSE = "*"  # a composite's rule for what no pattern names: joins, norms, products' ε
+STABILIZERS = ("eps", "stabilizer")  # composite parameters that set an ε rule's ε (unset: the convention's)
 
 
 @dataclass(frozen=True)
@@ -93,28 +97,31 @@ def is_join(node: ir.Node) -> bool:
         v is not None and not is_constant(v) for v in node.inputs) >= 2
 
 COMPOSITES = {  # name → (parameters with defaults, [(pattern, rule spec template)])
-    "EpsilonPlus": ({"eps": None}, [("pool", "epsilon{eps}"), ("conv", "zplus"), ("dense", "epsilon{eps}")]),
-    "EpsilonPlusFlat": ({"eps": None}, [("pool", "epsilon{eps}"), ("first", "flat"), ("conv", "zplus"),
-                                        ("dense", "epsilon{eps}")]),
-    "EpsilonAlpha2Beta1": ({"eps": None}, [("pool", "epsilon{eps}"), ("conv", "alpha2beta1"),
-                                           ("dense", "epsilon{eps}")]),
-    "EpsilonAlpha2Beta1Flat": ({"eps": None}, [("pool", "epsilon{eps}"), ("first", "flat"),
-                                               ("conv", "alpha2beta1"), ("dense", "epsilon{eps}")]),
-    "EpsilonGammaBox": ({"low": "REQUIRED", "high": "REQUIRED", "gamma": "0.25", "eps": None},
-                        [("pool", "epsilon{eps}"), ("first", "zbox:low={low},high={high}"),
-                         ("conv", "gamma:gamma={gamma}"), ("dense", "epsilon{eps}")]),
-    "ExcitationBackprop": ({}, [("pool", "epsilon"), ("conv", "zplus"), ("dense", "zplus")]),
-    "A": ({"eps": "0.1"}, [("pool", "epsilon"), ("conv", "alpha1beta0"), ("dense", "epsilon{eps}")]),
-    "B": ({"eps": "0.1"}, [("pool", "epsilon"), ("conv", "alpha2beta1"), ("dense", "epsilon{eps}")]),
-    "AFlat": ({"eps": "0.1"}, [("pool", "epsilon"), ("first", "flat"), ("conv", "alpha1beta0"),
-                               ("dense", "epsilon{eps}")]),
-    "BFlat": ({"eps": "0.1"}, [("pool", "epsilon"), ("first", "flat"), ("conv", "alpha2beta1"),
-                               ("dense", "epsilon{eps}")]),
-    "AttnLRP": ({"eps": "1e-12"}, [("pool", "epsilon{eps}"), ("conv", "epsilon{eps}"), ("dense", "epsilon{eps}"),
-                                ("product", "half"), (EVERYTHING_ELSE, "epsilon{eps}")]),
-    "CPLRP": ({"eps": "1e-12"}, [("pool", "epsilon{eps}"), ("conv", "epsilon{eps}"), ("dense", "epsilon{eps}"),
-                              ("product", "gate-constant"), (EVERYTHING_ELSE, "epsilon{eps}")]),
+    "EpsilonPlus": ({"eps": None, "stabilizer": None}, [("conv", "zplus"), ("dense", "epsilon{eps}")]),
+    "EpsilonPlusFlat": ({"eps": None, "stabilizer": None}, [("first", "flat"), ("conv", "zplus"),
+                                                            ("dense", "epsilon{eps}")]),
+    "EpsilonAlpha2Beta1": ({"eps": None, "stabilizer": None}, [("conv", "alpha2beta1"), ("dense", "epsilon{eps}")]),
+    "EpsilonAlpha2Beta1Flat": ({"eps": None, "stabilizer": None}, [("first", "flat"), ("conv", "alpha2beta1"),
+                                                                   ("dense", "epsilon{eps}")]),
+    "EpsilonGammaBox": ({"low": "REQUIRED", "high": "REQUIRED", "gamma": "0.25", "eps": None, "stabilizer": None},
+                        [("first", "zbox:low={low},high={high}"), ("conv", "gamma:gamma={gamma}"),
+                         ("dense", "epsilon{eps}")]),
+    "ExcitationBackprop": ({"stabilizer": None}, [("conv", "zplus"), ("dense", "zplus")]),
+    "A": ({"eps": "0.1", "stabilizer": None}, [("conv", "alpha1beta0"), ("dense", "epsilon{eps}")]),
+    "B": ({"eps": "0.1", "stabilizer": None}, [("conv", "alpha2beta1"), ("dense", "epsilon{eps}")]),
+    "AFlat": ({"eps": "0.1", "stabilizer": None}, [("first", "flat"), ("conv", "alpha1beta0"),
+                                                   ("dense", "epsilon{eps}")]),
+    "BFlat": ({"eps": "0.1", "stabilizer": None}, [("first", "flat"), ("conv", "alpha2beta1"),
+                                                   ("dense", "epsilon{eps}")]),
+    "AttnLRP": ({"eps": "1e-12"}, [("conv", "epsilon{eps}"), ("dense", "epsilon{eps}"), ("product", "half")]),
+    "CPLRP": ({"eps": "1e-12"}, [("conv", "epsilon{eps}"), ("dense", "epsilon{eps}"), ("product", "gate-constant")]),
 }
+# Average pools and what no pattern names (joins, norms, products' ε) take the composite's stabilizer: Zennit's
+# Norm rule on Sum and AvgPool, `stabilizer=` in its composites; AttnLRP's and CPLRP's one ε is theirs too.
+for _defaults, _table in COMPOSITES.values():
+    _own = "{stabilizer}" if "stabilizer" in _defaults else "{eps}"
+    _table[:0] = [("pool", f"epsilon{_own}")]
+    _table.append((EVERYTHING_ELSE, f"epsilon{_own}"))
 ABSORBING = ("AttnLRP", "CPLRP")  # composites under which a constant addend takes its share (rules/combine.py)
 DEFAULT_COMPOSITE = "EpsilonPlusFlat"
 ATTENTION_COMPOSITE = "AttnLRP"
@@ -205,7 +212,7 @@ def _composite_entries(spec: str, convention: str) -> list[tuple[str, Rule, bool
     missing = [k for k, v in params.items() if v == "REQUIRED"]
     if missing:
         raise LrpcError(f"composite {key} needs {', '.join(missing)}: e.g. --composite {key}:low=-1,high=1")
-    fill = {k: (f":eps={v}" if k == "eps" and v else "" if k == "eps" else v) for k, v in params.items()}
+    fill = {k: v if k not in STABILIZERS else f":eps={v}" if v else "" for k, v in params.items()}
     return [(pattern, parse_any_rule(pattern, rule.format(**fill), convention), False) for pattern, rule in table]
 
 
@@ -275,7 +282,11 @@ def _read_rule_file(path: str, convention: str):
 
 
 def describe_composites() -> str:
+    def shown(template: str) -> str:
+        return template.replace("{eps}", "(eps)").replace("{stabilizer}", "(stabilizer)")
+
     return "\n".join(f"  {name}{':' + ','.join(f'{k}=…' for k in d) if d else ''}: "
-                     + ", ".join(f"{p}={r}" for p, r in table if p != "pool").replace("{eps}", "")
+                     + ", ".join(f"{'pools, joins, norms' if p == EVERYTHING_ELSE else p}={shown(r)}"
+                                 for p, r in table if p != "pool")
                      for name, (d, table) in COMPOSITES.items())
 

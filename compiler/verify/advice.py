@@ -3,33 +3,47 @@
 The ε-rule divides each layer's relevance by its pre-activations z + ε·sign(z); where z is small against
 float32's rounding of it, so is the quotient's precision (verify/conditioning.py). A stabilizer below
 SMALL_EPS is named with the option that raises it: the --rule itself, a --rule-map entry, or the
-composite's own ε parameter (the layers its table gives `epsilon{eps}`). Rules without one (z⁺, α/β,
-flat, w²), a composite's fixed ε and the gradient methods get no hint, since no ε the user set is at fault.
+composite's own ε parameters (`eps`: the layers its table gives `epsilon{eps}`; `stabilizer`: pools, joins
+and norms, both named when both are small). Rules without one (z⁺, α/β, flat, w²) and the gradient methods
+get no hint, since no ε the user could set is at fault.
 """
 
 from __future__ import annotations
 
 from ..errors import LrpcError
+from ..specs import split_spec
 
 SMALL_EPS, SUGGESTED_EPS = 1e-3, "1e-3"
+PARAMETER = "parameter "  # tunable_eps's option for a composite's own parameter: "parameter eps"
 EPSILON_RULES = ("epsilon", "zero")
 
 
 def tunable_eps(spec: str, convention: str) -> list[tuple[float, str]]:
-    """(ε, the option that sets it) of every zero/epsilon rule the lrpc.rule `spec` gives through an option."""
-    from ..rules.assign import COMPOSITES, build_rule_map
+    """(ε, the option that sets it) of every zero/epsilon rule the lrpc.rule `spec` gives through an option;
+    a composite's parameter as `NAME:param` (eps: its dense layers; stabilizer: pools, joins, norms)."""
+    from ..rules.assign import COMPOSITES, EVERYTHING_ELSE, STABILIZERS, build_rule_map
 
     first, *maps = [part.strip() for part in spec.split(";")]
     composite = next((k for k in COMPOSITES if k.lower() == first.partition(":")[0].strip().lower()), None)
     rule_map = build_rule_map(rule=None if composite else first, composite=first if composite else None,
                               rule_map=maps, convention=convention)
-    own = {p for p, template in COMPOSITES[composite][1] if "{eps}" in template} if composite else set()
-    found = [(None, rule_map.default, "--rule")] * (composite is None) + \
-        [(p, r, "--rule-map" if user else "--composite") for p, r, user in rule_map.entries if user or p in own]
-    options = {"--rule": f"--rule epsilon:eps={SUGGESTED_EPS}) or the default composite",
-               "--composite": f"--composite {composite}:eps={SUGGESTED_EPS})"}
-    return [(r.eps, options.get(how) or f"--rule-map {p}=epsilon:eps={SUGGESTED_EPS})")
-            for p, r, how in found if getattr(r, "name", None) in EPSILON_RULES]
+    settable = lambda r: getattr(r, "name", None) in EPSILON_RULES
+    found = [(r.eps, f"--rule-map {p}=epsilon:eps={SUGGESTED_EPS})")
+             for p, r, user in rule_map.entries if user and settable(r)]
+    if composite is None:
+        return found + [(rule_map.default.eps, f"--rule epsilon:eps={SUGGESTED_EPS}) or the default composite")] * \
+            settable(rule_map.default)
+    templates = dict(COMPOSITES[composite][1])
+    ours = [(p, r) for p, r, user in rule_map.entries if not user] + [(EVERYTHING_ELSE, rule_map.default)]
+    return found + [(r.eps, f"{PARAMETER}{k}") for p, r in ours if settable(r)
+                    for k in STABILIZERS if "{" + k + "}" in templates.get(p, "")]
+
+
+def _raised(composite: str, params) -> str:
+    """The composite spec as given, with each of `params` set to SUGGESTED_EPS (the others kept)."""
+    name, items = split_spec(composite)
+    given = {k: v for k, v in items if k not in params}
+    return f"{name}:" + ",".join(f"{k}={v}" for k, v in {**given, **dict.fromkeys(params, SUGGESTED_EPS)}.items())
 
 
 def eps_hint(meta: dict[str, str]) -> str:
@@ -44,4 +58,9 @@ def eps_hint(meta: dict[str, str]) -> str:
     if not small:
         return ""
     eps, option = small[0]
+    if option.startswith(PARAMETER):  # a composite's parameters: every one that is small, at once
+        from ..rules.assign import STABILIZERS
+        params = sorted({o.removeprefix(PARAMETER) for _, o in small if o.startswith(PARAMETER)},
+                        key=STABILIZERS.index)
+        option = f"--composite {_raised(meta['lrpc.rule'].split(';')[0].strip(), params)})"
     return f"ε = {eps:g} is small against this model's pre-activations; try a larger ε (e.g. {option}"

@@ -246,11 +246,22 @@ def _residual_net():
     return g, g.gemm(g.flatten(h), 4)
 
 
-def test_join_pattern_sets_the_residual_stabilizer():
-    """`join=epsilon:eps=…` reaches the Add of two activations: lrpc equals the float64 oracle run with
-    LRP-0 on the linear layers and that ε at the join."""
+JOIN_OPTIONS = {  # options → the oracle's rule per op (by output name prefix) and the same options without the ε
+    "join pattern": (dict(rule="zero", rule_map=["join=epsilon:eps=0.3"]),
+                     {"conv": "zero", "gemm": "zero", "add": "epsilon:eps=0.3"}, dict(rule="zero")),
+    "composite stabilizer": (dict(composite="EpsilonPlus:stabilizer=0.3"),
+                             {"conv": "zplus", "gemm": "epsilon", "add": "epsilon:eps=0.3"},
+                             dict(composite="EpsilonPlus")),
+}
+
+
+@pytest.mark.parametrize("how", JOIN_OPTIONS)
+def test_join_pattern_and_composite_stabilizer_set_the_residual_eps(how):
+    """`join=epsilon:eps=…` and a composite's `stabilizer=…` reach the Add of two activations: lrpc equals
+    the float64 oracle run with the linear layers' rules and that ε at the join."""
+    options, specs, without = JOIN_OPTIONS[how]
     g, out = _residual_net()
-    compiled = lrpc.compile(g.model(out), rule="zero", rule_map=["join=epsilon:eps=0.3"])
+    compiled = lrpc.compile(g.model(out), **options)
     X = np.random.default_rng(3).standard_normal((3, *g.input_shape)).astype(np.float32)
     got = oracle.run(oracle.session(compiled), X)["relevance"]
 
@@ -262,7 +273,7 @@ def test_join_pattern_sets_the_residual_stabilizer():
         rel[out] = np.where(np.arange(y.size) == np.argmax(y), y, 0.0)
         for op in reversed(g.ops):
             if op.output in rel:
-                spec = "epsilon:eps=0.3" if op.output.startswith("add") else "zero"
+                spec = next((s for prefix, s in specs.items() if op.output.startswith(prefix)), "zero")
                 for name, r in zip(op.inputs, op.relevance([values[n] for n in op.inputs], values[op.output],
                                                            rel.pop(op.output), spec)):
                     rel[name] = rel.get(name, 0.0) + r
@@ -270,7 +281,7 @@ def test_join_pattern_sets_the_residual_stabilizer():
 
     expected = np.stack([explain(x) for x in X])
     oracle.assert_rel_close(got, expected, 1e-5)
-    default = oracle.run(oracle.session(lrpc.compile(g.model(out), rule="zero")), X)["relevance"]
+    default = oracle.run(oracle.session(lrpc.compile(g.model(out), **without)), X)["relevance"]
     assert oracle.rel_err_per_sample(default, expected).max() > 1e-3  # the join's ε made a difference
 
 

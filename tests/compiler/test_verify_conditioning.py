@@ -103,9 +103,12 @@ def test_the_floor_is_measured_only_when_the_check_fails(monkeypatch):
 def test_the_eps_hint_is_given_only_for_a_small_eps_an_option_sets():
     hint = lambda rule, **meta: eps_hint({"lrpc.rule": rule, "lrpc.convention": "lrpc", **meta})
     assert "--rule epsilon:eps=1e-3" in hint("epsilon:eps=1e-06") and "ε = 0 " in hint("zero")
-    assert "--composite EpsilonPlusFlat:eps=1e-3" in hint("EpsilonPlusFlat")
+    assert "--composite EpsilonPlusFlat:eps=1e-3,stabilizer=1e-3)" in hint("EpsilonPlusFlat")
+    assert "--composite EpsilonGammaBox:low=-1,high=1,eps=0.1,stabilizer=1e-3)" in \
+        hint("EpsilonGammaBox:low=-1,high=1,eps=0.1")  # the given parameters kept, the small one raised
+    assert "--composite A:stabilizer=1e-3)" in hint("A")  # A's dense ε is 0.1; its joins' and pools' 1e-6
     assert "--rule-map dense=epsilon:eps=1e-3" in hint("zplus; dense=epsilon:eps=1e-07")
-    assert hint("epsilon:eps=0.01") == hint("zplus") == hint("ExcitationBackprop") == hint("A") == ""
+    assert hint("epsilon:eps=0.01") == hint("zplus") == hint("ExcitationBackprop:stabilizer=0.01") == ""
     assert hint("gradient", **{"lrpc.method": "gradient"}) == ""
 
 
