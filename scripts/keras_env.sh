@@ -26,7 +26,7 @@ fi
 .venv-keras/bin/python -m pip install -q \
   "tensorflow-cpu==2.21.0" "keras==3.15.1" "tf2onnx==1.17.0" \
   "onnx==1.23.2" "onnxruntime==1.31.1" "protobuf==6.33.6" "numpy==2.4.6" "h5py==3.14.0" \
-  "onnx-ir==1.1.0" "pillow>=10" "pytest>=8"
+  "onnx-ir==1.1.0" "pillow>=10" "pytest>=8" "pytest-xdist==3.8.0"
 .venv-keras/bin/python -m pip install -q --no-deps -e .
 # Smoke test: both import, and a one-layer model converts and runs.
 TF_CPP_MIN_LOG_LEVEL=2 .venv-keras/bin/python - <<'EOF'
