@@ -20,7 +20,7 @@ EPSILON_RULES = ("epsilon", "zero")
 
 def tunable_eps(spec: str, convention: str) -> list[tuple[float, str]]:
     """(ε, the option that sets it) of every zero/epsilon rule the lrpc.rule `spec` gives through an option;
-    a composite's parameter as `NAME:param` (eps: its dense layers; stabilizer: pools, joins, norms)."""
+    a composite's own parameter as PARAMETER + its name (eps: the dense layers; stabilizer: pools, joins, norms)."""
     from ..rules.assign import COMPOSITES, EVERYTHING_ELSE, STABILIZERS, build_rule_map
 
     first, *maps = [part.strip() for part in spec.split(";")]
