@@ -15,9 +15,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+
+# This module runs first in `import lrpc`: until quiet_start, a signal still gives a traceback, so it imports
+# only what is loaded already (contextlib) or must be (signal); typing's constant, without typing (2–3 ms).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
 
 STOPPING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 PROGRAM_MODULES = ("lrpc.cli", "lrpc")
@@ -52,6 +56,13 @@ def _exit_at_once(signum, frame) -> None:
     os._exit(128 + signum)
 
 
+def _in_main_thread() -> bool:
+    """Only the main thread can set signal handlers. Without `threading` imported no thread of its making
+    runs, and importing it here would lengthen the import window."""
+    threading = sys.modules.get("threading")
+    return threading is None or threading.current_thread() is threading.main_thread()
+
+
 def lrpc_program(orig_argv: Sequence[str], argv0: str) -> bool:
     """Whether the process is the lrpc program: `python [options] -m lrpc.cli|lrpc …` (from
     ``sys.orig_argv``), or the `lrpc` console script (``sys.argv[0]``).
@@ -79,7 +90,7 @@ def quiet_start(module: str) -> None:
     handlers, end the process at once with the CLI's one line (see the module docstring). Called first
     thing by the package (`import lrpc` is most of the CLI's start-up); ``module`` is the caller's name."""
     GUARDED.add(module)
-    if threading.current_thread() is not threading.main_thread():
+    if not _in_main_thread():
         return
     if not lrpc_program(getattr(sys, "orig_argv", []), sys.argv[0] if sys.argv else ""):
         return
@@ -99,7 +110,7 @@ def _raising(number: int, handler):
 def signals_raise() -> Iterator[None]:
     """For the block: SIGINT raises KeyboardInterrupt, SIGTERM and SIGHUP raise Interrupted (where they had
     their default action, or quiet_start's); the handlers before it come back afterwards."""
-    if threading.current_thread() is not threading.main_thread():
+    if not _in_main_thread():
         yield
         return
     previous = {s: signal.getsignal(s) for s in STOPPING}

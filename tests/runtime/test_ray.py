@@ -9,8 +9,10 @@ import csv
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -160,10 +162,13 @@ def test_ray_options_need_ray(explained, digit_inputs, tmp_path, capsys):
 
 @pytest.mark.slow  # 15–18 s: a Ray cluster of its own
 def test_the_cli_starts_a_local_cluster_without_an_address(ray_cluster, explained, digit_inputs, tmp_path,
-                                                            tmp_path_factory):
+                                                            request):
     """The default: no --address, so `lrpc explain --ray` starts its own Ray for the run and stops it."""
     out = tmp_path / "heatmaps"
-    ray_tmp = tmp_path_factory.mktemp("r")  # short: Ray's socket paths under it must stay under 108 bytes
+    # Short, outside pytest's folders (pytest-xdist adds popen-gwN/): Ray's socket paths under it must stay
+    # under 108 bytes.
+    ray_tmp = pathlib.Path(tempfile.mkdtemp(prefix="lrpc-ray-"))
+    request.addfinalizer(lambda: shutil.rmtree(ray_tmp, ignore_errors=True))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HOME": str(tmp_path), "RAY_TMPDIR": str(ray_tmp)}
     done = subprocess.run([sys.executable, "-m", "lrpc.cli", "explain", str(explained), str(digit_inputs[0]),
                            "-o", str(out), "--ray", "--format", "json", "-q"],
