@@ -33,28 +33,39 @@ def _pads(pads, rank):
 
 
 class Conv(OpRun):
-    def _run(self, X, W, B=None, auto_pad=None, dilations=None, group=None, kernel_shape=None, pads=None,
-             strides=None):
+    def _run(self, X, W, B=None, auto_pad=None, dilations=None, group=None, kernel_shape=None, pads=None, strides=None):
         rank = X.ndim - 2
         if rank not in (1, 2) or auto_pad not in (None, "NOTSET", b"NOTSET"):
             raise NotImplementedError(f"Conv of rank {rank}, auto_pad {auto_pad}")
         begin, end = _pads(pads, rank)
         x = F.pad(_t(X), [p for b, e in zip(begin[::-1], end[::-1]) for p in (b, e)])
         conv = F.conv1d if rank == 1 else F.conv2d
-        y = conv(x, _t(W), None if B is None else _t(B), stride=strides or 1,
-                 dilation=dilations or 1, groups=group or 1)
+        y = conv(
+            x, _t(W), None if B is None else _t(B), stride=strides or 1, dilation=dilations or 1, groups=group or 1
+        )
         return (y.numpy(),)
 
 
 class ConvTranspose(OpRun):
-    def _run(self, X, W, B=None, auto_pad=None, dilations=None, group=None, kernel_shape=None,
-             output_padding=None, output_shape=None, pads=None, strides=None):
+    def _run(
+        self,
+        X,
+        W,
+        B=None,
+        auto_pad=None,
+        dilations=None,
+        group=None,
+        kernel_shape=None,
+        output_padding=None,
+        output_shape=None,
+        pads=None,
+        strides=None,
+    ):
         rank = X.ndim - 2
         if rank not in (1, 2) or output_shape or auto_pad not in (None, "NOTSET", b"NOTSET"):
             raise NotImplementedError(f"ConvTranspose of rank {rank}, auto_pad {auto_pad}, output_shape {output_shape}")
         conv = F.conv_transpose1d if rank == 1 else F.conv_transpose2d
-        full = conv(_t(X), _t(W), None, stride=strides or 1, dilation=dilations or 1,
-                    groups=group or 1).numpy()
+        full = conv(_t(X), _t(W), None, stride=strides or 1, dilation=dilations or 1, groups=group or 1).numpy()
         begin, end = _pads(pads, rank)
         extra = list(output_padding or [0] * rank)
         index = tuple(slice(b, n - e + p) for b, e, p, n in zip(begin, end, extra, full.shape[2:]))

@@ -43,36 +43,54 @@ INNV_DIR = ROOT / "out" / "fidelity" / "innvestigate"
 # bias form, z⁺/w² without the bias, guided backprop/deconvnet seeded with the logit).
 INNV = {"convention": "innvestigate"}
 INNVESTIGATE = [
-    ("lrp.z", dict(rule="zero", **INNV)), ("lrp.epsilon", dict(rule="epsilon", **INNV)),
-    ("lrp.alpha_1_beta_0", dict(rule="alpha1beta0", **INNV)), ("lrp.alpha_2_beta_1", dict(rule="alpha2beta1", **INNV)),
-    ("lrp.flat", dict(rule="flat", **INNV)), ("lrp.w_square", dict(rule="w2", **INNV)),
+    ("lrp.z", dict(rule="zero", **INNV)),
+    ("lrp.epsilon", dict(rule="epsilon", **INNV)),
+    ("lrp.alpha_1_beta_0", dict(rule="alpha1beta0", **INNV)),
+    ("lrp.alpha_2_beta_1", dict(rule="alpha2beta1", **INNV)),
+    ("lrp.flat", dict(rule="flat", **INNV)),
+    ("lrp.w_square", dict(rule="w2", **INNV)),
     ("lrp.z_plus", dict(rule="zplus", **INNV)),
-    ("lrp.sequential_preset_a", dict(composite="A", **INNV)), ("lrp.sequential_preset_b", dict(composite="B", **INNV)),
+    ("lrp.sequential_preset_a", dict(composite="A", **INNV)),
+    ("lrp.sequential_preset_b", dict(composite="B", **INNV)),
     ("lrp.sequential_preset_a_flat", dict(composite="AFlat", **INNV)),
     ("lrp.sequential_preset_b_flat", dict(composite="BFlat", **INNV)),
-    ("gradient", dict(method="gradient", **INNV)), ("input_t_gradient", dict(method="inputxgradient", **INNV)),
-    ("deconvnet", dict(method="deconvnet", **INNV)), ("guided_backprop", dict(method="guidedbackprop", **INNV)),
+    ("gradient", dict(method="gradient", **INNV)),
+    ("input_t_gradient", dict(method="inputxgradient", **INNV)),
+    ("deconvnet", dict(method="deconvnet", **INNV)),
+    ("guided_backprop", dict(method="guidedbackprop", **INNV)),
 ]
 # The same analyzers under lrpc's own convention, on the model with biases: they differ by design.
 CONTRAST = [
     ("lrp.epsilon", dict(rule="epsilon"), "ε: lrpc's default 1e-6 against iNNvestigate's 1e-7"),
-    ("lrp.alpha_2_beta_1", dict(rule="alpha2beta1"),
-     "α-β bias: iNNvestigate puts the whole b in activator and inhibitor, lrpc (as Zennit) b⁺ / b⁻"),
+    (
+        "lrp.alpha_2_beta_1",
+        dict(rule="alpha2beta1"),
+        "α-β bias: iNNvestigate puts the whole b in activator and inhibitor, lrpc (as Zennit) b⁺ / b⁻",
+    ),
     ("lrp.z_plus", dict(rule="zplus"), "z⁺ bias: lrpc's activator has b⁺, iNNvestigate's z⁺ drops the bias"),
     ("lrp.w_square", dict(rule="w2"), "w² bias: lrpc divides by W²·1 + b², iNNvestigate by W²·1"),
-    ("guided_backprop", dict(method="guidedbackprop"),
-     "start: lrpc (as Zennit) seeds guided backprop with 1, iNNvestigate with the logit's value"),
+    (
+        "guided_backprop",
+        dict(method="guidedbackprop"),
+        "start: lrpc (as Zennit) seeds guided backprop with 1, iNNvestigate with the logit's value",
+    ),
 ]
 # Why a cell misses the goal: measured causes (see the notes in FIDELITY.md).
-SELU = ("onnxruntime's Selu computes α(eˣ−1), losing precision near 0 (rel. error 2e-4 at x = −1e-4; torch uses "
-        "expm1); ε-LRP divides by the next layer's small pre-activations (dense1: min |z| ≈ 2e-4), so that forward "
-        "round-off shows in R")
-EB_SELU = ("by design: Zennit's ExcitationBackprop gives activations no rule, so relevance crosses each SELU by "
-           "its gradient SELU′(z); lrpc (and Zennit's other composites, Pass) pass it unchanged — the same on "
-           "ReLU nets, where z⁺ relevance at an inactive unit is 0 either way (the four other models)")
-WHY = {"zbox": "zᴮ bounds on hidden layers make z = Wx − W⁺l − W⁻h cancel",
-       "epsilon": "near-zero pre-activations amplify round-off (R/stab(z))",
-       "integrated_gradients": "a max-pool near-tie at one of the path points α·x (torch float32 against float64)"}
+SELU = (
+    "onnxruntime's Selu computes α(eˣ−1), losing precision near 0 (rel. error 2e-4 at x = −1e-4; torch uses "
+    "expm1); ε-LRP divides by the next layer's small pre-activations (dense1: min |z| ≈ 2e-4), so that forward "
+    "round-off shows in R"
+)
+EB_SELU = (
+    "by design: Zennit's ExcitationBackprop gives activations no rule, so relevance crosses each SELU by "
+    "its gradient SELU′(z); lrpc (and Zennit's other composites, Pass) pass it unchanged — the same on "
+    "ReLU nets, where z⁺ relevance at an inactive unit is 0 either way (the four other models)"
+)
+WHY = {
+    "zbox": "zᴮ bounds on hidden layers make z = Wx − W⁺l − W⁻h cancel",
+    "epsilon": "near-zero pre-activations amplify round-off (R/stab(z))",
+    "integrated_gradients": "a max-pool near-tie at one of the path points α·x (torch float32 against float64)",
+}
 WHY_RESIDUAL = "input-independent relevance reaches residual Adds whose sum z ≈ 0 (R/z)"
 
 
@@ -86,28 +104,35 @@ def pool_flips(case, proto, x):
     import onnx
     import onnxruntime as ort
     import torch
+
     pools = [m for m in case.view.modules() if isinstance(m, torch.nn.MaxPool2d)]
     if not pools:
         return 0, 0
     proto = copy.copy(proto)  # shallow: the initializers are shared, only the outputs change
     names = [n.input[0] for n in proto.graph.node if n.op_type == "MaxPool"]
     proto.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names)
-    ort_in = ort.InferenceSession(proto.SerializeToString(),
-                                  providers=["CPUExecutionProvider"]).run(names, {"input": x})
+    ort_in = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        names, {"input": x}
+    )
 
     def inputs(view, xx):
         got = []
-        hooks = [m.register_forward_pre_hook(lambda m, i: got.append(i[0].detach().double())) for m in view.modules()
-                 if isinstance(m, torch.nn.MaxPool2d)]
+        hooks = [
+            m.register_forward_pre_hook(lambda m, i: got.append(i[0].detach().double()))
+            for m in view.modules()
+            if isinstance(m, torch.nn.MaxPool2d)
+        ]
         with torch.no_grad():
             view(xx)
         for h in hooks:
             h.remove()
         return got
+
     t32 = inputs(case.view, torch.from_numpy(x))
     t64 = inputs(copy.deepcopy(case.view).double(), torch.from_numpy(x).double())
     winner = lambda pool, a: torch.nn.functional.max_pool2d(
-        torch.as_tensor(a, dtype=torch.float64), pool.kernel_size, pool.stride, pool.padding, return_indices=True)[1]
+        torch.as_tensor(a, dtype=torch.float64), pool.kernel_size, pool.stride, pool.padding, return_indices=True
+    )[1]
     flips = lambda a, b: sum(int((winner(m, u) != winner(m, v)).sum()) for m, u, v in zip(pools, a, b))
     return flips(ort_in, t32), flips(t32, t64)
 
@@ -119,18 +144,27 @@ def zennit_reason(name, rule, r, flips, residual, epsilon_on_dense):
         return SELU
     parts = []
     if flips[0]:
-        parts.append(f"max-pool near-ties: {flips[0]} window(s) pick another winner in onnxruntime's float32 "
-                     f"forward than in torch's, so that relevance lands on a neighbouring pixel")
+        parts.append(
+            f"max-pool near-ties: {flips[0]} window(s) pick another winner in onnxruntime's float32 "
+            f"forward than in torch's, so that relevance lands on a neighbouring pixel"
+        )
     if r.get("floor") is not None and (r["floor"] > GOAL or r["floor"] > 0.1 * r["rel"]):
-        why = WHY_RESIDUAL if residual and rule in ("flat", "wsquare") else WHY.get(rule, "small denominators "
-                                                                                     "amplify round-off")
+        why = (
+            WHY_RESIDUAL
+            if residual and rule in ("flat", "wsquare")
+            else WHY.get(rule, "small denominators amplify round-off")
+        )
         more = f"; torch float32 vs float64 also disagree on {flips[1]} max-pool window(s)" if flips[1] else ""
-        parts.append(f"float32 conditioning: Zennit's own float32 result is {r['floor']:.1e} from its float64 one "
-                     f"(lrpc: {r['vs64']:.1e}); {why}{more}")
+        parts.append(
+            f"float32 conditioning: Zennit's own float32 result is {r['floor']:.1e} from its float64 one "
+            f"(lrpc: {r['vs64']:.1e}); {why}{more}"
+        )
     if r.get("floor") is None:  # smoothgrad: float64 draws other noise, so there is no float64 twin
-        parts.append("float32 near-ties: max-pool winners and ReLU signs at 20 noisy inputs of a deep net flip between "
-                     "torch and onnxruntime (integrated gradients on the same model shows Zennit's own float32 "
-                     "that far from its float64)")
+        parts.append(
+            "float32 near-ties: max-pool winners and ReLU signs at 20 noisy inputs of a deep net flip between "
+            "torch and onnxruntime (integrated gradients on the same model shows Zennit's own float32 "
+            "that far from its float64)"
+        )
     return "; ".join(parts) or f"unexplained (lrpc vs Zennit float64: {r['vs64']:.1e})"
 
 
@@ -149,8 +183,18 @@ class Row:
 
     def cells(self):
         fmt = lambda v: "—" if v is None else f"{v:.1e}"
-        return [self.reference, self.model, self.method, self.batch, fmt(self.rel), fmt(self.worst),
-                fmt(self.max_abs), self.status, fmt(self.floor), self.reason]
+        return [
+            self.reference,
+            self.model,
+            self.method,
+            self.batch,
+            fmt(self.rel),
+            fmt(self.worst),
+            fmt(self.max_abs),
+            self.status,
+            fmt(self.floor),
+            self.reason,
+        ]
 
 
 def verdict(rel):
@@ -159,10 +203,12 @@ def verdict(rel):
 
 # ------------------------------------------------------------------------------------------ Zennit
 
+
 def zennit_rows(models, log):
     import torch
     import zennit_ref as Z
     from lrpc.errors import LrpcError
+
     torch.set_num_threads(min(4, os.cpu_count() or 1))
     rows = []
     for name in models:
@@ -178,18 +224,38 @@ def zennit_rows(models, log):
                 continue
             for batch in (1, 8):
                 if Z.too_big(method, batch, int(np.prod(case.inputs(1).shape))):
-                    rows.append(Row("Zennit", name, label, str(batch), status="skipped", reason=(
-                        f"memory: {method.points}×{batch} stacked model passes in one graph (and in Zennit's "
-                        f"float64 twin) exceed this 24 GB machine; batch 1 is the comparison")))
+                    rows.append(
+                        Row(
+                            "Zennit",
+                            name,
+                            label,
+                            str(batch),
+                            status="skipped",
+                            reason=(
+                                f"memory: {method.points}×{batch} stacked model passes in one graph (and in Zennit's "
+                                f"float64 twin) exceed this 24 GB machine; batch 1 is the comparison"
+                            ),
+                        )
+                    )
                     continue
                 r = Z.compare(case, method, sess, batch, floor=True)
-                row = Row("Zennit", name, label, str(batch), r["rel"], r["worst"], r["max_abs"], r.get("floor"),
-                          verdict(r["rel"]))
+                row = Row(
+                    "Zennit",
+                    name,
+                    label,
+                    str(batch),
+                    r["rel"],
+                    r["worst"],
+                    r["max_abs"],
+                    r.get("floor"),
+                    verdict(r["rel"]),
+                )
                 if r["rel"] > GOAL:
                     if batch not in flips:
                         flips[batch] = pool_flips(case, proto, case.inputs(batch))
-                    row.reason = zennit_reason(name, rule, r, flips[batch], case.resnet,
-                                               rule == "epsilon" or method.kind == "composite")
+                    row.reason = zennit_reason(
+                        name, rule, r, flips[batch], case.resnet, rule == "epsilon" or method.kind == "composite"
+                    )
                     if row.reason.startswith("by design"):
                         row.status = "differs by design"
                 rows.append(row)
@@ -200,18 +266,32 @@ def zennit_rows(models, log):
 
 # ------------------------------------------------------------------------------------------ iNNvestigate
 
+
 def innvestigate_rows(log, refresh):
     if not INNV_PYTHON.exists():
-        return [Row("iNNvestigate", "all", "all", "1, 8", status="skipped",
-                    reason=".venv-innvestigate missing: run `bash benchmarks/innvestigate_env.sh`")]
+        return [
+            Row(
+                "iNNvestigate",
+                "all",
+                "all",
+                "1, 8",
+                status="skipped",
+                reason=".venv-innvestigate missing: run `bash benchmarks/innvestigate_env.sh`",
+            )
+        ]
     if refresh or not (INNV_DIR / "versions.json").exists():
         log("iNNvestigate: building models, converting, analyzing ...")
-        subprocess.run([str(INNV_PYTHON), str(HERE / "innvestigate_ref.py"), "--out-dir", str(INNV_DIR)], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [str(INNV_PYTHON), str(HERE / "innvestigate_ref.py"), "--out-dir", str(INNV_DIR)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     import innvestigate_ref
     import lrpc
     import onnxruntime as ort
     from zennit_ref import errors
+
     rows = []
     for model in innvestigate_ref.MODELS:
         data = np.load(INNV_DIR / f"{model}.npz")
@@ -220,13 +300,27 @@ def innvestigate_rows(log, refresh):
         for analyzer, options, status, why in cases:
             spec = next(f"{k} {v}" for k, v in options.items() if k != "convention")
             label = f"{analyzer} ↔ `{spec}`" + (" (lrpc convention)" if "convention" not in options else "")
-            sess = ort.InferenceSession(lrpc.compile(str(INNV_DIR / f"{model}.onnx"), **options).SerializeToString(),
-                                        providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(
+                lrpc.compile(str(INNV_DIR / f"{model}.onnx"), **options).SerializeToString(),
+                providers=["CPUExecutionProvider"],
+            )
             for batch in (1, 8):
                 got = sess.run(["relevance"], {"input": data["x"][:batch]})[0]
                 rel, worst, max_abs = errors(got, data[f"{analyzer}|b{batch}"])
-                rows.append(Row("iNNvestigate", model, label, str(batch), rel, worst, max_abs, None,
-                                status or verdict(rel), why or ("" if rel <= GOAL else "unexplained")))
+                rows.append(
+                    Row(
+                        "iNNvestigate",
+                        model,
+                        label,
+                        str(batch),
+                        rel,
+                        worst,
+                        max_abs,
+                        None,
+                        status or verdict(rel),
+                        why or ("" if rel <= GOAL else "unexplained"),
+                    )
+                )
         log(f"innvestigate {model}: done")
     return rows + batchnorm_rows()
 
@@ -236,6 +330,7 @@ def batchnorm_rows():
     and the same model with iNNvestigate's own BN surrogate put back — compared in float64 on both sides,
     since in float32 iNNvestigate's surrogate divides by values near 0 (its own f32↔f64 gap is shown)."""
     import innvestigate_bn
+
     rows = []
     for r in innvestigate_bn.bn_rows(INNV_DIR):
         spec = next(f"{k} {v}" for k, v in innvestigate_bn.ANALYZERS[r["analyzer"]][0].items())
@@ -243,28 +338,59 @@ def batchnorm_rows():
         if r["rel_correct"] <= GOAL:  # w², flat: BN passes relevance unchanged, no formula involved
             rows.append(Row("iNNvestigate", "cnn_bn", label, batch, r["rel_correct"], status="pass", reason=r["note"]))
             continue
-        rows.append(Row("iNNvestigate", "cnn_bn", label, batch, r["rel_correct"], status="differs by design",
-                        reason=f"BatchNorm: lrpc folds it exactly, iNNvestigate uses its own formula ({r['note']})"))
+        rows.append(
+            Row(
+                "iNNvestigate",
+                "cnn_bn",
+                label,
+                batch,
+                r["rel_correct"],
+                status="differs by design",
+                reason=f"BatchNorm: lrpc folds it exactly, iNNvestigate uses its own formula ({r['note']})",
+            )
+        )
         their, own = r["rel_their_formula_f64"], r["innvestigate_f32_f64"]
-        rows.append(Row("iNNvestigate", "cnn_bn", label + " + iNNvestigate's BN formula (float64)", batch, their,
-                        floor=own, status=verdict(their),
-                        reason=f"in float32: {r['rel_their_formula']:.1e} (iNNvestigate's own f32↔f64: {own:.1e})"))
+        rows.append(
+            Row(
+                "iNNvestigate",
+                "cnn_bn",
+                label + " + iNNvestigate's BN formula (float64)",
+                batch,
+                their,
+                floor=own,
+                status=verdict(their),
+                reason=f"in float32: {r['rel_their_formula']:.1e} (iNNvestigate's own f32↔f64: {own:.1e})",
+            )
+        )
     return rows
 
 
 # ------------------------------------------------------------------------------------------ Markdown
 
-HEAD = ["reference", "model", "method (lrpc spec)", "batch", "rel L2", "worst sample", "max abs", "≤ 1e-5",
-        "ref f32↔f64", "reason"]
+HEAD = [
+    "reference",
+    "model",
+    "method (lrpc spec)",
+    "batch",
+    "rel L2",
+    "worst sample",
+    "max abs",
+    "≤ 1e-5",
+    "ref f32↔f64",
+    "reason",
+]
 
 
 def markdown(rows, versions, seconds, command):
     n_pass = sum(r.status == "pass" for r in rows)
     n_fail = sum("FAIL" in r.status for r in rows)
     lines = [
-        "# lrpc fidelity against Zennit and iNNvestigate", "",
+        "# lrpc fidelity against Zennit and iNNvestigate",
+        "",
         f"Generated by `{command}` in {seconds / 60:.1f} min. Versions: "
-        + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", "",
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + ".",
+        "",
         f"**{n_pass} cells pass, {n_fail} miss the goal (each with its measured cause), "
         f"{sum(r.status == 'differs by design' for r in rows)} cells differ by design (lrpc's own convention "
         f"against iNNvestigate's, iNNvestigate's BatchNorm formula, Zennit's ExcitationBackprop on SELU), "
@@ -286,7 +412,10 @@ def markdown(rows, versions, seconds, command):
         "- rel L2 is over the whole cell [batch, ...]; *worst sample* the same per sample; *ref f32↔f64* is Zennit "
         "float32 against Zennit float64 (the float32 round-off floor of that explanation; — for smoothgrad, whose "
         "float64 noise draws are other numbers).",
-        "", "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+        "",
+        "| " + " | ".join(HEAD) + " |",
+        "|" + "---|" * len(HEAD),
+    ]
     lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
     return "\n".join(lines + ["", NOTES]) + "\n"
 
@@ -339,6 +468,7 @@ def main(argv=None):
     ap.add_argument("--refresh-innvestigate", action="store_true", help="rerun the iNNvestigate side")
     args = ap.parse_args(argv)
     import zennit_ref as Z
+
     models = args.models or [n for n in Z.CASES if not (args.quick and n in ("vgg16", "resnet18_bn"))]
     log = lambda text: print(text, file=sys.stderr, flush=True)
     start = time.perf_counter()
@@ -346,6 +476,7 @@ def main(argv=None):
     if not args.no_innvestigate:
         rows += innvestigate_rows(log, args.refresh_innvestigate)
     from importlib.metadata import version
+
     versions = {p: version(p) for p in ("zennit", "torch", "onnxruntime", "onnx")}
     if (INNV_DIR / "versions.json").exists() and not args.no_innvestigate:
         innv = json.loads((INNV_DIR / "versions.json").read_text())

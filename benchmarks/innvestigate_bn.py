@@ -75,6 +75,7 @@ BATCHES = (1, 8)
 
 class BNLayer(NamedTuple):
     """One BatchNormalization and the Conv2D feeding it (Keras kernel layout [kh, kw, in, out])."""
+
     gamma: np.ndarray
     beta: np.ndarray
     mean: np.ndarray
@@ -99,7 +100,7 @@ def exact_fold(gamma, beta, mean, var, eps, *_):
 
 def innvestigate_fold(gamma, beta, mean, var, eps, *_):
     """(k', b') of iNNvestigate 2.1.2's surrogate layer: σ² squared, γ missing from the mean term."""
-    root = np.sqrt(var ** 2 + eps)
+    root = np.sqrt(var**2 + eps)
     return gamma / root, beta - mean / root
 
 
@@ -114,8 +115,12 @@ def fused_conv(graph: onnx.GraphProto, bn: str) -> onnx.NodeProto:
 def _depthwise(name, x, y, scale, shift, graph, dtype) -> onnx.NodeProto:
     """A 1×1 depthwise Conv y = scale·x + shift per channel (NCHW); its weights go into `graph`."""
     c = scale.size
-    graph.initializer.extend([numpy_helper.from_array(scale.reshape(c, 1, 1, 1).astype(dtype), f"{name}.w"),
-                              numpy_helper.from_array(shift.astype(dtype), f"{name}.b")])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(scale.reshape(c, 1, 1, 1).astype(dtype), f"{name}.w"),
+            numpy_helper.from_array(shift.astype(dtype), f"{name}.b"),
+        ]
+    )
     return helper.make_node("Conv", [x, f"{name}.w", f"{name}.b"], [y], name=name, kernel_shape=[1, 1], group=c)
 
 
@@ -139,9 +144,10 @@ def split_bn(model: onnx.ModelProto, layers: dict[str, BNLayer], preset=False, d
         out = conv.output[0]
         conv.output[0] = f"{out}{SURROGATE}.in"
         k_s, b_s = SCALE * k_their, SCALE * (np.maximum(b_their, 0.0) if preset else b_their)
-        nodes = [_depthwise(conv.name + SURROGATE, conv.output[0], f"{out}{SURROGATE}.out", k_s, b_s, graph, dtype),
-                 _depthwise(conv.name + RESTORE, f"{out}{SURROGATE}.out", out, k / k_s, b - b_s * k / k_s, graph,
-                            dtype)]
+        nodes = [
+            _depthwise(conv.name + SURROGATE, conv.output[0], f"{out}{SURROGATE}.out", k_s, b_s, graph, dtype),
+            _depthwise(conv.name + RESTORE, f"{out}{SURROGATE}.out", out, k / k_s, b - b_s * k / k_s, graph, dtype),
+        ]
         at = list(graph.node).index(conv) + 1
         for i, node in enumerate(nodes):
             graph.node.insert(at + i, node)
@@ -193,9 +199,18 @@ def bn_rows(data_dir) -> list[dict]:
             x, key = data["x"][:batch], f"{analyzer}|b{batch}"
             a, b = compare(model, layers, x, data[key], analyzer)
             a64, b64 = compare(model, layers, x, data[f"{key}|f64"], analyzer, float64=True)
-            rows.append(dict(analyzer=analyzer, batch=batch, rel_correct=a, rel_their_formula=b,
-                             rel_correct_f64=a64, rel_their_formula_f64=b64,
-                             innvestigate_f32_f64=rel_l2(data[key], data[f"{key}|f64"]), note=note))
+            rows.append(
+                dict(
+                    analyzer=analyzer,
+                    batch=batch,
+                    rel_correct=a,
+                    rel_their_formula=b,
+                    rel_correct_f64=a64,
+                    rel_their_formula_f64=b64,
+                    innvestigate_f32_f64=rel_l2(data[key], data[f"{key}|f64"]),
+                    note=note,
+                )
+            )
     return rows
 
 
@@ -204,12 +219,16 @@ def main(argv=None):
     ap.add_argument("--data-dir", type=Path, default=Path("out/fidelity/innvestigate"))
     args = ap.parse_args(argv)
     print("relative L2 error against iNNvestigate: lrpc with the exact BN fold | with iNNvestigate's BN rule")
-    print(f"{'analyzer':24} {'batch':>5} {'f32 exact':>10} {'f32 their':>10} {'f64 exact':>10} {'f64 their':>10} "
-          f"{'iNNv f32↔f64':>12}  note")
+    print(
+        f"{'analyzer':24} {'batch':>5} {'f32 exact':>10} {'f32 their':>10} {'f64 exact':>10} {'f64 their':>10} "
+        f"{'iNNv f32↔f64':>12}  note"
+    )
     for r in bn_rows(args.data_dir):
-        print(f"{r['analyzer']:24} {r['batch']:>5} {r['rel_correct']:10.2e} {r['rel_their_formula']:10.2e} "
-              f"{r['rel_correct_f64']:10.2e} {r['rel_their_formula_f64']:10.2e} {r['innvestigate_f32_f64']:12.2e}  "
-              f"{r['note']}")
+        print(
+            f"{r['analyzer']:24} {r['batch']:>5} {r['rel_correct']:10.2e} {r['rel_their_formula']:10.2e} "
+            f"{r['rel_correct_f64']:10.2e} {r['rel_their_formula_f64']:10.2e} {r['innvestigate_f32_f64']:12.2e}  "
+            f"{r['note']}"
+        )
 
 
 if __name__ == "__main__":

@@ -56,14 +56,29 @@ SHAPE = (16, 16, 3)
 BATCH = 8
 OPSET = 17
 # every analyzer is computed, so a row goes live on the lrpc side by naming lrpc's spec there
-ANALYZERS = ["lrp.z", "lrp.epsilon", "lrp.alpha_1_beta_0", "lrp.alpha_2_beta_1", "lrp.flat", "lrp.w_square",
-             "lrp.z_plus", "lrp.sequential_preset_a", "lrp.sequential_preset_b", "lrp.sequential_preset_a_flat",
-             "lrp.sequential_preset_b_flat", "gradient", "input_t_gradient", "deconvnet", "guided_backprop"]
+ANALYZERS = [
+    "lrp.z",
+    "lrp.epsilon",
+    "lrp.alpha_1_beta_0",
+    "lrp.alpha_2_beta_1",
+    "lrp.flat",
+    "lrp.w_square",
+    "lrp.z_plus",
+    "lrp.sequential_preset_a",
+    "lrp.sequential_preset_b",
+    "lrp.sequential_preset_a_flat",
+    "lrp.sequential_preset_b_flat",
+    "gradient",
+    "input_t_gradient",
+    "deconvnet",
+    "guided_backprop",
+]
 
 
 def build(name):
     """Conv(8)-pool-Conv(16)-pool-Dense(32)-Dense(10) on 16x16x3, ReLU inside the layers."""
     from tensorflow import keras
+
     if name in BN_MODELS:
         return build_bn(name)
     bias = name != "cnn_nobias"
@@ -81,6 +96,7 @@ def build(name):
 def build_bn(name):
     """Conv(8)-BN-ReLU-pool-Conv(16)-BN-ReLU-pool-Dense(32, relu)-Dense(10) on 16x16x3."""
     from tensorflow import keras
+
     inp = keras.Input(SHAPE, name="input")
     x = inp
     for i, width in enumerate((8, 16), start=1):
@@ -96,8 +112,17 @@ def build_bn(name):
 
 MODELS = ["cnn", "cnn_nobias"]  # benchmarks/fidelity.py loops over these
 BN_MODELS = ["cnn_bn"]  # benchmarks/innvestigate_bn.py
-BN_ANALYZERS = ["lrp.z", "lrp.epsilon", "lrp.alpha_1_beta_0", "lrp.alpha_2_beta_1", "lrp.z_plus", "lrp.w_square",
-                "lrp.flat", "lrp.sequential_preset_a", "lrp.sequential_preset_b"]  # also analyzed in float64
+BN_ANALYZERS = [
+    "lrp.z",
+    "lrp.epsilon",
+    "lrp.alpha_1_beta_0",
+    "lrp.alpha_2_beta_1",
+    "lrp.z_plus",
+    "lrp.w_square",
+    "lrp.flat",
+    "lrp.sequential_preset_a",
+    "lrp.sequential_preset_b",
+]  # also analyzed in float64
 FIXTURE_SAMPLES = 4
 FIXTURE_ANALYZERS = ["lrp.epsilon", "lrp.alpha_1_beta_0", "lrp.alpha_2_beta_1", "lrp.sequential_preset_a"]
 
@@ -124,9 +149,13 @@ def bn_statistics(model, weights, seed=2):
         n = len(layer.get_weights())
         if layer.__class__.__name__ == "BatchNormalization":
             c = layer.get_weights()[0].shape
-            draws = [rng.uniform(0.5, 2.0, c), rng.normal(0.0, 0.2, c), rng.normal(0.0, 0.3, c),
-                     rng.uniform(0.3, 3.0, c)]
-            out[i:i + n] = [d.astype(np.float32) for d in draws]
+            draws = [
+                rng.uniform(0.5, 2.0, c),
+                rng.normal(0.0, 0.2, c),
+                rng.normal(0.0, 0.3, c),
+                rng.uniform(0.3, 3.0, c),
+            ]
+            out[i : i + n] = [d.astype(np.float32) for d in draws]
         i += n
     return out
 
@@ -151,6 +180,7 @@ def export(out_dir: Path):
     import tensorflow as tf
     import tf2onnx
     from importlib.metadata import version
+
     x = np.random.default_rng(1).uniform(0.0, 1.0, (BATCH, *SHAPE)).astype(np.float32)
     for name in MODELS + BN_MODELS:
         model = build(name)
@@ -177,6 +207,7 @@ def load_model(name, out_dir: Path):
 def analyze_all(model, x, analyzers, suffix=""):
     """{"A|bN" + suffix: analysis of x[:N]} for every analyzer A and N in (1, BATCH)."""
     import innvestigate
+
     out = {}
     for analyzer_name in analyzers:
         analyzer = innvestigate.create_analyzer(analyzer_name, model)
@@ -188,6 +219,7 @@ def analyze_all(model, x, analyzers, suffix=""):
 def analyze(out_dir: Path):
     """float32 analyses of every model; for BN_MODELS also float64 ones (``A|bN|f64``, BN_ANALYZERS)."""
     import tensorflow as tf
+
     tf.compat.v1.disable_eager_execution()
     for name in MODELS + BN_MODELS:
         model = load_model(name, out_dir)
@@ -207,8 +239,11 @@ def write_fixture(out_dir: Path, fixture_dir: Path, name="cnn_bn"):
     of them (keyed by analyzer) and the BN parameters."""
     data = np.load(out_dir / f"{name}.npz")
     n = FIXTURE_SAMPLES
-    reference = {"x": data["x"][:n], **{a: data[f"{a}|b{BATCH}|f64"][:n] for a in FIXTURE_ANALYZERS},
-                 **{k: data[k] for k in data.files if k.startswith("bn")}}
+    reference = {
+        "x": data["x"][:n],
+        **{a: data[f"{a}|b{BATCH}|f64"][:n] for a in FIXTURE_ANALYZERS},
+        **{k: data[k] for k in data.files if k.startswith("bn")},
+    }
     fixture_dir.mkdir(parents=True, exist_ok=True)
     (fixture_dir / f"{name}.onnx").write_bytes((out_dir / f"{name}.onnx").read_bytes())
     np.savez(fixture_dir / f"{name}_reference.npz", **reference)

@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 def keras_session(threads):
     """Graph mode with `threads` intra- and inter-op threads, before any Keras model exists."""
     import tensorflow as tf
+
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     tf.compat.v1.disable_eager_execution()
@@ -48,8 +49,15 @@ def conv(keras, x, layer):
     same = s == 1 and 2 * p == k - 1
     if p and not same:
         x = keras.layers.ZeroPadding2D(p, name=layer["name"] + "_pad")(x)
-    return keras.layers.Conv2D(layer["filters"], k, s, padding="same" if same else "valid",
-                               use_bias=layer["bias"], activation=layer.get("activation"), name=layer["name"])(x)
+    return keras.layers.Conv2D(
+        layer["filters"],
+        k,
+        s,
+        padding="same" if same else "valid",
+        use_bias=layer["bias"],
+        activation=layer.get("activation"),
+        name=layer["name"],
+    )(x)
 
 
 def sequential(keras, spec):
@@ -64,8 +72,9 @@ def sequential(keras, spec):
         elif layer["type"] == "flatten":
             x = keras.layers.Flatten(name=layer["name"])(x)
         elif layer["type"] == "dense":
-            x = keras.layers.Dense(layer["units"], use_bias=layer["bias"], activation=layer.get("activation"),
-                                   name=layer["name"])(x)
+            x = keras.layers.Dense(
+                layer["units"], use_bias=layer["bias"], activation=layer.get("activation"), name=layer["name"]
+            )(x)
         else:
             raise ValueError(f"unknown layer {layer}")
     return keras.Model(inp, x, name=spec["name"])
@@ -117,6 +126,7 @@ def load_weights(model, path):
 def serve(model, x, reply):
     """Answer requests until "quit"; x is the NHWC input of the largest batch."""
     import innvestigate
+
     analyzers, inputs = {}, {}
     for line in sys.stdin:
         request = json.loads(line)
@@ -158,10 +168,17 @@ def main(argv=None):
     x = np.load(args.inputs).transpose(0, 2, 3, 1).copy()
     np.save(args.logits_out, model.predict(x, verbose=0))
     from importlib.metadata import version
-    reply({"ready": True, "setup_s": time.perf_counter() - start,
-           "versions": {p: version(p) for p in ("tensorflow", "keras", "innvestigate", "numpy")},
-           "onednn": ("TF_ENABLE_ONEDNN_OPTS=" + os.environ["TF_ENABLE_ONEDNN_OPTS"]) if "TF_ENABLE_ONEDNN_OPTS"
-           in os.environ else "oneDNN on (TF's default)"})
+
+    reply(
+        {
+            "ready": True,
+            "setup_s": time.perf_counter() - start,
+            "versions": {p: version(p) for p in ("tensorflow", "keras", "innvestigate", "numpy")},
+            "onednn": ("TF_ENABLE_ONEDNN_OPTS=" + os.environ["TF_ENABLE_ONEDNN_OPTS"])
+            if "TF_ENABLE_ONEDNN_OPTS" in os.environ
+            else "oneDNN on (TF's default)",
+        }
+    )
     serve(model, x, reply)
 
 

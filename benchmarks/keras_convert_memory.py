@@ -56,24 +56,38 @@ def child(model_name: str, route: str) -> dict:
     start = time.perf_counter()
     if route == "lrpc":
         from lrpc.frontend.keras import from_keras_model
+
         proto = from_keras_model(model)
     else:
         import tensorflow as tf
         import tf2onnx
+
         spec = [tf.TensorSpec((None, *t.shape[1:]), t.dtype) for t in model.inputs]
-        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17,
-                                              large_model=route == "from_keras_large")
+        proto, _ = tf2onnx.convert.from_keras(
+            model, input_signature=spec, opset=17, large_model=route == "from_keras_large"
+        )
     seconds = time.perf_counter() - start
     weights_mb = sum(int(v.numpy().nbytes) for v in model.weights) / 2**20
-    return dict(model=model_name, route=route, peak_building_mb=round(built), resident_before_mb=round(resident),
-                peak_converting_mb=round(vm_hwm_mb()),
-                convert_s=round(seconds, 1), weights_mb=round(weights_mb), nodes=len(proto.graph.node))
+    return dict(
+        model=model_name,
+        route=route,
+        peak_building_mb=round(built),
+        resident_before_mb=round(resident),
+        peak_converting_mb=round(vm_hwm_mb()),
+        convert_s=round(seconds, 1),
+        weights_mb=round(weights_mb),
+        nodes=len(proto.graph.node),
+    )
 
 
 def watched(model_name: str, route: str, limit_gb: float) -> dict:
     """Run `child` in a subprocess, killing it if its RSS passes `limit_gb`."""
-    proc = subprocess.Popen([sys.executable, __file__, "--child", model_name, route], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", model_name, route],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     peak = 0.0
     while proc.poll() is None:
         try:

@@ -79,18 +79,40 @@ sys.path.insert(0, str(ROOT / "models"))
 
 SIZE = 64
 MODELS = {  # key: keras.applications constructor
-    "resnet50v2": "ResNet50V2", "densenet121": "DenseNet121", "resnet50": "ResNet50", "mobilenetv2": "MobileNetV2",
-    "efficientnetb0": "EfficientNetB0", "convnexttiny": "ConvNeXtTiny", "vgg16": "VGG16"}
+    "resnet50v2": "ResNet50V2",
+    "densenet121": "DenseNet121",
+    "resnet50": "ResNet50",
+    "mobilenetv2": "MobileNetV2",
+    "efficientnetb0": "EfficientNetB0",
+    "convnexttiny": "ConvNeXtTiny",
+    "vgg16": "VGG16",
+}
 RELU_NETS = ("resnet50v2", "densenet121", "resnet50", "vgg16")  # LRP-0 = gradient × input exactly
 VARIANT_MODELS = ("resnet50v2", "densenet121")  # also built without the BN reset, and with the BN fix
 RULES = {  # key: lrpc compile options
-    "EpsilonPlusFlat": [], "epsilon": ["--rule", "epsilon"], "epsilon:eps=1e-3": ["--rule", "epsilon:eps=1e-3"],
+    "EpsilonPlusFlat": [],
+    "epsilon": ["--rule", "epsilon"],
+    "epsilon:eps=1e-3": ["--rule", "epsilon:eps=1e-3"],
     "EpsilonGammaBox:low=-3,high=3": ["--composite", "EpsilonGammaBox:low=-3,high=3"],
-    "alpha1beta0": ["--rule", "alpha1beta0"], "epsilon:eps=1e-12": ["--rule", "epsilon:eps=1e-12"]}
+    "alpha1beta0": ["--rule", "alpha1beta0"],
+    "epsilon:eps=1e-12": ["--rule", "epsilon:eps=1e-12"],
+}
 MAIN_RULES = ("EpsilonPlusFlat", "epsilon", "epsilon:eps=1e-3", "EpsilonGammaBox:low=-3,high=3", "alpha1beta0")
-ROUND = 2.0 ** -24  # float32's relative rounding (half an ulp)
-STAGES = ("all", "build", "cells", "verdicts", "probe", "probe-random", "gxi", "flips", "large", "savedmodel", "report",
-          "savedmodel-child")
+ROUND = 2.0**-24  # float32's relative rounding (half an ulp)
+STAGES = (
+    "all",
+    "build",
+    "cells",
+    "verdicts",
+    "probe",
+    "probe-random",
+    "gxi",
+    "flips",
+    "large",
+    "savedmodel",
+    "report",
+    "savedmodel-child",
+)
 
 
 # ---------------------------------------------------------------- float64 runs
@@ -115,8 +137,9 @@ def _maxunpool_op():
     return MaxUnpool
 
 
-def run_float64(proto: onnx.ModelProto, feeds: dict, names: list[str], weight_noise=None,
-                every_tensor: bool = False) -> dict:
+def run_float64(
+    proto: onnx.ModelProto, feeds: dict, names: list[str], weight_noise=None, every_tensor: bool = False
+) -> dict:
     """`proto` in double precision as lrpc verify runs it (lrpc.verify.float64), MaxUnpool by the spec.
     weight_noise: a Generator: every float initializer × (1 + 2⁻²⁴·u) first. every_tensor: every computed
     tensor perturbed too (perturb_every_tensor)."""
@@ -157,9 +180,19 @@ def perturb_every_tensor(double: onnx.ModelProto, seed: int = 0) -> onnx.ModelPr
         nodes.append(node)
         for name, raw in renamed.items():
             u, du = f"{name}__u", f"{name}__du"
-            nodes += [helper.make_node("RandomUniformLike", [raw], [u], low=-ROUND, high=ROUND,
-                                       dtype=onnx.TensorProto.DOUBLE, seed=float(seed * 100003 + k)),
-                      helper.make_node("Mul", [raw, u], [du]), helper.make_node("Add", [raw, du], [name])]
+            nodes += [
+                helper.make_node(
+                    "RandomUniformLike",
+                    [raw],
+                    [u],
+                    low=-ROUND,
+                    high=ROUND,
+                    dtype=onnx.TensorProto.DOUBLE,
+                    seed=float(seed * 100003 + k),
+                ),
+                helper.make_node("Mul", [raw, u], [du]),
+                helper.make_node("Add", [raw, du], [name]),
+            ]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     del model.graph.value_info[:]
@@ -196,8 +229,9 @@ def build_keras(constructor: str, reset: bool):
     import keras_models
 
     keras.utils.set_random_seed(0)
-    model = getattr(keras.applications, constructor)(weights=None, input_shape=(SIZE, SIZE, 3), classes=10,
-                                                     classifier_activation=None)
+    model = getattr(keras.applications, constructor)(
+        weights=None, input_shape=(SIZE, SIZE, 3), classes=10, classifier_activation=None
+    )
     if reset:
         keras_models.reset_batchnorm(model, keras_models.images((SIZE, SIZE, 3), 0, n=64))
     return model
@@ -209,11 +243,18 @@ def bn_as_batchnormalization(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, i
     1×1 conv (a layer with a bias, which takes its share of relevance)."""
     g = proto.graph
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in g.node
-                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    consts.update(
+        {
+            n.output[0]: numpy_helper.to_array(n.attribute[0].t)
+            for n in g.node
+            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
+        }
+    )
     inferred = onnx.shape_inference.infer_shapes(proto)
-    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-              for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    shapes = {
+        v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+        for v in list(inferred.graph.value_info) + list(inferred.graph.input)
+    }
     users: dict[str, list] = {}
     for n in g.node:
         for i in n.input:
@@ -230,15 +271,21 @@ def bn_as_batchnormalization(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, i
             continue
         channels = shape[1]
         c1, c2 = consts[c], consts[d[0]]
-        if channels is None or any(v.ndim < 3 or v.size != channels or v.shape[-3:] != (channels, 1, 1)
-                                   for v in (c1, c2)):
+        if channels is None or any(
+            v.ndim < 3 or v.size != channels or v.shape[-3:] != (channels, 1, 1) for v in (c1, c2)
+        ):
             continue  # not a per-channel constant on axis 1
         k = len(replace)
         names = [f"bn_as_batchnormalization_{k}_{s}" for s in ("scale", "bias", "mean", "var")]
         for value, name in zip((c1.reshape(-1), c2.reshape(-1), np.zeros(channels), np.ones(channels)), names):
             g.initializer.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
-        replace[id(add)] = helper.make_node("BatchNormalization", [a, *names], [add.output[0]], epsilon=0.0,
-                                            name=n.name.rsplit("/", 1)[0] + "/BatchNormalization")
+        replace[id(add)] = helper.make_node(
+            "BatchNormalization",
+            [a, *names],
+            [add.output[0]],
+            epsilon=0.0,
+            name=n.name.rsplit("/", 1)[0] + "/BatchNormalization",
+        )
         drop.add(id(n))
     nodes = [replace.get(id(n), n) for n in g.node if id(n) not in drop]
     del g.node[:]
@@ -268,8 +315,16 @@ def stage_build(work: Path, models) -> None:
                     onnx.save(fixed, work / f"{key}_bnfix.onnx")
                     print(f"{key}: {n} Mul→Add pairs rewritten as BatchNormalization", flush=True)
             logits = model(np.load(work / "images.npy")).numpy()
-            record(work, dict(stage="build", model=key, variant=suffix.strip("_") or "bnreset",
-                              max_abs_logit=float(np.abs(logits).max()), logits_max=logits.max(1).tolist()))
+            record(
+                work,
+                dict(
+                    stage="build",
+                    model=key,
+                    variant=suffix.strip("_") or "bnreset",
+                    max_abs_logit=float(np.abs(logits).max()),
+                    logits_max=logits.max(1).tolist(),
+                ),
+            )
             print(f"built {path.name}: max |logit| {np.abs(logits).max():.3g}", flush=True)
 
 
@@ -307,10 +362,16 @@ def _check(report, name):
 
 def _summary(report) -> dict:
     f64 = _check(report, "float64")
-    return dict(verdict=report.verdict(), passed=report.passed, float64_status=f64 and f64.status,
-                float64_detail=f64 and f64.detail, errors=[r["error"] for r in report.rows],
-                start=[r["start"] for r in report.rows], relevance_sum=[r["relevance_sum"] for r in report.rows],
-                finite=[r["finite"] for r in report.rows])
+    return dict(
+        verdict=report.verdict(),
+        passed=report.passed,
+        float64_status=f64 and f64.status,
+        float64_detail=f64 and f64.detail,
+        errors=[r["error"] for r in report.rows],
+        start=[r["start"] for r in report.rows],
+        relevance_sum=[r["relevance_sum"] for r in report.rows],
+        finite=[r["finite"] for r in report.rows],
+    )
 
 
 def stage_cell(work: Path, key: str, variant: str, rule: str) -> dict:
@@ -321,8 +382,14 @@ def stage_cell(work: Path, key: str, variant: str, rule: str) -> dict:
     out = work / "explained" / f"{key}_{variant}_{rule.replace(':', '_').replace(',', '_')}.onnx"
     out.parent.mkdir(exist_ok=True)
     x = np.load(work / "images.npy")
-    row = dict(stage="cells", model=key, variant=variant, rule=rule, file=str(out),
-               lrpc=os.environ.get("KERAS_VERIFY_PINNED", "working tree"))
+    row = dict(
+        stage="cells",
+        model=key,
+        variant=variant,
+        rule=rule,
+        file=str(out),
+        lrpc=os.environ.get("KERAS_VERIFY_PINNED", "working tree"),
+    )
     t0 = time.time()
     log = io.StringIO()
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
@@ -339,17 +406,29 @@ def stage_cell(work: Path, key: str, variant: str, rule: str) -> dict:
     names = [o.name for o in proto.graph.output]
     base = run_float64(proto, feeds, names)
     rng = np.random.default_rng(0)
-    moved_x = run_float64(proto, {k: v * (1 + ROUND * rng.uniform(-1, 1, v.shape)) for k, v in feeds.items()},
-                          ["relevance"])
-    moved_xw = run_float64(proto, {k: v * (1 + ROUND * rng.uniform(-1, 1, v.shape)) for k, v in feeds.items()},
-                           ["relevance"], weight_noise=rng)
+    moved_x = run_float64(
+        proto, {k: v * (1 + ROUND * rng.uniform(-1, 1, v.shape)) for k, v in feeds.items()}, ["relevance"]
+    )
+    moved_xw = run_float64(
+        proto,
+        {k: v * (1 + ROUND * rng.uniform(-1, 1, v.shape)) for k, v in feeds.items()},
+        ["relevance"],
+        weight_noise=rng,
+    )
     r64 = flat(base["relevance"])
-    row.update(own_images=dict(
-        errors=rel(got["relevance"], base["relevance"]), output_errors=rel(got[names[0]], base[names[0]]),
-        relevance_sum64=r64.sum(1).tolist(), max_abs_relevance64=np.abs(r64).max(1).tolist(),
-        finite32=bool(np.isfinite(got["relevance"]).all()), finite64=bool(np.isfinite(r64).all())),
+    row.update(
+        own_images=dict(
+            errors=rel(got["relevance"], base["relevance"]),
+            output_errors=rel(got[names[0]], base[names[0]]),
+            relevance_sum64=r64.sum(1).tolist(),
+            max_abs_relevance64=np.abs(r64).max(1).tolist(),
+            finite32=bool(np.isfinite(got["relevance"]).all()),
+            finite64=bool(np.isfinite(r64).all()),
+        ),
         kappa_x=rel(moved_x["relevance"], base["relevance"]),
-        kappa_xw=rel(moved_xw["relevance"], base["relevance"]), seconds=round(time.time() - t0, 1))
+        kappa_xw=rel(moved_xw["relevance"], base["relevance"]),
+        seconds=round(time.time() - t0, 1),
+    )
     return row
 
 
@@ -385,14 +464,26 @@ def stage_probe(work: Path, cell: dict, inputs: str = "images") -> dict:
     feeds = {proto.graph.input[0].name: x}
     base = run_float64(proto, feeds, ["relevance"])["relevance"]
     rng = np.random.default_rng(1)
-    moved = run_float64(proto, {k: v * (1 + ROUND * rng.uniform(-1, 1, v.shape)) for k, v in feeds.items()},
-                        ["relevance"], weight_noise=rng, every_tensor=True)["relevance"]
+    moved = run_float64(
+        proto,
+        {k: v * (1 + ROUND * rng.uniform(-1, 1, v.shape)) for k, v in feeds.items()},
+        ["relevance"],
+        weight_noise=rng,
+        every_tensor=True,
+    )["relevance"]
     ref32 = run_reference32(proto, feeds, ["relevance"])["relevance"]
     ort32 = ort_run(cell["file"], x)["relevance"]
-    return dict(stage="probe" if inputs == "images" else "probe-random", model=cell["model"],
-                variant=cell["variant"], rule=cell["rule"], relevance_max64=np.abs(flat(base)).max(1).tolist(),
-                kappa_all=rel(moved, base), ort32_vs_f64=rel(ort32, base), ref32_vs_f64=rel(ref32, base),
-                ref32_vs_ort32=rel(ref32, ort32))
+    return dict(
+        stage="probe" if inputs == "images" else "probe-random",
+        model=cell["model"],
+        variant=cell["variant"],
+        rule=cell["rule"],
+        relevance_max64=np.abs(flat(base)).max(1).tolist(),
+        kappa_all=rel(moved, base),
+        ort32_vs_f64=rel(ort32, base),
+        ref32_vs_f64=rel(ref32, base),
+        ref32_vs_ort32=rel(ref32, ort32),
+    )
 
 
 def stage_verdict(work: Path, key: str, rule: str) -> dict:
@@ -407,8 +498,13 @@ def stage_verdict(work: Path, key: str, rule: str) -> dict:
     log = io.StringIO()
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         status = main(["compile", str(source), *RULES[rule], "-o", str(out), "--overwrite"])
-    row = dict(stage="verdict", model=key, variant="bnreset", rule=rule,
-               lrpc=os.environ.get("KERAS_VERIFY_PINNED", "working tree"))
+    row = dict(
+        stage="verdict",
+        model=key,
+        variant="bnreset",
+        rule=rule,
+        lrpc=os.environ.get("KERAS_VERIFY_PINNED", "working tree"),
+    )
     if status != 0:
         row["compile_error"] = log.getvalue().strip().splitlines()[-1:]
         return row
@@ -435,16 +531,26 @@ def stage_gxi(work: Path, key: str, variant: str) -> dict:
     import keras
 
     x = np.load(work / "images.npy")
-    cell = next((r for r in results(work) if r["stage"] == "cells" and r["model"] == key
-                 and r["variant"] == variant and r["rule"] == "epsilon:eps=1e-12"), None)
+    cell = next(
+        (
+            r
+            for r in results(work)
+            if r["stage"] == "cells"
+            and r["model"] == key
+            and r["variant"] == variant
+            and r["rule"] == "epsilon:eps=1e-12"
+        ),
+        None,
+    )
     if cell is None or "own_images" not in cell:
         raise SystemExit(f"gxi {key} {variant}: run the cell epsilon:eps=1e-12 first")
     model = keras.saving.load_model(work / f"{key}.keras")
     g32, _ = gradient_x_input(model, x, np.float32)
     keras.config.set_floatx("float64")
     try:
-        m64 = getattr(keras.applications, MODELS[key])(weights=None, input_shape=(SIZE, SIZE, 3), classes=10,
-                                                       classifier_activation=None)
+        m64 = getattr(keras.applications, MODELS[key])(
+            weights=None, input_shape=(SIZE, SIZE, 3), classes=10, classifier_activation=None
+        )
         m64.set_weights([w.astype(np.float64) for w in model.get_weights()])
         g64, s64 = gradient_x_input(m64, x, np.float64)
     finally:
@@ -452,9 +558,18 @@ def stage_gxi(work: Path, key: str, variant: str) -> dict:
     proto = onnx.load(cell["file"])
     r = run_float64(proto, {proto.graph.input[0].name: x}, ["relevance"])["relevance"]
     r32 = ort_run(cell["file"], x)["relevance"]
-    return dict(stage="gxi", model=key, variant=variant, rule="epsilon:eps=1e-12",
-                lrp64_vs_gxi64=rel(r, g64), lrp32_vs_gxi32=rel(r32, g32), gxi32_vs_gxi64=rel(g32, g64),
-                gxi_sum64=flat(g64).sum(1).tolist(), lrp_sum64=flat(r).sum(1).tolist(), start64=s64.tolist())
+    return dict(
+        stage="gxi",
+        model=key,
+        variant=variant,
+        rule="epsilon:eps=1e-12",
+        lrp64_vs_gxi64=rel(r, g64),
+        lrp32_vs_gxi32=rel(r32, g32),
+        gxi32_vs_gxi64=rel(g32, g64),
+        gxi_sum64=flat(g64).sum(1).tolist(),
+        lrp_sum64=flat(r).sum(1).tolist(),
+        start64=s64.tolist(),
+    )
 
 
 def stage_flips(work: Path, key: str) -> dict:
@@ -466,11 +581,15 @@ def stage_flips(work: Path, key: str) -> dict:
     model = keras.saving.load_model(work / f"{key}.keras")
     keras.config.set_floatx("float64")
     try:
-        m64 = getattr(keras.applications, MODELS[key])(weights=None, input_shape=(SIZE, SIZE, 3), classes=10,
-                                                       classifier_activation=None)
+        m64 = getattr(keras.applications, MODELS[key])(
+            weights=None, input_shape=(SIZE, SIZE, 3), classes=10, classifier_activation=None
+        )
         m64.set_weights([w.astype(np.float64) for w in model.get_weights()])
-        relus = [layer.name for layer in m64.layers if isinstance(layer, keras.layers.Activation | keras.layers.ReLU)
-                 and "relu" in layer.name]
+        relus = [
+            layer.name
+            for layer in m64.layers
+            if isinstance(layer, keras.layers.Activation | keras.layers.ReLU) and "relu" in layer.name
+        ]
         tf_in = keras.Model(m64.input, [m64.get_layer(n).input for n in relus])(x.astype(np.float64))
     finally:
         keras.config.set_floatx("float32")
@@ -502,23 +621,32 @@ def stage_large(work: Path) -> dict:
     from lrpc.frontend.keras import from_keras_model
 
     keras.utils.set_random_seed(0)
-    model = keras.applications.DenseNet121(weights=None, input_shape=(224, 224, 3), classes=10,
-                                           classifier_activation=None)
+    model = keras.applications.DenseNet121(
+        weights=None, input_shape=(224, 224, 3), classes=10, classifier_activation=None
+    )
     keras_models.reset_batchnorm(model, keras_models.images((224, 224, 3), 0, n=16))
     proto = from_keras_model(model)
-    inputs = {"images": keras_models.images((224, 224, 3), seed=7, n=2),
-              "random": np.random.default_rng(0).random((2, 224, 224, 3)).astype(np.float32)}
+    inputs = {
+        "images": keras_models.images((224, 224, 3), seed=7, n=2),
+        "random": np.random.default_rng(0).random((2, 224, 224, 3)).astype(np.float32),
+    }
     row = dict(stage="large", model="densenet121", variant="bnreset", rule="224x224")
-    for name, source in (("today", proto), ("bnfix", bn_as_batchnormalization(onnx.ModelProto.FromString(
-            proto.SerializeToString()))[0])):
+    for name, source in (
+        ("today", proto),
+        ("bnfix", bn_as_batchnormalization(onnx.ModelProto.FromString(proto.SerializeToString()))[0]),
+    ):
         for rule in ("EpsilonPlusFlat", "epsilon"):
             explained = lrpc.compile(source, **({} if rule == "EpsilonPlusFlat" else {"rule": rule}))
             for what, x in inputs.items():
                 out = ort_run(explained, x)
                 r = flat(out["relevance"])
                 row[f"{name} {rule} {what}"] = dict(
-                    start=out[explained.graph.output[0].name].max(1).tolist(), relevance_sum=r.sum(1).tolist(),
-                    nan=int(np.isnan(r).sum()), inf=int(np.isinf(r).sum()), size=int(r.size))
+                    start=out[explained.graph.output[0].name].max(1).tolist(),
+                    relevance_sum=r.sum(1).tolist(),
+                    nan=int(np.isnan(r).sum()),
+                    inf=int(np.isinf(r).sum()),
+                    size=int(r.size),
+                )
     return row
 
 
@@ -565,12 +693,28 @@ def stage_savedmodel(work: Path, key: str, rule: str) -> dict:
         for grappler in ("default", "nofold"):
             out = base / f"tf_onednn{onednn}_{grappler}.npz"
             env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn)
-            subprocess.run([sys.executable, __file__, "savedmodel-child", str(base / "sm"), str(work / "images.npy"),
-                            str(out), grappler], check=True, env=env)
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "savedmodel-child",
+                    str(base / "sm"),
+                    str(work / "images.npy"),
+                    str(out),
+                    grappler,
+                ],
+                check=True,
+                env=env,
+            )
             tf_out = np.load(out)
             row[f"onednn{onednn}" + ("" if grappler == "default" else "_nofold")] = {
-                n: dict(tf_vs_ort=rel(tf_out[key[n]], got[n]), tf_vs_f64=rel(tf_out[key[n]], want[n]),
-                        nan=int(np.isnan(tf_out[key[n]]).sum())) for n in names}
+                n: dict(
+                    tf_vs_ort=rel(tf_out[key[n]], got[n]),
+                    tf_vs_f64=rel(tf_out[key[n]], want[n]),
+                    nan=int(np.isnan(tf_out[key[n]]).sum()),
+                )
+                for n in names
+            }
     return row
 
 
@@ -610,57 +754,81 @@ def report(work: Path) -> str:
     cells = [r for r in rows if r["stage"] == "cells"]
     order = {k: i for i, k in enumerate(MODELS)}
     rule_order = {k: i for i, k in enumerate(RULES)}
-    cells.sort(key=lambda r: (["bnreset", "bnfix", "nobn"].index(r["variant"]), order[r["model"]],
-                              rule_order[r["rule"]]))
-    header = ["| model | BN | rule | verify --source | verify (random) | float32 vs float64 | κ: x | κ: x, W "
-              "| Σ R / S₀ (float32) | max abs R₆₄ | finite |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    titles = {"bnreset": "lrpc as it is, BN statistics from one batch",
-              "bnfix": "the same, BN Mul/Add pairs rewritten as BatchNormalization (the proposed fix, simulated)",
-              "nobn": "lrpc as it is, Keras' initial BN statistics (no reset)"}
+    cells.sort(
+        key=lambda r: (["bnreset", "bnfix", "nobn"].index(r["variant"]), order[r["model"]], rule_order[r["rule"]])
+    )
+    header = [
+        "| model | BN | rule | verify --source | verify (random) | float32 vs float64 | κ: x | κ: x, W "
+        "| Σ R / S₀ (float32) | max abs R₆₄ | finite |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    titles = {
+        "bnreset": "lrpc as it is, BN statistics from one batch",
+        "bnfix": "the same, BN Mul/Add pairs rewritten as BatchNormalization (the proposed fix, simulated)",
+        "nobn": "lrpc as it is, Keras' initial BN statistics (no reset)",
+    }
     variant = None
     for r in cells:
         if r["variant"] != variant:
             variant = r["variant"]
             lines += ["", f"**{titles[variant]}**", "", *header]
         if "compile_error" in r:
-            lines.append(f"| {r['model']} | {r['variant']} | {r['rule']} | compile: {r['compile_error']} |"
-                         + " |" * 7)
+            lines.append(f"| {r['model']} | {r['variant']} | {r['rule']} | compile: {r['compile_error']} |" + " |" * 7)
             continue
         s, o, own = r["source"], r["own_random"], r["own_images"]
         ratio = [rs / st if st else None for rs, st in zip(s["relevance_sum"], s["start"])]
         src_err = s["errors"] if s["float64_status"] != "skipped" else None
         lines.append(
             f"| {r['model']} | {r['variant']} | {r['rule']} | {_verdict(s)}"
-            + (f" ({_span(src_err)})" if src_err else "") + f" | {_verdict(o)}"
+            + (f" ({_span(src_err)})" if src_err else "")
+            + f" | {_verdict(o)}"
             + (f" ({_span(o['errors'])})" if o["float64_status"] != "skipped" else "")
             + f" | {_span(own['errors'])} | {_span(r['kappa_x'])} | {_span(r['kappa_xw'])} | {_span(ratio, '.3g')} "
-            f"| {_span(own['max_abs_relevance64'], '.1e')} | {'yes' if all(s['finite']) else 'NO'} |")
+            f"| {_span(own['max_abs_relevance64'], '.1e')} | {'yes' if all(s['finite']) else 'NO'} |"
+        )
     verdicts = [r for r in rows if r["stage"] == "verdict" and "source" in r]
     if verdicts:
-        lines += ["", f"**verify's verdicts at lrpc {verdicts[0]['lrpc']}** (a fresh compile; `verify --source` on the "
-                  "images, `verify` on its own inputs)", "",
-                  "| model | rule | verify --source | verify (random) |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"**verify's verdicts at lrpc {verdicts[0]['lrpc']}** (a fresh compile; `verify --source` on the "
+            "images, `verify` on its own inputs)",
+            "",
+            "| model | rule | verify --source | verify (random) |",
+            "|---|---|---|---|",
+        ]
         for r in sorted(verdicts, key=lambda r: (order[r["model"]], rule_order[r["rule"]])):
             s, o = r["source"], r["own_random"]
-            lines.append(f"| {r['model']} | {r['rule']} | {_verdict(s)}"
-                         + (f" ({_span(s['errors'])})" if s["float64_status"] != "skipped" else "")
-                         + f" | {_verdict(o)}"
-                         + (f" ({_span(o['errors'])})" if o["float64_status"] != "skipped" else "") + " |")
+            lines.append(
+                f"| {r['model']} | {r['rule']} | {_verdict(s)}"
+                + (f" ({_span(s['errors'])})" if s["float64_status"] != "skipped" else "")
+                + f" | {_verdict(o)}"
+                + (f" ({_span(o['errors'])})" if o["float64_status"] != "skipped" else "")
+                + " |"
+            )
     gxi = [r for r in rows if r["stage"] == "gxi"]
     if gxi:
-        lines += ["", "| model | BN | lrpc ε=1e-12 float64 vs TF x⊙∇f float64 | lrpc float32 vs TF float32 "
-                  "| TF float32 vs float64 | Σ x⊙∇f₆₄ | Σ R₆₄ (lrpc) |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| model | BN | lrpc ε=1e-12 float64 vs TF x⊙∇f float64 | lrpc float32 vs TF float32 "
+            "| TF float32 vs float64 | Σ x⊙∇f₆₄ | Σ R₆₄ (lrpc) |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in sorted(gxi, key=lambda r: (r["variant"], order[r["model"]])):
-            lines.append(f"| {r['model']} | {r['variant']} | {_span(r['lrp64_vs_gxi64'])} "
-                         f"| {_span(r['lrp32_vs_gxi32'])} "
-                         f"| {_span(r['gxi32_vs_gxi64'])} | {_span(r['gxi_sum64'], '.3g')} "
-                         f"| {_span(r['lrp_sum64'], '.3g')} |")
+            lines.append(
+                f"| {r['model']} | {r['variant']} | {_span(r['lrp64_vs_gxi64'])} "
+                f"| {_span(r['lrp32_vs_gxi32'])} "
+                f"| {_span(r['gxi32_vs_gxi64'])} | {_span(r['gxi_sum64'], '.3g')} "
+                f"| {_span(r['lrp_sum64'], '.3g')} |"
+            )
     sm = [r for r in rows if r["stage"] == "savedmodel"]
     if sm:
-        lines += ["", "| model | rule | SavedModel relevance NaN (of 49152), oneDNN off / on | TF−ORT, oneDNN off "
-                  "| TF−ORT, oneDNN on | ORT vs float64 | TF off vs float64 | TF on vs float64 "
-                  "| logits TF−ORT off / on |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| model | rule | SavedModel relevance NaN (of 49152), oneDNN off / on | TF−ORT, oneDNN off "
+            "| TF−ORT, oneDNN on | ORT vs float64 | TF off vs float64 | TF on vs float64 "
+            "| logits TF−ORT off / on |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in sorted(sm, key=lambda r: (order[r["model"]], rule_order[r["rule"]])):
             if "error" in r:
                 lines.append(f"| {r['model']} | {r['rule']} | {r['error']} |" + " |" * 6)
@@ -669,31 +837,54 @@ def report(work: Path) -> str:
             rn, ln = names[-1], names[0]
             off, on = r.get("onednn0_nofold", r["onednn0"]), r.get("onednn1_nofold", r["onednn1"])
             nans = f"{r['onednn0'][rn].get('nan', '?')} / {r['onednn1'][rn].get('nan', '?')}"
-            lines.append(f"| {r['model']} | {r['rule']} | {nans} | {_fmt(max(off[rn]['tf_vs_ort']))} | "
-                         f"{_fmt(max(on[rn]['tf_vs_ort']))} | {_fmt(max(r['ort_vs_f64'][rn]))} | "
-                         f"{_fmt(max(off[rn]['tf_vs_f64']))} | {_fmt(max(on[rn]['tf_vs_f64']))} | "
-                         f"{_fmt(max(off[ln]['tf_vs_ort']))} / {_fmt(max(on[ln]['tf_vs_ort']))} |")
-        lines.append("(TF columns: Grappler's arithmetic optimizer and constant folding off where the row has that "
-                     "run, since with them on the relevance is NaN; the NaN column is TensorFlow's default.)")
+            lines.append(
+                f"| {r['model']} | {r['rule']} | {nans} | {_fmt(max(off[rn]['tf_vs_ort']))} | "
+                f"{_fmt(max(on[rn]['tf_vs_ort']))} | {_fmt(max(r['ort_vs_f64'][rn]))} | "
+                f"{_fmt(max(off[rn]['tf_vs_f64']))} | {_fmt(max(on[rn]['tf_vs_f64']))} | "
+                f"{_fmt(max(off[ln]['tf_vs_ort']))} / {_fmt(max(on[ln]['tf_vs_ort']))} |"
+            )
+        lines.append(
+            "(TF columns: Grappler's arithmetic optimizer and constant folding off where the row has that "
+            "run, since with them on the relevance is NaN; the NaN column is TensorFlow's default.)"
+        )
     probes = [r for r in rows if r["stage"] in ("probe", "probe-random")]
     if probes:
-        lines += ["", "| model | BN | rule | inputs | onnxruntime vs float64 | reference evaluator float32 vs float64 "
-                  "| the two float32 runs apart | κ: rounding at every op |", "|---|---|---|---|---|---|---|---|"]
-        for r in sorted(probes, key=lambda r: (r["stage"], ["bnreset", "bnfix", "nobn"].index(r["variant"]),
-                                               order[r["model"]], rule_order[r["rule"]])):
-            lines.append(f"| {r['model']} | {r['variant']} | {r['rule']} | "
-                         f"{'images' if r['stage'] == 'probe' else 'verify random'} | {_span(r['ort32_vs_f64'])} "
-                         f"| {_span(r['ref32_vs_f64'])} | {_span(r['ref32_vs_ort32'])} | {_span(r['kappa_all'])} |")
+        lines += [
+            "",
+            "| model | BN | rule | inputs | onnxruntime vs float64 | reference evaluator float32 vs float64 "
+            "| the two float32 runs apart | κ: rounding at every op |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sorted(
+            probes,
+            key=lambda r: (
+                r["stage"],
+                ["bnreset", "bnfix", "nobn"].index(r["variant"]),
+                order[r["model"]],
+                rule_order[r["rule"]],
+            ),
+        ):
+            lines.append(
+                f"| {r['model']} | {r['variant']} | {r['rule']} | "
+                f"{'images' if r['stage'] == 'probe' else 'verify random'} | {_span(r['ort32_vs_f64'])} "
+                f"| {_span(r['ref32_vs_f64'])} | {_span(r['ref32_vs_ort32'])} | {_span(r['kappa_all'])} |"
+            )
     for r in (r for r in rows if r["stage"] == "flips"):
-        lines += ["", f"ReLU inputs of different sign, lrpc's graph ({r['model']}, BN fix) vs the Keras model, both "
-                  f"float64, per sample: " + (", ".join(f"{k} {v}" for k, v in r["flips"].items()) or "none")
-                  + f" (of {r['layers']} ReLU layers)"]
+        lines += [
+            "",
+            f"ReLU inputs of different sign, lrpc's graph ({r['model']}, BN fix) vs the Keras model, both "
+            f"float64, per sample: "
+            + (", ".join(f"{k} {v}" for k, v in r["flips"].items()) or "none")
+            + f" (of {r['layers']} ReLU layers)",
+        ]
     for r in (r for r in rows if r["stage"] == "large"):
         lines += ["", "| DenseNet121 224×224 | S₀ | Σ relevance | NaN | Inf |", "|---|---|---|---|---|"]
         for k, v in r.items():
             if isinstance(v, dict):
-                lines.append(f"| {k} | {_span(v['start'], '.3g')} | {_span(v['relevance_sum'], '.3g')} "
-                             f"| {v['nan']} of {v['size']} | {v['inf']} |")
+                lines.append(
+                    f"| {k} | {_span(v['start'], '.3g')} | {_span(v['relevance_sum'], '.3g')} "
+                    f"| {v['nan']} of {v['size']} | {v['inf']} |"
+                )
     builds = [r for r in rows if r["stage"] == "build"]
     if builds:
         lines += ["", "| model | BN statistics | max abs logit on the images |", "|---|---|---|"]
@@ -707,19 +898,24 @@ def report(work: Path) -> str:
 
 def pinned(work: Path, argv: list[str]) -> int:
     """Run this script again with lrpc (compiler/, runtime/) as committed at HEAD first on PYTHONPATH."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
     snap = work / f"lrpc-{commit}"
     if not (snap / "site").exists():
         (snap / "src").mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "archive", "HEAD", "compiler", "runtime"], cwd=ROOT, capture_output=True,
-                                 check=True).stdout
+        archive = subprocess.run(
+            ["git", "archive", "HEAD", "compiler", "runtime"], cwd=ROOT, capture_output=True, check=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(snap / "src")], input=archive, check=True)
         (snap / "site").mkdir()
         (snap / "site" / "lrpc").symlink_to(snap / "src" / "compiler")
         (snap / "site" / "lrpc_runtime").symlink_to(snap / "src" / "runtime")
-    env = dict(os.environ, KERAS_VERIFY_PINNED=commit,
-               PYTHONPATH=os.pathsep.join([str(snap / "site"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env = dict(
+        os.environ,
+        KERAS_VERIFY_PINNED=commit,
+        PYTHONPATH=os.pathsep.join([str(snap / "site"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
     print(f"lrpc pinned at {commit} ({snap})", flush=True)
     return subprocess.run([sys.executable, __file__, *argv], env=env, check=False).returncode
 
@@ -763,28 +959,41 @@ def main(argv=None) -> int:
                 continue
             row = stage_cell(a.work, key, variant, rule)
             record(a.work, row)
-            print(f"{key} {variant} {rule}: {row.get('source', {}).get('verdict', row.get('compile_error'))} "
-                  f"({row.get('seconds', row['compile_s'])} s)", flush=True)
+            print(
+                f"{key} {variant} {rule}: {row.get('source', {}).get('verdict', row.get('compile_error'))} "
+                f"({row.get('seconds', row['compile_s'])} s)",
+                flush=True,
+            )
     if a.stage == "verdicts":
         for key, variant, rule in plan:
             if variant == "bnreset" and ("verdict", key, variant, rule) not in have:
                 row = stage_verdict(a.work, key, rule)
                 record(a.work, row)
-                print(f"verdict {key} {rule}: {row.get('source', {}).get('verdict', row.get('compile_error'))}",
-                      flush=True)
+                print(
+                    f"verdict {key} {rule}: {row.get('source', {}).get('verdict', row.get('compile_error'))}",
+                    flush=True,
+                )
     if a.stage in ("all", "probe"):
         for r in results(a.work):
-            if r["stage"] == "cells" and "own_images" in r and max(r["own_images"]["errors"]) > 1e-3 \
-                    and (r["model"], r["variant"], r["rule"]) in set(plan) \
-                    and ("probe", r["model"], r["variant"], r["rule"]) not in have:
+            if (
+                r["stage"] == "cells"
+                and "own_images" in r
+                and max(r["own_images"]["errors"]) > 1e-3
+                and (r["model"], r["variant"], r["rule"]) in set(plan)
+                and ("probe", r["model"], r["variant"], r["rule"]) not in have
+            ):
                 record(a.work, stage_probe(a.work, r))
                 print(f"probe {r['model']} {r['variant']} {r['rule']} done", flush=True)
     if a.stage in ("all", "probe-random"):  # cells that pass on the images and fail on verify's own inputs
         for r in results(a.work):
-            if r["stage"] == "cells" and "own_images" in r and max(r["own_images"]["errors"]) <= 1e-3 \
-                    and r["own_random"]["float64_status"] == "fail" \
-                    and (r["model"], r["variant"], r["rule"]) in set(plan) \
-                    and ("probe-random", r["model"], r["variant"], r["rule"]) not in have:
+            if (
+                r["stage"] == "cells"
+                and "own_images" in r
+                and max(r["own_images"]["errors"]) <= 1e-3
+                and r["own_random"]["float64_status"] == "fail"
+                and (r["model"], r["variant"], r["rule"]) in set(plan)
+                and ("probe-random", r["model"], r["variant"], r["rule"]) not in have
+            ):
                 record(a.work, stage_probe(a.work, r, inputs="random"))
                 print(f"probe-random {r['model']} {r['variant']} {r['rule']} done", flush=True)
     if a.stage in ("all", "gxi"):

@@ -83,8 +83,13 @@ from torchvision_stub import stub_torchvision  # noqa: E402
 stub_torchvision()
 import lxt.efficient  # noqa: E402
 from lxt.efficient import models as lxt_models  # noqa: E402
-from lxt.efficient.patches import (dropout_forward, layer_norm_forward, patch_attention,  # noqa: E402
-                                   patch_cp_attention, patch_method)
+from lxt.efficient.patches import (  # noqa: E402
+    dropout_forward,
+    layer_norm_forward,
+    patch_attention,
+    patch_cp_attention,
+    patch_method,
+)
 from lxt.efficient.rules import divide_gradient, identity_rule_implicit, stop_gradient  # noqa: E402
 
 NAMES = ("bert", "distilbert", "roberta", "vit", "gpt2", "llama", "qwen2")
@@ -95,8 +100,15 @@ H, L, HEADS, FF, VOCAB, POS, LABELS = 32, 2, 4, 64, 100, 64, 3
 
 def _config(name, attn="eager"):
     common = dict(num_labels=LABELS, attn_implementation=attn, use_cache=False)
-    bert_like = dict(hidden_size=H, num_hidden_layers=L, num_attention_heads=HEADS, intermediate_size=FF,
-                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **common)
+    bert_like = dict(
+        hidden_size=H,
+        num_hidden_layers=L,
+        num_attention_heads=HEADS,
+        intermediate_size=FF,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        **common,
+    )
     if name == "bert":
         return transformers.BertConfig(vocab_size=VOCAB, max_position_embeddings=POS, **bert_like)
     if name == "roberta":
@@ -104,22 +116,63 @@ def _config(name, attn="eager"):
     if name == "vit":
         return transformers.ViTConfig(image_size=32, patch_size=8, num_channels=3, **bert_like)
     if name == "distilbert":
-        return transformers.DistilBertConfig(vocab_size=VOCAB, max_position_embeddings=POS, dim=H, n_layers=L,
-                                             n_heads=HEADS, hidden_dim=FF, dropout=0.0, attention_dropout=0.0,
-                                             seq_classif_dropout=0.0, **common)
+        return transformers.DistilBertConfig(
+            vocab_size=VOCAB,
+            max_position_embeddings=POS,
+            dim=H,
+            n_layers=L,
+            n_heads=HEADS,
+            hidden_dim=FF,
+            dropout=0.0,
+            attention_dropout=0.0,
+            seq_classif_dropout=0.0,
+            **common,
+        )
     if name == "gpt2":
-        return transformers.GPT2Config(vocab_size=VOCAB, n_positions=POS, n_embd=H, n_layer=L, n_head=HEADS,
-                                       n_inner=FF, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common)
+        return transformers.GPT2Config(
+            vocab_size=VOCAB,
+            n_positions=POS,
+            n_embd=H,
+            n_layer=L,
+            n_head=HEADS,
+            n_inner=FF,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **common,
+        )
     cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[name]
-    return cls(vocab_size=VOCAB, hidden_size=H, intermediate_size=FF, num_hidden_layers=L, num_attention_heads=HEADS,
-               num_key_value_heads=2, max_position_embeddings=POS, attention_dropout=0.0, **common)
+    return cls(
+        vocab_size=VOCAB,
+        hidden_size=H,
+        intermediate_size=FF,
+        num_hidden_layers=L,
+        num_attention_heads=HEADS,
+        num_key_value_heads=2,
+        max_position_embeddings=POS,
+        attention_dropout=0.0,
+        **common,
+    )
 
 
-_MODEL_CLASS = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification",
-                "distilbert": "DistilBertForSequenceClassification", "vit": "ViTForImageClassification",
-                "gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
-_MODULE = {"bert": modeling_bert, "roberta": modeling_roberta, "distilbert": modeling_distilbert,
-           "vit": modeling_vit, "gpt2": modeling_gpt2, "llama": modeling_llama, "qwen2": modeling_qwen2}
+_MODEL_CLASS = {
+    "bert": "BertForSequenceClassification",
+    "roberta": "RobertaForSequenceClassification",
+    "distilbert": "DistilBertForSequenceClassification",
+    "vit": "ViTForImageClassification",
+    "gpt2": "GPT2LMHeadModel",
+    "llama": "LlamaForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+}
+_MODULE = {
+    "bert": modeling_bert,
+    "roberta": modeling_roberta,
+    "distilbert": modeling_distilbert,
+    "vit": modeling_vit,
+    "gpt2": modeling_gpt2,
+    "llama": modeling_llama,
+    "qwen2": modeling_qwen2,
+}
 
 
 def _init(model, seed):
@@ -194,8 +247,9 @@ def export(name, path, opset=17, dynamo=False, seed=0, attn="eager"):
             dyn = {"x": {0: dim} if name == "vit" else {0: dim, 1: dim}}
             torch.onnx.export(wrapper, (x,), str(path), dynamo=True, dynamic_shapes=dyn, **kw)
         else:
-            torch.onnx.export(wrapper, (x,), str(path), dynamo=False,
-                              dynamic_axes={"x": axes, "logits": out_axes}, **kw)
+            torch.onnx.export(
+                wrapper, (x,), str(path), dynamo=False, dynamic_axes={"x": axes, "logits": out_axes}, **kw
+            )
     return wrapper
 
 
@@ -219,6 +273,7 @@ def _swap(obj, attr, value):
 def check_onnx(name, path, wrapper, seed=0):
     """max |ORT − torch| over two shapes (the export's and batch 1 / seq 5)."""
     import onnxruntime as ort
+
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
     for b, s in ((2, 7), (1, 5), (3, 11)):
@@ -231,6 +286,7 @@ def check_onnx(name, path, wrapper, seed=0):
 
 
 # ---------------------------------------------------------------- patch maps built from LXT's functions
+
 
 def _act_forward(self, hidden_states):  # BertIntermediate / RobertaIntermediate / ViTIntermediate
     return identity_rule_implicit(self.intermediate_act_fn, self.dense(hidden_states))
@@ -264,13 +320,16 @@ def _sdp(q, k, v, additive_mask=None):
 
 def _bert_attention(mode):
     """Eager BertSelfAttention / RobertaSelfAttention forward (self-attention, absolute positions)."""
+
     def forward(self, hidden_states, attention_mask=None, *args, **kwargs):
         b, s, _ = hidden_states.shape
         heads = lambda t: t.view(b, s, self.num_attention_heads, self.attention_head_size).transpose(1, 2)  # noqa
-        q, k, v = _qkv_rule(mode, heads(self.query(hidden_states)), heads(self.key(hidden_states)),
-                            heads(self.value(hidden_states)))
+        q, k, v = _qkv_rule(
+            mode, heads(self.query(hidden_states)), heads(self.key(hidden_states)), heads(self.value(hidden_states))
+        )
         ctx, probs = _sdp(q, k, v, attention_mask)
         return ctx.transpose(1, 2).reshape(b, s, self.all_head_size), probs
+
     return forward
 
 
@@ -286,6 +345,7 @@ def _distil_attention(mode):
         ctx, probs = _sdp(q, k, v, add)
         out = self.out_lin(ctx.transpose(1, 2).reshape(b, s, self.dim))
         return (out, probs) if output_attentions else (out,)
+
     return forward
 
 
@@ -299,22 +359,34 @@ def patch_map(name, mode, custom_bert=False):
         return lxt_models.bert.attnLRP
     if name == "bert":
         m = modeling_bert
-        return {**norm, m.BertIntermediate: partial(patch_method, _act_forward),
-                m.BertPooler: partial(patch_method, _pooler_forward),
-                m.BertSelfAttention: partial(patch_method, _bert_attention(mode))}
+        return {
+            **norm,
+            m.BertIntermediate: partial(patch_method, _act_forward),
+            m.BertPooler: partial(patch_method, _pooler_forward),
+            m.BertSelfAttention: partial(patch_method, _bert_attention(mode)),
+        }
     if name == "roberta":
         m = modeling_roberta
-        return {**norm, m.RobertaIntermediate: partial(patch_method, _act_forward),
-                m.RobertaClassificationHead: partial(patch_method, _roberta_head_forward),
-                m.RobertaSelfAttention: partial(patch_method, _bert_attention(mode))}
+        return {
+            **norm,
+            m.RobertaIntermediate: partial(patch_method, _act_forward),
+            m.RobertaClassificationHead: partial(patch_method, _roberta_head_forward),
+            m.RobertaSelfAttention: partial(patch_method, _bert_attention(mode)),
+        }
     if name == "distilbert":
         m = modeling_distilbert
-        return {**norm, m.FFN: partial(patch_method, _ffn_chunk, method_name="ff_chunk"),
-                m.MultiHeadSelfAttention: partial(patch_method, _distil_attention(mode))}
+        return {
+            **norm,
+            m.FFN: partial(patch_method, _ffn_chunk, method_name="ff_chunk"),
+            m.MultiHeadSelfAttention: partial(patch_method, _distil_attention(mode)),
+        }
     if name == "vit":
         m = modeling_vit
-        return {**norm, m.ViTIntermediate: partial(patch_method, _act_forward),
-                m: patch_attention if mode == "attnlrp" else patch_cp_attention}
+        return {
+            **norm,
+            m.ViTIntermediate: partial(patch_method, _act_forward),
+            m: patch_attention if mode == "attnlrp" else patch_cp_attention,
+        }
     raise KeyError(name)
 
 
@@ -345,8 +417,9 @@ def select_targets(name, logits):
     return [int(t) for t in last.argmax(-1)]
 
 
-def lxt_relevance(name, mode, x, target=None, dtype=torch.float64, seed=0, attn="eager", custom_bert=False,
-                  bias_free=False):
+def lxt_relevance(
+    name, mode, x, target=None, dtype=torch.float64, seed=0, attn="eager", custom_bert=False, bias_free=False
+):
     """LXT relevance x ⊙ x.grad for (name, mode): (R as numpy, targets, selected logits)."""
     assert mode in MODES, mode
     state = build(name, seed, bias_free=bias_free).state_dict()
@@ -403,8 +476,12 @@ def main(argv=None):
         np.save(out / f"{name}_x.npy", x)
         with torch.no_grad():
             targets = select_targets(name, wrapper(torch.from_numpy(x)))
-        info = {"targets": targets, "position": "last" if name in LMS else None,
-                "onnx_max_abs_err": check_onnx(name, out / f"{name}.onnx", wrapper, a.seed), "seed": a.seed}
+        info = {
+            "targets": targets,
+            "position": "last" if name in LMS else None,
+            "onnx_max_abs_err": check_onnx(name, out / f"{name}.onnx", wrapper, a.seed),
+            "seed": a.seed,
+        }
         for mode in MODES:
             rel, _, chosen = lxt_relevance(name, mode, x, targets, seed=a.seed)
             np.save(out / f"{name}_{mode}.npy", rel)

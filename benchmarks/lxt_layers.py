@@ -48,8 +48,9 @@ def lrpc_layer_relevance(explained: onnx.ModelProto, x: np.ndarray, double: bool
             taps[owner] = node.output[0]
     model = onnx.ModelProto()
     model.CopyFrom(explained)
-    model.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
-                              for t in taps.values())
+    model.graph.output.extend(
+        onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in taps.values()
+    )
     if double:
         values = run_double(model, {"input": x}, list(taps.values()))
     else:
@@ -72,7 +73,8 @@ def lxt_layer_relevance(model: nn.Module, x: np.ndarray, target, product: str):
             name = onnx_name(path, "Gemm" if isinstance(module, nn.Linear) else "Conv")
             module.register_forward_hook(functools.partial(_keep, name=name, z=z))
             module.register_full_backward_hook(
-                lambda m, gin, gout, name=name: relevance.__setitem__(name, (m._in * gin[0]).detach()))
+                lambda m, gin, gout, name=name: relevance.__setitem__(name, (m._in * gin[0]).detach())
+            )
     lxt_ref.lxt_relevance(view, x, target)
     return relevance, z
 
@@ -96,13 +98,13 @@ def main(argv=None) -> int:
 
     rule_map = [f"product={args.product}"] if lxt_ref.has_products(model) else []
     explained = lrpc.compile(source, rule=f"epsilon:eps={args.eps:g}", rule_map=rule_map)
-    x = modern_zoo.samples(size)[args.sample:args.sample + 1]
+    x = modern_zoo.samples(size)[args.sample : args.sample + 1]
     logits = ort.InferenceSession(explained.SerializeToString()).run(["logits"], {"input": x})[0]
     ours = lrpc_layer_relevance(explained, x, args.double)
     theirs, z = lxt_layer_relevance(model, x, logits.argmax(1), args.product)
     names = [n.name for n in explained.graph.node if n.name in ours and n.name in theirs][::-1]
     print(f"{'layer (output first)':60s} {'rel L2':>9s} {'min|z|':>9s} {'median|z|':>9s}")
-    for n in names[:args.top or None]:
+    for n in names[: args.top or None]:
         error = lxt_ref.relative_l2(ours[n], theirs[n].numpy())[0]
         print(f"{n:60s} {error:9.2e} {z[n].min().item():9.1e} {z[n].median().item():9.1e}")
     return 0

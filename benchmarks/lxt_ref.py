@@ -91,13 +91,40 @@ def _activation_types() -> tuple[type, ...]:
     types_ = [nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Mish, nn.ReLU6]
     if importlib.util.find_spec("timm") is not None:
         from timm.layers import activations as ta
-        types_ += [getattr(ta, n) for n in ("Swish", "Mish", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid",
-                                            "HardMish", "GELU", "GELUTanh", "QuickGELU") if hasattr(ta, n)]
+
+        types_ += [
+            getattr(ta, n)
+            for n in (
+                "Swish",
+                "Mish",
+                "Sigmoid",
+                "Tanh",
+                "HardSwish",
+                "HardSigmoid",
+                "HardMish",
+                "GELU",
+                "GELUTanh",
+                "QuickGELU",
+            )
+            if hasattr(ta, n)
+        ]
     return tuple(types_)
 
 
-PLAIN = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.AdaptiveAvgPool2d, nn.AvgPool2d,
-         nn.MaxPool2d,         nn.Flatten, nn.Identity, nn.Dropout, nn.Sequential, nn.ReLU)
+PLAIN = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Linear,
+    nn.modules.batchnorm._BatchNorm,
+    nn.AdaptiveAvgPool2d,
+    nn.AvgPool2d,
+    nn.MaxPool2d,
+    nn.Flatten,
+    nn.Identity,
+    nn.Dropout,
+    nn.Sequential,
+    nn.ReLU,
+)
 
 
 ALPHA = float(np.float32(1 / 6))  # ONNX HardSigmoid's α attribute (HardSwish's function body holds the same)
@@ -155,6 +182,7 @@ def lxt_view(model: nn.Module, product: str = "gate-constant", dtype=torch.float
 def _layer_norm_2d(layer_norm_forward):
     def forward(self, x):
         return layer_norm_forward(self, x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
     return forward
 
 
@@ -163,6 +191,7 @@ def _grn_forward(stop_gradient):
         x_g = x.norm(p=2, dim=self.spatial_dim, keepdim=True)
         x_n = stop_gradient(x_g / (x_g.mean(dim=self.channel_dim, keepdim=True) + self.eps))
         return x + torch.addcmul(self.bias.view(self.wb_shape), self.weight.view(self.wb_shape), x * x_n)
+
     return forward
 
 
@@ -181,6 +210,7 @@ def lxt_relevance(view: nn.Module, x, target) -> tuple[torch.Tensor, torch.Tenso
 
 # ------------------------------------------------------------------------------ lrpc beside it
 
+
 def export_onnx(model: nn.Module, x: torch.Tensor, opset: int = 17) -> bytes:
     """torch.onnx.export, TorchScript exporter: eval mode, dynamic batch, input `input`, output `logits`."""
     import io
@@ -189,8 +219,16 @@ def export_onnx(model: nn.Module, x: torch.Tensor, opset: int = 17) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy-exporter DeprecationWarning, TracerWarnings
-        torch.onnx.export(model.eval(), x[:1], buffer, dynamo=False, opset_version=opset, input_names=["input"],
-                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(
+            model.eval(),
+            x[:1],
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
     return buffer.getvalue()
 
 
@@ -207,8 +245,9 @@ def relative_l2(a, b) -> list[float]:
     return (np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)).tolist()
 
 
-def compare(model: nn.Module, source: bytes, x, product: str = "gate-constant", eps: float = 1e-9,
-            double: bool = True) -> dict:
+def compare(
+    model: nn.Module, source: bytes, x, product: str = "gate-constant", eps: float = 1e-9, double: bool = True
+) -> dict:
     """lrpc (`epsilon:eps=…`, `product=…` where the model has products) against LXT on the same weights.
 
     The target is each sample's top logit in lrpc's float32 run, handed to LXT. Returns per-sample
@@ -230,13 +269,15 @@ def compare(model: nn.Module, source: bytes, x, product: str = "gate-constant", 
     outputs = dict(zip(names, session.run(None, {"input": x})))
     target = outputs["logits"].argmax(1)
     reference, logits = lxt_relevance(lxt_view(model, product), x, target)
-    result = {"product": product if rule_map else None, "target": target.tolist(),
-              "rel_l2": relative_l2(outputs["relevance"], reference),
-              "lrpc_sum": outputs["relevance"].reshape(len(x), -1).sum(1).tolist(),
-              "lxt_sum": reference.reshape(len(x), -1).sum(1).tolist(),
-              "rel_l2_lxt32": relative_l2(lxt_relevance(lxt_view(model, product, torch.float32), x, target)[0],
-                                          reference),
-              "logit": logits.numpy()[np.arange(len(x)), target].tolist()}
+    result = {
+        "product": product if rule_map else None,
+        "target": target.tolist(),
+        "rel_l2": relative_l2(outputs["relevance"], reference),
+        "lrpc_sum": outputs["relevance"].reshape(len(x), -1).sum(1).tolist(),
+        "lxt_sum": reference.reshape(len(x), -1).sum(1).tolist(),
+        "rel_l2_lxt32": relative_l2(lxt_relevance(lxt_view(model, product, torch.float32), x, target)[0], reference),
+        "logit": logits.numpy()[np.arange(len(x)), target].tolist(),
+    }
     if double:
         try:
             double_map = run_double(explained, {"input": x}, ["relevance"])["relevance"]

@@ -41,8 +41,10 @@ MB = 2**20
 
 def _feeds(session, batch: int) -> dict:
     rng = np.random.default_rng(0)
-    return {i.name: rng.random([d if isinstance(d, int) else batch for d in i.shape], dtype=np.float32)
-            for i in session.get_inputs()}
+    return {
+        i.name: rng.random([d if isinstance(d, int) else batch for d in i.shape], dtype=np.float32)
+        for i in session.get_inputs()
+    }
 
 
 def _peak_live(nodes, size: dict, outputs: set) -> int:
@@ -65,6 +67,7 @@ def live_in_file_order(path: str, batch: int) -> int:
 
 def live_in_runtime_order(path: str, batch: int, threads: int, folder: str) -> int:
     import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.enable_profiling = True
@@ -84,7 +87,7 @@ def live_in_runtime_order(path: str, batch: int, threads: int, folder: str) -> i
             continue
         nodes.append(node)
         for name, typed in zip(node.output, event["args"].get("output_type_shape", [])):
-            (dtype, dims), = typed.items()
+            ((dtype, dims),) = typed.items()
             size[name] = int(np.prod(dims)) * (8 if "int64" in dtype else 4)
     return _peak_live(nodes, size, {o.name for o in optimized.graph.output})
 
@@ -124,6 +127,7 @@ def pattern_timing(path: str, batch: int, threads: int, rounds: int = 6) -> dict
     import time
 
     import onnxruntime as ort
+
     sessions = {}
     for pattern in (True, False):
         options = ort.SessionOptions()
@@ -151,19 +155,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lrpc-memory-") as folder:
         explained = os.path.join(folder, "explained.onnx")
         lrpc.compile(args.model, rule=args.rule, composite=args.composite, output=explained)
-        print(f"{args.model} ({args.rule or args.composite or 'default composite'}), batch {args.batch}, "
-              f"{args.threads} threads, MB")
+        print(
+            f"{args.model} ({args.rule or args.composite or 'default composite'}), batch {args.batch}, "
+            f"{args.threads} threads, MB"
+        )
         print(f"{'':10} {'live, file':>10} {'live, ORT':>10} {'created':>8} {'peak':>8} {'peak, no pattern':>17}")
         for name, path in (("forward", args.model), ("explained", explained)):
             file_order = live_in_file_order(path, args.batch)
             runtime_order = live_in_runtime_order(path, args.batch, args.threads, folder)
             created, peak = rss(path, args.batch, args.threads, pattern=True)
             _, peak_no_pattern = rss(path, args.batch, args.threads, pattern=False)
-            print(f"{name:10} {file_order / MB:10.0f} {runtime_order / MB:10.0f} {created / MB:8.0f} "
-                  f"{peak / MB:8.0f} {peak_no_pattern / MB:17.0f}")
+            print(
+                f"{name:10} {file_order / MB:10.0f} {runtime_order / MB:10.0f} {created / MB:8.0f} "
+                f"{peak / MB:8.0f} {peak_no_pattern / MB:17.0f}"
+            )
         ms = pattern_timing(explained, args.batch, args.threads)
-        print(f"explained run time, medians of 6 interleaved: {ms[True]:.0f} ms with the memory pattern, "
-              f"{ms[False]:.0f} ms without")
+        print(
+            f"explained run time, medians of 6 interleaved: {ms[True]:.0f} ms with the memory pattern, "
+            f"{ms[False]:.0f} ms without"
+        )
 
 
 if __name__ == "__main__":

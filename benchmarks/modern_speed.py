@@ -42,9 +42,16 @@ def export(name: str, out: Path, size: int = 224) -> Path:
                 m.reset_running_stats()
                 m.momentum = None  # the statistics of exactly this batch
         model(torch.randn(8, 3, size, size))
-    torch.onnx.export(model.eval(), torch.randn(1, 3, size, size), str(path), opset_version=17, dynamo=False,
-                      input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    torch.onnx.export(
+        model.eval(),
+        torch.randn(1, 3, size, size),
+        str(path),
+        opset_version=17,
+        dynamo=False,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+    )
     return path
 
 
@@ -58,13 +65,17 @@ def main(argv=None) -> int:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    lines = ["# Speed: modern convnets (explained ÷ plain forward, onnxruntime CPU, 2 threads)", "",
-             f"Measured {datetime.date.today()} by `python benchmarks/modern_speed.py` (see its docstring); "
-             "ratios are interleaved medians within one cell, so machine load hits both sides alike, but the "
-             "spreads show how loaded the machine was. Target: ε ≤ 2.5×.", "",
-             "| model | rule | batch | forward ms | explained ms | ratio | peak RSS explained ÷ forward (b16) "
-             "| explained peak ÷ memory floor (b16) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Speed: modern convnets (explained ÷ plain forward, onnxruntime CPU, 2 threads)",
+        "",
+        f"Measured {datetime.date.today()} by `python benchmarks/modern_speed.py` (see its docstring); "
+        "ratios are interleaved medians within one cell, so machine load hits both sides alike, but the "
+        "spreads show how loaded the machine was. Target: ε ≤ 2.5×.",
+        "",
+        "| model | rule | batch | forward ms | explained ms | ratio | peak RSS explained ÷ forward (b16) "
+        "| explained peak ÷ memory floor (b16) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name in MODELS:
         path = export(name, work)
         for label, options in OPTIONS.items():
@@ -75,11 +86,13 @@ def main(argv=None) -> int:
             to_floor = f"{over:.2f}× ({floor['floor_mb']:.0f} MB)" if over else "—"
             for row in result.batches:
                 last = row.batch == max(BATCHES)
-                lines.append(f"| {name} | {label} | {row.batch} | "
-                             f"{row.forward.median_ms:.1f} ±{row.forward.spread:.0%} "
-                             f"| {row.explained.median_ms:.1f} ±{row.explained.spread:.0%} | {row.ratio:.2f}× | "
-                             f"{memory if last else ''} | {to_floor if last else ''} |")
-            print(*lines[-len(BATCHES):], sep="\n", flush=True)
+                lines.append(
+                    f"| {name} | {label} | {row.batch} | "
+                    f"{row.forward.median_ms:.1f} ±{row.forward.spread:.0%} "
+                    f"| {row.explained.median_ms:.1f} ±{row.explained.spread:.0%} | {row.ratio:.2f}× | "
+                    f"{memory if last else ''} | {to_floor if last else ''} |"
+                )
+            print(*lines[-len(BATCHES) :], sep="\n", flush=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     return 0
 

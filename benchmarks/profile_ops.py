@@ -32,8 +32,10 @@ def op_times(path: str, batch: int, threads: int, runs: int, folder: str) -> tup
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(folder, "profile")
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    feeds = {i.name: np.random.default_rng(0).random(
-        [d if isinstance(d, int) else batch for d in i.shape], dtype=np.float32) for i in session.get_inputs()}
+    feeds = {
+        i.name: np.random.default_rng(0).random([d if isinstance(d, int) else batch for d in i.shape], dtype=np.float32)
+        for i in session.get_inputs()
+    }
     session.run(None, feeds)  # the profiler records this warm-up run too: times are averaged over runs + 1
     for _ in range(runs):
         session.run(None, feeds)

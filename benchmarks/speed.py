@@ -68,8 +68,12 @@ def fmt(ms: float) -> str:
 
 def log(message: str, start=[time.perf_counter()]) -> None:  # noqa: B006  (the run's start, kept)
     rss = next((int(line.split()[1]) / 2**20 for line in open("/proc/self/status") if line.startswith("VmRSS")), 0)
-    print(f"[{(time.perf_counter() - start[0]) / 60:5.1f} min, load {os.getloadavg()[0]:.1f}, RSS {rss:.1f} GB] "
-          f"{message}", file=sys.stderr, flush=True)
+    print(
+        f"[{(time.perf_counter() - start[0]) / 60:5.1f} min, load {os.getloadavg()[0]:.1f}, RSS {rss:.1f} GB] "
+        f"{message}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 SAVE = {"run": lambda: None}  # measure() points it at the run's checkpoint
@@ -89,12 +93,14 @@ def have(rows: list, **key) -> bool:
 
 # ------------------------------------------------------------------------------------------ models
 
+
 def prepare(name: str):
     """(ONNX path, torch_cases.Case, (Keras spec, weights)) of a benchmark model, same weights in all three."""
     import torch_cases  # puts models/ on sys.path
     import resnet
     import vgg
     from speed_refs import resnet_spec, sequential_spec
+
     WORK.mkdir(parents=True, exist_ok=True)
     if name == "digits_cnn":
         case = torch_cases.digits()
@@ -112,6 +118,7 @@ def prepare(name: str):
 def compiled(path, folder, **options) -> Path:
     """lrpc.compile `path` with `options` into `folder` (for the sessions of the side-by-side cells)."""
     import lrpc
+
     out = Path(folder) / "explained.onnx"
     lrpc.compile(str(path), output=str(out), **options)
     return out
@@ -119,10 +126,12 @@ def compiled(path, folder, **options) -> Path:
 
 # ------------------------------------------------------------------------------------------ the three sides
 
+
 def run_lrpc(name, path, case, args, rows: list) -> None:
     """lrpc.bench for each method and batch (one call each: the repeats differ; memory: run_explained)."""
     from lrpc.bench import bench
     from zennit_ref import METHODS, lrpc_spec
+
     for method in LRPC_METHODS:
         m = METHODS[method]
         options = {m.kind: lrpc_spec(m, case)}
@@ -130,20 +139,38 @@ def run_lrpc(name, path, case, args, rows: list) -> None:
             if have(rows, model=name, method=method, batch=batch):
                 continue
             repeats = repeats_of(args, name, batch)
-            r = bench(str(path), batches=(batch,), threads=args.threads, repeats=repeats, warmup=args.warmup,
-                      memory=False, **options)
+            r = bench(
+                str(path),
+                batches=(batch,),
+                threads=args.threads,
+                repeats=repeats,
+                warmup=args.warmup,
+                memory=False,
+                **options,
+            )
             b = r.batches[0]
-            record(rows, {"model": name, "method": method, "batch": batch, "repeats": repeats,
-                          "load": os.getloadavg()[0], "bench": asdict(r)},
-                   f"{name} b{batch} lrpc {method}: forward {fmt(b.forward.median_ms)}, explained "
-                   f"{fmt(b.explained.median_ms)} ({b.ratio:.2f}×), compile {r.compile_s:.2f} s")
+            record(
+                rows,
+                {
+                    "model": name,
+                    "method": method,
+                    "batch": batch,
+                    "repeats": repeats,
+                    "load": os.getloadavg()[0],
+                    "bench": asdict(r),
+                },
+                f"{name} b{batch} lrpc {method}: forward {fmt(b.forward.median_ms)}, explained "
+                f"{fmt(b.explained.median_ms)} ({b.ratio:.2f}×), compile {r.compile_s:.2f} s",
+            )
 
 
 def peak_rss(path, threads, batch) -> float | None:
     """lrpc.bench.peak_rss_mb, called from a small fresh Python: the session's child reads ru_maxrss,
     which Linux carries over from the forking process's peak, so a big parent would be counted."""
-    code = ("import json; from lrpc.bench import peak_rss_mb; "
-            f"print(json.dumps(peak_rss_mb({str(path)!r}, {threads}, {batch})))")
+    code = (
+        "import json; from lrpc.bench import peak_rss_mb; "
+        f"print(json.dumps(peak_rss_mb({str(path)!r}, {threads}, {batch})))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -153,11 +180,15 @@ def run_explained(name, path, case, args, memory: list, rows: list) -> None:
     (ORT forward, torch forward, Zennit, lrpc's graph) at each batch."""
     from speed_refs import session
     from zennit_ref import METHODS, lrpc_spec
+
     batch, todo = args.batches[name][-1], {}
     for method in LRPC_METHODS:
-        todo[method] = (not args.no_memory and not have(memory, model=name, method=method),
-                        [] if args.no_zennit else [b for b in args.batches[name]
-                                                   if not have(rows, model=name, method=method, batch=b)])
+        todo[method] = (
+            not args.no_memory and not have(memory, model=name, method=method),
+            []
+            if args.no_zennit
+            else [b for b in args.batches[name] if not have(rows, model=name, method=method, batch=b)],
+        )
     if not any(mem or cells for mem, cells in todo.values()):
         return
     forward_mb = next((r["forward_mb"] for r in memory if r["model"] == name), None)
@@ -172,10 +203,17 @@ def run_explained(name, path, case, args, memory: list, rows: list) -> None:
             file = compiled(path, folder, **{m.kind: lrpc_spec(m, case)})
             if mem:
                 explained_mb = peak_rss(file, args.threads, batch)
-                record(memory, {"model": name, "method": method, "batch": batch, "forward_mb": forward_mb,
-                                "explained_mb": explained_mb},
-                       f"{name} b{batch} peak RSS {method}: forward {forward_mb:.0f} MB, "
-                       f"explained {explained_mb:.0f} MB")
+                record(
+                    memory,
+                    {
+                        "model": name,
+                        "method": method,
+                        "batch": batch,
+                        "forward_mb": forward_mb,
+                        "explained_mb": explained_mb,
+                    },
+                    f"{name} b{batch} peak RSS {method}: forward {forward_mb:.0f} MB, explained {explained_mb:.0f} MB",
+                )
             if cells:
                 zennit_cells(name, case, m, method, forward, lrpc_side(name, file, args), cells, args, rows)
 
@@ -185,19 +223,30 @@ def lrpc_side(name, file: Path, args):
     VGG-16 and ResNet-50, whose arenas hold gigabytes; one kept session for the digits CNN, where the two
     untimed runs just before the timed one would warm the caches for it (0.10 ms against 0.16–0.34 ms)."""
     from speed_refs import session
+
     return file if name in BIG else session(file, args.threads)
 
 
 def zennit_cells(name, case, m, method, forward, explained, batches, args, rows: list) -> None:
     from speed_refs import zennit_cell
+
     composite = m.zennit(case)
     for batch in batches:
-        t = zennit_cell(case, composite, forward, explained, args.threads, batch, repeats_of(args, name, batch),
-                        args.warmup)
-        record(rows, {"model": name, "method": method, "batch": batch, "load": os.getloadavg()[0],
-                      "timings": {k: asdict(v) for k, v in t.items()}},
-               f"{name} b{batch} zennit {method}: torch forward {fmt(t['torch_forward'].median_ms)}, "
-               f"Zennit {fmt(t['zennit'].median_ms)}, lrpc {fmt(t['lrpc'].median_ms)}")
+        t = zennit_cell(
+            case, composite, forward, explained, args.threads, batch, repeats_of(args, name, batch), args.warmup
+        )
+        record(
+            rows,
+            {
+                "model": name,
+                "method": method,
+                "batch": batch,
+                "load": os.getloadavg()[0],
+                "timings": {k: asdict(v) for k, v in t.items()},
+            },
+            f"{name} b{batch} zennit {method}: torch forward {fmt(t['torch_forward'].median_ms)}, "
+            f"Zennit {fmt(t['zennit'].median_ms)}, lrpc {fmt(t['lrpc'].median_ms)}",
+        )
 
 
 def run_innvestigate(name, path, case, args, rows: list, info: dict, keras=None) -> None:
@@ -206,6 +255,7 @@ def run_innvestigate(name, path, case, args, rows: list, info: dict, keras=None)
     import torch
     from fidelity import INNV_PYTHON, INNVESTIGATE
     from speed_refs import InnvestigateServer, innvestigate_cell, session
+
     todo = {a: [b for b in args.batches[name] if not have(rows, model=name, analyzer=a, batch=b)] for a in ANALYZERS}
     if not any(todo.values()):
         return
@@ -224,14 +274,31 @@ def run_innvestigate(name, path, case, args, rows: list, info: dict, keras=None)
                 explained = lrpc_side(name, compiled(path, folder, **options[analyzer]), args)
                 for i, batch in enumerate(batches):
                     first = server.request(cmd="first", analyzer=analyzer, batch=batch) if i == 0 else None
-                    t = innvestigate_cell(server, analyzer, forward, explained, args.threads, x[:batch],
-                                          repeats_of(args, name, batch), args.warmup)
-                    record(rows, {"model": name, "analyzer": analyzer, "lrpc": options[analyzer], "batch": batch,
-                                  "first": first, "load": os.getloadavg()[0],
-                                  "timings": {k: asdict(v) for k, v in t.items()}},
-                           f"{name} b{batch} iNNvestigate {analyzer}: {fmt(t['innvestigate'].median_ms)}, lrpc "
-                           f"{fmt(t['lrpc'].median_ms)}, forward {fmt(t['ort_forward'].median_ms)}"
-                           + (f", first call {first['first_call_s']:.1f} s" if first else ""))
+                    t = innvestigate_cell(
+                        server,
+                        analyzer,
+                        forward,
+                        explained,
+                        args.threads,
+                        x[:batch],
+                        repeats_of(args, name, batch),
+                        args.warmup,
+                    )
+                    record(
+                        rows,
+                        {
+                            "model": name,
+                            "analyzer": analyzer,
+                            "lrpc": options[analyzer],
+                            "batch": batch,
+                            "first": first,
+                            "load": os.getloadavg()[0],
+                            "timings": {k: asdict(v) for k, v in t.items()},
+                        },
+                        f"{name} b{batch} iNNvestigate {analyzer}: {fmt(t['innvestigate'].median_ms)}, lrpc "
+                        f"{fmt(t['lrpc'].median_ms)}, forward {fmt(t['ort_forward'].median_ms)}"
+                        + (f", first call {first['first_call_s']:.1f} s" if first else ""),
+                    )
     finally:
         server.close()
 
@@ -244,6 +311,7 @@ def repeats_of(args, name, batch) -> int:
 
 # ------------------------------------------------------------------------------------------ the run
 
+
 def git(*args) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
@@ -251,19 +319,30 @@ def git(*args) -> str:
 def machine(args) -> dict:
     """CPU model, cores, memory, versions and the source revision the numbers belong to."""
     import lrpc
+
     cpu = open("/proc/cpuinfo").read()
     model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("model name")), "?")
     mem = next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal"))
-    versions = {"python": platform.python_version(), "lrpc": lrpc.__version__,
-                **{p: version(p) for p in ("onnxruntime", "onnx", "torch", "zennit", "numpy")}}
-    return {"cpu": model, "cpus": os.cpu_count(), "memory_gb": round(int(mem) / 2**20, 1), "threads": args.threads,
-            "versions": versions, "commit": git("rev-parse", "--short", "HEAD"),
-            "uncommitted": git("status", "--porcelain", "compiler", "runtime").splitlines()}
+    versions = {
+        "python": platform.python_version(),
+        "lrpc": lrpc.__version__,
+        **{p: version(p) for p in ("onnxruntime", "onnx", "torch", "zennit", "numpy")},
+    }
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "memory_gb": round(int(mem) / 2**20, 1),
+        "threads": args.threads,
+        "versions": versions,
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "uncommitted": git("status", "--porcelain", "compiler", "runtime").splitlines(),
+    }
 
 
 def run(args, result=None) -> dict:
     """Measure every cell of args' models that `result` (an earlier, stopped run's JSON) lacks."""
     import torch
+
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(args.threads)
     started, load_start = time.time(), os.getloadavg()
@@ -271,16 +350,35 @@ def run(args, result=None) -> dict:
         redo = [side for side in args.redo.split(",") if side]
         for side in redo:
             result[side] = []
-        result.setdefault("resumed", []).append({"at": time.ctime(started), "load": load_start, "redo": redo,
-                                                 "commit": git("rev-parse", "--short", "HEAD"),
-                                                 "command": "python benchmarks/speed.py " + shlex.join(sys.argv[1:])})
+        result.setdefault("resumed", []).append(
+            {
+                "at": time.ctime(started),
+                "load": load_start,
+                "redo": redo,
+                "commit": git("rev-parse", "--short", "HEAD"),
+                "command": "python benchmarks/speed.py " + shlex.join(sys.argv[1:]),
+            }
+        )
         result["skipped"] = []  # what stopped the earlier run is measured now
         return measure(args, result, started)
-    result = {"command": "python benchmarks/speed.py " + shlex.join(sys.argv[1:]), "started": time.ctime(started),
-              "load_start": load_start, "machine": machine(args), "batches": args.batches,
-              "settings": {**{k: getattr(args, k) for k in ("warmup", "repeats", "repeats_large", "repeats_small")},
-                           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
-              "models": {}, "lrpc": [], "memory": [], "zennit": [], "innvestigate": [], "skipped": [], "wall_s": 0.0}
+    result = {
+        "command": "python benchmarks/speed.py " + shlex.join(sys.argv[1:]),
+        "started": time.ctime(started),
+        "load_start": load_start,
+        "machine": machine(args),
+        "batches": args.batches,
+        "settings": {
+            **{k: getattr(args, k) for k in ("warmup", "repeats", "repeats_large", "repeats_small")},
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        },
+        "models": {},
+        "lrpc": [],
+        "memory": [],
+        "zennit": [],
+        "innvestigate": [],
+        "skipped": [],
+        "wall_s": 0.0,
+    }
     return measure(args, result, started)
 
 
@@ -290,18 +388,26 @@ def measure(args, result, started) -> dict:
     def save():
         result["wall_s"] = base + time.time() - started
         checkpoint(args, result)
+
     SAVE["run"] = save
     for name in args.models:
         wait_for_memory(name, args, result)
         log(f"{name}: building the ONNX, torch and Keras copies")
         path, case, keras = prepare(name)
         result["models"].setdefault(name, {"onnx": str(path.relative_to(ROOT)), "batches": args.batches[name]})
-        sides = [("lrpc", run_lrpc, (result["lrpc"],)),
-                 ("memory and Zennit", run_explained, (result["memory"], result["zennit"]))]
+        sides = [
+            ("lrpc", run_lrpc, (result["lrpc"],)),
+            ("memory and Zennit", run_explained, (result["memory"], result["zennit"])),
+        ]
         if innv:
             result["models"][name].setdefault("keras", {})
-            sides.append(("iNNvestigate", partial(run_innvestigate, keras=keras),
-                          (result["innvestigate"], result["models"][name]["keras"])))
+            sides.append(
+                (
+                    "iNNvestigate",
+                    partial(run_innvestigate, keras=keras),
+                    (result["innvestigate"], result["models"][name]["keras"]),
+                )
+            )
         for side, fn, outputs in sides:
             try:
                 fn(name, path, case, args, *outputs)
@@ -319,8 +425,9 @@ def wait_for_memory(name, args, result) -> None:
     work's memory plus this run's once got the run OOM-killed in VGG-16's batch-16 cells."""
     start = time.time()
     while True:
-        available = next(int(line.split()[1]) / 2**20 for line in open("/proc/meminfo")
-                         if line.startswith("MemAvailable"))
+        available = next(
+            int(line.split()[1]) / 2**20 for line in open("/proc/meminfo") if line.startswith("MemAvailable")
+        )
         waited = time.time() - start
         if available >= NEED_GB[name] or waited >= 60 * args.wait_memory:
             break
@@ -339,6 +446,7 @@ def checkpoint(args, result) -> None:
 
 def _innvestigate_ready(result) -> bool:
     from fidelity import INNV_PYTHON
+
     if INNV_PYTHON.exists():
         return True
     missing = INNV_PYTHON.relative_to(ROOT)
@@ -353,8 +461,9 @@ def parse(argv=None):
     ap.add_argument("--from-json", type=Path, help="render --out from an earlier --json file; time nothing")
     ap.add_argument("--threads", type=int, default=2, help="threads for torch, onnxruntime and TF (default 2)")
     ap.add_argument("--repeats", type=int, default=5, help="timed rounds, VGG-16/ResNet-50 at batch 1 (default 5)")
-    ap.add_argument("--repeats-large", type=int, default=3, help="timed rounds, VGG-16/ResNet-50 at batch 16 "
-                    "(default 3)")
+    ap.add_argument(
+        "--repeats-large", type=int, default=3, help="timed rounds, VGG-16/ResNet-50 at batch 16 (default 3)"
+    )
     ap.add_argument("--repeats-small", type=int, default=30, help="timed rounds, digits CNN (default 30)")
     ap.add_argument("--warmup", type=int, default=1, help="uncounted rounds before each cell (default 1)")
     ap.add_argument("--models", default=",".join(BATCHES), help="comma-separated subset of %(default)s")
@@ -362,16 +471,27 @@ def parse(argv=None):
     ap.add_argument("--no-zennit", action="store_true")
     ap.add_argument("--no-innvestigate", action="store_true")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-RSS children")
-    ap.add_argument("--wait-memory", type=float, default=30, help="minutes to wait, before each model, for "
-                    "the memory it needs to be available (default 30)")
-    ap.add_argument("--resume", action="store_true", help="continue the stopped run in --json: measure only "
-                    "the cells it lacks")
-    ap.add_argument("--redo", default="", metavar="SIDE[,SIDE]", help="with --resume: drop these sides' cells "
-                    "(lrpc, memory, zennit, innvestigate) first, to measure them again with the current code")
+    ap.add_argument(
+        "--wait-memory",
+        type=float,
+        default=30,
+        help="minutes to wait, before each model, for the memory it needs to be available (default 30)",
+    )
+    ap.add_argument(
+        "--resume", action="store_true", help="continue the stopped run in --json: measure only the cells it lacks"
+    )
+    ap.add_argument(
+        "--redo",
+        default="",
+        metavar="SIDE[,SIDE]",
+        help="with --resume: drop these sides' cells "
+        "(lrpc, memory, zennit, innvestigate) first, to measure them again with the current code",
+    )
     args = ap.parse_args(argv)
     args.models = ["digits_cnn"] if args.quick else [m for m in args.models.split(",") if m]
-    if (set(filter(None, args.redo.split(","))) - {"lrpc", "memory", "zennit", "innvestigate"}
-            or (args.redo and not args.resume)):
+    if set(filter(None, args.redo.split(","))) - {"lrpc", "memory", "zennit", "innvestigate"} or (
+        args.redo and not args.resume
+    ):
         ap.error("--redo takes lrpc, memory, zennit, innvestigate, with --resume")
     unknown = set(args.models) - set(BATCHES)
     if unknown:
@@ -383,6 +503,7 @@ def parse(argv=None):
 def main(argv=None):
     args = parse(argv)
     from speed_report import markdown
+
     if args.from_json:
         result = json.loads(args.from_json.read_text())
     else:

@@ -73,12 +73,14 @@ def ort_step(session, x):
 
     def run():
         session.run(None, feeds)
+
     return run
 
 
 def fresh_step(path, threads, x, untimed=2):
     """lrpc's graph in a session of its own each call: created and run `untimed` times, then the timed run
     (returned), then dropped, so that its arena is empty while the reference runs (module docstring)."""
+
     def run():
         s = session(path, threads)
         feeds = {s.get_inputs()[0].name: x}
@@ -87,6 +89,7 @@ def fresh_step(path, threads, x, untimed=2):
         start = time.perf_counter()
         s.run(None, feeds)
         return time.perf_counter() - start
+
     return run
 
 
@@ -94,6 +97,7 @@ def torch_forward_step(view, x):
     def run():
         with torch.no_grad():
             view(x)
+
     return run
 
 
@@ -106,6 +110,7 @@ def zennit_step(view, composite, x):
             out = modified(xg)
             onehot = torch.nn.functional.one_hot(out.argmax(1), out.shape[1]).to(out.dtype)
             torch.autograd.grad(out, xg, grad_outputs=onehot)
+
     return run
 
 
@@ -118,12 +123,17 @@ def zennit_cell(case, composite, forward, explained, threads, batch, repeats, wa
     """Timings of the four Zennit-cell steps at `batch` (`explained` as lrpc_step takes it)."""
     x_np = case.inputs(batch)
     x = torch.from_numpy(x_np)
-    steps = {"ort_forward": ort_step(forward, x_np), "torch_forward": torch_forward_step(case.view, x),
-             "zennit": zennit_step(case.view, composite, x), "lrpc": lrpc_step(explained, threads, x_np)}
+    steps = {
+        "ort_forward": ort_step(forward, x_np),
+        "torch_forward": torch_forward_step(case.view, x),
+        "zennit": zennit_step(case.view, composite, x),
+        "lrpc": lrpc_step(explained, threads, x_np),
+    }
     return interleave(steps, repeats, warmup)
 
 
 # ------------------------------------------------------------------------------------------ Keras model
+
 
 def _kernel(conv: nn.Conv2d):
     if conv.groups != 1 or conv.dilation != (1, 1) or len(set(conv.kernel_size)) != 1 or len(set(conv.stride)) != 1:
@@ -137,6 +147,7 @@ def _flatten_input_shape(view, in_shape):
 
     def record(module, args, out):  # returns None: the output stays as it is
         seen["shape"] = tuple(args[0].shape[1:])
+
     hook = flatten.register_forward_hook(record)
     with torch.no_grad():
         view(torch.zeros(1, *in_shape))
@@ -150,8 +161,17 @@ def sequential_spec(name, view: nn.Sequential, in_shape):
     for key, m in view.named_children():
         lname = f"t_{key}"
         if isinstance(m, nn.Conv2d):
-            layers.append(dict(type="conv", name=lname, filters=m.out_channels, kernel=m.kernel_size[0],
-                               stride=m.stride[0], pad=m.padding[0], bias=m.bias is not None))
+            layers.append(
+                dict(
+                    type="conv",
+                    name=lname,
+                    filters=m.out_channels,
+                    kernel=m.kernel_size[0],
+                    stride=m.stride[0],
+                    pad=m.padding[0],
+                    bias=m.bias is not None,
+                )
+            )
             weights[lname] = [_kernel(m)] + ([m.bias.detach().numpy()] if m.bias is not None else [])
         elif isinstance(m, nn.ReLU):
             layers[-1]["activation"] = "relu"
@@ -193,32 +213,59 @@ def resnet_spec(name, model):
             weights[lname] = [m.weight.detach().numpy().T.copy(), m.bias.detach().numpy()]
     bn_eps = next(m.eps for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     in_shape = model.in_shape
-    spec = dict(kind="resnet", name=name, input=[*in_shape[1:], in_shape[0]], layers=stages, widths=widths,
-                classes=model.fc.out_features, bn_eps=bn_eps)
+    spec = dict(
+        kind="resnet",
+        name=name,
+        input=[*in_shape[1:], in_shape[0]],
+        layers=stages,
+        widths=widths,
+        classes=model.fc.out_features,
+        bn_eps=bn_eps,
+    )
     return spec, weights
 
 
 # ------------------------------------------------------------------------------------------ iNNvestigate
+
 
 class InnvestigateServer:
     """benchmarks/innvestigate_speed.py in .venv-innvestigate, one JSON request and reply per line."""
 
     def __init__(self, python, spec, weights, x, threads, folder: Path):
         folder.mkdir(parents=True, exist_ok=True)
-        paths = {k: folder / f"{spec['name']}.{k}" for k in ("spec.json", "weights.npz", "inputs.npy",
-                                                             "logits.npy", "log")}
+        paths = {
+            k: folder / f"{spec['name']}.{k}" for k in ("spec.json", "weights.npz", "inputs.npy", "logits.npy", "log")
+        }
         paths["spec.json"].write_text(json.dumps(spec))
-        np.savez(paths["weights.npz"], **{f"{layer}|{i}": a for layer, arrays in weights.items()
-                                          for i, a in enumerate(arrays)})
+        np.savez(
+            paths["weights.npz"],
+            **{f"{layer}|{i}": a for layer, arrays in weights.items() for i, a in enumerate(arrays)},
+        )
         np.save(paths["inputs.npy"], x)
         self.log = paths["log"]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
-                [str(python), str(SERVER), "--spec", str(paths["spec.json"]), "--weights", str(paths["weights.npz"]),
-                 "--inputs", str(paths["inputs.npy"]), "--logits-out", str(paths["logits.npy"]),
-                 "--threads", str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                text=True, env=env)
+                [
+                    str(python),
+                    str(SERVER),
+                    "--spec",
+                    str(paths["spec.json"]),
+                    "--weights",
+                    str(paths["weights.npz"]),
+                    "--inputs",
+                    str(paths["inputs.npy"]),
+                    "--logits-out",
+                    str(paths["logits.npy"]),
+                    "--threads",
+                    str(threads),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=env,
+            )
         self.ready = self._read()
         self.logits = np.load(paths["logits.npy"])
 
@@ -243,8 +290,11 @@ class InnvestigateServer:
 def innvestigate_cell(server, analyzer, forward, explained, threads, x, repeats, warmup) -> dict:
     """Timings of onnxruntime forward, lrpc's graph and iNNvestigate's analyze() at x's batch."""
     batch = len(x)
-    steps = {"ort_forward": ort_step(forward, x), "lrpc": lrpc_step(explained, threads, x),
-             "innvestigate": lambda: float(server.request(cmd="run", analyzer=analyzer, batch=batch)["s"])}
+    steps = {
+        "ort_forward": ort_step(forward, x),
+        "lrpc": lrpc_step(explained, threads, x),
+        "innvestigate": lambda: float(server.request(cmd="run", analyzer=analyzer, batch=batch)["s"]),
+    }
     return interleave(steps, repeats, warmup)
 
 
@@ -252,6 +302,7 @@ def session(path, threads):
     """An onnxruntime session as lrpc.bench makes one (intra-op `threads`, inter-op 1, default graph
     optimizations), except that its idle threads sleep instead of spinning (see the module docstring)."""
     import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -76,9 +76,12 @@ def out_size(size: int, k: int, s: int, p: int) -> int:
 
 def _model(nodes, inits, c_out, out_dim, c_in, in_size):
     graph = helper.make_graph(
-        nodes, "adjoint", [helper.make_tensor_value_info("g", TensorProto.FLOAT, ["n", c_out, out_dim, out_dim])],
+        nodes,
+        "adjoint",
+        [helper.make_tensor_value_info("g", TensorProto.FLOAT, ["n", c_out, out_dim, out_dim])],
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", c_in, in_size, in_size])],
-        [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     return model.SerializeToString()
@@ -94,8 +97,16 @@ def forward(w, c_in, c_out, group, size, k, s, p):
 def conv_transpose(w, c_in, c_out, group, size, k, s, p):
     out = out_size(size, k, s, p)
     out_pad = size - (s * (out - 1) + k - 2 * p)
-    node = helper.make_node("ConvTranspose", ["g", "w"], ["x"], strides=[s, s], pads=[p] * 4, group=group,
-                            kernel_shape=[k, k], output_padding=[out_pad] * 2)
+    node = helper.make_node(
+        "ConvTranspose",
+        ["g", "w"],
+        ["x"],
+        strides=[s, s],
+        pads=[p] * 4,
+        group=group,
+        kernel_shape=[k, k],
+        output_padding=[out_pad] * 2,
+    )
     return _model([node], {"w": w}, c_out, out, c_in, size)
 
 
@@ -120,14 +131,23 @@ def polyphase(w, c_in, c_out, group, size, k, s, p):
                 outputs.append(name)
                 continue
             inits[name + "w"] = _phase_kernel(w, group, (ph["taps"], pw["taps"]))
-            nodes.append(helper.make_node("Conv", ["g", name + "w"], [name], group=group,
-                                          pads=[ph["pad_begin"], pw["pad_begin"], ph["pad_end"], pw["pad_end"]]))
+            nodes.append(
+                helper.make_node(
+                    "Conv",
+                    ["g", name + "w"],
+                    [name],
+                    group=group,
+                    pads=[ph["pad_begin"], pw["pad_begin"], ph["pad_end"], pw["pad_end"]],
+                )
+            )
             outputs.append(name)
     if any(n.op_type == "ConstantOfShape" for n in nodes):
         nodes.insert(1, helper.make_node("Shape", ["p00"], ["shape0"]))
-    nodes += [helper.make_node("Concat", outputs, ["cat"], axis=1),
-              helper.make_node("DepthToSpace", ["cat"], ["full"], blocksize=s, mode="DCR"),
-              helper.make_node("Slice", ["full", "zero", "end", "axes"], ["x"])]
+    nodes += [
+        helper.make_node("Concat", outputs, ["cat"], axis=1),
+        helper.make_node("DepthToSpace", ["cat"], ["full"], blocksize=s, mode="DCR"),
+        helper.make_node("Slice", ["full", "zero", "end", "axes"], ["x"]),
+    ]
     inits.update(zero=np.array([0, 0], np.int64), end=np.array([size, size], np.int64), axes=np.array([2, 3], np.int64))
     return _model(nodes, inits, c_out, out, c_in, size)
 
@@ -138,14 +158,18 @@ def zero_insertion(w, c_in, c_out, group, size, k, s, p):
     flipped = w[:, :, ::-1, ::-1].reshape(group, c_out // group, c_in_g, k, k).transpose(0, 2, 1, 3, 4)
     flipped = np.ascontiguousarray(flipped.reshape(group * c_in_g, c_out // group, k, k))
     end = size - out * s + p  # ȳ with s − 1 zeros after each element is out·s long; `size` outputs
-    nodes = [helper.make_node("Reshape", ["g", "s6"], ["g6"]),
-             helper.make_node("Pad", ["g6", "pad6"], ["z6"]),
-             helper.make_node("Reshape", ["z6", "s4"], ["z4"]),
-             helper.make_node("Conv", ["z4", "wf"], ["x"], group=group,
-                              pads=[k - 1 - p, k - 1 - p, end, end])]
-    inits = {"wf": flipped, "s6": np.array([0, c_out, out, 1, out, 1], np.int64),
-             "pad6": np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, s - 1, 0, s - 1], np.int64),
-             "s4": np.array([0, c_out, out * s, out * s], np.int64)}
+    nodes = [
+        helper.make_node("Reshape", ["g", "s6"], ["g6"]),
+        helper.make_node("Pad", ["g6", "pad6"], ["z6"]),
+        helper.make_node("Reshape", ["z6", "s4"], ["z4"]),
+        helper.make_node("Conv", ["z4", "wf"], ["x"], group=group, pads=[k - 1 - p, k - 1 - p, end, end]),
+    ]
+    inits = {
+        "wf": flipped,
+        "s6": np.array([0, c_out, out, 1, out, 1], np.int64),
+        "pad6": np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, s - 1, 0, s - 1], np.int64),
+        "s4": np.array([0, c_out, out * s, out * s], np.int64),
+    }
     return _model(nodes, inits, c_out, out, c_in, size)
 
 
@@ -158,14 +182,19 @@ def main(argv=None) -> None:
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     rng = np.random.default_rng(0)
-    print("| layer | batch | F forward Conv ms | A ConvTranspose ms | B polyphase ms | C zero insertion ms | A ÷ F "
-          "| B ÷ F | C ÷ F | max rel. diff B, C |")
+    print(
+        "| layer | batch | F forward Conv ms | A ConvTranspose ms | B polyphase ms | C zero insertion ms | A ÷ F "
+        "| B ÷ F | C ÷ F | max rel. diff B, C |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, c_in, c_out, group, size, k, s, p in LAYERS:
         w = rng.standard_normal((c_out, c_in // group, k, k)).astype(np.float32)
-        sessions = {key: ort.InferenceSession(make(w, c_in, c_out, group, size, k, s, p), options,
-                                              providers=["CPUExecutionProvider"])
-                    for key, make in (("F", forward), ("A", conv_transpose), ("B", polyphase), ("C", zero_insertion))}
+        sessions = {
+            key: ort.InferenceSession(
+                make(w, c_in, c_out, group, size, k, s, p), options, providers=["CPUExecutionProvider"]
+            )
+            for key, make in (("F", forward), ("A", conv_transpose), ("B", polyphase), ("C", zero_insertion))
+        }
         out = out_size(size, k, s, p)
         for batch in args.batch:
             g = rng.standard_normal((batch, c_out, out, out)).astype(np.float32)
@@ -181,9 +210,12 @@ def main(argv=None) -> None:
                     sess.run(None, feeds[key])
                     times[key].append(time.perf_counter() - start)
             ms = {key: 1e3 * float(np.median(v)) for key, v in times.items()}
-            print(f"| {name} | {batch} | {ms['F']:.2f} | {ms['A']:.2f} | {ms['B']:.2f} | {ms['C']:.2f} | "
-                  + " | ".join(f"{ms[key] / ms['F']:.2f}" for key in "ABC") + f" | {diffs[0]:.1e}, {diffs[1]:.1e} |",
-                  flush=True)
+            print(
+                f"| {name} | {batch} | {ms['F']:.2f} | {ms['A']:.2f} | {ms['B']:.2f} | {ms['C']:.2f} | "
+                + " | ".join(f"{ms[key] / ms['F']:.2f}" for key in "ABC")
+                + f" | {diffs[0]:.1e}, {diffs[1]:.1e} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -84,14 +84,36 @@ def measure(model: Path, data: Path, out: Path, batch: int, repeats: int) -> dic
     configs = {
         "session, 1 thread": (1, lambda: sessions[1].explain(x)),
         "session, 2 threads": (2, lambda: sessions[2].explain(x)),
-        "files, 1 process, 1 thread": (1, lambda: explain_files(sessions[1], [data], out / "local1", batch_size=batch,
-                                                                progress=False, overwrite=True)),
-        "files, 1 process, 2 threads": (2, lambda: explain_files(sessions[2], [data], out / "local2",
-                                                                 batch_size=batch, progress=False, overwrite=True)),
-        f"files, Ray, {ACTORS} actors × 1 thread": (ACTORS, lambda: explain_files_ray(
-            model, [data], out / "ray", actors=ACTORS, batch_size=batch, progress=False, overwrite=True)),
-        RAY_FIXED: (ACTORS, lambda: explain_files_ray(model, [out.parent / "two.npy"], out / "ray2", actors=ACTORS,
-                                                      batch_size=1, progress=False, overwrite=True)),
+        "files, 1 process, 1 thread": (
+            1,
+            lambda: explain_files(
+                sessions[1], [data], out / "local1", batch_size=batch, progress=False, overwrite=True
+            ),
+        ),
+        "files, 1 process, 2 threads": (
+            2,
+            lambda: explain_files(
+                sessions[2], [data], out / "local2", batch_size=batch, progress=False, overwrite=True
+            ),
+        ),
+        f"files, Ray, {ACTORS} actors × 1 thread": (
+            ACTORS,
+            lambda: explain_files_ray(
+                model, [data], out / "ray", actors=ACTORS, batch_size=batch, progress=False, overwrite=True
+            ),
+        ),
+        RAY_FIXED: (
+            ACTORS,
+            lambda: explain_files_ray(
+                model,
+                [out.parent / "two.npy"],
+                out / "ray2",
+                actors=ACTORS,
+                batch_size=1,
+                progress=False,
+                overwrite=True,
+            ),
+        ),
     }
     seconds: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(repeats):
@@ -103,8 +125,13 @@ def measure(model: Path, data: Path, out: Path, batch: int, repeats: int) -> dic
 def versions() -> dict[str, str]:
     import ray
 
-    return {"python": platform.python_version(), "lrpc": lrpc.__version__, "onnxruntime": ort.__version__,
-            "ray": ray.__version__, "numpy": np.__version__}
+    return {
+        "python": platform.python_version(),
+        "lrpc": lrpc.__version__,
+        "onnxruntime": ort.__version__,
+        "ray": ray.__version__,
+        "numpy": np.__version__,
+    }
 
 
 def cpu_name() -> str:
@@ -136,39 +163,55 @@ def model_section(case: dict) -> list[str]:
     ray_name = next(name for name in rate if name.startswith("files, Ray") and name != RAY_FIXED)
     fixed = statistics.median(case["result"][RAY_FIXED]["seconds"])
     steady = case["samples"] / max(statistics.median(case["result"][ray_name]["seconds"]) - fixed, 1e-9)
-    lines = [f"### {case['title']}", "",
-             f"{case['samples']} samples, batch {case['batch']}, {case['repeats']} rounds; load average "
-             f"(1/5/15 min) {case['load_before']} before, {case['load_after']} after.", "",
-             "| configuration | cores | median s | images/s | images/s per core | spread (max−min)/median |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"### {case['title']}",
+        "",
+        f"{case['samples']} samples, batch {case['batch']}, {case['repeats']} rounds; load average "
+        f"(1/5/15 min) {case['load_before']} before, {case['load_after']} after.",
+        "",
+        "| configuration | cores | median s | images/s | images/s per core | spread (max−min)/median |",
+        "|---|---|---|---|---|---|",
+    ]
     lines += [f"| {n} | {c} | {m:.2f} | {r:.1f} | {p:.1f} | {s:.0%} |" for n, c, m, r, p, s in rows]
     busiest = max(float(case["load_before"].split()[0]), float(case["load_after"].split()[0]))
     if busiest > case["cpus"]:
-        lines += ["", f"The 1-minute load average ({busiest:.1f}) exceeded the {case['cpus']} cores: other processes "
-                      "held them, so the 2-core configurations could not get 2 cores and their per-core figures "
-                      "understate what 2 free cores give (compare session on 2 threads with 1)."]
-    lines += ["", f"- Ray ÷ 1 process on 2 threads: **{rate[ray_name] / rate['files, 1 process, 2 threads']:.2f}×**; "
-              f"Ray ÷ 1 process on 1 thread: **{rate[ray_name] / rate['files, 1 process, 1 thread']:.2f}×** "
-              f"(ideal {ACTORS:.0f}×)",
-              f"- without Ray's fixed cost per run ({fixed:.1f} s: planning, starting {ACTORS} actors and their "
-              f"sessions, the table), Ray runs at {steady:.1f} images/s = {steady / ACTORS:.1f} per core: "
-              f"{steady / rate['files, 1 process, 1 thread']:.2f}× one process on 1 thread",
-              f"- session alone, 2 threads ÷ 1 thread: {rate['session, 2 threads'] / rate['session, 1 thread']:.2f}×; "
-              f"files ÷ session on 1 thread (the share left after PNGs and the table): "
-              f"{rate['files, 1 process, 1 thread'] / rate['session, 1 thread']:.2f}", ""]
+        lines += [
+            "",
+            f"The 1-minute load average ({busiest:.1f}) exceeded the {case['cpus']} cores: other processes "
+            "held them, so the 2-core configurations could not get 2 cores and their per-core figures "
+            "understate what 2 free cores give (compare session on 2 threads with 1).",
+        ]
+    lines += [
+        "",
+        f"- Ray ÷ 1 process on 2 threads: **{rate[ray_name] / rate['files, 1 process, 2 threads']:.2f}×**; "
+        f"Ray ÷ 1 process on 1 thread: **{rate[ray_name] / rate['files, 1 process, 1 thread']:.2f}×** "
+        f"(ideal {ACTORS:.0f}×)",
+        f"- without Ray's fixed cost per run ({fixed:.1f} s: planning, starting {ACTORS} actors and their "
+        f"sessions, the table), Ray runs at {steady:.1f} images/s = {steady / ACTORS:.1f} per core: "
+        f"{steady / rate['files, 1 process, 1 thread']:.2f}× one process on 1 thread",
+        f"- session alone, 2 threads ÷ 1 thread: {rate['session, 2 threads'] / rate['session, 1 thread']:.2f}×; "
+        f"files ÷ session on 1 thread (the share left after PNGs and the table): "
+        f"{rate['files, 1 process, 1 thread'] / rate['session, 1 thread']:.2f}",
+        "",
+    ]
     return lines
 
 
 def report(data: dict) -> str:
-    lines = ["# Batch-explanation throughput", "",
-             "Generated by `python benchmarks/throughput.py --out benchmarks/THROUGHPUT.md` (issue 11, item 3). "
-             "Medians of interleaved rounds on a shared, noisy machine: compare the ratios, not the absolute "
-             "figures. `files` runs write a side-by-side heatmap PNG per sample and the predictions table, "
-             "as `lrpc explain` does; Ray runs include starting the actors and their sessions.", "",
-             f"Machine: {data['cpus']} CPUs ({data['cpu']}); "
-             + ", ".join(f"{k} {v}" for k, v in data["versions"].items())
-             + f". Local Ray cluster: num_cpus={ACTORS}, started in {data['ray_start_s']:.1f} s (not in the runs). "
-             "Threads: onnxruntime `intra_op_num_threads` as listed; each Ray actor 1 thread and 1 Ray CPU.", ""]
+    lines = [
+        "# Batch-explanation throughput",
+        "",
+        "Generated by `python benchmarks/throughput.py --out benchmarks/THROUGHPUT.md` (issue 11, item 3). "
+        "Medians of interleaved rounds on a shared, noisy machine: compare the ratios, not the absolute "
+        "figures. `files` runs write a side-by-side heatmap PNG per sample and the predictions table, "
+        "as `lrpc explain` does; Ray runs include starting the actors and their sessions.",
+        "",
+        f"Machine: {data['cpus']} CPUs ({data['cpu']}); "
+        + ", ".join(f"{k} {v}" for k, v in data["versions"].items())
+        + f". Local Ray cluster: num_cpus={ACTORS}, started in {data['ray_start_s']:.1f} s (not in the runs). "
+        "Threads: onnxruntime `intra_op_num_threads` as listed; each Ray actor 1 thread and 1 Ray CPU.",
+        "",
+    ]
     for case in data["cases"]:
         lines += model_section(case)
     return "\n".join(lines).rstrip() + "\n"
@@ -193,17 +236,31 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         start = time.perf_counter()
         ray.init(num_cpus=ACTORS, include_dashboard=False, log_to_driver=False, _temp_dir=str(folder / "ray"))
-        data = {"cpus": os.cpu_count(), "cpu": cpu_name(), "versions": versions(),
-                "ray_start_s": time.perf_counter() - start, "cases": []}
+        data = {
+            "cpus": os.cpu_count(),
+            "cpu": cpu_name(),
+            "versions": versions(),
+            "ray_start_s": time.perf_counter() - start,
+            "cases": [],
+        }
         try:
             for build, samples, batch in cases:
                 model, inputs, title = build(folder, samples)
                 before = load()
                 print(f"{title}: {samples} samples × {repeats} rounds ...", file=sys.stderr)
                 result = measure(model, inputs, folder / "out", batch, repeats)
-                data["cases"].append({"title": title, "samples": samples, "batch": batch, "repeats": repeats,
-                                      "cpus": os.cpu_count(),
-                                      "load_before": before, "load_after": load(), "result": result})
+                data["cases"].append(
+                    {
+                        "title": title,
+                        "samples": samples,
+                        "batch": batch,
+                        "repeats": repeats,
+                        "cpus": os.cpu_count(),
+                        "load_before": before,
+                        "load_after": load(),
+                        "result": result,
+                    }
+                )
         finally:
             ray.shutdown()
     text = report(data)

@@ -84,9 +84,18 @@ class Case:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # PRESERVE keeps BatchNormalization nodes in the file (eval-mode BN; lrpc folds them).
-            torch.onnx.export(self.export.eval(), (torch.zeros(shape),), buf, dynamo=False, opset_version=17,
-                              training=torch.onnx.TrainingMode.PRESERVE, input_names=["input"],
-                              output_names=self.output_names, dynamic_axes=axes, do_constant_folding=True)
+            torch.onnx.export(
+                self.export.eval(),
+                (torch.zeros(shape),),
+                buf,
+                dynamo=False,
+                opset_version=17,
+                training=torch.onnx.TrainingMode.PRESERVE,
+                input_names=["input"],
+                output_names=self.output_names,
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
         return onnx.load_from_string(buf.getvalue())
 
 
@@ -175,9 +184,23 @@ def resnet18():
 def connectome_autoencoder():
     ae = autoencoder.autoencoder(seed=0)
     x = autoencoder.synthetic_data(8, seed=0)[0]
-    return Case("autoencoder", ae, _AutoencoderClassView(ae).eval(), lambda n: x[:n], low=-1.0, high=1.0,
-                output_names=list(autoencoder.OUTPUTS))
+    return Case(
+        "autoencoder",
+        ae,
+        _AutoencoderClassView(ae).eval(),
+        lambda n: x[:n],
+        low=-1.0,
+        high=1.0,
+        output_names=list(autoencoder.OUTPUTS),
+    )
 
 
-CASES = {"digits_cnn": digits, "small_vgg": small_vgg, "vgg16_32x32": vgg16_32, "tiny_resnet_bn": tiny_resnet,
-         "autoencoder": connectome_autoencoder, "vgg16": vgg16_full, "resnet18_bn": resnet18}
+CASES = {
+    "digits_cnn": digits,
+    "small_vgg": small_vgg,
+    "vgg16_32x32": vgg16_32,
+    "tiny_resnet_bn": tiny_resnet,
+    "autoencoder": connectome_autoencoder,
+    "vgg16": vgg16_full,
+    "resnet18_bn": resnet18,
+}

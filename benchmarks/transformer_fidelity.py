@@ -68,10 +68,12 @@ def row(name, exporter, mode, path):
             if convention == "lxt":
                 cells["cons_lxt"].append(float(lxt_hf.conservation(got.astype(np.float64), chosen).max()))
         cells["cons_ref"].append(float(lxt_hf.conservation(want, chosen).max()))
-    return (f"| {name} | {exporter} | {COMPOSITES[mode]} | {max(cells['lxt']):.1e} | {max(cells['lrpc']):.1e} | "
-            f"{max(cells['plain']):.1e} | "
-            f"{max(cells['cons_lxt']):.2g} | {max(cells['cons_ref']):.2g} | "
-            f"{'met' if max(cells['lxt']) <= 1e-5 else '**missed**'} |")
+    return (
+        f"| {name} | {exporter} | {COMPOSITES[mode]} | {max(cells['lxt']):.1e} | {max(cells['lrpc']):.1e} | "
+        f"{max(cells['plain']):.1e} | "
+        f"{max(cells['cons_lxt']):.2g} | {max(cells['cons_ref']):.2g} | "
+        f"{'met' if max(cells['lxt']) <= 1e-5 else '**missed**'} |"
+    )
 
 
 def main(argv=None):

@@ -52,6 +52,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 ROOT = HERE.parent
 import lxt_hf  # noqa: E402,F401  (first: transformers must be imported before transformer_zoo stubs torchvision)
+
 CACHE = ROOT / "out" / "transformer_speed"
 THREADS = 2
 BATCHES = (1, 8)
@@ -60,13 +61,23 @@ SEQ = 128
 
 # ---------------------------------------------------------------------------------------- models
 
+
 def bert_config():
     import transformers
 
-    return transformers.BertConfig(vocab_size=100, max_position_embeddings=512, hidden_size=768,
-                                   num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=3,
-                                   attn_implementation="eager", use_cache=False)
+    return transformers.BertConfig(
+        vocab_size=100,
+        max_position_embeddings=512,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=3,
+        attn_implementation="eager",
+        use_cache=False,
+    )
 
 
 def build_vit():
@@ -108,9 +119,16 @@ def source_path(name: str) -> Path:
         model = build_bert()
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (torch.from_numpy(sample("bert", 1)),), str(path), dynamo=False,
-                              opset_version=17, input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            torch.onnx.export(
+                model,
+                (torch.from_numpy(sample("bert", 1)),),
+                str(path),
+                dynamo=False,
+                opset_version=17,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            )
     return path
 
 
@@ -119,8 +137,20 @@ def explained_path(name: str, composite: str) -> tuple[Path, float]:
     src = source_path(name)
     out = CACHE / f"{name}_{composite}.onnx"
     t = time.perf_counter()
-    subprocess.run([str(ROOT / ".venv" / "bin" / "lrpc"), "compile", str(src), "--composite", composite,
-                    "-o", str(out), "--overwrite"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "lrpc"),
+            "compile",
+            str(src),
+            "--composite",
+            composite,
+            "-o",
+            str(out),
+            "--overwrite",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return out, time.perf_counter() - t
 
 
@@ -146,9 +176,11 @@ def lxt_model(name: str):
 def _in_context(context, fn):
     """fn run with the patch map applied (nn.LayerNorm.forward is patched class-wide: entering and leaving the
     map per call keeps the plain torch forward, timed in the same process, unpatched; a few dict updates)."""
+
     def run(x):
         with context():
             return fn(x)
+
     return run
 
 
@@ -158,6 +190,7 @@ def _relevance(view):
         logits = view(xt)
         logits.gather(1, logits.argmax(1, keepdim=True)).sum().backward()
         return (xt * xt.grad).detach()
+
     return relevance
 
 
@@ -200,11 +233,13 @@ def callables(name: str, paths: dict) -> dict:
     def forward(x):
         with torch.no_grad():
             return plain(torch.from_numpy(x))
+
     fns["torch forward"] = forward
     return fns
 
 
 # ---------------------------------------------------------------------------------------- measurements
+
 
 def _status_kb(field: str) -> int:
     for line in open("/proc/self/status"):
@@ -228,6 +263,7 @@ def memory_child(name: str, batch: int, method: str, paths: dict) -> dict:
         def fn(x):
             with torch.no_grad():
                 return plain(torch.from_numpy(x))
+
     loaded = _status_kb("VmRSS:")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
@@ -237,9 +273,17 @@ def memory_child(name: str, batch: int, method: str, paths: dict) -> dict:
 
 
 def memory(name: str, batch: int, method: str, paths: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--memory-child",
-                          json.dumps([name, batch, method, {k: str(v) for k, v in paths.items()}])],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--memory-child",
+            json.dumps([name, batch, method, {k: str(v) for k, v in paths.items()}]),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -249,7 +293,7 @@ def timing(fns: dict, x: np.ndarray, reps: int) -> dict:
         fn(x), fn(x)
     order = list(fns)
     for r in range(reps):
-        for m in order[r % len(order):] + order[:r % len(order)]:
+        for m in order[r % len(order) :] + order[: r % len(order)]:
             t = time.perf_counter()
             fns[m](x)
             times[m].append(time.perf_counter() - t)
@@ -319,8 +363,10 @@ def markdown(results: dict, load0, load1, reps: int) -> str:
 
     import lrpc
 
-    label = {"vit": "ViT-Tiny (timm vit_tiny_patch16_224, 224², 197 tokens)",
-             "bert": "BERT-base (HF BertForSequenceClassification, seq 128, inputs_embeds)"}
+    label = {
+        "vit": "ViT-Tiny (timm vit_tiny_patch16_224, 224², 197 tokens)",
+        "bert": "BERT-base (HF BertForSequenceClassification, seq 128, inputs_embeds)",
+    }
     lines = [
         "# Explained transformers: lrpc (onnxruntime) beside LXT 2.1 (PyTorch)",
         "",
@@ -341,38 +387,67 @@ def markdown(results: dict, load0, load1, reps: int) -> str:
         for batch, t in res["timing"].items():
             med = {m: t[m]["median"] for m in t}
             cells = " | ".join(f"{t[m]['median']:.4f} ({t[m]['min']:.4f})" for m in METHODS)
-            lines.append(f"| {label[name]} | {batch} | {cells} | {med['lrpc AttnLRP'] / med['ort forward']:.2f}× "
-                         f"| {med['lrpc CPLRP'] / med['ort forward']:.2f}× "
-                         f"| {med['LXT AttnLRP'] / med['lrpc AttnLRP']:.2f}× "
-                         f"| {med['LXT AttnLRP'] / med['torch forward']:.2f}× |")
-    lines += ["", "## Targets (issue 20): explained ÷ forward ≤ 3×, lrpc ≥ 2× faster than LXT (AttnLRP)", "",
-              "| model | batch | AttnLRP ÷ forward | ≤ 3× | LXT ÷ lrpc | ≥ 2× |", "|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {label[name]} | {batch} | {cells} | {med['lrpc AttnLRP'] / med['ort forward']:.2f}× "
+                f"| {med['lrpc CPLRP'] / med['ort forward']:.2f}× "
+                f"| {med['LXT AttnLRP'] / med['lrpc AttnLRP']:.2f}× "
+                f"| {med['LXT AttnLRP'] / med['torch forward']:.2f}× |"
+            )
+    lines += [
+        "",
+        "## Targets (issue 20): explained ÷ forward ≤ 3×, lrpc ≥ 2× faster than LXT (AttnLRP)",
+        "",
+        "| model | batch | AttnLRP ÷ forward | ≤ 3× | LXT ÷ lrpc | ≥ 2× |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, res in results.items():
         for batch, t in res["timing"].items():
             ratio = t["lrpc AttnLRP"]["median"] / t["ort forward"]["median"]
             speedup = t["LXT AttnLRP"]["median"] / t["lrpc AttnLRP"]["median"]
-            lines.append(f"| {name} | {batch} | {ratio:.2f}× | {'met' if ratio <= 3 else '**not met**'} "
-                         f"| {speedup:.2f}× | {'met' if speedup >= 2 else '**not met**'} |")
-    lines += ["", "Why the cells sit where they do, and the floor of the one-graph design (the forward with its "
-              "activations kept alive, plus the adjoint matrix products): benchmarks/PROFILE.md §9."]
-    lines += ["", "## Compile time and file sizes", "",
-              "| model | `lrpc compile --composite AttnLRP` (s) | `--composite CPLRP` (s) "
-              "| source MB | AttnLRP MB | CPLRP MB |",
-              "|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {name} | {batch} | {ratio:.2f}× | {'met' if ratio <= 3 else '**not met**'} "
+                f"| {speedup:.2f}× | {'met' if speedup >= 2 else '**not met**'} |"
+            )
+    lines += [
+        "",
+        "Why the cells sit where they do, and the floor of the one-graph design (the forward with its "
+        "activations kept alive, plus the adjoint matrix products): benchmarks/PROFILE.md §9.",
+    ]
+    lines += [
+        "",
+        "## Compile time and file sizes",
+        "",
+        "| model | `lrpc compile --composite AttnLRP` (s) | `--composite CPLRP` (s) "
+        "| source MB | AttnLRP MB | CPLRP MB |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, res in results.items():
         c, s = res["compile_s"], res["size_mb"]
-        lines.append(f"| {name} | {c['AttnLRP']:.1f} | {c['CPLRP']:.1f} | {s['source']:.1f} | {s['AttnLRP']:.1f} "
-                     f"| {s['CPLRP']:.1f} |")
+        lines.append(
+            f"| {name} | {c['AttnLRP']:.1f} | {c['CPLRP']:.1f} | {s['source']:.1f} | {s['AttnLRP']:.1f} "
+            f"| {s['CPLRP']:.1f} |"
+        )
     if any("memory" in r for r in results.values()):
-        lines += ["", "## Peak memory (fresh process per cell: VmHWM during 3 runs − RSS after load, MB; "
-                  "RSS after load in brackets)", "",
-                  "| model | batch | " + " | ".join(METHODS) + " |", "|---|---|" + "---|" * len(METHODS)]
+        lines += [
+            "",
+            "## Peak memory (fresh process per cell: VmHWM during 3 runs − RSS after load, MB; "
+            "RSS after load in brackets)",
+            "",
+            "| model | batch | " + " | ".join(METHODS) + " |",
+            "|---|---|" + "---|" * len(METHODS),
+        ]
         for name, res in results.items():
             for batch, mem in res.get("memory", {}).items():
-                lines.append(f"| {name} | {batch} | " + " | ".join(
-                    f"{mem[m]['peak_increase_mb']:.0f} ({mem[m]['loaded_mb']:.0f})" for m in METHODS) + " |")
-    lines += ["", "## Where the time goes (onnxruntime profiler, batch 8, ms per run by op type, "
-                  "share of node time)", ""]
+                lines.append(
+                    f"| {name} | {batch} | "
+                    + " | ".join(f"{mem[m]['peak_increase_mb']:.0f} ({mem[m]['loaded_mb']:.0f})" for m in METHODS)
+                    + " |"
+                )
+    lines += [
+        "",
+        "## Where the time goes (onnxruntime profiler, batch 8, ms per run by op type, share of node time)",
+        "",
+    ]
     for name, res in results.items():
         for key in ("AttnLRP", "source"):
             top = ", ".join(f"{op} {ms:.1f} ({share:.0%})" for op, ms, share in res["profile"][key])

@@ -180,6 +180,7 @@ def samples(size: int, n: int = SAMPLES) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------- LXT view
 
+
 class NotViT(Exception):
     pass
 
@@ -187,8 +188,11 @@ class NotViT(Exception):
 def _lxt_attention(mode, divide_gradient, stop_gradient):
     def forward(self, x, attn_mask=None, is_causal=False):
         B, N, C = x.shape
-        if getattr(self, "gate", None) is not None or not isinstance(self.q_norm, nn.Identity) \
-                or not isinstance(self.norm, nn.Identity):
+        if (
+            getattr(self, "gate", None) is not None
+            or not isinstance(self.q_norm, nn.Identity)
+            or not isinstance(self.norm, nn.Identity)
+        ):
             raise NotViT("Attention with a gate, q/k norm or inner norm")
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
@@ -199,6 +203,7 @@ def _lxt_attention(mode, divide_gradient, stop_gradient):
         attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
         x = (attn @ v).transpose(1, 2).reshape(B, N, self.attn_dim)
         return self.proj(x)
+
     return forward
 
 
@@ -207,6 +212,7 @@ def _lxt_mlp(identity_rule_implicit):
         if not isinstance(self.norm, nn.Identity):
             raise NotViT("Mlp with an inner norm")
         return self.fc2(identity_rule_implicit(self.act, self.fc1(x)))
+
     return forward
 
 
@@ -217,8 +223,17 @@ def lxt_view(model: nn.Module, mode: str, dtype=torch.float64) -> nn.Module:
 
     rules, patches = lxt_ref.import_lxt()
     view = copy.deepcopy(model).to(dtype).eval()
-    plain = (nn.Linear, nn.Conv2d, nn.Identity, nn.Dropout, nn.Sequential, nn.ModuleList, vt.Block, PatchEmbed,
-             vt.LayerScale if hasattr(vt, "LayerScale") else nn.Identity)
+    plain = (
+        nn.Linear,
+        nn.Conv2d,
+        nn.Identity,
+        nn.Dropout,
+        nn.Sequential,
+        nn.ModuleList,
+        vt.Block,
+        PatchEmbed,
+        vt.LayerScale if hasattr(vt, "LayerScale") else nn.Identity,
+    )
     for name, module in view.named_modules():
         if module is view:
             continue
@@ -246,6 +261,7 @@ def lxt_relevance(view: nn.Module, x: np.ndarray, target) -> tuple[np.ndarray, n
 
 # ---------------------------------------------------------------------------------------- cells
 
+
 def _error(e: Exception) -> dict:
     text = str(e)
     first = text.splitlines()[0] if text else ""
@@ -268,8 +284,11 @@ def compile_cell(source: bytes, x: np.ndarray, **options) -> dict:
         explained = lrpc.compile(source, **options)
     except Exception as e:  # noqa: BLE001  (a refusal is a table cell)
         return _error(e)
-    cell = {"compiled": True, "seconds": round(time.perf_counter() - t, 2),
-            "rule": {p.key: p.value for p in explained.metadata_props}.get("lrpc.rule")}
+    cell = {
+        "compiled": True,
+        "seconds": round(time.perf_counter() - t, 2),
+        "rule": {p.key: p.value for p in explained.metadata_props}.get("lrpc.rule"),
+    }
     try:
         report = lrpc.verify(explained, source=source, samples=2)
         failed = [f"{c.name} ({c.status}: {c.detail})" for c in report.checks if c.status in ("fail", "skipped")]
@@ -295,12 +314,16 @@ def lxt_cell(model: nn.Module, source: bytes, x: np.ndarray, composite: str, mod
     out = _run(explained, x)
     target = out["logits"].argmax(1)
     ref, logits = lxt_relevance(lxt_view(model, mode), x, target)
-    cell = {"rel_l2_f32": max(lxt_ref.relative_l2(out["relevance"], ref)),
-            "lxt_conservation": float(np.max(np.abs(ref.reshape(len(x), -1).sum(1)
-                                                    / logits[np.arange(len(x)), target] - 1)))}
+    cell = {
+        "rel_l2_f32": max(lxt_ref.relative_l2(out["relevance"], ref)),
+        "lxt_conservation": float(
+            np.max(np.abs(ref.reshape(len(x), -1).sum(1) / logits[np.arange(len(x)), target] - 1))
+        ),
+    }
     try:
-        cell["rel_l2_f64"] = max(lxt_ref.relative_l2(run_double(explained, {"input": x}, ["relevance"])["relevance"],
-                                                     ref))
+        cell["rel_l2_f64"] = max(
+            lxt_ref.relative_l2(run_double(explained, {"input": x}, ["relevance"])["relevance"], ref)
+        )
     except Exception as e:  # noqa: BLE001
         cell["f64_error"] = f"{type(e).__name__}: {str(e)[:200]}"
     return cell
@@ -343,6 +366,7 @@ def run_model(name: str, kwargs: dict, size: int, unfused: bool) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- report
+
 
 def _g(v, fmt=".1e"):
     return "—" if v is None else format(v, fmt)
@@ -428,8 +452,10 @@ def markdown(rows: list[dict], header: str) -> str:
     refusals: dict[str, list[str]] = {}
     for r in rows:
         if "export_error" in r:
-            lines.append(f"| {r['model']} | {r['size']} | — | export failed: `{r['export_error'][:160]}` "
-                         "| — | — | — | — | — | — | — | — |")
+            lines.append(
+                f"| {r['model']} | {r['size']} | — | export failed: `{r['export_error'][:160]}` "
+                "| — | — | — | — | — | — | — | — |"
+            )
             refusals.setdefault("export: " + r["export_error"], []).append(r["model"])
             continue
         d, c = r["default"], r["cplrp"]
@@ -447,9 +473,12 @@ def markdown(rows: list[dict], header: str) -> str:
             if "error" in e:
                 return e["error"][:80]
             return f"{_g(e.get('rel_l2_f64'))} ({_g(e['rel_l2_f32'])})"
-        lines.append(f"| {r['model']} | {r['size']} | {r['params_m']} | {r['nodes']} / {len(r['ops'])} "
-                     f"| {r['logit_std']:.2g} | {comp} | {_verify_text(d)} | {_compile_text(c)} | {_verify_text(c)} "
-                     f"| {cons} | {lxt_text('AttnLRP')} | {lxt_text('CPLRP')} |")
+
+        lines.append(
+            f"| {r['model']} | {r['size']} | {r['params_m']} | {r['nodes']} / {len(r['ops'])} "
+            f"| {r['logit_std']:.2g} | {comp} | {_verify_text(d)} | {_compile_text(c)} | {_verify_text(c)} "
+            f"| {cons} | {lxt_text('AttnLRP')} | {lxt_text('CPLRP')} |"
+        )
     lines += ["", "## Refusals (distinct first lines)", ""]
     if not refusals:
         lines.append("none")
@@ -482,6 +511,7 @@ def main(argv=None) -> int:
         old.update(new)
         rows = [old[key(n, k)] for n, k, _, _ in MODELS if key(n, k) in old]
     import os
+
     header = f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}"
     text = markdown(rows, header)
     if args.out:

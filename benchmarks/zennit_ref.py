@@ -75,6 +75,7 @@ def import_zennit():
     import zennit.layer
     import zennit.rules
     import zennit.types
+
     return zennit
 
 
@@ -83,6 +84,7 @@ zr, zc, zt = zennit.rules, zennit.composites, zennit.types
 
 
 # ------------------------------------------------------------------------------------------ methods
+
 
 @dataclass(frozen=True)
 class Method:
@@ -107,18 +109,27 @@ class Method:
 
 def _one_rule(make_rule):
     """A composite with `make_rule(case)` on every linear layer; Pass/Norm/merge as in the docstring."""
+
     def composite(case):
-        layer_map = [(zt.Activation, zr.Pass()), (zennit.layer.Sum, zr.Norm(EPS)), (zt.BatchNorm, zr.Pass()),
-                     (zt.AvgPool, zr.Norm(EPS)), (zt.Linear, make_rule(case))]
+        layer_map = [
+            (zt.Activation, zr.Pass()),
+            (zennit.layer.Sum, zr.Norm(EPS)),
+            (zt.BatchNorm, zr.Pass()),
+            (zt.AvgPool, zr.Norm(EPS)),
+            (zt.Linear, make_rule(case)),
+        ]
         return zc.LayerMapComposite(layer_map, canonizers=canonizers(case))
+
     return composite
 
 
 def _builtin(cls, **kw):
     """Zennit's composite `cls` as it ships; the view's GlobalMean conv gets Norm, its rule for average pools."""
+
     def composite(case):
         extra = {"low": case.low, "high": case.high} if cls is zc.EpsilonGammaBox else {}
         return cls(canonizers=canonizers(case), layer_map=[(GlobalMean, zr.Norm(EPS))], **extra, **kw)
+
     return composite
 
 
@@ -137,16 +148,20 @@ METHODS = {
     "EpsilonPlusFlat": Method("EpsilonPlusFlat", _builtin(zc.EpsilonPlusFlat), "composite"),
     "EpsilonAlpha2Beta1": Method("EpsilonAlpha2Beta1", _builtin(zc.EpsilonAlpha2Beta1), "composite"),
     "EpsilonAlpha2Beta1Flat": Method("EpsilonAlpha2Beta1Flat", _builtin(zc.EpsilonAlpha2Beta1Flat), "composite"),
-    "EpsilonGammaBox": Method("EpsilonGammaBox:low={low:g},high={high:g}", _builtin(zc.EpsilonGammaBox),
-                              "composite"),
+    "EpsilonGammaBox": Method("EpsilonGammaBox:low={low:g},high={high:g}", _builtin(zc.EpsilonGammaBox), "composite"),
     "ExcitationBackprop": Method("ExcitationBackprop", _builtin(zc.ExcitationBackprop), "composite"),
     # gradient methods through Zennit's attributors; smoothgrad's noise is drawn as Zennit draws it
     # (smoothgrad_noise) and fed to lrpc's graph (noise_input=1)
     "gradient": Method("gradient", None, "method", (zennit.attribution.Gradient, {})),
-    "smoothgrad": Method(f"smoothgrad:samples={SMOOTHGRAD['n_iter']},noise_input=1", None, "method",
-                         (zennit.attribution.SmoothGrad, SMOOTHGRAD)),
-    "integrated_gradients": Method("integratedgradients:steps=20", None, "method",
-                                   (zennit.attribution.IntegratedGradients, {"n_iter": 20})),
+    "smoothgrad": Method(
+        f"smoothgrad:samples={SMOOTHGRAD['n_iter']},noise_input=1",
+        None,
+        "method",
+        (zennit.attribution.SmoothGrad, SMOOTHGRAD),
+    ),
+    "integrated_gradients": Method(
+        "integratedgradients:steps=20", None, "method", (zennit.attribution.IntegratedGradients, {"n_iter": 20})
+    ),
 }
 RULES = [name for name, m in METHODS.items() if m.kind == "rule"]
 COMPOSITES = [name for name, m in METHODS.items() if m.kind == "composite"]
@@ -154,6 +169,7 @@ GRADIENT_METHODS = [name for name, m in METHODS.items() if m.kind == "method"]
 
 
 # ------------------------------------------------------------------------------------------ canonizers
+
 
 class _MergeBatchNorm(zennit.canonizers.SequentialMergeBatchNorm):
     """Zennit's SequentialMergeBatchNorm, with the emptied BN made an exact identity (eps 0 while merged)."""
@@ -188,6 +204,7 @@ class _SumBlock:
             if isinstance(module, (resnet.Basic, resnet.Bottleneck)):
                 return {"forward": cls.forward.__get__(module), "canonizer_sum": zennit.layer.Sum(-1)}
             return None
+
         return zennit.canonizers.AttributeCanonizer(attributes)
 
 
@@ -198,6 +215,7 @@ def canonizers(case):
 
 # ------------------------------------------------------------------------------------------ running
 
+
 def lrpc_spec(method: Method, case: Case) -> str:
     return method.lrpc.format(low=case.low, high=case.high)
 
@@ -205,8 +223,10 @@ def lrpc_spec(method: Method, case: Case) -> str:
 def lrpc_session(case: Case, method: Method, proto=None):
     """Compile the case's ONNX export under the method's rule; an onnxruntime session on the result."""
     import lrpc
-    explained = lrpc.compile(proto if proto is not None else case.onnx_model(),
-                             **{method.kind: lrpc_spec(method, case)})
+
+    explained = lrpc.compile(
+        proto if proto is not None else case.onnx_model(), **{method.kind: lrpc_spec(method, case)}
+    )
     scores = {p.key: p.value for p in explained.metadata_props}["lrpc.explained"]
     if scores not in [o.name for o in explained.graph.output]:  # expose the explained logits (R₀'s values)
         explained.graph.output.append(onnx.helper.make_tensor_value_info(scores, onnx.TensorProto.FLOAT, None))

@@ -1,6 +1,6 @@
 """`lrpc.compile`: load → prepare → select → lower → emit, as one function.
 
-    explained = lrpc.compile("model.onnx", rule="alpha1beta0", output="explained.onnx")
+explained = lrpc.compile("model.onnx", rule="alpha1beta0", output="explained.onnx")
 """
 
 from __future__ import annotations
@@ -26,10 +26,25 @@ from .options import CompileOptions
 from .passes import prepare
 from .rules.assign import RuleMap, build_rule_map, has_attention
 from .rules.lrp import CONVENTIONS, Rule
-from .targets import (MASK_INPUT_NAME, TARGET_INPUT_NAME, Target, explained_value, parse_target,
-                     resolve_explain, sequence_position, start_relevance, unit_count)
-from .text import (PER_FEATURE_SUFFIX, describe as describe_token, detached, no_source_error, token_inputs,
-                   token_relevance)
+from .targets import (
+    MASK_INPUT_NAME,
+    TARGET_INPUT_NAME,
+    Target,
+    explained_value,
+    parse_target,
+    resolve_explain,
+    sequence_position,
+    start_relevance,
+    unit_count,
+)
+from .text import (
+    PER_FEATURE_SUFFIX,
+    describe as describe_token,
+    detached,
+    no_source_error,
+    token_inputs,
+    token_relevance,
+)
 
 
 @dataclass
@@ -48,10 +63,22 @@ class Plan:
     position: int | None = None  # the explained position of a [batch, seq, vocab] tensor (targets.py)
 
 
-def plan(model, rule: str | Rule | None = None, *, composite: str | None = None, rule_map=(),
-         rule_map_file: str | None = None, convention: str = "lrpc", target=None, output_name: str | None = None,
-         explain: str | None = None, keep_output_activation: bool = False, opset: int | None = None,
-         log=None, position: int | None = None) -> Plan:
+def plan(
+    model,
+    rule: str | Rule | None = None,
+    *,
+    composite: str | None = None,
+    rule_map=(),
+    rule_map_file: str | None = None,
+    convention: str = "lrpc",
+    target=None,
+    output_name: str | None = None,
+    explain: str | None = None,
+    keep_output_activation: bool = False,
+    opset: int | None = None,
+    log=None,
+    position: int | None = None,
+) -> Plan:
     """Load, canonize and decide what is explained and which rule each layer gets (no lowering yet)."""
     if convention not in CONVENTIONS:
         raise LrpcError(f"unknown convention '{convention}'; known: {', '.join(CONVENTIONS)}")
@@ -62,8 +89,10 @@ def plan(model, rule: str | Rule | None = None, *, composite: str | None = None,
         raise LrpcError("give either --output (a model output) or --explain (an inner tensor), not both")
     m = frontend.load(model)  # ONNX, or a Keras file / SavedModel folder through tf2onnx
     if "lrpc.relevance" in m.metadata_props:
-        raise LrpcError("this is an explained file (written by lrpc compile: it has lrpc.* metadata and relevance "
-                        "outputs); compile the model it came from instead")
+        raise LrpcError(
+            "this is an explained file (written by lrpc compile: it has lrpc.* metadata and relevance "
+            "outputs); compile the model it came from instead"
+        )
     opset = choose_opset(opset, m.opset_imports[""])
     m = _convert_opset(m, opset)
     changes = []
@@ -88,12 +117,27 @@ def plan(model, rule: str | Rule | None = None, *, composite: str | None = None,
     return Plan(m, opset, explained, scores, target, rules, rules.assign(graph), convention, changes, position)
 
 
-def compile(model, rule: str | Rule | None = None, *, composite: str | None = None, rule_map=(),
-            rule_map_file: str | None = None, convention: str = "lrpc", target=None,
-            output_name: str | None = None, explain: str | None = None, keep_output_activation: bool = False,
-            opset: int | None = None, output: str | os.PathLike | None = None, log=None,
-            method: str | None = None, preprocess: str | Preprocessing | None = None, per_feature: bool = False,
-            position: int | None = None, overwrite: bool = False) -> onnx.ModelProto:
+def compile(
+    model,
+    rule: str | Rule | None = None,
+    *,
+    composite: str | None = None,
+    rule_map=(),
+    rule_map_file: str | None = None,
+    convention: str = "lrpc",
+    target=None,
+    output_name: str | None = None,
+    explain: str | None = None,
+    keep_output_activation: bool = False,
+    opset: int | None = None,
+    output: str | os.PathLike | None = None,
+    log=None,
+    method: str | None = None,
+    preprocess: str | Preprocessing | None = None,
+    per_feature: bool = False,
+    position: int | None = None,
+    overwrite: bool = False,
+) -> onnx.ModelProto:
     """Compile `model` (path, bytes, ModelProto or ir.Model; a path may name a Keras `.keras`/`.h5` file or
     a SavedModel folder, converted through tf2onnx: `pip install "lrpc[keras]"`) into an explained ONNX model.
 
@@ -141,12 +185,22 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
     ...              output="digits_explained.onnx")                                  # doctest: +SKIP
     """
     method = checked_method(method, rule, composite, rule_map, rule_map_file)
-    options = CompileOptions(rule=rule, composite=composite, rule_map=tuple(rule_map or ()),
-                             rule_map_file=rule_map_file, convention=convention, target=target,
-                             output_name=output_name, explain=explain,
-                             keep_output_activation=keep_output_activation, opset=opset,
-                             method=None if method is None else method.spec, preprocess=preprocess,
-                             per_feature=per_feature, position=position)
+    options = CompileOptions(
+        rule=rule,
+        composite=composite,
+        rule_map=tuple(rule_map or ()),
+        rule_map_file=rule_map_file,
+        convention=convention,
+        target=target,
+        output_name=output_name,
+        explain=explain,
+        keep_output_activation=keep_output_activation,
+        opset=opset,
+        method=None if method is None else method.spec,
+        preprocess=preprocess,
+        per_feature=per_feature,
+        position=position,
+    )
     if output is not None:
         from .outputs import check_output  # (outputs → describe → api)
 
@@ -166,20 +220,38 @@ def compile(model, rule: str | Rule | None = None, *, composite: str | None = No
         if method is not None:
             reached = lower_method(graph, p.scores, r0, method, b, sources)
         else:
-            reached = propagate(graph, p.explained, r0, LoweringConfig(p.rules.default, p.assigned,
-                                      absorb_constants=convention == "lxt" or p.rules.absorb_constants), b)
+            reached = propagate(
+                graph,
+                p.explained,
+                r0,
+                LoweringConfig(
+                    p.rules.default, p.assigned, absorb_constants=convention == "lxt" or p.rules.absorb_constants
+                ),
+                b,
+            )
         b.scope = "lrp/tokens"
         per_token = {t.ids: token_relevance(b, t, reached, stand_ins) for t in tokens}
-    relevance = {v: reached.get(v) if v in float_inputs else per_token[v][0]
-                 for v in graph.inputs if v in float_inputs or v in per_token}
+    relevance = {
+        v: reached.get(v) if v in float_inputs else per_token[v][0]
+        for v in graph.inputs
+        if v in float_inputs or v in per_token
+    }
     described, extra = relevance_outputs(relevance, tokens, per_token, per_feature)
     metadata = file_metadata(
-        version=__version__, rule_spec=p.rules.spec, target_spec=p.target.spec, convention=convention,
-        explained=p.scores.name, classes=unit_count(p.scores, p.target, p.position),
+        version=__version__,
+        rule_spec=p.rules.spec,
+        target_spec=p.target.spec,
+        convention=convention,
+        explained=p.scores.name,
+        classes=unit_count(p.scores, p.target, p.position),
         output=None if explain is not None else (output_name or graph.outputs[0].name),
-        method_spec=None if method is None else method.spec, preprocess=checked_preprocess(preprocess, graph),
-        sha256=source_sha256(model), options=options.record(), relevance_outputs=described,
-        position=p.position)
+        method_spec=None if method is None else method.spec,
+        preprocess=checked_preprocess(preprocess, graph),
+        sha256=source_sha256(model),
+        options=options.record(),
+        relevance_outputs=described,
+        position=p.position,
+    )
     proto = finish(p.model, relevance, p.opset, metadata, b, check=output is None, extra_outputs=extra)
     if output is not None:
         save(proto, output, check=True)
@@ -191,16 +263,21 @@ def relevance_outputs(relevance: dict, tokens: list, per_token: dict, per_featur
     per-feature outputs as finish takes them)."""
     if not tokens:
         if per_feature:
-            raise LrpcError("--per-feature applies to token-id inputs (their [batch, seq, hidden] map at the "
-                            "embedding); this model has none: its float inputs' relevance is per feature already")
+            raise LrpcError(
+                "--per-feature applies to token-id inputs (their [batch, seq, hidden] map at the "
+                "embedding); this model has none: its float inputs' relevance is per feature already"
+            )
         return None, []
     described, extra, names = {}, [], list(relevance)
     for x in names:
         name = relevance_output_name(names, x)
         token = next((t for t in tokens if t.ids is x), None)
         if token is None:
-            described[name] = {"input": x.name, "kind": "input",
-                               "shape": [d if isinstance(d, int) else str(d) for d in (x.shape or [])]}
+            described[name] = {
+                "input": x.name,
+                "kind": "input",
+                "shape": [d if isinstance(d, int) else str(d) for d in (x.shape or [])],
+            }
             continue
         feature_name = name + PER_FEATURE_SUFFIX if per_feature else None
         described.update(describe_token(token, name, feature_name))
@@ -213,8 +290,10 @@ def checked_method(method, rule=None, composite=None, rule_map=(), rule_map_file
     """The parsed gradient method (None for LRP), refusing LRP rule options beside it."""
     method = parse_method(method) if method not in (None, "lrp") else None
     if method is not None and (rule is not None or composite or rule_map or rule_map_file):
-        raise LrpcError(f"--method {method.name} computes gradients: drop --rule, --composite and --rule-map "
-                        "(they choose LRP rules)")
+        raise LrpcError(
+            f"--method {method.name} computes gradients: drop --rule, --composite and --rule-map "
+            "(they choose LRP rules)"
+        )
     return method
 
 

@@ -72,6 +72,7 @@ class BenchResult:
 
 def _session(path: str, threads: int):
     import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -97,8 +98,12 @@ def feed_shape(dims, batch: int) -> list[int]:
 def check_sizes(batches, threads: int, repeats: int, warmup: int) -> None:
     """The flags' numbers in range (LrpcError naming the flag), before anything is compiled or allocated:
     batches up to limits.MAX_BATCH_SIZE, threads up to MAX_THREADS, repeats and warm-up runs up to MAX_RUNS."""
-    for flag, values, low, high in (("--batch", batches, 1, MAX_BATCH_SIZE), ("--threads", [threads], 1, MAX_THREADS),
-                                    ("--repeats", [repeats], 1, MAX_RUNS), ("--warmup", [warmup], 0, MAX_RUNS)):
+    for flag, values, low, high in (
+        ("--batch", batches, 1, MAX_BATCH_SIZE),
+        ("--threads", [threads], 1, MAX_THREADS),
+        ("--repeats", [repeats], 1, MAX_RUNS),
+        ("--warmup", [warmup], 0, MAX_RUNS),
+    ):
         for value in values:
             try:
                 bounded_int(flag, value, low, high)
@@ -111,14 +116,20 @@ def check_feed_bytes(model_path: str, batches) -> None:
     shapes (its weights are not read)."""
     graph = onnx.load(model_path, load_external_data=False).graph
     weights = {t.name for t in graph.initializer}
-    inputs = [(v.type.tensor_type.elem_type, [d.dim_value or None for d in v.type.tensor_type.shape.dim])
-              for v in graph.input if v.name not in weights]
+    inputs = [
+        (v.type.tensor_type.elem_type, [d.dim_value or None for d in v.type.tensor_type.shape.dim])
+        for v in graph.input
+        if v.name not in weights
+    ]
     for batch in batches:
-        total = sum(math.prod(feed_shape(dims, batch)) * (2 if kind == onnx.TensorProto.FLOAT16 else 4)
-                    for kind, dims in inputs)
+        total = sum(
+            math.prod(feed_shape(dims, batch)) * (2 if kind == onnx.TensorProto.FLOAT16 else 4) for kind, dims in inputs
+        )
         if total > MAX_BATCH_BYTES:
-            raise LrpcError(f"--batch {batch}: one batch of the model's inputs is {size_text(total)}, more than "
-                            f"the {size_text(MAX_BATCH_BYTES)} lrpc bench feeds at once; give smaller batch sizes")
+            raise LrpcError(
+                f"--batch {batch}: one batch of the model's inputs is {size_text(total)}, more than "
+                f"the {size_text(MAX_BATCH_BYTES)} lrpc bench feeds at once; give smaller batch sizes"
+            )
 
 
 def _feeds(session, batch: int, seed: int = 0) -> dict:
@@ -129,8 +140,9 @@ def _feeds(session, batch: int, seed: int = 0) -> dict:
         if "float" not in i.type:
             raise LrpcError(f"lrpc bench feeds random floats; the model's input '{i.name}' is {i.type}")
         dims = feed_shape(i.shape, batch)
-        feeds[i.name] = rng.random(dims, dtype=np.float32) if "float16" not in i.type else \
-            rng.random(dims).astype(np.float16)
+        feeds[i.name] = (
+            rng.random(dims, dtype=np.float32) if "float16" not in i.type else rng.random(dims).astype(np.float16)
+        )
     return feeds
 
 
@@ -186,8 +198,9 @@ def peak_rss_mb(path: str, threads: int, batch: int, runs: int = 3) -> float | N
     return queue.get() if child.exitcode == 0 and not queue.empty() else None
 
 
-def bench(model_path: str, batches=(1,), threads: int = 1, repeats: int = 20, warmup: int = 3,
-          memory: bool = True, **options) -> BenchResult:
+def bench(
+    model_path: str, batches=(1,), threads: int = 1, repeats: int = 20, warmup: int = 3, memory: bool = True, **options
+) -> BenchResult:
     """Compile `model_path` with `options` (as lrpc.compile takes them) and measure it against the model.
     A Keras source is converted to ONNX first (not in the compile time): the plain forward runs that.
     The sizes are checked first (check_sizes, check_feed_bytes)."""
@@ -207,14 +220,22 @@ def bench(model_path: str, batches=(1,), threads: int = 1, repeats: int = 20, wa
             start = time.perf_counter()
             sessions[name] = _session(str(path), threads)
             session_s[name] = time.perf_counter() - start
-        result = BenchResult(source, {k: v for k, v in options.items() if v}, threads, compile_s,
-                             session_s, {"forward": None, "explained": None})
+        result = BenchResult(
+            source,
+            {k: v for k, v in options.items() if v},
+            threads,
+            compile_s,
+            session_s,
+            {"forward": None, "explained": None},
+        )
         for batch in batches:
             result.batches.append(time_interleaved(sessions["forward"], sessions["explained"], batch, repeats, warmup))
         if memory:
             del sessions
-            result.peak_rss_mb = {name: peak_rss_mb(str(path), threads, max(batches))
-                                  for name, path in (("forward", model_path), ("explained", explained_path))}
+            result.peak_rss_mb = {
+                name: peak_rss_mb(str(path), threads, max(batches))
+                for name, path in (("forward", model_path), ("explained", explained_path))
+            }
         result.memory_floor = memory_floor(explained_path, max(batches)).summary(result.peak_rss_mb["explained"])
     return result
 
@@ -223,17 +244,23 @@ def format_table(result: BenchResult) -> str:
     """The result as a small text table."""
     chosen = {k: v for k, v in result.options.items() if k in ("rule", "composite", "method", "rule_map")}
     what = ", ".join(f"{k} {v}" for k, v in chosen.items()) or "the default composite"
-    lines = [f"{result.model}: {what}; {result.threads} thread(s), onnxruntime CPU",
-             f"compile {result.compile_s:.2f} s; session creation: forward {result.session_s['forward']:.2f} s, "
-             f"explained {result.session_s['explained']:.2f} s"]
+    lines = [
+        f"{result.model}: {what}; {result.threads} thread(s), onnxruntime CPU",
+        f"compile {result.compile_s:.2f} s; session creation: forward {result.session_s['forward']:.2f} s, "
+        f"explained {result.session_s['explained']:.2f} s",
+    ]
     rss = result.peak_rss_mb
     if rss["forward"] is not None and rss["explained"] is not None:
-        lines.append(f"peak RSS (batch {max(r.batch for r in result.batches)}): forward {rss['forward']:.0f} MB, "
-                     f"explained {rss['explained']:.0f} MB ({rss['explained'] / rss['forward']:.2f}×)")
+        lines.append(
+            f"peak RSS (batch {max(r.batch for r in result.batches)}): forward {rss['forward']:.0f} MB, "
+            f"explained {rss['explained']:.0f} MB ({rss['explained'] / rss['forward']:.2f}×)"
+        )
     if result.memory_floor is not None:
         lines.append(floor_line(result.memory_floor, rss["explained"]))
     lines.append(f"{'batch':>5}  {'forward ms':>12}  {'explained ms':>14}  {'ratio':>6}")
     for r in result.batches:
-        lines.append(f"{r.batch:>5}  {r.forward.median_ms:>8.3g} ±{r.forward.spread:>4.0%}  "
-                     f"{r.explained.median_ms:>9.3g} ±{r.explained.spread:>4.0%}  {r.ratio:>5.2f}×")
+        lines.append(
+            f"{r.batch:>5}  {r.forward.median_ms:>8.3g} ±{r.forward.spread:>4.0%}  "
+            f"{r.explained.median_ms:>9.3g} ±{r.explained.spread:>4.0%}  {r.ratio:>5.2f}×"
+        )
     return "\n".join(lines)

@@ -19,8 +19,9 @@ class Builder:
         self._count = 0
         self._cache: dict = {}
         self._nodes: list[ir.Node] = []
-        self.taken = {v.name for v in graph.inputs} | set(graph.initializers) | \
-            {v.name for node in graph for v in node.outputs}  # a model may name its own tensors lrp/…
+        self.taken = (
+            {v.name for v in graph.inputs} | set(graph.initializers) | {v.name for node in graph for v in node.outputs}
+        )  # a model may name its own tensors lrp/…
 
     def fresh_name(self, stem: str) -> str:
         """`stem_N` with the next count that no tensor of the model or of this builder has."""
@@ -37,8 +38,14 @@ class Builder:
 
     def op_multi(self, op_type: str, *inputs, num_outputs: int, **attributes) -> list[ir.Value]:
         name = self.fresh_name(f"{self.scope}/{op_type}")
-        node = ir.Node("", op_type, list(inputs), attributes=ir.convenience.convert_attributes(attributes),
-                       num_outputs=num_outputs, name=name)
+        node = ir.Node(
+            "",
+            op_type,
+            list(inputs),
+            attributes=ir.convenience.convert_attributes(attributes),
+            num_outputs=num_outputs,
+            name=name,
+        )
         for i, value in enumerate(node.outputs):
             value.name = name if num_outputs == 1 else f"{name}:{i}"
         self.graph.append(node)
@@ -68,9 +75,12 @@ class Builder:
         key = ("const", array.dtype.str, array.shape, array.tobytes())
         if key not in self._cache:
             name = self.fresh_name(f"{self.scope}/const")
-            value = ir.Value(name=name, shape=ir.Shape(array.shape),
-                             type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-                             const_value=ir.tensor(array, name=name))
+            value = ir.Value(
+                name=name,
+                shape=ir.Shape(array.shape),
+                type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+                const_value=ir.tensor(array, name=name),
+            )
             self.graph.register_initializer(value)
             self._cache[key] = value
         return self._cache[key]
@@ -105,12 +115,12 @@ class Builder:
         exponent = 1 + int(np.ceil(np.log2(2 * eps) - np.log2(float(info.smallest_subnormal))))  # 1: margin
         first = min(exponent, info.maxexp - 1)
         after = exponent - first  # the factor applied after the clip (0: none)
-        bound = eps / 2.0 ** after
+        bound = eps / 2.0**after
         if after and (after > info.maxexp - 1 or bound < float(info.tiny)):  # ε/K₂ must stay exact
             raise ValueError(f"ε = {eps:g} cannot be stabilised exactly in {self.dtype}")
-        shifted = self.op("Add", self.op("Mul", z, self.const(2.0 ** first)), self.const(bound))
+        shifted = self.op("Add", self.op("Mul", z, self.const(2.0**first)), self.const(bound))
         clipped = self.op("Clip", shifted, self.const(-bound), self.const(bound))
-        return clipped if after == 0 else self.op("Mul", clipped, self.const(2.0 ** after))
+        return clipped if after == 0 else self.op("Mul", clipped, self.const(2.0**after))
 
     def add_all(self, values: list[ir.Value]) -> ir.Value:
         total = values[0]

@@ -31,40 +31,67 @@ def _mask(path: str) -> np.ndarray:
     """A --target mask .npy, its size checked from its header before it is read (one batch's bound)."""
     mapped = open_array(path, "the mask", label=f"--target {path}")
     if mapped.nbytes > MAX_BATCH_BYTES:
-        raise LrpcError(f"--target {path}: a mask of {size_text(mapped.nbytes)}, more than the "
-                        f"{size_text(MAX_BATCH_BYTES)} lrpc explain reads at once")
+        raise LrpcError(
+            f"--target {path}: a mask of {size_text(mapped.nbytes)}, more than the "
+            f"{size_text(MAX_BATCH_BYTES)} lrpc explain reads at once"
+        )
     return np.array(mapped)
 
 
-PREPROCESS_ORIGIN = {"given": "--preprocess", "file": "the spec stored in the file",
-                     "default": "the defaults: no spec given or stored"}
+PREPROCESS_ORIGIN = {
+    "given": "--preprocess",
+    "file": "the spec stored in the file",
+    "default": "the defaults: no spec given or stored",
+}
 
 
 def explain_command(args) -> int:
     bounded_int("--batch-size", args.batch_size, 1, MAX_BATCH_SIZE)
     _check_ray_options(args)
-    check_arguments(args.style, args.format, args.out_dir, inputs=[args.model, *args.inputs], overwrite=args.overwrite,
-                    overlay_alpha=args.overlay_alpha, batch_size=args.batch_size)
-    explainer = Explainer(args.model, device="cpu" if args.ray else args.device, batch_size=args.batch_size,
-                          threads=1 if args.ray else None)
+    check_arguments(
+        args.style,
+        args.format,
+        args.out_dir,
+        inputs=[args.model, *args.inputs],
+        overwrite=args.overwrite,
+        overlay_alpha=args.overlay_alpha,
+        batch_size=args.batch_size,
+    )
+    explainer = Explainer(
+        args.model,
+        device="cpu" if args.ray else args.device,
+        batch_size=args.batch_size,
+        threads=1 if args.ray else None,
+    )
     if token_input(explainer) is not None:
         return _explain_tokens(args, explainer)
     if args.tokens is not None:
         raise LrpcError(f"--tokens: {args.model} has no token-id input (it explains float inputs)")
     spec, where = choose_preprocessing(args.preprocess, explainer.metadata.preprocess)
-    options = dict(preprocess=spec, target=_explain_target(args.target), batch_size=args.batch_size, style=args.style,
-                   overlay_alpha=args.overlay_alpha, save_relevance=args.save_relevance, table=args.format,
-                   progress=False if args.quiet else None, overwrite=args.overwrite)
+    options = dict(
+        preprocess=spec,
+        target=_explain_target(args.target),
+        batch_size=args.batch_size,
+        style=args.style,
+        overlay_alpha=args.overlay_alpha,
+        save_relevance=args.save_relevance,
+        table=args.format,
+        progress=False if args.quiet else None,
+        overwrite=args.overwrite,
+    )
     actors = 2 if args.actors is None else args.actors
     if args.ray:
-        rows = explain_files_ray(args.model, args.inputs, args.out_dir, address=args.address, device=args.device,
-                                 actors=actors, **options)
+        rows = explain_files_ray(
+            args.model, args.inputs, args.out_dir, address=args.address, device=args.device, actors=actors, **options
+        )
     else:
         rows = explain_files(explainer, args.inputs, args.out_dir, **options)
     images = sum(1 for row in rows if row["heatmap"])
     runner = f"Ray Data, {_count(actors, 'actor')} on {args.device}" if args.ray else explainer.providers[0]
-    print(f"explained {_count(len(rows), 'sample')} ({explainer.rule}, target {explainer.target_mode}, "
-          f"{runner}): {_count(images, 'heatmap')} and predictions.{args.format} in {args.out_dir}")
+    print(
+        f"explained {_count(len(rows), 'sample')} ({explainer.rule}, target {explainer.target_mode}, "
+        f"{runner}): {_count(images, 'heatmap')} and predictions.{args.format} in {args.out_dir}"
+    )
     if any(r["source"].lower().endswith((".png", ".jpg", ".jpeg", ".bmp")) for r in rows):
         print(f"images preprocessed with {spec.describe()} ({PREPROCESS_ORIGIN[where]})")
     return 0
@@ -76,12 +103,21 @@ def _explain_tokens(args, explainer) -> int:
         raise LrpcError("--ray, --preprocess and --save-relevance apply to image and array inputs, not token ids")
     if explainer.target_mode == "input" and args.target is None:
         raise LrpcError(f"{args.model} was compiled with --target input: give --target TOKEN (the token id to explain)")
-    rows = explain_token_files(explainer, args.inputs, args.out_dir, tokens=args.tokens,
-                               target=_explain_target(args.target), table=args.format, overwrite=args.overwrite,
-                               model_path=args.model)
+    rows = explain_token_files(
+        explainer,
+        args.inputs,
+        args.out_dir,
+        tokens=args.tokens,
+        target=_explain_target(args.target),
+        table=args.format,
+        overwrite=args.overwrite,
+        model_path=args.model,
+    )
     pages = f", {_count(len(rows), 'HTML page')} and PNGs" if args.tokens else ""
-    print(f"explained {_count(len(rows), 'sample')} of token ids ({explainer.rule}, target {explainer.target_mode})"
-          f": predictions.{args.format}{pages} in {args.out_dir}")
+    print(
+        f"explained {_count(len(rows), 'sample')} of token ids ({explainer.rule}, target {explainer.target_mode})"
+        f": predictions.{args.format}{pages} in {args.out_dir}"
+    )
     return 0
 
 

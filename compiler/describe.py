@@ -54,11 +54,14 @@ def describe_metadata(path, meta: dict[str, str]) -> str:
     """What an explained file records (its lrpc.* metadata), one key per line."""
     lines = [f"{path}: an explained file (lrpc {meta.get('lrpc.version', '?')})"]
     width = max((len(key) - 5 for key in meta), default=0)
-    lines += [f"  {key[5:]:<{width}}  {_readable(key, value)}" for key, value in sorted(meta.items())
-              if key != "lrpc.version"]
+    lines += [
+        f"  {key[5:]:<{width}}  {_readable(key, value)}" for key, value in sorted(meta.items()) if key != "lrpc.version"
+    ]
     if "lrpc.preprocess" not in meta:
-        lines.append(f"  {'preprocess':<{width}}  (none stored: `lrpc explain` resizes images to the input and "
-                     "scales pixels by 1/255)")
+        lines.append(
+            f"  {'preprocess':<{width}}  (none stored: `lrpc explain` resizes images to the input and "
+            "scales pixels by 1/255)"
+        )
     return "\n".join(lines)
 
 
@@ -68,11 +71,16 @@ def _layer_treatment(node, p, method) -> str:
         if node.op_type not in GRADIENTS:
             return "no gradient rule"
         return {"guided": "ReLU: g ⊙ [x > 0] ⊙ [g > 0]", "deconvnet": "ReLU: g ⊙ [g > 0]"}.get(
-            method.relu if node.op_type == "Relu" else "", "gradient")
+            method.relu if node.op_type == "Relu" else "", "gradient"
+        )
     kind = node.meta.get(KIND)
     if kind is not None:
-        treatment = {"activation": "identity", "normalizer": "denominator held fixed",
-                     "quotient": "denominator held fixed", "centering": "x ⊙ (s − mean s)"}.get(kind)
+        treatment = {
+            "activation": "identity",
+            "normalizer": "denominator held fixed",
+            "quotient": "denominator held fixed",
+            "centering": "x ⊙ (s − mean s)",
+        }.get(kind)
         return f"{node.meta.get(NAME)}: {treatment or p.assigned[node].spec}"
     if node.meta.get(ABSORB):
         return "norm bias: takes its share"
@@ -88,9 +96,14 @@ def dry_run(p, method=None) -> tuple[set, dict]:
     b = Builder(graph, p.explained.dtype)
     try:
         if method is None:
-            propagate(graph, p.explained, p.explained,
-                      LoweringConfig(p.rules.default, p.assigned, absorb_constants=p.rules.absorb_constants),
-                      b, visited)
+            propagate(
+                graph,
+                p.explained,
+                p.explained,
+                LoweringConfig(p.rules.default, p.assigned, absorb_constants=p.rules.absorb_constants),
+                b,
+                visited,
+            )
         else:
             floats = [v for v in graph.inputs if v.dtype is not None and v.dtype.is_floating_point()]
             backward(list(graph), p.scores, p.scores, floats, b, method.relu, visited=visited)
@@ -104,13 +117,15 @@ def describe_plan(path, p, method=None) -> tuple[str, int]:
     nodes it would refuse."""
     graph = p.model.graph
     start = ("its value" if starts_at_value(p.convention, method) else "1") + " at the selected units"
-    lines = [f"{path}: opset {p.opset}",
-             "  inputs:  " + ", ".join(f"{v.name} {_shape(v)}" for v in graph.inputs),
-             "  outputs: " + ", ".join(f"{v.name} {_shape(v)}" for v in graph.outputs),
-             f"explains: '{p.scores.name}' {_shape(p.scores)}, target {p.target.spec}, start relevance = {start}"
-             + (f" (at '{p.explained.name}')" if p.explained is not p.scores else ""),
-             (f"method: {method.spec}" if method else f"rules: {p.rules.spec}") + f"; convention {p.convention}",
-             "canonization:" + ("" if p.changes else " nothing to change")]
+    lines = [
+        f"{path}: opset {p.opset}",
+        "  inputs:  " + ", ".join(f"{v.name} {_shape(v)}" for v in graph.inputs),
+        "  outputs: " + ", ".join(f"{v.name} {_shape(v)}" for v in graph.outputs),
+        f"explains: '{p.scores.name}' {_shape(p.scores)}, target {p.target.spec}, start relevance = {start}"
+        + (f" (at '{p.explained.name}')" if p.explained is not p.scores else ""),
+        (f"method: {method.spec}" if method else f"rules: {p.rules.spec}") + f"; convention {p.convention}",
+        "canonization:" + ("" if p.changes else " nothing to change"),
+    ]
     lines += [f"  {line}" for line in p.changes]
     lines.append("layers (graph order; relevance flows from the last to the first):")
     rows, needed, nodes = [], upstream(p.explained), list(graph)
@@ -131,12 +146,20 @@ def describe_plan(path, p, method=None) -> tuple[str, int]:
         rows.append((node.name or "<unnamed>", node.op_type, f"{_shape(x)} → {_shape(node.outputs[0])}", rule))
     static = sum(_call_constant(n) and n.op_type not in ("Shape", "Constant") for n in nodes)
     if static:
-        rows.append((f"({static} nodes)", "", "", "— shape chains, masks and position tables: constants of the call, "
-                                                  "no input reaches them"))
+        rows.append(
+            (
+                f"({static} nodes)",
+                "",
+                "",
+                "— shape chains, masks and position tables: constants of the call, no input reaches them",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(3)] if rows else [0, 0, 0]
     lines += [f"  {a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
     if refused:
-        lines.append(f"{len(refused)} node{'s' if len(refused) > 1 else ''} lrpc cannot explain: "
-                     + ", ".join(node_label(n) for n in nodes if n in refused) + "; compile would stop there")
+        lines.append(
+            f"{len(refused)} node{'s' if len(refused) > 1 else ''} lrpc cannot explain: "
+            + ", ".join(node_label(n) for n in nodes if n in refused)
+            + "; compile would stop there"
+        )
     return "\n".join(lines), len(refused)
-

@@ -31,11 +31,15 @@ _PROTOBUF_LIMIT = 2**31 - 1
 def choose_opset(requested: int | None, source: int) -> int:
     opset = requested if requested is not None else max(DEFAULT_OPSET, source)
     if opset < source:
-        raise LrpcError(f"--opset {opset}: the model uses opset {source}, and lrpc does not downgrade "
-                        f"models; choose {source} or newer")
+        raise LrpcError(
+            f"--opset {opset}: the model uses opset {source}, and lrpc does not downgrade "
+            f"models; choose {source} or newer"
+        )
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise LrpcError(f"--opset {opset}: lrpc emits opsets {MIN_OPSET}–{MAX_OPSET} "
-                        f"({MAX_OPSET} is the newest onnxruntime 1.31 accepts)")
+        raise LrpcError(
+            f"--opset {opset}: lrpc emits opsets {MIN_OPSET}–{MAX_OPSET} "
+            f"({MAX_OPSET} is the newest onnxruntime 1.31 accepts)"
+        )
     return opset
 
 
@@ -49,8 +53,9 @@ def relevance_output_name(graph_inputs: list[ir.Value], value: ir.Value) -> str:
     return "relevance" if len(graph_inputs) == 1 else f"relevance_{value.name}"
 
 
-def finish(model: ir.Model, relevance: dict, opset: int, metadata: dict, b, check: bool = True,
-           extra_outputs=()) -> onnx.ModelProto:
+def finish(
+    model: ir.Model, relevance: dict, opset: int, metadata: dict, b, check: bool = True, extra_outputs=()
+) -> onnx.ModelProto:
     """Add the relevance outputs (zeros for an input no relevance reaches) and serialize; with `check`, run
     the ONNX checker on the result (`save(..., check=True)` checks the written file instead, 2.5× faster).
     An integer input of token ids gets its relevance in the float type of the activations (text.py);
@@ -90,18 +95,23 @@ def _claim(graph: ir.Graph, b, name: str) -> None:
     """Free `name` for a relevance output: a tensor of the model's own inside the graph takes a fresh name;
     one of its inputs or outputs (its interface) is refused."""
     if any(v.name == name for v in (*graph.inputs, *graph.outputs)):
-        raise LrpcError(f"the model has an input or output named '{name}', the name lrpc gives its relevance "
-                        "output; rename it in the model (or compile the model an explained file came from)")
-    holders = [v for v in (*graph.initializers.values(), *(v for node in graph for v in node.outputs))
-               if v.name == name]
+        raise LrpcError(
+            f"the model has an input or output named '{name}', the name lrpc gives its relevance "
+            "output; rename it in the model (or compile the model an explained file came from)"
+        )
+    holders = [
+        v for v in (*graph.initializers.values(), *(v for node in graph for v in node.outputs)) if v.name == name
+    ]
     for value in holders:
         value.name = b.fresh_name(name)
 
 
 def payload_bytes(proto: onnx.ModelProto) -> int:
     """The initializers' size from their dims (ModelProto.ByteSize() takes ~1 s on VGG-16)."""
-    return sum(int(np.prod(t.dims)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-               for t in proto.graph.initializer)
+    return sum(
+        int(np.prod(t.dims)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        for t in proto.graph.initializer
+    )
 
 
 def _check(model) -> None:
@@ -109,8 +119,9 @@ def _check(model) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        raise LrpcError(f"internal error: the explained graph fails the ONNX checker ({e}); please report it "
-                        "with the model") from e
+        raise LrpcError(
+            f"internal error: the explained graph fails the ONNX checker ({e}); please report it with the model"
+        ) from e
 
 
 def save(proto: onnx.ModelProto, path, check: bool = False) -> None:
@@ -129,8 +140,13 @@ def save(proto: onnx.ModelProto, path, check: bool = False) -> None:
         data_name = os.path.basename(path) + ".data"
         if external:
             data_tmp = _staging_file(folder, path, staged)
-            onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=os.path.basename(data_tmp))
+            onnx.save_model(
+                proto,
+                tmp,
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=os.path.basename(data_tmp),
+            )
         else:
             onnx.save_model(proto, tmp)
         if check:
@@ -157,8 +173,9 @@ def _staging_file(folder: str, path: str, staged: list) -> str:
     try:
         fd, tmp = tempfile.mkstemp(prefix=staging_prefix(os.path.basename(path)), suffix=".tmp", dir=folder)
     except OSError as e:
-        raise LrpcError(f"cannot write {path}: {e.strerror} ({folder}); choose a folder that exists and is "
-                        "writable") from e
+        raise LrpcError(
+            f"cannot write {path}: {e.strerror} ({folder}); choose a folder that exists and is writable"
+        ) from e
     staged.append(tmp)
     os.close(fd)
     umask = os.umask(0)

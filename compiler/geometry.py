@@ -56,8 +56,10 @@ def output_padding(node: ir.Node, geo: dict) -> list[int]:
             if s == 1:
                 result.append(0)
                 continue
-            raise LrpcError(f"{node_label(node)}: a strided Conv needs static spatial dims to invert exactly; "
-                            "export the model with a fixed image size (the batch may stay dynamic)")
+            raise LrpcError(
+                f"{node_label(node)}: a strided Conv needs static spatial dims to invert exactly; "
+                "export the model with a fixed image size (the batch may stay dynamic)"
+            )
         result.append(h - (s * (ho - 1) + (k - 1) * d + 1 - pads[i] - pads[n + i]))
     return result
 
@@ -107,5 +109,6 @@ def conv_transpose_geometry(node: ir.Node, kernel: list[int]) -> tuple[dict, lis
             else:
                 small = total // 2
                 pads[i], pads[n + i] = (small, total - small) if auto_pad == "SAME_UPPER" else (total - small, small)
-    return dict(kernel_shape=kernel, strides=strides, dilations=dilations, pads=pads,
-                group=node.attributes.get_int("group", 1)), out_pad
+    return dict(
+        kernel_shape=kernel, strides=strides, dilations=dilations, pads=pads, group=node.attributes.get_int("group", 1)
+    ), out_pad

@@ -36,10 +36,20 @@ class LoweringConfig:
         return (rule if isinstance(rule, ProductRule) else default_product_rule(node)).name
 
 
-def propagate(graph: ir.Graph, start: ir.Value, r0: ir.Value, cfg: LoweringConfig, b: Builder,
-              visited: set | None = None) -> dict:
+def propagate(
+    graph: ir.Graph, start: ir.Value, r0: ir.Value, cfg: LoweringConfig, b: Builder, visited: set | None = None
+) -> dict:
     """Relevance at each graph input reached from `start` (value → relevance value); `visited` collects
     the nodes relevance passed through."""
     cfg = replace(cfg, relu_stand_ins=relu_stand_ins(graph, cfg.rule_for, LINEAR_OPS))  # before rules add nodes
-    return reverse_walk(list(graph), start, r0, list(graph.inputs), RULES,
-                        lambda rule, node, rel_out: rule(node, rel_out, b, cfg), b, "lrp", visited=visited)
+    return reverse_walk(
+        list(graph),
+        start,
+        r0,
+        list(graph.inputs),
+        RULES,
+        lambda rule, node, rel_out: rule(node, rel_out, b, cfg),
+        b,
+        "lrp",
+        visited=visited,
+    )

@@ -68,11 +68,16 @@ class Floor:
 
     def summary(self, peak_mb: float | None = None) -> dict:
         """The JSON entry of `lrpc bench` (MB)."""
-        return {"batch": self.batch, "weights_mb": self.weights / MB, "kept_mb": self.kept / MB,
-                "transient_mb": self.transient / MB, "floor_mb": self.total / MB,
-                "transient_node": self.transient_node, "unknown_size_tensors": len(self.unknown),
-                "explained_peak_over_floor": None if peak_mb is None or not self.total else
-                peak_mb * MB / self.total}
+        return {
+            "batch": self.batch,
+            "weights_mb": self.weights / MB,
+            "kept_mb": self.kept / MB,
+            "transient_mb": self.transient / MB,
+            "floor_mb": self.total / MB,
+            "transient_node": self.transient_node,
+            "unknown_size_tensors": len(self.unknown),
+            "explained_peak_over_floor": None if peak_mb is None or not self.total else peak_mb * MB / self.total,
+        }
 
 
 def _dtype_bytes(elem_type: int) -> int | None:
@@ -106,11 +111,14 @@ def shapes_at_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
     """A data-light copy of `model` with its inputs' dims fixed at `batch` and every shape inferred (large
     initializers become typed inputs: shapes need their dims, not their values)."""
     small = [t for t in model.graph.initializer if np.prod(t.dims) <= _SMALL]
-    large = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-             for t in model.graph.initializer if np.prod(t.dims) > _SMALL]
+    large = [
+        helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+        for t in model.graph.initializer
+        if np.prod(t.dims) > _SMALL
+    ]
     outputs = [helper.make_value_info(o.name, onnx.TypeProto()) for o in model.graph.output]  # re-inferred
     graph = helper.make_graph(model.graph.node, model.graph.name, [*model.graph.input, *large], outputs, small)
-    _fix_dims(graph.input[:len(model.graph.input)], batch)
+    _fix_dims(graph.input[: len(model.graph.input)], batch)
     shell = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
     shell.functions.extend(model.functions)
     inferred = shape_inference.infer_shapes(shell, data_prop=True)
@@ -135,7 +143,8 @@ def _unpooled_shapes(graph: onnx.GraphProto) -> dict[str, onnx.ValueInfoProto]:
         if shape is not None and shape.op_type == "Shape" and not shape.attribute and shape.input[0] in known:
             t = known[shape.input[0]].type.tensor_type
             found[node.output[0]] = helper.make_tensor_value_info(
-                node.output[0], t.elem_type, [d.dim_value for d in t.shape.dim])
+                node.output[0], t.elem_type, [d.dim_value for d in t.shape.dim]
+            )
     return found
 
 
@@ -165,8 +174,10 @@ class Node(NamedTuple):
 
 def nodes_of(graph: onnx.GraphProto) -> list[Node]:
     """The graph's nodes in file (topological) order, named by their name or else their first output."""
-    return [Node(n.name or n.output[0], n.op_type, tuple(i for i in n.input if i), tuple(o for o in n.output if o))
-            for n in graph.node]
+    return [
+        Node(n.name or n.output[0], n.op_type, tuple(i for i in n.input if i), tuple(o for o in n.output if o))
+        for n in graph.node
+    ]
 
 
 def folded(nodes: list[Node], constants: set[str]) -> tuple[set[int], set[str]]:
@@ -251,8 +262,9 @@ def _max_flow_source_side(arcs: dict, source, sink) -> set:
             arcs[v][u] = arcs[v].get(u, 0) + push
 
 
-def kept_at_forward_end(nodes: list[Node], skip: set[int], forward: set, backward: set, outputs: list[str],
-                        free: set[str], sizes: dict) -> list[str]:
+def kept_at_forward_end(
+    nodes: list[Node], skip: set[int], forward: set, backward: set, outputs: list[str], free: set[str], sizes: dict
+) -> list[str]:
     """The tensors held when the forward pass ends: the minimum cut between the forward and the backward
     nodes, a tensor costing its bytes. `free` (constants, graph inputs) costs nothing and is left out."""
     arcs = defaultdict(dict)
@@ -284,8 +296,9 @@ def kept_at_forward_end(nodes: list[Node], skip: set[int], forward: set, backwar
     return sorted(name for name, k in producer.items() if k in reached and ("t", name) not in reached)
 
 
-def largest_live(nodes: list[Node], backward: set, kept: list[str], always: set[str], constants: set[str],
-                 sizes: dict) -> tuple[int, str | None]:
+def largest_live(
+    nodes: list[Node], backward: set, kept: list[str], always: set[str], constants: set[str], sizes: dict
+) -> tuple[int, str | None]:
     """(max over backward nodes n of live(n), n's name): see the module docstring."""
     kept_set, needed, best = set(kept), {}, (0, None)
     readers = defaultdict(list)
@@ -295,7 +308,8 @@ def largest_live(nodes: list[Node], backward: set, kept: list[str], always: set[
     for k in sorted(backward, reverse=True):  # file order is topological: descendants first
         node = nodes[k]
         needed[k] = kept_set.intersection(node.inputs).union(
-            *(needed[c] for name in node.outputs for c in readers.get(name, ())))
+            *(needed[c] for name in node.outputs for c in readers.get(name, ()))
+        )
         live = (set(node.inputs) | set(node.outputs) | needed[k] | always) - constants
         total = sum(sizes.get(name, 0) for name in live)
         if total > best[0]:
@@ -324,8 +338,15 @@ def memory_floor(model: onnx.ModelProto | str, batch: int, outputs: list[str] | 
     held = sum(sizes.get(name, 0) for name in [*inputs, *kept])
     live, node = largest_live(nodes, backward, kept, inputs | set(outputs), constants, sizes)
     tensors = (inputs | {name for n in nodes for name in n.outputs} | weights) - set(sizes)
-    return Floor(batch, sum(sizes.get(name, 0) for name in weights), held, max(0, live - held),
-                 sorted(inputs) + kept, node, sorted(tensors))
+    return Floor(
+        batch,
+        sum(sizes.get(name, 0) for name in weights),
+        held,
+        max(0, live - held),
+        sorted(inputs) + kept,
+        node,
+        sorted(tensors),
+    )
 
 
 def _mb(value: float) -> str:
@@ -334,9 +355,11 @@ def _mb(value: float) -> str:
 
 def floor_line(summary: dict, peak_mb: float | None) -> str:
     """The line `lrpc bench` prints from a `Floor.summary`: the parts, and the explained peak RSS against them."""
-    line = (f"memory floor (batch {summary['batch']}): weights {_mb(summary['weights_mb'])} + kept activations "
-            f"{_mb(summary['kept_mb'])} + largest transient {_mb(summary['transient_mb'])} = "
-            f"{_mb(summary['floor_mb'])}; ")
+    line = (
+        f"memory floor (batch {summary['batch']}): weights {_mb(summary['weights_mb'])} + kept activations "
+        f"{_mb(summary['kept_mb'])} + largest transient {_mb(summary['transient_mb'])} = "
+        f"{_mb(summary['floor_mb'])}; "
+    )
     if peak_mb is None:
         line += "explained peak RSS not measured"
     else:

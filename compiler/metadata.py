@@ -36,9 +36,21 @@ from .errors import LrpcError
 # The entries that say what the file's outputs mean: which tensor is explained and how, under which rules,
 # from which inputs, and what each relevance output holds. `verify --source` requires a fresh compile of the
 # source to write the same ones (lrpc.version may differ; lrpc.source_sha256 is checked on its own).
-MEANING_KEYS = ("lrpc.rule", "lrpc.method", "lrpc.target", "lrpc.convention", "lrpc.explained", "lrpc.output",
-                "lrpc.classes", "lrpc.relevance", "lrpc.relevance_outputs", "lrpc.position", "lrpc.preprocess",
-                "lrpc.options")
+MEANING_KEYS = (
+    "lrpc.rule",
+    "lrpc.method",
+    "lrpc.target",
+    "lrpc.convention",
+    "lrpc.explained",
+    "lrpc.output",
+    "lrpc.classes",
+    "lrpc.relevance",
+    "lrpc.relevance_outputs",
+    "lrpc.position",
+    "lrpc.preprocess",
+    "lrpc.options",
+)
+
 
 def source_sha256(model) -> str:
     """SHA-256 of a model path's file bytes, of bytes as given, or of a proto/IR model serialized."""
@@ -81,22 +93,41 @@ def checked_preprocess(spec, graph: ir.Graph) -> str | None:
             for key in ("mean", "std"):
                 values = getattr(parsed, key)
                 if values is not None and len(values) not in (1, channels):
-                    raise ValueError(f"preprocess {key}: {len(values)} values for the {channels}-channel input "
-                                     f"'{image_input.name}'")
+                    raise ValueError(
+                        f"preprocess {key}: {len(values)} values for the {channels}-channel input '{image_input.name}'"
+                    )
     except ValueError as e:
         raise LrpcError(f"--preprocess: {e}") from None
     return parsed.to_json()
 
 
-def file_metadata(*, version: str, rule_spec: str, target_spec: str, convention: str, explained: str,
-                  classes: int | None, output: str | None, method_spec: str | None, preprocess: str | None,
-                  sha256: str, options: str, relevance_outputs: dict | None = None,
-                  position: int | None = None) -> dict[str, str]:
+def file_metadata(
+    *,
+    version: str,
+    rule_spec: str,
+    target_spec: str,
+    convention: str,
+    explained: str,
+    classes: int | None,
+    output: str | None,
+    method_spec: str | None,
+    preprocess: str | None,
+    sha256: str,
+    options: str,
+    relevance_outputs: dict | None = None,
+    position: int | None = None,
+) -> dict[str, str]:
     """The lrpc.* entries of an explained file (lrpc.relevance is added by emit.finish)."""
-    meta = {"lrpc.version": version, "lrpc.rule": rule_spec, "lrpc.target": target_spec,
-            "lrpc.convention": convention, "lrpc.explained": explained,
-            **({} if classes is None else {"lrpc.classes": str(classes)}),
-            "lrpc.source_sha256": sha256, "lrpc.options": options}
+    meta = {
+        "lrpc.version": version,
+        "lrpc.rule": rule_spec,
+        "lrpc.target": target_spec,
+        "lrpc.convention": convention,
+        "lrpc.explained": explained,
+        **({} if classes is None else {"lrpc.classes": str(classes)}),
+        "lrpc.source_sha256": sha256,
+        "lrpc.options": options,
+    }
     if method_spec is not None:  # lrpc.rule names what the relevance output holds
         meta.update({"lrpc.rule": method_spec, "lrpc.method": method_spec})
     if output is not None:

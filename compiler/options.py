@@ -20,8 +20,19 @@ from dataclasses import dataclass, fields
 from .errors import LrpcError
 
 # the options plan() takes; the others shape the lowering (method, per_feature) or the file (preprocess)
-PLAN_FIELDS = ("rule", "composite", "rule_map", "rule_map_file", "convention", "target", "output_name", "explain",
-               "keep_output_activation", "opset", "position")
+PLAN_FIELDS = (
+    "rule",
+    "composite",
+    "rule_map",
+    "rule_map_file",
+    "convention",
+    "target",
+    "output_name",
+    "explain",
+    "keep_output_activation",
+    "opset",
+    "position",
+)
 
 
 @dataclass(frozen=True)
@@ -69,8 +80,10 @@ class CompileOptions:
         try:
             return cls(**{**values, "rule_map": tuple(values.get("rule_map", ())), "preprocess": preprocess})
         except TypeError as e:  # an option lrpc does not have: the entry was edited
-            raise LrpcError(f"the file's lrpc.options metadata holds what lrpc's compile does not take ({e}); "
-                            "the file was edited or damaged — recompile it") from None
+            raise LrpcError(
+                f"the file's lrpc.options metadata holds what lrpc's compile does not take ({e}); "
+                "the file was edited or damaged — recompile it"
+            ) from None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CompileOptions:

@@ -27,12 +27,16 @@ def check_output(source, out: str, overwrite: bool, savedmodel: bool = False) ->
     if isinstance(source, (str, os.PathLike)) and _same(os.fspath(source), out):
         if overwrite:
             return
-        raise LrpcError(f"-o {out} is the source model {os.fspath(source)}: compiling would replace it; choose "
-                        "another output path (or add --overwrite to replace the source)")
+        raise LrpcError(
+            f"-o {out} is the source model {os.fspath(source)}: compiling would replace it; choose "
+            "another output path (or add --overwrite to replace the source)"
+        )
     if savedmodel:
         return
     if os.path.isdir(out):
         raise LrpcError(f"-o {out} is a folder; give a file path (a folder is written only by --format savedmodel)")
     if not overwrite and not explained_metadata(out).get("lrpc.relevance"):
-        raise LrpcError(f"-o {out} exists and is not an explained file (lrpc compile's output, with lrpc metadata); "
-                        "add --overwrite to replace it, or choose another path")
+        raise LrpcError(
+            f"-o {out} exists and is not an explained file (lrpc compile's output, with lrpc metadata); "
+            "add --overwrite to replace it, or choose another path"
+        )

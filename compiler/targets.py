@@ -80,15 +80,19 @@ def _strip_identity(value: ir.Value) -> ir.Value:
 
 def find_output(graph: ir.Graph, name: str | None) -> ir.Value:
     if not graph.outputs:
-        raise LrpcError("the model has no outputs, so there is nothing to explain; a graph lists the tensors it "
-                        "returns as its outputs")
+        raise LrpcError(
+            "the model has no outputs, so there is nothing to explain; a graph lists the tensors it "
+            "returns as its outputs"
+        )
     if name is None:
         return graph.outputs[0]
     for value in graph.outputs:
         if value.name == name:
             return value
-    raise LrpcError(f"--output {name}: the model has no output of that name; its outputs are "
-                    f"{', '.join(v.name for v in graph.outputs)}")
+    raise LrpcError(
+        f"--output {name}: the model has no output of that name; its outputs are "
+        f"{', '.join(v.name for v in graph.outputs)}"
+    )
 
 
 def find_tensor(graph: ir.Graph, name: str) -> ir.Value:
@@ -105,9 +109,11 @@ def find_tensor(graph: ir.Graph, name: str) -> ir.Value:
     scoped = [n for n in nodes if n.name and ({name, f"{name}_1"} & set(n.name.split("/")[:-1]))]
     if scoped:
         return scoped[-1].outputs[0]
-    raise LrpcError(f"--explain {name}: no tensor, node or layer of that name after canonization (tensors folded "
-                    "into a layer, e.g. a conv output before a BatchNorm, no longer exist: name the BN's output); "
-                    f"some tensors: {', '.join(n.outputs[0].name for n in nodes[-8:])}")
+    raise LrpcError(
+        f"--explain {name}: no tensor, node or layer of that name after canonization (tensors folded "
+        "into a layer, e.g. a conv output before a BatchNorm, no longer exist: name the BN's output); "
+        f"some tensors: {', '.join(n.outputs[0].name for n in nodes[-8:])}"
+    )
 
 
 def resolve_explain(graph: ir.Graph, text: str) -> tuple[ir.Value, Target | None]:
@@ -122,8 +128,9 @@ def resolve_explain(graph: ir.Graph, text: str) -> tuple[ir.Value, Target | None
         return find_tensor(graph, name), parse_target(index)
 
 
-def explained_value(graph: ir.Graph, output: str | None = None, keep_activation: bool = False
-                    ) -> tuple[ir.Value, ir.Value]:
+def explained_value(
+    graph: ir.Graph, output: str | None = None, keep_activation: bool = False
+) -> tuple[ir.Value, ir.Value]:
     """(start, scores) at a graph output: relevance starts at `start`, R₀ from the values of `scores`."""
     value = _strip_identity(find_output(graph, output))
     node = value.producer()
@@ -136,22 +143,30 @@ def explained_value(graph: ir.Graph, output: str | None = None, keep_activation:
 def units(y: ir.Value, position: int | None = None) -> tuple[int, ...]:
     """The per-sample shape of y's units (static): y[n], or the vocab logits y[n, p] at a `position`."""
     if y.shape is None or len(y.shape) < 2:
-        raise LrpcError(f"the explained tensor '{y.name}' has shape {y.shape}; lrpc explains tensors of shape "
-                        "[batch, ...]")
+        raise LrpcError(
+            f"the explained tensor '{y.name}' has shape {y.shape}; lrpc explains tensors of shape [batch, ...]"
+        )
     if position is not None:
         return (y.shape[2],)
     dims = tuple(y.shape[1:])
     if not all(isinstance(d, int) for d in dims):
-        raise LrpcError(f"the explained tensor '{y.name}' has dynamic non-batch dims {y.shape}; export them static "
-                        "(a [batch, seq, vocab] language-model head with a dynamic seq is explained at one position: "
-                        "--position, default the last)")
+        raise LrpcError(
+            f"the explained tensor '{y.name}' has dynamic non-batch dims {y.shape}; export them static "
+            "(a [batch, seq, vocab] language-model head with a dynamic seq is explained at one position: "
+            "--position, default the last)"
+        )
     return dims
 
 
 def unit_count(y: ir.Value, target: Target, position: int | None = None) -> int | None:
     """Units per sample (checks y's shape); None where target all or mask weighs dynamic dims."""
-    if target.mode in ("all", "mask") and position is None and y.shape is not None and len(y.shape) >= 2 \
-            and not all(isinstance(d, int) for d in y.shape[1:]):
+    if (
+        target.mode in ("all", "mask")
+        and position is None
+        and y.shape is not None
+        and len(y.shape) >= 2
+        and not all(isinstance(d, int) for d in y.shape[1:])
+    ):
         return None
     return int(np.prod(units(y, position)))
 
@@ -166,16 +181,22 @@ def sequence_position(y: ir.Value, position: int | None, target: Target) -> int 
         dynamic_seq = lm_head and not isinstance(shape[1], int)
         return -1 if dynamic_seq and target.mode in ("max", "fixed", "input") else None
     if not lm_head:
-        raise LrpcError(f"--position {position}: the explained tensor '{y.name}' has shape {shape}; --position picks "
-                        "a position of a [batch, seq, vocab] tensor (a language-model head)")
+        raise LrpcError(
+            f"--position {position}: the explained tensor '{y.name}' has shape {shape}; --position picks "
+            "a position of a [batch, seq, vocab] tensor (a language-model head)"
+        )
     if target.mode in ("all", "mask"):
-        raise LrpcError(f"--position {position} selects one position for --target max, a token id or input; "
-                        f"--target {target.mode} weighs the whole tensor: drop one of them")
+        raise LrpcError(
+            f"--position {position} selects one position for --target max, a token id or input; "
+            f"--target {target.mode} weighs the whole tensor: drop one of them"
+        )
     if isinstance(shape[1], int) and not -shape[1] <= position < shape[1]:
         raise LrpcError(f"--position {position}: '{y.name}' has {shape[1]} positions ({-shape[1]} … {shape[1] - 1})")
     if target.mode == "fixed" and (len(target.index) != 1 or target.index[0] >= shape[2]):
-        raise LrpcError(f"--target {target.spec[6:]}: at a position, the target is one token id 0–{shape[2] - 1} "
-                        f"of '{y.name}' (vocab {shape[2]})")
+        raise LrpcError(
+            f"--target {target.spec[6:]}: at a position, the target is one token id 0–{shape[2] - 1} "
+            f"of '{y.name}' (vocab {shape[2]})"
+        )
     return int(position)
 
 
@@ -192,8 +213,7 @@ def _flat_index(target: Target, dims: tuple[int, ...], name: str) -> int:
     return int(np.ravel_multi_index(index, dims))
 
 
-def selection(b: Builder, y: ir.Value, target: Target, graph: ir.Graph, position: int | None = None
-              ) -> ir.Value | None:
+def selection(b: Builder, y: ir.Value, target: Target, graph: ir.Graph, position: int | None = None) -> ir.Value | None:
     """The weights w of y's units that `target` selects (one-hot, mask; None: all units equally),
     shaped like y (at a `position`: zero elsewhere); adds the `target` or `mask` graph input where the
     mode needs it."""
@@ -262,8 +282,9 @@ def _at_position(b: Builder, y: ir.Value, target: Target, graph: ir.Graph, posit
     return b.op("Mul", column, b.op("Unsqueeze", tokens, _int64(b, [1])))
 
 
-def start_relevance(b: Builder, y: ir.Value, target: Target, graph: ir.Graph, scaled: bool = True,
-                    position: int | None = None) -> ir.Value:
+def start_relevance(
+    b: Builder, y: ir.Value, target: Target, graph: ir.Graph, scaled: bool = True, position: int | None = None
+) -> ir.Value:
     """R₀ = w ⊙ y (lrpc's and iNNvestigate's convention), or w itself when not `scaled` (Zennit's,
     and the gradient seed), for the selection w of `target` (at `position`, for a sequence)."""
     w = selection(b, y, target, graph, position)

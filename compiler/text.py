@@ -70,22 +70,36 @@ def id_views(ids: ir.Value) -> list[ir.Value]:
 
 def embedding_lookups(ids: ir.Value) -> list[ir.Node]:
     """The Gathers that look `ids` (or a view of it) up in a constant float table: Gather(table, ids), axis 0."""
-    return [u.node for v in id_views(ids) for u in v.uses() if u.node.op_type == "Gather" and u.idx == 1
-            and u.node.inputs[0] is not None and u.node.inputs[0].const_value is not None
-            and u.node.inputs[0].dtype.is_floating_point() and u.node.attributes.get_int("axis", 0) == 0]
+    return [
+        u.node
+        for v in id_views(ids)
+        for u in v.uses()
+        if u.node.op_type == "Gather"
+        and u.idx == 1
+        and u.node.inputs[0] is not None
+        and u.node.inputs[0].const_value is not None
+        and u.node.inputs[0].dtype.is_floating_point()
+        and u.node.attributes.get_int("axis", 0) == 0
+    ]
 
 
 def _other_uses(ids: ir.Value, lookups: list[ir.Node]) -> list[ir.Node]:
-    return [u.node for v in id_views(ids) for u in v.uses() if u.node not in lookups
-            and u.node.op_type not in ALLOWED_USES and not (u.node.op_type in VIEWS and u.idx == 0)]
+    return [
+        u.node
+        for v in id_views(ids)
+        for u in v.uses()
+        if u.node not in lookups and u.node.op_type not in ALLOWED_USES and not (u.node.op_type in VIEWS and u.idx == 0)
+    ]
 
 
 def _refuse(ids: ir.Value, node: ir.Node, looked_up: bool) -> LrpcError:
     why = "is also used by" if looked_up else "reaches the model through"
-    return LrpcError(f"the integer input '{ids.name}' {why} node {node_label(node)}, not as the indices of an "
-                     "embedding lookup: lrpc explains token ids only at their lookups Gather(table, ids) (axis 0, "
-                     "a constant table); export the model with the ids fed straight to the embedding Gather "
-                     "(an nn.Embedding), or give it the one-hot/embedded input as a float input to explain")
+    return LrpcError(
+        f"the integer input '{ids.name}' {why} node {node_label(node)}, not as the indices of an "
+        "embedding lookup: lrpc explains token ids only at their lookups Gather(table, ids) (axis 0, "
+        "a constant table); export the model with the ids fed straight to the embedding Gather "
+        "(an nn.Embedding), or give it the one-hot/embedded input as a float input to explain"
+    )
 
 
 def token_inputs(graph: ir.Graph, skip: tuple[str, ...] = ()) -> tuple[list[TokenInput], list[ir.Value]]:
@@ -116,9 +130,11 @@ def no_source_error(passing: list[ir.Value]) -> LrpcError:
         if content:
             return _refuse(v, content[0], False)
     kinds = ", ".join(f"'{v.name}' ({v.dtype})" for v in passing) or "none"
-    return LrpcError(f"the model has no float input to explain and no embedding lookup Gather(table, ids) of an "
-                     f"integer input (its integer inputs: {kinds}); lrpc explains float inputs, or token ids at "
-                     "their embedding lookup")
+    return LrpcError(
+        f"the model has no float input to explain and no embedding lookup Gather(table, ids) of an "
+        f"integer input (its integer inputs: {kinds}); lrpc explains float inputs, or token ids at "
+        "their embedding lookup"
+    )
 
 
 @contextmanager
@@ -150,8 +166,11 @@ def token_relevance(b, token: TokenInput, reached: dict, stand_ins: dict) -> tup
     (zeros where none arrived)."""
     as_ids = b.op("Concat", b.op("Shape", token.ids), b.const(np.array([-1], np.int64), dtype=np.int64), axis=0)
     zeros = lambda e: b.op("ConstantOfShape", b.op("Shape", e), value=ir.tensor(np.zeros(1, b.dtype.numpy())))
-    parts = [(r if n.inputs[1] is token.ids else b.op("Reshape", r, as_ids))  # a view's layout back to the ids'
-             for n in token.lookups if (r := reached.get(stand_ins[n.outputs[0]])) is not None]
+    parts = [
+        (r if n.inputs[1] is token.ids else b.op("Reshape", r, as_ids))  # a view's layout back to the ids'
+        for n in token.lookups
+        if (r := reached.get(stand_ins[n.outputs[0]])) is not None
+    ]
     if not parts:  # no relevance reached a lookup
         first = token.lookups[0]
         e = zeros(first.outputs[0])
@@ -165,9 +184,22 @@ def describe(token: TokenInput, output: str, per_feature: str | None) -> dict:
     """What the relevance outputs of a token input are (the lrpc.relevance_outputs entries)."""
     lookups = [n.name or n.outputs[0].name for n in token.lookups]
     shape = [d if isinstance(d, int) else str(d) for d in (token.ids.shape or [])]
-    entries = {output: {"input": token.ids.name, "kind": "token", "shape": shape, "vocab": token.vocab,
-                        "at": lookups, "sum": "over the embedding's hidden axis"}}
+    entries = {
+        output: {
+            "input": token.ids.name,
+            "kind": "token",
+            "shape": shape,
+            "vocab": token.vocab,
+            "at": lookups,
+            "sum": "over the embedding's hidden axis",
+        }
+    }
     if per_feature is not None:
-        entries[per_feature] = {"input": token.ids.name, "kind": "token_feature", "shape": [*shape, token.hidden],
-                                "vocab": token.vocab, "at": lookups}
+        entries[per_feature] = {
+            "input": token.ids.name,
+            "kind": "token_feature",
+            "shape": [*shape, token.hidden],
+            "vocab": token.vocab,
+            "at": lookups,
+        }
     return entries

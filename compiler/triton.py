@@ -20,9 +20,15 @@ import onnx
 from .errors import LrpcError
 
 TRITON_TYPES = {
-    onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16", onnx.TensorProto.DOUBLE: "TYPE_FP64",
-    onnx.TensorProto.BFLOAT16: "TYPE_BF16", onnx.TensorProto.INT64: "TYPE_INT64", onnx.TensorProto.INT32: "TYPE_INT32",
-    onnx.TensorProto.INT16: "TYPE_INT16", onnx.TensorProto.INT8: "TYPE_INT8", onnx.TensorProto.UINT8: "TYPE_UINT8",
+    onnx.TensorProto.FLOAT: "TYPE_FP32",
+    onnx.TensorProto.FLOAT16: "TYPE_FP16",
+    onnx.TensorProto.DOUBLE: "TYPE_FP64",
+    onnx.TensorProto.BFLOAT16: "TYPE_BF16",
+    onnx.TensorProto.INT64: "TYPE_INT64",
+    onnx.TensorProto.INT32: "TYPE_INT32",
+    onnx.TensorProto.INT16: "TYPE_INT16",
+    onnx.TensorProto.INT8: "TYPE_INT8",
+    onnx.TensorProto.UINT8: "TYPE_UINT8",
     onnx.TensorProto.BOOL: "TYPE_BOOL",
 }
 
@@ -31,13 +37,17 @@ def _entry(value: onnx.ValueInfoProto, kind: str) -> str:
     """One `input`/`output` block of config.pbtxt, the batch axis left out."""
     tensor = value.type.tensor_type
     if tensor.elem_type not in TRITON_TYPES:
-        raise LrpcError(f"{kind} '{value.name}' has ONNX type {onnx.TensorProto.DataType.Name(tensor.elem_type)}, "
-                        "which Triton's onnxruntime backend does not take")
+        raise LrpcError(
+            f"{kind} '{value.name}' has ONNX type {onnx.TensorProto.DataType.Name(tensor.elem_type)}, "
+            "which Triton's onnxruntime backend does not take"
+        )
     dims = list(tensor.shape.dim)
     if not dims or dims[0].HasField("dim_value"):
-        raise LrpcError(f"{kind} '{value.name}' has no dynamic batch axis (shape "
-                        f"{[d.dim_value or d.dim_param for d in dims]}); export the model with a dynamic batch "
-                        "or serve it with --max-batch 0")
+        raise LrpcError(
+            f"{kind} '{value.name}' has no dynamic batch axis (shape "
+            f"{[d.dim_value or d.dim_param for d in dims]}); export the model with a dynamic batch "
+            "or serve it with --max-batch 0"
+        )
     rest = [d.dim_value if d.HasField("dim_value") else -1 for d in dims[1:]]
     lines = [f'    name: "{value.name}"', f"    data_type: {TRITON_TYPES[tensor.elem_type]}"]
     if rest:
@@ -51,16 +61,25 @@ def config_text(model: onnx.ModelProto, name: str, max_batch: int, gpu: bool, in
     """config.pbtxt for `model` served as `name` (a batched model: max_batch ≥ 1)."""
     initializers = {t.name for t in model.graph.initializer}
     inputs = [v for v in model.graph.input if v.name not in initializers]
-    blocks = [f'name: "{name}"', 'backend: "onnxruntime"', f"max_batch_size: {max_batch}",
-              "input [\n" + ",\n".join(_entry(v, "input") for v in inputs) + "\n]",
-              "output [\n" + ",\n".join(_entry(v, "output") for v in model.graph.output) + "\n]",
-              "dynamic_batching { }",
-              f"instance_group [ {{ count: {instances} kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]"]
+    blocks = [
+        f'name: "{name}"',
+        'backend: "onnxruntime"',
+        f"max_batch_size: {max_batch}",
+        "input [\n" + ",\n".join(_entry(v, "input") for v in inputs) + "\n]",
+        "output [\n" + ",\n".join(_entry(v, "output") for v in model.graph.output) + "\n]",
+        "dynamic_batching { }",
+        f"instance_group [ {{ count: {instances} kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]",
+    ]
     return "\n".join(blocks) + "\n"
 
 
-def export_triton(explained: str | os.PathLike, repo: str | os.PathLike, name: str | None = None,
-                  max_batch: int = 8, gpu: bool = False) -> str:
+def export_triton(
+    explained: str | os.PathLike,
+    repo: str | os.PathLike,
+    name: str | None = None,
+    max_batch: int = 8,
+    gpu: bool = False,
+) -> str:
     """Write REPO/NAME (config.pbtxt, 1/model.onnx) for an explained file; returns the model folder.
 
     >>> export_triton("explained.onnx", "models", name="digits", max_batch=32)   # doctest: +SKIP
@@ -101,14 +120,20 @@ def export_triton(explained: str | os.PathLike, repo: str | os.PathLike, name: s
 
 def _copy_model(path: str, model: onnx.ModelProto, folder: str) -> None:
     """model.onnx, and its external data renamed to model.onnx.data (the locations rewritten to match)."""
-    locations = {e.value for t in onnx.external_data_helper._get_all_tensors(model)
-                 for e in t.external_data if e.key == "location"}
+    locations = {
+        e.value
+        for t in onnx.external_data_helper._get_all_tensors(model)
+        for e in t.external_data
+        if e.key == "location"
+    }
     if not locations:
         shutil.copyfile(path, os.path.join(folder, "model.onnx"))
         return
     if len(locations) > 1:
-        raise LrpcError(f"{path}: its weights are spread over {len(locations)} external files; lrpc compile writes "
-                        "one — recompile it")
+        raise LrpcError(
+            f"{path}: its weights are spread over {len(locations)} external files; lrpc compile writes "
+            "one — recompile it"
+        )
     source = os.path.join(os.path.dirname(path) or ".", locations.pop())
     shutil.copyfile(source, os.path.join(folder, "model.onnx.data"))
     for tensor in onnx.external_data_helper._get_all_tensors(model):

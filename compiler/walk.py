@@ -33,8 +33,18 @@ def depends_on(nodes, sources) -> set[ir.Value]:
     return reached_by(nodes, sources)
 
 
-def reverse_walk(nodes: list[ir.Node], start: ir.Value, seed: ir.Value, sources, table: dict, apply, b,
-                 scope: str, kind: str = "relevance", visited: set | None = None) -> dict:
+def reverse_walk(
+    nodes: list[ir.Node],
+    start: ir.Value,
+    seed: ir.Value,
+    sources,
+    table: dict,
+    apply,
+    b,
+    scope: str,
+    kind: str = "relevance",
+    visited: set | None = None,
+) -> dict:
     """The signal at each source reached from `start` (seeded with `seed`); `apply(rule, node, outs)`
     calls a rule of `table` and returns one signal (or None) per input of the node. `visited`, if
     given, is filled with the nodes the signal passed through."""
@@ -51,8 +61,10 @@ def reverse_walk(nodes: list[ir.Node], start: ir.Value, seed: ir.Value, sources,
         if rule is None:
             refused[node] = f"no {kind} rule for node {node_label(node)}"
         elif any(s is None for s in outs) and not getattr(rule, "partial_outputs", False):
-            refused[node] = (f"node {node_label(node)}: the {kind} reaches only some of its outputs; "
-                             f"{node.op_type} nodes are explained only as a whole")
+            refused[node] = (
+                f"node {node_label(node)}: the {kind} reaches only some of its outputs; "
+                f"{node.op_type} nodes are explained only as a whole"
+            )
         else:
             try:
                 ins = apply(rule, node, outs)
@@ -66,6 +78,7 @@ def reverse_walk(nodes: list[ir.Node], start: ir.Value, seed: ir.Value, sources,
             signal[value] = b.op("Add", signal[value], s) if value in signal else s
     if refused:
         head = f"{len(refused)} nodes cannot be explained: " if len(refused) > 1 else ""
-        raise Unexplained(head + "; ".join(reversed(refused.values())) + f"; supported ops: {', '.join(sorted(table))}",
-                          refused)
+        raise Unexplained(
+            head + "; ".join(reversed(refused.values())) + f"; supported ops: {', '.join(sorted(table))}", refused
+        )
     return {v: signal.get(v) for v in sources}

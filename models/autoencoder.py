@@ -50,8 +50,7 @@ OUTPUTS = ["class_logits", "reconstruction"]
 
 
 class ConnectomeAutoencoder(nn.Module):
-    def __init__(self, width=16, channels=1, n_filter=32, n_dense=64, classes=2, dropout=0.65,
-                 decode_from="latent"):
+    def __init__(self, width=16, channels=1, n_filter=32, n_dense=64, classes=2, dropout=0.65, decode_from="latent"):
         super().__init__()
         if decode_from not in ("latent", "logits"):
             raise ValueError(f"decode_from must be 'latent' or 'logits', not {decode_from!r}")
@@ -129,7 +128,7 @@ def train_synthetic(model, epochs=30, n_train=512, n_test=256, seed=0, lr=3e-3):
     for _ in range(epochs):
         order = torch.randperm(n_train, generator=gen)
         for i in range(0, n_train, 32):
-            idx = order[i:i + 32]
+            idx = order[i : i + 32]
             logits, rec = model(x_tr[idx])
             loss = F.cross_entropy(logits, y_tr[idx]) + F.mse_loss(rec, x_tr[idx])
             opt.zero_grad()
@@ -149,9 +148,14 @@ def save(model, path, dynamic_batch=True):
     with warnings.catch_warnings():  # torch warns that dynamo=False is legacy
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            model, (torch.zeros(1, *model.in_shape),), str(path),
-            dynamo=False, opset_version=OPSET,
-            input_names=["input"], output_names=OUTPUTS, dynamic_axes=axes,
+            model,
+            (torch.zeros(1, *model.in_shape),),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["input"],
+            output_names=OUTPUTS,
+            dynamic_axes=axes,
             do_constant_folding=True,
         )
     proto = onnx.load(str(path))
@@ -195,8 +199,10 @@ def main(argv=None):
             ap.error("--train makes one-channel matrices")
         start = time.perf_counter()
         acc, mse = train_synthetic(model, args.epochs, seed=args.seed)
-        print(f"trained {args.epochs} epochs in {time.perf_counter() - start:.1f}s:"
-              f" test accuracy {acc:.3f}, reconstruction MSE {mse:.4f}")
+        print(
+            f"trained {args.epochs} epochs in {time.perf_counter() - start:.1f}s:"
+            f" test accuracy {acc:.3f}, reconstruction MSE {mse:.4f}"
+        )
     save(model, args.output)
     params = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.output}: autoencoder, {params:,} parameters; outputs {OUTPUTS}, latent {LATENT!r}")

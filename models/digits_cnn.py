@@ -48,13 +48,17 @@ def load_data():
 def build_model():
     """Conv-Conv-Pool-Conv-Pool then two dense layers, ending in Softmax."""
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
         nn.MaxPool2d(2),  # 8x8 -> 4x4
-        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.ReLU(),
         nn.MaxPool2d(2),  # 4x4 -> 2x2
         nn.Flatten(),
-        nn.Linear(128, 64), nn.ReLU(),
+        nn.Linear(128, 64),
+        nn.ReLU(),
         nn.Linear(64, 10),
         nn.Softmax(dim=1),
     )
@@ -72,7 +76,7 @@ def train(model, x, y, epochs, batch_size=64, lr=3e-3):
     for _ in range(epochs):
         order = torch.randperm(len(xt), generator=gen)
         for i in range(0, len(xt), batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             opt.zero_grad()
             loss_fn(logits_net(xt[idx]), yt[idx]).backward()
             opt.step()
@@ -94,9 +98,13 @@ def export(model, path):
 
 def _export(model, path):
     torch.onnx.export(
-        model, (torch.zeros(1, 1, 8, 8),), str(path),
-        dynamo=False, opset_version=17,
-        input_names=["input"], output_names=["probs"],
+        model,
+        (torch.zeros(1, 1, 8, 8),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["probs"],
         dynamic_axes={"input": {0: "batch"}, "probs": {0: "batch"}},
         do_constant_folding=True,
     )
@@ -133,8 +141,10 @@ def main(argv=None):
     export(model, onnx_path)
     verify(model, onnx_path, x_te)
     np.savez_compressed(args.out_dir / "digits_test.npz", x=x_te, y=y_te)
-    print(f"wrote {onnx_path} ({onnx_path.stat().st_size} bytes) and digits_test.npz"
-          f" in {time.perf_counter() - start:.1f}s")
+    print(
+        f"wrote {onnx_path} ({onnx_path.stat().st_size} bytes) and digits_test.npz"
+        f" in {time.perf_counter() - start:.1f}s"
+    )
 
 
 if __name__ == "__main__":

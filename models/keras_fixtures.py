@@ -49,11 +49,11 @@ def cnn_avgpool_bn(softmax=False):
     x = layers.Conv2D(8, 3, padding="same", use_bias=True, name="conv1")(inp)
     x = layers.BatchNormalization(name="bn1")(x)
     x = layers.ReLU(name="relu1")(x)
-    x = layers.AveragePooling2D(2, padding="same", name="pool1")(x)                # 16 -> 8
-    x = layers.Conv2D(8, 2, padding="valid", name="conv2")(x)                      # 8 -> 7
+    x = layers.AveragePooling2D(2, padding="same", name="pool1")(x)  # 16 -> 8
+    x = layers.Conv2D(8, 2, padding="valid", name="conv2")(x)  # 8 -> 7
     x = layers.ReLU(name="relu2")(x)
-    x = layers.AveragePooling2D(3, strides=2, padding="same", name="pool2")(x)     # 7 -> 4, pads 1/1
-    x = layers.Conv2D(8, 3, name="conv3")(x)                                       # 4 -> 2
+    x = layers.AveragePooling2D(3, strides=2, padding="same", name="pool2")(x)  # 7 -> 4, pads 1/1
+    x = layers.Conv2D(8, 3, name="conv3")(x)  # 4 -> 2
     x = layers.ReLU(name="relu3")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     if softmax:
@@ -77,9 +77,9 @@ def bn_first():
     """BatchNormalization straight on the input (nothing before it to fold into), Conv, Flatten, Dense."""
     inp = keras.Input((8, 8, 2), name="input")
     x = layers.BatchNormalization(name="bn0")(inp)
-    x = layers.Conv2D(4, 3, name="conv1")(x)                                       # 8 -> 6
+    x = layers.Conv2D(4, 3, name="conv1")(x)  # 8 -> 6
     x = layers.ReLU(name="relu1")(x)
-    x = layers.Flatten(name="flatten")(x)                                          # NHWC order
+    x = layers.Flatten(name="flatten")(x)  # NHWC order
     out = layers.Dense(3, name="logits")(x)
     return keras.Model(inp, out, name="bn_first")
 
@@ -87,8 +87,8 @@ def bn_first():
 def avgpool_same_odd():
     """'same' average pools with asymmetric (7→4, pad at the end only) and stride-1 padding."""
     inp = keras.Input((7, 7, 2), name="input")
-    x = layers.AveragePooling2D(2, padding="same", name="pool1")(inp)                # 7 -> 4
-    x = layers.AveragePooling2D(3, strides=1, padding="same", name="pool2")(x)       # 4 -> 4
+    x = layers.AveragePooling2D(2, padding="same", name="pool1")(inp)  # 7 -> 4
+    x = layers.AveragePooling2D(3, strides=1, padding="same", name="pool2")(x)  # 4 -> 4
     x = layers.Flatten(name="flatten")(x)
     out = layers.Dense(3, name="logits")(x)
     return keras.Model(inp, out, name="avgpool_same_odd")
@@ -186,9 +186,12 @@ def write(model, name, out_dir, seed):
     proto = to_onnx(model)
     onnx.checker.check_model(proto, full_check=True)
     onnx.save_model(proto, str(out_dir / f"{name}.onnx"))
-    bn = {f"{layer.name}.{w.name}": w.numpy()  # gamma, beta, moving_mean, moving_variance
-          for layer in model.layers if isinstance(layer, layers.BatchNormalization)
-          for w in layer.weights}
+    bn = {
+        f"{layer.name}.{w.name}": w.numpy()  # gamma, beta, moving_mean, moving_variance
+        for layer in model.layers
+        if isinstance(layer, layers.BatchNormalization)
+        for w in layer.weights
+    }
     np.savez_compressed(out_dir / f"{name}.npz", x=x, y=y, **bn)
     return proto
 
@@ -225,8 +228,10 @@ def main(argv=None):
             exported = keras_export(model, path)
             onnx.checker.check_model(exported, full_check=True)
             print(f"{path.name}: {op_summary(exported)}")
-    print(f"tensorflow {tf.__version__}, keras {keras.__version__}, tf2onnx {tf2onnx.__version__},"
-          f" onnx {onnx.__version__}, numpy {np.__version__}")
+    print(
+        f"tensorflow {tf.__version__}, keras {keras.__version__}, tf2onnx {tf2onnx.__version__},"
+        f" onnx {onnx.__version__}, numpy {np.__version__}"
+    )
 
 
 if __name__ == "__main__":

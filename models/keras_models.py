@@ -53,16 +53,16 @@ def zoo_2d() -> keras.Model:
     y = layers.Activation("relu", name="act_dw")(y)
     y = layers.SeparableConv2D(6, 3, padding="same", name="separable")(y)
     x = layers.Add(name="residual")([x, y])
-    m = layers.MaxPooling2D(2, padding="valid", name="max_valid")(x)                  # 12 -> 6
-    a = layers.AveragePooling2D(2, padding="valid", name="avg_valid")(x)              # 12 -> 6
+    m = layers.MaxPooling2D(2, padding="valid", name="max_valid")(x)  # 12 -> 6
+    a = layers.AveragePooling2D(2, padding="valid", name="avg_valid")(x)  # 12 -> 6
     x = layers.Concatenate(name="concat")([m, a])
     x = layers.Conv2D(8, 3, strides=1, padding="valid", use_bias=False, name="conv_b")(x)  # 6 -> 4
     x = layers.BatchNormalization(name="bn_b")(x)
     x = layers.LeakyReLU(negative_slope=0.1, name="leaky")(x)
     x = layers.Dropout(0.3, name="dropout")(x)
-    x = layers.MaxPooling2D(3, strides=1, padding="same", name="max_same")(x)          # 4 -> 4
-    x = layers.AveragePooling2D(3, strides=2, padding="same", name="avg_same")(x)      # 4 -> 2
-    x = layers.Conv2DTranspose(4, 3, strides=2, padding="same", name="deconv")(x)     # 2 -> 4
+    x = layers.MaxPooling2D(3, strides=1, padding="same", name="max_same")(x)  # 4 -> 4
+    x = layers.AveragePooling2D(3, strides=2, padding="same", name="avg_same")(x)  # 4 -> 2
+    x = layers.Conv2DTranspose(4, 3, strides=2, padding="same", name="deconv")(x)  # 2 -> 4
     x = layers.ReLU(name="relu_d")(x)
     g = layers.GlobalAveragePooling2D(name="gap")(x)
     h = layers.GlobalMaxPooling2D(name="gmp")(x)
@@ -80,13 +80,13 @@ def zoo_1d() -> keras.Model:
     x = layers.Activation("relu", name="act_a")(x)
     y = layers.Conv1D(6, 3, padding="same", activation="relu", name="conv1d_b")(x)
     x = layers.Add(name="residual")([x, y])
-    m = layers.MaxPooling1D(2, padding="valid", name="max_valid")(x)                  # 16 -> 8
-    a = layers.AveragePooling1D(3, strides=2, padding="same", name="avg_same")(x)     # 16 -> 8
+    m = layers.MaxPooling1D(2, padding="valid", name="max_valid")(x)  # 16 -> 8
+    a = layers.AveragePooling1D(3, strides=2, padding="same", name="avg_same")(x)  # 16 -> 8
     x = layers.Concatenate(name="concat")([m, a])
-    x = layers.Conv1D(8, 3, padding="valid", name="conv1d_c")(x)                      # 8 -> 6
+    x = layers.Conv1D(8, 3, padding="valid", name="conv1d_c")(x)  # 8 -> 6
     x = layers.ReLU(name="relu_c")(x)
-    x = layers.MaxPooling1D(3, strides=2, padding="same", name="max_same")(x)         # 6 -> 3
-    x = layers.AveragePooling1D(2, padding="valid", name="avg_valid")(x)              # 3 -> 1
+    x = layers.MaxPooling1D(3, strides=2, padding="same", name="max_same")(x)  # 6 -> 3
+    x = layers.AveragePooling1D(2, padding="valid", name="avg_valid")(x)  # 3 -> 1
     g = layers.GlobalAveragePooling1D(name="gap")(x)
     h = layers.GlobalMaxPooling1D(name="gmp")(x)
     x = layers.Concatenate(name="pooled")([g, h])
@@ -98,9 +98,9 @@ def autoencoder(width=16, channels=1, n_filter=8, n_dense=16, classes=2, dropout
     """models/autoencoder.py's two-output autoencoder, channels-last, smaller filters by default."""
     code = 2 * n_filter
     inp = keras.Input((width, width, channels), name="input")
-    h = layers.Conv2D(n_filter, (1, width), activation="selu", name="conv1")(inp)       # [W, 1, F]
+    h = layers.Conv2D(n_filter, (1, width), activation="selu", name="conv1")(inp)  # [W, 1, F]
     h = layers.SpatialDropout2D(dropout, name="drop1")(h)
-    h = layers.Conv2D(code, (width, 1), activation="selu", name="conv2")(h)             # [1, 1, 2F]
+    h = layers.Conv2D(code, (width, 1), activation="selu", name="conv2")(h)  # [1, 1, 2F]
     h = layers.Dropout(dropout, name="drop2")(h)
     h = layers.Flatten(name="flatten")(h)
     z = layers.Dense(n_dense, activation="selu", name="latent")(h)
@@ -121,9 +121,13 @@ def vgg16() -> keras.Model:
 BUILD = {"zoo_2d": zoo_2d, "zoo_1d": zoo_1d, "autoencoder": autoencoder, "vgg16": vgg16}
 
 APPLICATIONS = {  # name: the keras.applications constructor
-    "mobilenet_v3_small": "MobileNetV3Small", "mobilenet_v3_large": "MobileNetV3Large",
-    "efficientnet_b0": "EfficientNetB0", "efficientnet_v2_b0": "EfficientNetV2B0",
-    "convnext_tiny": "ConvNeXtTiny", "resnet50": "ResNet50"}
+    "mobilenet_v3_small": "MobileNetV3Small",
+    "mobilenet_v3_large": "MobileNetV3Large",
+    "efficientnet_b0": "EfficientNetB0",
+    "efficientnet_v2_b0": "EfficientNetV2B0",
+    "convnext_tiny": "ConvNeXtTiny",
+    "resnet50": "ResNet50",
+}
 
 
 def images(shape, seed: int = 0, n: int = 8) -> np.ndarray:
@@ -131,14 +135,13 @@ def images(shape, seed: int = 0, n: int = 8) -> np.ndarray:
     return np.random.default_rng([seed, 2]).uniform(0.0, 255.0, (n, *shape)).astype(np.float32)
 
 
-def application(name: str, size: int = 32, classes: int = 10, seed: int = 0,
-                classifier_activation=None) -> keras.Model:
+def application(name: str, size: int = 32, classes: int = 10, seed: int = 0, classifier_activation=None) -> keras.Model:
     """keras.applications model `name` of APPLICATIONS (weights=None, seeded), BatchNorm reset on one batch.
     Logits out by default (a softmax of these random nets saturates: probabilities 0 or 1 say little)."""
     keras.utils.set_random_seed(seed)
-    model = getattr(keras.applications, APPLICATIONS[name])(weights=None, input_shape=(size, size, 3),
-                                                            classes=classes,
-                                                            classifier_activation=classifier_activation)
+    model = getattr(keras.applications, APPLICATIONS[name])(
+        weights=None, input_shape=(size, size, 3), classes=classes, classifier_activation=classifier_activation
+    )
     n = min(256, max(16, 256 * 32 * 32 // (size * size)))  # 256 at 32×32: late 1×1 maps need many samples
     return reset_batchnorm(model, images((size, size, 3), seed, n=n))
 
@@ -178,11 +181,19 @@ def seed_weights(model: keras.Model, seed: int = 0) -> keras.Model:
             continue
         if isinstance(layer, layers.BatchNormalization):
             (c,) = weights[0].shape
-            values = [rng.uniform(0.5, 1.5, c), rng.normal(0.0, 0.2, c), rng.normal(0.0, 0.5, c),
-                      rng.uniform(0.3, 2.0, c)]
+            values = [
+                rng.uniform(0.5, 1.5, c),
+                rng.normal(0.0, 0.2, c),
+                rng.normal(0.0, 0.5, c),
+                rng.uniform(0.3, 2.0, c),
+            ]
         else:
-            values = [rng.normal(0.0, np.sqrt(2.0 / max(1, int(np.prod(w.shape[:-1])))), w.shape) if w.ndim > 1
-                      else rng.normal(0.0, 0.1, w.shape) for w in weights]
+            values = [
+                rng.normal(0.0, np.sqrt(2.0 / max(1, int(np.prod(w.shape[:-1])))), w.shape)
+                if w.ndim > 1
+                else rng.normal(0.0, 0.1, w.shape)
+                for w in weights
+            ]
         layer.set_weights([v.astype(np.float32) for v in values])
     return model
 
@@ -198,8 +209,7 @@ def main(argv=None):
     ap.add_argument("-o", "--out-dir", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=32, help="input height and width of the APPLICATIONS models")
-    ap.add_argument("names", nargs="*", default=[n for n in BUILD if n != "vgg16"],
-                    choices=[*BUILD, *APPLICATIONS])
+    ap.add_argument("names", nargs="*", default=[n for n in BUILD if n != "vgg16"], choices=[*BUILD, *APPLICATIONS])
     args = ap.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for name in args.names:

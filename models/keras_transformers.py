@@ -50,8 +50,7 @@ class PositionEmbedding(layers.Layer):
         return x + self.table
 
 
-def block(x, name: str, heads: int = 2, key_dim: int = 8, hidden: int = 32, causal: bool = False,
-          bias: bool = True):
+def block(x, name: str, heads: int = 2, key_dim: int = 8, hidden: int = 32, causal: bool = False, bias: bool = True):
     """One pre-norm transformer block (module docstring) on x [batch, seq, d]; layers named `name`_*."""
     d = x.shape[-1]
     h = layers.LayerNormalization(epsilon=1e-5, center=bias, name=f"{name}_ln1")(x)
@@ -84,8 +83,17 @@ def _first_token(x):
     return layers.Flatten(name="first_flat")(x)
 
 
-def tiny_transformer(seq: int | None = None, d: int = 16, blocks: int = 1, heads: int = 2, causal: bool = False,
-                     pool: str = "mean", classes: int = 3, bias: bool = True, name: str | None = None) -> keras.Model:
+def tiny_transformer(
+    seq: int | None = None,
+    d: int = 16,
+    blocks: int = 1,
+    heads: int = 2,
+    causal: bool = False,
+    pool: str = "mean",
+    classes: int = 3,
+    bias: bool = True,
+    name: str | None = None,
+) -> keras.Model:
     """[batch, seq, d] → `classes` logits (module docstring)."""
     inp = keras.Input((seq, d), name="tokens")
     x = inp
@@ -95,8 +103,16 @@ def tiny_transformer(seq: int | None = None, d: int = 16, blocks: int = 1, heads
     return keras.Model(inp, out, name=name or f"tiny_transformer{'_causal' if causal else ''}_{pool}")
 
 
-def tiny_vit(size: int = 16, patch: int = 4, channels: int = 3, d: int = 16, blocks: int = 2, heads: int = 2,
-             classes: int = 5, bias: bool = True) -> keras.Model:
+def tiny_vit(
+    size: int = 16,
+    patch: int = 4,
+    channels: int = 3,
+    d: int = 16,
+    blocks: int = 2,
+    heads: int = 2,
+    classes: int = 5,
+    bias: bool = True,
+) -> keras.Model:
     """[batch, size, size, channels] → `classes` logits through patch tokens (module docstring)."""
     inp = keras.Input((size, size, channels), name="image")
     x = layers.Conv2D(d, patch, strides=patch, use_bias=bias, name="patch_embed")(inp)

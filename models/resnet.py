@@ -166,9 +166,15 @@ def save(model, path, dynamic_batch=True, fuse_bn=False):
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", ".*constant folding be turned off", UserWarning)
         torch.onnx.export(
-            model, (torch.zeros(1, *model.in_shape),), str(path),
-            dynamo=False, opset_version=OPSET, training=mode,
-            input_names=["input"], output_names=["logits"], dynamic_axes=axes,
+            model,
+            (torch.zeros(1, *model.in_shape),),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            training=mode,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes=axes,
             do_constant_folding=True,
         )
 

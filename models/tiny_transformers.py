@@ -35,26 +35,43 @@ class Logits(torch.nn.Module):
         self.model, self.names = model, names
 
     def forward(self, *tensors):
-        return self.model(**dict(zip(self.names, tensors)), use_cache=False).logits \
-            if isinstance(self.model, T.GPT2LMHeadModel) else self.model(**dict(zip(self.names, tensors))).logits
+        return (
+            self.model(**dict(zip(self.names, tensors)), use_cache=False).logits
+            if isinstance(self.model, T.GPT2LMHeadModel)
+            else self.model(**dict(zip(self.names, tensors))).logits
+        )
 
 
 def models():
     """(name, model, example inputs by name) with seeded weights."""
     torch.manual_seed(0)
     ids = torch.randint(0, VOCAB, (2, 7))
-    yield "bert", T.BertForSequenceClassification(T.BertConfig(**SMALL, vocab_size=VOCAB, num_labels=3)), \
-        {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    yield (
+        "bert",
+        T.BertForSequenceClassification(T.BertConfig(**SMALL, vocab_size=VOCAB, num_labels=3)),
+        {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+    )
     yield "gpt2", T.GPT2LMHeadModel(T.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=VOCAB)), {"input_ids": ids}
-    yield "vit", T.ViTForImageClassification(T.ViTConfig(**SMALL, image_size=32, patch_size=8, num_labels=3)), \
-        {"pixel_values": torch.randn(2, 3, 32, 32)}
+    yield (
+        "vit",
+        T.ViTForImageClassification(T.ViTConfig(**SMALL, image_size=32, patch_size=8, num_labels=3)),
+        {"pixel_values": torch.randn(2, 3, 32, 32)},
+    )
 
 
 def export(model, inputs: dict, path: Path) -> None:
     dim = torch.export.Dim.AUTO
     dynamic = {"tensors": tuple({0: dim} if n == "pixel_values" else {0: dim, 1: dim} for n in inputs)}
-    torch.onnx.export(Logits(model.eval(), list(inputs)), tuple(inputs.values()), str(path), dynamo=True,
-                      opset_version=18, input_names=list(inputs), output_names=["logits"], dynamic_shapes=dynamic)
+    torch.onnx.export(
+        Logits(model.eval(), list(inputs)),
+        tuple(inputs.values()),
+        str(path),
+        dynamo=True,
+        opset_version=18,
+        input_names=list(inputs),
+        output_names=["logits"],
+        dynamic_shapes=dynamic,
+    )
 
 
 def main(argv=None) -> None:
@@ -69,6 +86,7 @@ def main(argv=None) -> None:
     (out / "vocab.txt").write_text("".join(f"tok{i}\n" for i in range(VOCAB)))
     (out / "prompt.json").write_text(json.dumps([[5, 17, 42, 8, 99, 3, 11], [1, 2, 3, 4, 5]]))
     from PIL import Image
+
     yy, xx = np.mgrid[0:32, 0:32]
     picture = np.stack([xx * 8, yy * 8, ((xx - 16) ** 2 + (yy - 16) ** 2 < 80) * 255], -1).astype(np.uint8)
     Image.fromarray(picture).save(out / "image.png")

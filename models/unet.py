@@ -29,8 +29,7 @@ OPSET = 17
 
 
 def _block(cin, cout):
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU())
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU())
 
 
 class SmallUNet(nn.Module):
@@ -51,11 +50,11 @@ class SmallUNet(nn.Module):
         self.head = nn.Conv2d(w1, classes, 1)
 
     def forward(self, x):
-        s1 = self.enc1(x)                                        # [N, 8, H, W]
-        s2 = self.enc2(self.down(s1))                            # [N, 16, H/2, W/2]
-        y = self.bottom(self.down(s2))                           # [N, 32, H/4, W/4]
-        y = self.dec2(torch.cat([s2, self.up2(y)], dim=1))       # [N, 16, H/2, W/2]
-        y = self.dec1(torch.cat([s1, self.up1(y)], dim=1))       # [N, 8, H, W]
+        s1 = self.enc1(x)  # [N, 8, H, W]
+        s2 = self.enc2(self.down(s1))  # [N, 16, H/2, W/2]
+        y = self.bottom(self.down(s2))  # [N, 32, H/4, W/4]
+        y = self.dec2(torch.cat([s2, self.up2(y)], dim=1))  # [N, 16, H/2, W/2]
+        y = self.dec1(torch.cat([s1, self.up1(y)], dim=1))  # [N, 8, H, W]
         return self.head(y)
 
 
@@ -84,9 +83,14 @@ def save(model, path, dynamic_batch=True):
     with warnings.catch_warnings():  # torch warns that dynamo=False is legacy
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            model, (torch.zeros(1, *model.in_shape),), str(path),
-            dynamo=False, opset_version=OPSET,
-            input_names=["input"], output_names=["logits"], dynamic_axes=axes,
+            model,
+            (torch.zeros(1, *model.in_shape),),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes=axes,
             do_constant_folding=True,
         )
 

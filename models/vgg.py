@@ -26,8 +26,7 @@ IR_VERSION = 8
 EXTERNAL_DATA_THRESHOLD = 100 * 1024 * 1024  # bytes; larger models save weights beside
 
 SMALL_CONFIG = [16, 16, "M", 32, 32, "M", 64, "M"]
-VGG16_CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
-                512, 512, 512, "M", 512, 512, 512, "M"]
+VGG16_CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
 class _Builder:
@@ -63,8 +62,7 @@ class _Builder:
         return output
 
 
-def vgg(config, in_shape=(3, 32, 32), classes=10, hidden=(64,), seed=0,
-        bias=True, softmax=False):
+def vgg(config, in_shape=(3, 32, 32), classes=10, hidden=(64,), seed=0, bias=True, softmax=False):
     """A VGG-style classifier; ints in ``config`` are conv widths, "M" a 2x2 max pool."""
     b = _Builder(seed, bias)
     channels, height, width = in_shape
@@ -92,8 +90,7 @@ def vgg(config, in_shape=(3, 32, 32), classes=10, hidden=(64,), seed=0,
         name = f"fc{k}"
         last = k == len(widths)
         output = "logits" if last and not softmax else None
-        x = b.node("Gemm", name, [x] + b.param(name, (out, features), features),
-                   output=output, transB=1)
+        x = b.node("Gemm", name, [x] + b.param(name, (out, features), features), output=output, transB=1)
         if not last:
             x = b.node("Relu", f"relu_fc{k}", [x])
         features = out
@@ -101,10 +98,8 @@ def vgg(config, in_shape=(3, 32, 32), classes=10, hidden=(64,), seed=0,
         x = b.node("Softmax", "softmax", [x], output="probs", axis=1)
 
     b.graph.name = "vgg"
-    b.graph.input.append(
-        helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", *in_shape]))
-    b.graph.output.append(
-        helper.make_tensor_value_info(x, TensorProto.FLOAT, ["batch", classes]))
+    b.graph.input.append(helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", *in_shape]))
+    b.graph.output.append(helper.make_tensor_value_info(x, TensorProto.FLOAT, ["batch", classes]))
     model = b.model
     model.ir_version = IR_VERSION
     model.producer_name = "lrpc-models"
@@ -119,8 +114,7 @@ def small_vgg(seed=0, bias=True):
 
 def vgg16(seed=0, bias=True):
     """VGG-16 (configuration D) on 3x224x224 with 1000 classes (~138M parameters)."""
-    return vgg(VGG16_CONFIG, (3, 224, 224), classes=1000, hidden=(4096, 4096),
-               seed=seed, bias=bias)
+    return vgg(VGG16_CONFIG, (3, 224, 224), classes=1000, hidden=(4096, 4096), seed=seed, bias=bias)
 
 
 def save(model, path):

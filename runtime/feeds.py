@@ -120,9 +120,7 @@ def _check_shape(spec: InputSpec, array: np.ndarray) -> None:
             )
 
 
-def prepare_inputs(
-    x: Any, specs: Mapping[str, InputSpec]
-) -> dict[str, np.ndarray]:
+def prepare_inputs(x: Any, specs: Mapping[str, InputSpec]) -> dict[str, np.ndarray]:
     """Turn one array or a ``{name: array}`` dict into checked, cast arrays.
 
     Raises ``ValueError`` for missing or unknown names, a bare array given to
@@ -214,15 +212,12 @@ def prepare_target(target: Any, batch: int, target_mode: str, classes: int | Non
         raise ValueError("target must be an integer class index, got a bool")
     array = np.asarray(target)
     if array.dtype.kind not in "iu":
-        raise ValueError(
-            f"target must be integer class indices, got dtype {array.dtype}"
-        )
+        raise ValueError(f"target must be integer class indices, got dtype {array.dtype}")
     if array.ndim == 0:
         array = np.full(batch, int(array), dtype=np.int64)
     if array.ndim != 1 or array.shape[0] != batch:
         raise ValueError(
-            f"target must be an int or have shape [{batch}] (one class per "
-            f"sample), got shape {list(array.shape)}"
+            f"target must be an int or have shape [{batch}] (one class per sample), got shape {list(array.shape)}"
         )
     if (array < 0).any():
         raise ValueError(f"target class indices must be >= 0, got {array.tolist()}")

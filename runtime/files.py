@@ -44,8 +44,19 @@ from .progress import Progress
 from .session import Explainer
 from .staging import check_out_dir, guard_inputs, staged_folder
 
-__all__ = ["STYLES", "FilePlan", "SampleWriting", "check_arguments", "choose_preprocessing", "explain_chunk",
-           "explain_files", "model_paths", "plan_files", "staged_output", "write_table"]
+__all__ = [
+    "STYLES",
+    "FilePlan",
+    "SampleWriting",
+    "check_arguments",
+    "choose_preprocessing",
+    "explain_chunk",
+    "explain_files",
+    "model_paths",
+    "plan_files",
+    "staged_output",
+    "write_table",
+]
 
 STYLES = ("side-by-side", "overlay", "heatmap")
 TABLES = ("csv", "json")
@@ -82,16 +93,23 @@ def _drawable(image: np.ndarray, axis: int | None) -> bool:
     return axis is None or image.shape[axis] in (1, 3)
 
 
-def _write_picture(path: Path, relevance: np.ndarray, image: np.ndarray, style: str, layout: str | None,
-                   overlay_alpha: float) -> bool:
+def _write_picture(
+    path: Path, relevance: np.ndarray, image: np.ndarray, style: str, layout: str | None, overlay_alpha: float
+) -> bool:
     """Write one heatmap PNG; False when the sample has no picture form (e.g. a feature vector)."""
     try:
         axis = _channel_axis(relevance.shape, layout)
     except ValueError:
         return False
     show_image = style != "heatmap" and _drawable(image, axis)
-    save_heatmap(path, relevance, image=image if show_image else None, side_by_side=style == "side-by-side"
-                 and show_image, overlay_alpha=overlay_alpha, channel_axis=0 if axis is None else axis)
+    save_heatmap(
+        path,
+        relevance,
+        image=image if show_image else None,
+        side_by_side=style == "side-by-side" and show_image,
+        overlay_alpha=overlay_alpha,
+        channel_axis=0 if axis is None else axis,
+    )
     return True
 
 
@@ -124,15 +142,27 @@ def _batch_target(explainer: Explainer, target: Any, n: int) -> np.ndarray | Non
     return np.full(n, int(array), np.int64) if array.ndim == 0 else array
 
 
-def _rows(refs: Sequence[SampleRef], explainer: Explainer, outputs: dict, relevance: np.ndarray,
-          targets: np.ndarray | None, drawn: list[bool]) -> list[dict]:
+def _rows(
+    refs: Sequence[SampleRef],
+    explainer: Explainer,
+    outputs: dict,
+    relevance: np.ndarray,
+    targets: np.ndarray | None,
+    drawn: list[bool],
+) -> list[dict]:
     scores = _prediction(outputs, explainer.metadata.output)
     target = _target_column(explainer, scores, targets, len(refs))
     sums = relevance.reshape(len(refs), -1).sum(axis=1, dtype=np.float64)
     rows = []
     for i, ref in enumerate(refs):
-        row = {"input": ref.name, "source": ref.source, "index": ref.index, "target": target[i],
-               "relevance_sum": float(sums[i]), "heatmap": f"{ref.name}.png" if drawn[i] else None}
+        row = {
+            "input": ref.name,
+            "source": ref.source,
+            "index": ref.index,
+            "target": target[i],
+            "relevance_sum": float(sums[i]),
+            "heatmap": f"{ref.name}.png" if drawn[i] else None,
+        }
         if scores is not None:
             row.update(predicted=int(scores[i].argmax()), score=float(scores[i].max()))
         rows.append(row)
@@ -176,8 +206,16 @@ def _fraction(value: Any) -> bool:
         return False
 
 
-def check_arguments(style: str, table: str, out_dir: str | os.PathLike, *, inputs: Sequence = (),
-                    overwrite: bool = False, overlay_alpha: float = 0.5, batch_size: int = 32) -> Path:
+def check_arguments(
+    style: str,
+    table: str,
+    out_dir: str | os.PathLike,
+    *,
+    inputs: Sequence = (),
+    overwrite: bool = False,
+    overlay_alpha: float = 0.5,
+    batch_size: int = 32,
+) -> Path:
     """``out_dir`` as a Path, after the checks that need no model (ValueError on a bad one): the style,
     table, overlay alpha (0 to 1) and batch size (1 to limits.MAX_BATCH_SIZE), ``out_dir`` apart from the
     ``inputs`` (files, folders, the model's path), and not a non-empty folder unless ``overwrite``."""
@@ -199,32 +237,41 @@ def model_paths(model: Any) -> list:
     return [model] if isinstance(model, (str, os.PathLike)) else []
 
 
-def plan_files(explainer: Explainer, inputs: Sequence[str | os.PathLike],
-               preprocess: str | Preprocessing | None) -> FilePlan:
+def plan_files(
+    explainer: Explainer, inputs: Sequence[str | os.PathLike], preprocess: str | Preprocessing | None
+) -> FilePlan:
     """The samples ``inputs`` hold and how to read them for ``explainer``'s single input."""
     if len(explainer.input_names) != 1:
-        raise ValueError(f"the model has {len(explainer.input_names)} inputs {explainer.input_names}; explaining "
-                         "files needs a single-input model (use Explainer.explain with a dict of arrays)")
+        raise ValueError(
+            f"the model has {len(explainer.input_names)} inputs {explainer.input_names}; explaining "
+            "files needs a single-input model (use Explainer.explain with a dict of arrays)"
+        )
     shape = explainer.input_shapes[explainer.input_names[0]]
     spec, _ = choose_preprocessing(preprocess, explainer.metadata.preprocess)
     refs = collect(inputs, input_rank=len(shape), sample_dims=shape[1:])
     return FilePlan(refs, spec, shape, spec.layout or guess_layout(shape))
 
 
-def explain_chunk(explainer: Explainer, chunk: Sequence[SampleRef], plan: FilePlan, target: Any, folder: Path,
-                  writing: SampleWriting) -> list[dict]:
+def explain_chunk(
+    explainer: Explainer, chunk: Sequence[SampleRef], plan: FilePlan, target: Any, folder: Path, writing: SampleWriting
+) -> list[dict]:
     """Explain one batch of samples, write their files into ``folder``; their table rows."""
     x = load_samples(chunk, plan.spec, plan.shape)
     targets = _batch_target(explainer, target, len(chunk))
     result = explainer.explain(x, target=targets)
     relevance = result.relevance_map
-    drawn = [_write_picture(folder / f"{ref.name}.png", relevance[i], x[i], writing.style, plan.layout,
-                            writing.overlay_alpha) for i, ref in enumerate(chunk)]
+    drawn = [
+        _write_picture(
+            folder / f"{ref.name}.png", relevance[i], x[i], writing.style, plan.layout, writing.overlay_alpha
+        )
+        for i, ref in enumerate(chunk)
+    ]
     if writing.save_relevance:
         for i, ref in enumerate(chunk):
             np.save(folder / f"{ref.name}.relevance.npy", relevance[i])
-    return _rows(chunk, explainer, result.outputs, relevance,
-                 targets if explainer.target_mode == "input" else None, drawn)
+    return _rows(
+        chunk, explainer, result.outputs, relevance, targets if explainer.target_mode == "input" else None, drawn
+    )
 
 
 def write_table(folder: Path, rows: list[dict], table: str) -> None:
@@ -264,8 +311,15 @@ def explain_files(
 
         >>> rows = explain_files("explained.onnx", ["cat.jpg"], "out", preprocess="resize=224,224")  # doctest: +SKIP
     """
-    out_dir = check_arguments(style, table, out_dir, inputs=[*inputs, *model_paths(model)], overwrite=overwrite,
-                              overlay_alpha=overlay_alpha, batch_size=batch_size)
+    out_dir = check_arguments(
+        style,
+        table,
+        out_dir,
+        inputs=[*inputs, *model_paths(model)],
+        overwrite=overwrite,
+        overlay_alpha=overlay_alpha,
+        batch_size=batch_size,
+    )
     explainer = model if isinstance(model, Explainer) else Explainer(model, device=device, batch_size=batch_size)
     plan = plan_files(explainer, inputs, preprocess)
     writing = SampleWriting(style, overlay_alpha, save_relevance)
@@ -273,7 +327,7 @@ def explain_files(
         rows: list[dict] = []
         with Progress(len(plan.refs), "explaining", enabled=progress) as bar:
             for start in range(0, len(plan.refs), batch_size):
-                chunk = plan.refs[start:start + batch_size]
+                chunk = plan.refs[start : start + batch_size]
                 rows += explain_chunk(explainer, chunk, plan, target, staging, writing)
                 bar.advance(len(chunk))
         write_table(staging, rows, table)

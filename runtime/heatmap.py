@@ -37,10 +37,7 @@ def _to_2d(array: Any, channel_axis: int, what: str) -> np.ndarray:
     if values.ndim == 3:
         return values.sum(axis=channel_axis)
     hint = " (pass one sample, e.g. relevance[0])" if values.ndim == 4 else ""
-    raise ValueError(
-        f"{what} must be 2D [H, W] or 3D with a channel axis, got shape "
-        f"{list(values.shape)}{hint}"
-    )
+    raise ValueError(f"{what} must be 2D [H, W] or 3D with a channel axis, got shape {list(values.shape)}{hint}")
 
 
 def _colorize(t: np.ndarray, cmap: str) -> np.ndarray:
@@ -95,8 +92,7 @@ def _image_rgb(image: Any, channel_axis: int) -> np.ndarray:
             values = values[..., 0]
         elif values.shape[-1] != 3:
             raise ValueError(
-                f"image must have 1 or 3 channels on axis {channel_axis}, got "
-                f"shape {list(np.asarray(image).shape)}"
+                f"image must have 1 or 3 channels on axis {channel_axis}, got shape {list(np.asarray(image).shape)}"
             )
     elif values.ndim != 2:
         raise ValueError(f"image must be 2D or 3D, got shape {list(values.shape)}")
@@ -128,8 +124,7 @@ def _compose(
         rgb = _image_rgb(image, channel_axis)
         if rgb.shape != heat.shape:
             raise ValueError(
-                f"image is {rgb.shape[0]}x{rgb.shape[1]} but the relevance map is "
-                f"{heat.shape[0]}x{heat.shape[1]}"
+                f"image is {rgb.shape[0]}x{rgb.shape[1]} but the relevance map is {heat.shape[0]}x{heat.shape[1]}"
             )
         if side_by_side:
             picture = np.concatenate([rgb, heat], axis=1)
@@ -149,8 +144,9 @@ def _scale(scale: int | None, height: int, width: int) -> int:
     if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
     if scale > 1 and height * width * scale * scale > MAX_PICTURE_PIXELS:
-        raise ValueError(f"scale={scale} makes a {height * scale}×{width * scale} picture, more than "
-                         f"{MAX_PICTURE_PIXELS:,} pixels")
+        raise ValueError(
+            f"scale={scale} makes a {height * scale}×{width * scale} picture, more than {MAX_PICTURE_PIXELS:,} pixels"
+        )
     return int(scale)
 
 

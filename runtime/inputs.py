@@ -53,8 +53,7 @@ class SampleRef:
 def _files(path: Path) -> list[Path]:
     """The input files a command-line argument names (a folder's in name order)."""
     if path.is_dir():
-        found = sorted(p for p in path.iterdir()
-                       if p.is_file() and p.suffix.lower() in (*IMAGE_SUFFIXES, ARRAY_SUFFIX))
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in (*IMAGE_SUFFIXES, ARRAY_SUFFIX))
         if not found:
             raise ValueError(f"{path}: the folder has no images ({', '.join(IMAGE_SUFFIXES)}) or .npy files")
         return found
@@ -100,11 +99,14 @@ def _array_count(path: Path, input_rank: int, sample_dims: Sequence | None = Non
     elif array.ndim == input_rank and array.shape[0] > 0:
         count, sample = int(array.shape[0]), array.shape[1:]
     else:
-        raise ValueError(f"{path}: shape {list(array.shape)}; the model input has rank {input_rank}, so give one "
-                         f"sample of rank {input_rank - 1} or a batch of rank {input_rank}")
+        raise ValueError(
+            f"{path}: shape {list(array.shape)}; the model input has rank {input_rank}, so give one "
+            f"sample of rank {input_rank - 1} or a batch of rank {input_rank}"
+        )
     if sample_dims is not None and any(isinstance(d, int) and d > 0 and d != n for d, n in zip(sample_dims, sample)):
-        raise ValueError(f"{path}: samples of shape {list(sample)}; the model input takes {list(sample_dims)} "
-                         "after the batch axis")
+        raise ValueError(
+            f"{path}: samples of shape {list(sample)}; the model input takes {list(sample_dims)} after the batch axis"
+        )
     return count
 
 
@@ -112,10 +114,19 @@ def _check_dtype(path: Path, dtype: np.dtype) -> None:
     """Refuse arrays that are not real numbers (a complex one would lose its imaginary part)."""
     if dtype.kind in "biuf" and dtype.fields is None:
         return
-    what = {"c": "complex numbers (the imaginary part would be lost)", "V": "records (a structured dtype)",
-            "U": "text", "S": "bytes", "M": "dates", "m": "time spans", "O": "Python objects"}.get(dtype.kind, "")
-    raise ValueError(f"{path}: an array of dtype {dtype}{', ' + what if what else ''}; lrpc explain takes "
-                     "arrays of real numbers (bool, integer or float)")
+    what = {
+        "c": "complex numbers (the imaginary part would be lost)",
+        "V": "records (a structured dtype)",
+        "U": "text",
+        "S": "bytes",
+        "M": "dates",
+        "m": "time spans",
+        "O": "Python objects",
+    }.get(dtype.kind, "")
+    raise ValueError(
+        f"{path}: an array of dtype {dtype}{', ' + what if what else ''}; lrpc explain takes "
+        "arrays of real numbers (bool, integer or float)"
+    )
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -128,8 +139,9 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def collect(paths: Sequence[str | os.PathLike], input_rank: int,
-            sample_dims: Sequence | None = None) -> list[SampleRef]:
+def collect(
+    paths: Sequence[str | os.PathLike], input_rank: int, sample_dims: Sequence | None = None
+) -> list[SampleRef]:
     """Every sample the files and folders in ``paths`` hold, in order, with unique names; with ``sample_dims``
     (the model input's shape after the batch axis), arrays whose samples do not fit it are refused."""
     if not paths:
@@ -154,8 +166,9 @@ def _sample_shape(ref: SampleRef, arrays: dict[str, np.ndarray], spec: Preproces
     return array.shape if ref.index is None else array.shape[1:]
 
 
-def check_batch_size(refs: Sequence[SampleRef], spec: Preprocessing, shape: tuple,
-                     arrays: dict[str, np.ndarray] | None = None) -> None:
+def check_batch_size(
+    refs: Sequence[SampleRef], spec: Preprocessing, shape: tuple, arrays: dict[str, np.ndarray] | None = None
+) -> None:
     """Refuse a batch whose float32 samples would pass limits.MAX_BATCH_BYTES, from the arrays' headers and
     the images' target size, before any sample is read (ValueError naming --batch-size)."""
     arrays = arrays if arrays is not None else {r.source: open_array(r.source) for r in refs if not r.is_image}
@@ -181,11 +194,15 @@ def load_samples(refs: Sequence[SampleRef], spec: Preprocessing, shape: tuple) -
     first = samples[0].shape
     odd = next((r for r, s in zip(refs, samples) if s.shape != first), None)
     if odd is not None:
-        raise ValueError(f"{odd.source}: a sample of shape {list(samples[refs.index(odd)].shape)}, but "
-                         f"{refs[0].source} gave {list(first)}; one batch needs one shape")
+        raise ValueError(
+            f"{odd.source}: a sample of shape {list(samples[refs.index(odd)].shape)}, but "
+            f"{refs[0].source} gave {list(first)}; one batch needs one shape"
+        )
     bad = next((r for r, s in zip(refs, samples) if not np.isfinite(s).all()), None)
     if bad is not None:
         where = "" if bad.index is None else f" (sample {bad.index})"
-        raise ValueError(f"{bad.source}{where}: holds NaN or Inf (or values beyond float32's range); "
-                         "lrpc explains finite inputs only")
+        raise ValueError(
+            f"{bad.source}{where}: holds NaN or Inf (or values beyond float32's range); "
+            "lrpc explains finite inputs only"
+        )
     return np.stack(samples)

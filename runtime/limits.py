@@ -96,8 +96,10 @@ def batch_bytes_problem(sample_bytes: list[int], what: str = "--batch-size (batc
         return None
     count, largest = len(sample_bytes), max(sample_bytes)
     each = "" if count == 1 else " each" if len(set(sample_bytes)) == 1 else " at most"
-    text = (f"a batch of {count} sample{'s' * (count != 1)} of {size_text(largest)}{each} is "
-            f"{size_text(total)} as float32, more than the {size_text(MAX_BATCH_BYTES)} lrpc explain reads at once")
+    text = (
+        f"a batch of {count} sample{'s' * (count != 1)} of {size_text(largest)}{each} is "
+        f"{size_text(total)} as float32, more than the {size_text(MAX_BATCH_BYTES)} lrpc explain reads at once"
+    )
     return text if largest > MAX_BATCH_BYTES else f"{text}; lower {what} to {largest_batch(largest)} or less"
 
 

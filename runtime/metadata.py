@@ -117,9 +117,7 @@ def _parse_relevance(text: str, source: str) -> dict[str, str]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise NotExplainedError(
-            f"{source}: {KEY_RELEVANCE} is not valid JSON ({err}): {text!r}"
-        ) from None
+        raise NotExplainedError(f"{source}: {KEY_RELEVANCE} is not valid JSON ({err}): {text!r}") from None
     if (
         not isinstance(value, dict)
         or not value
@@ -168,6 +166,9 @@ def parse_metadata(meta: Mapping[str, str], source: str = "model") -> ExplainedM
         classes=int(meta["lrpc.classes"]) if meta.get("lrpc.classes", "").isdigit() else None,
         preprocess=meta.get(KEY_PREPROCESS),
         output=meta.get(KEY_OUTPUT),
-        extra={k: v for k, v in meta.items() if k.startswith("lrpc.") and k not in (*REQUIRED_KEYS, KEY_PREPROCESS,
-                                                                                   KEY_OUTPUT, "lrpc.classes")},
+        extra={
+            k: v
+            for k, v in meta.items()
+            if k.startswith("lrpc.") and k not in (*REQUIRED_KEYS, KEY_PREPROCESS, KEY_OUTPUT, "lrpc.classes")
+        },
     )

@@ -72,8 +72,11 @@ def _size(text: str) -> tuple[int, int]:
 def _check_resize(size: Any) -> None:
     """Two whole numbers of pixels, each from 1 to MAX_SIDE (a spec from a file is checked as one given)."""
     text = ",".join(map(str, size)) if isinstance(size, (tuple, list)) else str(size)
-    if not isinstance(size, (tuple, list)) or len(size) != 2 or \
-            any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in size):
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in size)
+    ):
         raise ValueError(f"preprocess resize={text}: give the height and width in pixels, e.g. resize=224,224")
     if max(size) > MAX_SIDE:
         raise ValueError(f"preprocess resize={text}: at most {MAX_SIDE} pixels a side")
@@ -82,8 +85,10 @@ def _check_resize(size: Any) -> None:
 def _check_side(size: tuple[int, int], shape: tuple) -> None:
     """Refuse a model input whose own height or width (the default size) is beyond MAX_SIDE."""
     if max(size) > MAX_SIDE:
-        raise ValueError(f"the model input {list(shape)} asks for {size[0]}×{size[1]} images, more than the "
-                         f"{MAX_SIDE} pixels a side lrpc explain makes; give resize=H,W or .npy arrays")
+        raise ValueError(
+            f"the model input {list(shape)} asks for {size[0]}×{size[1]} images, more than the "
+            f"{MAX_SIDE} pixels a side lrpc explain makes; give resize=H,W or .npy arrays"
+        )
 
 
 @dataclass(frozen=True)
@@ -115,8 +120,10 @@ class Preprocessing:
         for item in filter(None, (part.strip() for part in text.split(";"))):
             key, eq, value = (s.strip() for s in item.partition("="))
             if key not in KEYS or not eq or not value:
-                raise ValueError(f"preprocess: {item!r} is not KEY=VALUE with KEY one of {', '.join(KEYS)} "
-                                 "(e.g. 'resize=224,224;mean=0.485,0.456,0.406;std=0.229,0.224,0.225')")
+                raise ValueError(
+                    f"preprocess: {item!r} is not KEY=VALUE with KEY one of {', '.join(KEYS)} "
+                    "(e.g. 'resize=224,224;mean=0.485,0.456,0.406;std=0.229,0.224,0.225')"
+                )
             if key in given:
                 raise ValueError(f"preprocess: {key} is given twice")
             given[key] = value
@@ -148,15 +155,21 @@ class Preprocessing:
     def to_json(self) -> str:
         """Compact, key-sorted JSON of the fields that were given (deterministic bytes)."""
         given = {f.name: getattr(self, f.name) for f in fields(self)}
-        given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in given.items()
-                 if v is not None and not (k == "invert" and not v)}
+        given = {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in given.items()
+            if v is not None and not (k == "invert" and not v)
+        }
         return json.dumps(given, sort_keys=True, separators=(",", ":"))
 
     def describe(self) -> str:
         """One line for people, e.g. ``resize 8×8, scale 0.0625, invert``."""
         parts = [f"resize {self.resize[0]}×{self.resize[1]}"] if self.resize else []
-        parts += [f"{k} {_fmt(getattr(self, k))}" for k in ("scale", "mean", "std", "layout", "color")
-                  if getattr(self, k) is not None]
+        parts += [
+            f"{k} {_fmt(getattr(self, k))}"
+            for k in ("scale", "mean", "std", "layout", "color")
+            if getattr(self, k) is not None
+        ]
         return ", ".join(parts + (["invert"] if self.invert else [])) or "defaults"
 
 
@@ -176,8 +189,13 @@ def _flag(text: str) -> bool:
 
 
 def _fmt(value: Any) -> str:
-    return ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}" \
-        if isinstance(value, float) else str(value)
+    return (
+        ",".join(f"{v:g}" for v in value)
+        if isinstance(value, tuple)
+        else f"{value:g}"
+        if isinstance(value, float)
+        else str(value)
+    )
 
 
 def guess_layout(shape: tuple) -> str:
@@ -200,14 +218,18 @@ def image_layout(shape: tuple, layout: str | None = None) -> tuple[str, int, tup
         ('NCHW', 1, (8, 8))
     """
     if len(shape) != 4:
-        raise ValueError(f"the model input has shape {list(shape)}; images need a [batch, C, H, W] or "
-                         "[batch, H, W, C] input (give .npy arrays instead)")
+        raise ValueError(
+            f"the model input has shape {list(shape)}; images need a [batch, C, H, W] or "
+            "[batch, H, W, C] input (give .npy arrays instead)"
+        )
     layout = layout or guess_layout(shape)
     channels, height, width = (shape[1], shape[2], shape[3]) if layout == "NCHW" else (shape[3], shape[1], shape[2])
     if channels not in (1, 3):
-        raise ValueError(f"the model input has shape {list(shape)}: {channels} channels in layout {layout}; "
-                         "images give 1 (gray) or 3 (rgb); set layout= in the preprocessing spec")
-    dim = (lambda d: d if isinstance(d, int) and d > 0 else None)
+        raise ValueError(
+            f"the model input has shape {list(shape)}: {channels} channels in layout {layout}; "
+            "images give 1 (gray) or 3 (rgb); set layout= in the preprocessing spec"
+        )
+    dim = lambda d: d if isinstance(d, int) and d > 0 else None
     return layout, channels, (dim(height), dim(width))
 
 
@@ -235,8 +257,9 @@ def _target(spec: Preprocessing, shape: tuple) -> tuple[str, int, tuple[int, int
         raise ValueError(f"the model input {list(shape)} has no fixed height and width: give resize=H,W")
     _check_side(size, shape)
     if spec.color is not None and COLORS[spec.color][1] != channels:
-        raise ValueError(f"preprocess color={spec.color} gives {COLORS[spec.color][1]} channel(s); "
-                         f"the model input has {channels}")
+        raise ValueError(
+            f"preprocess color={spec.color} gives {COLORS[spec.color][1]} channel(s); the model input has {channels}"
+        )
     return layout, channels, size
 
 
@@ -264,9 +287,11 @@ def _open_image(path: str | os.PathLike):
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
             found = re.search(r"\((\d+) pixels\)", str(err))
             pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-            raise ValueError(f"{os.fspath(path)}: an image of {pixels}, more than the "
-                             f"{Image.MAX_IMAGE_PIXELS:,} lrpc explain decodes (Pillow's decompression-bomb limit, "
-                             "PIL.Image.MAX_IMAGE_PIXELS); shrink it first") from None
+            raise ValueError(
+                f"{os.fspath(path)}: an image of {pixels}, more than the "
+                f"{Image.MAX_IMAGE_PIXELS:,} lrpc explain decodes (Pillow's decompression-bomb limit, "
+                "PIL.Image.MAX_IMAGE_PIXELS); shrink it first"
+            ) from None
 
 
 def load_image(path: str | os.PathLike, spec: Preprocessing, shape: tuple) -> np.ndarray:

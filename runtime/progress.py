@@ -33,8 +33,10 @@ def bar_line(label: str, done: int, total: int, rate: float) -> str:
     filled = WIDTH * done // max(total, 1)
     digits = len(str(total))
     speed = f"{rate:.1f}/s" if rate < 100 else f"{rate:.0f}/s"
-    return (f"{label} {done:>{digits}}/{total} [{'#' * filled}{'.' * (WIDTH - filled)}] "
-            f"{100 * done // max(total, 1):>3}%  {speed}")
+    return (
+        f"{label} {done:>{digits}}/{total} [{'#' * filled}{'.' * (WIDTH - filled)}] "
+        f"{100 * done // max(total, 1):>3}%  {speed}"
+    )
 
 
 class Progress:

@@ -34,8 +34,16 @@ from typing import Any
 
 import numpy as np
 
-from .files import (FilePlan, SampleWriting, check_arguments, explain_chunk, model_paths, plan_files,
-                    staged_output, write_table)
+from .files import (
+    FilePlan,
+    SampleWriting,
+    check_arguments,
+    explain_chunk,
+    model_paths,
+    plan_files,
+    staged_output,
+    write_table,
+)
 from .inputs import SampleRef
 from .limits import MAX_ACTORS, MAX_THREADS, bounded_int
 from .preprocess import Preprocessing
@@ -64,14 +72,25 @@ def import_ray():
 class ChunkWorker:
     """One Ray actor: one onnxruntime session, reused for every batch of samples the actor is given."""
 
-    def __init__(self, model: str | bytes, device: str, threads: int, batch_size: int, plan: FilePlan,
-                 target: Any, folder: str, writing: SampleWriting) -> None:
+    def __init__(
+        self,
+        model: str | bytes,
+        device: str,
+        threads: int,
+        batch_size: int,
+        plan: FilePlan,
+        target: Any,
+        folder: str,
+        writing: SampleWriting,
+    ) -> None:
         self.explainer = Explainer(model, device=device, threads=threads, batch_size=batch_size)
         self.plan, self.target, self.folder, self.writing = plan, target, Path(folder), writing
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        refs = [SampleRef(str(name), str(file), None if index < 0 else int(index))
-                for name, file, index in zip(batch["name"], batch["file"], batch["index"])]
+        refs = [
+            SampleRef(str(name), str(file), None if index < 0 else int(index))
+            for name, file, index in zip(batch["name"], batch["file"], batch["index"])
+        ]
         rows = explain_chunk(self.explainer, refs, self.plan, self.target, self.folder, self.writing)
         return {"position": batch["position"], "row": np.array([json.dumps(row) for row in rows], dtype=object)}
 
@@ -79,8 +98,15 @@ class ChunkWorker:
 def sample_items(refs: Sequence[SampleRef]) -> list[dict]:
     """The Dataset rows: each sample's place in the table, its output name, its file (absolute: actors run
     elsewhere) and its index in a batch array (-1: the whole file)."""
-    return [{"position": i, "name": ref.name, "file": os.path.abspath(ref.source),
-             "index": -1 if ref.index is None else ref.index} for i, ref in enumerate(refs)]
+    return [
+        {
+            "position": i,
+            "name": ref.name,
+            "file": os.path.abspath(ref.source),
+            "index": -1 if ref.index is None else ref.index,
+        }
+        for i, ref in enumerate(refs)
+    ]
 
 
 def ordered_rows(results: Sequence[tuple[int, str]], refs: Sequence[SampleRef]) -> list[dict]:
@@ -179,22 +205,40 @@ def explain_files_ray(
     """
     bounded_int("--actors (actors)", actors, 1, MAX_ACTORS)
     bounded_int("threads_per_actor", threads_per_actor, 1, MAX_THREADS)
-    out_dir = check_arguments(style, table, out_dir, inputs=[*inputs, *model_paths(model)], overwrite=overwrite,
-                              overlay_alpha=overlay_alpha, batch_size=batch_size)
+    out_dir = check_arguments(
+        style,
+        table,
+        out_dir,
+        inputs=[*inputs, *model_paths(model)],
+        overwrite=overwrite,
+        overlay_alpha=overlay_alpha,
+        batch_size=batch_size,
+    )
     ray = import_ray()
     model = model if isinstance(model, (bytes, bytearray)) else os.path.abspath(model)
     plan = plan_files(Explainer(model, threads=1, batch_size=batch_size), inputs, preprocess)
     worker_plan = dataclasses.replace(plan, refs=[])  # each actor gets its samples from the Dataset
     local_cpus = max(os.cpu_count() or 1, actors * threads_per_actor)
-    with staged_output(out_dir, overwrite) as staging, ray_connection(ray, address, local_cpus), \
-            ray_data_settings(ray):
+    with staged_output(out_dir, overwrite) as staging, ray_connection(ray, address, local_cpus), ray_data_settings(ray):
         blocks = block_count(len(plan.refs), batch_size, actors)
         dataset = ray.data.from_items(sample_items(plan.refs), override_num_blocks=blocks)
         explained = dataset.map_batches(
-            ChunkWorker, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=min(actors, blocks)),
-            num_cpus=threads_per_actor, num_gpus=1 if device.startswith("cuda") else None,
-            fn_constructor_args=(model, device, threads_per_actor, batch_size, worker_plan, target,
-                                 str(staging.resolve()), SampleWriting(style, overlay_alpha, save_relevance)))
+            ChunkWorker,
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=min(actors, blocks)),
+            num_cpus=threads_per_actor,
+            num_gpus=1 if device.startswith("cuda") else None,
+            fn_constructor_args=(
+                model,
+                device,
+                threads_per_actor,
+                batch_size,
+                worker_plan,
+                target,
+                str(staging.resolve()),
+                SampleWriting(style, overlay_alpha, save_relevance),
+            ),
+        )
         results: list[tuple[int, str]] = []
         try:
             with Progress(len(plan.refs), "explaining", enabled=progress) as bar:

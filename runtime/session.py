@@ -73,9 +73,7 @@ class Explanation:
         return next(iter(self.outputs.values()))
 
 
-def _resolve_providers(
-    device: str, providers: Sequence[ProviderSpec] | None
-) -> tuple[list[ProviderSpec], bool, str]:
+def _resolve_providers(device: str, providers: Sequence[ProviderSpec] | None) -> tuple[list[ProviderSpec], bool, str]:
     """Return (providers, CUDA requested?, how it was requested) for the session."""
     if providers is not None:
         chosen = list(providers)
@@ -142,9 +140,7 @@ class Explainer:
         chosen, wants_cuda, requested = _resolve_providers(device, providers)
         available = ort.get_available_providers()
         if wants_cuda and CUDA_PROVIDER not in available:
-            raise _cuda_error(
-                requested, available, "this onnxruntime build has no CUDAExecutionProvider"
-            )
+            raise _cuda_error(requested, available, "this onnxruntime build has no CUDAExecutionProvider")
         options = session_options
         if options is None:
             options = ort.SessionOptions()
@@ -168,7 +164,8 @@ class Explainer:
             raise NotExplainedError(f"{source}: onnxruntime cannot load it ({first_line})") from None
         if wants_cuda and CUDA_PROVIDER not in self._session.get_providers():
             raise _cuda_error(
-                requested, available,
+                requested,
+                available,
                 "onnxruntime dropped the CUDAExecutionProvider when creating the "
                 "session (the CUDA or cuDNN libraries probably failed to load; see "
                 "the onnxruntime warnings above)",
@@ -186,19 +183,18 @@ class Explainer:
             target = graph_inputs.pop(TARGET_INPUT_NAME, None)
             if target is None or target.type != "tensor(int64)":
                 raise NotExplainedError(
-                    f"{source}: target mode is 'input' but the graph has no int64 "
-                    f"input named {TARGET_INPUT_NAME!r}"
+                    f"{source}: target mode is 'input' but the graph has no int64 input named {TARGET_INPUT_NAME!r}"
                 )
         self._mask_spec = None
         if meta.target_mode == "mask":
             mask = graph_inputs.pop(MASK_INPUT_NAME, None)
             if mask is None:
-                raise NotExplainedError(f"{source}: target mode is 'mask' but the graph has no "
-                                        f"input named {MASK_INPUT_NAME!r}")
+                raise NotExplainedError(
+                    f"{source}: target mode is 'mask' but the graph has no input named {MASK_INPUT_NAME!r}"
+                )
             self._mask_spec = InputSpec(MASK_INPUT_NAME, tuple(mask.shape), ort_dtype(mask.type))
         self._specs = {
-            name: InputSpec(name, tuple(arg.shape), ort_dtype(arg.type))
-            for name, arg in graph_inputs.items()
+            name: InputSpec(name, tuple(arg.shape), ort_dtype(arg.type)) for name, arg in graph_inputs.items()
         }
         bad_inputs = [k for k in meta.relevance if k not in self._specs]
         bad_outputs = [v for v in meta.relevance.values() if v not in all_outputs]
@@ -297,8 +293,7 @@ class Explainer:
         size = fixed.pop()
         if batch % size:
             raise ValueError(
-                f"the model has a fixed batch size of {size}; the number of samples "
-                f"({batch}) must be a multiple of it"
+                f"the model has a fixed batch size of {size}; the number of samples ({batch}) must be a multiple of it"
             )
         return size
 
@@ -322,10 +317,13 @@ class Explainer:
         batch = batch_size_of(arrays)
         if self._mask_spec is not None:
             if target is None:
-                raise ValueError("this file was compiled with `--target mask`: pass target= (the mask, an "
-                                 "array of the explained tensor's shape)")
-            arrays[MASK_INPUT_NAME] = prepare_inputs({MASK_INPUT_NAME: target},
-                                                     {MASK_INPUT_NAME: self._mask_spec})[MASK_INPUT_NAME]
+                raise ValueError(
+                    "this file was compiled with `--target mask`: pass target= (the mask, an "
+                    "array of the explained tensor's shape)"
+                )
+            arrays[MASK_INPUT_NAME] = prepare_inputs({MASK_INPUT_NAME: target}, {MASK_INPUT_NAME: self._mask_spec})[
+                MASK_INPUT_NAME
+            ]
             batch_size_of(arrays)  # the mask shares the batch size
             targets = None
         else:
@@ -333,9 +331,9 @@ class Explainer:
         step = self._chunk_size(batch)
         pieces: list[dict[str, np.ndarray]] = []
         for start in range(0, batch, step):
-            feeds = {name: a[start:start + step] for name, a in arrays.items()}
+            feeds = {name: a[start : start + step] for name, a in arrays.items()}
             if targets is not None:
-                feeds[TARGET_INPUT_NAME] = targets[start:start + step]
+                feeds[TARGET_INPUT_NAME] = targets[start : start + step]
             pieces.append(dict(zip(self._all_outputs, self._session.run(None, feeds))))
         merged = pieces[0] if len(pieces) == 1 else self._concat(pieces)
         return Explanation(

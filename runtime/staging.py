@@ -33,8 +33,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["check_out_dir", "guard_inputs", "owner_tag", "remove_stale", "signals_deferred", "staged_folder",
-           "staging_prefix"]
+__all__ = [
+    "check_out_dir",
+    "guard_inputs",
+    "owner_tag",
+    "remove_stale",
+    "signals_deferred",
+    "staged_folder",
+    "staging_prefix",
+]
 
 FOLDER_SUFFIX = ".partial"
 HELD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -65,7 +72,7 @@ def stale_pid(entry: str, name: str, suffix: str, host: str) -> int | None:
     start = f".{name}."
     if not (entry.startswith(start) and entry.endswith(suffix)):
         return None
-    owner, dot, rand = entry[len(start):len(entry) - len(suffix)].rpartition(".")
+    owner, dot, rand = entry[len(start) : len(entry) - len(suffix)].rpartition(".")
     entry_host, dash, pid = owner.rpartition("-")
     if not (dot and dash and rand and pid.isdigit()) or entry_host != host:
         return None
@@ -120,8 +127,10 @@ def guard_inputs(out_dir: Path, inputs: Sequence[str | os.PathLike]) -> None:
             relation = "is inside"
         else:
             continue
-        raise ValueError(f"-o {out_dir} {relation} the input {os.fspath(given)}: the results would replace or mix "
-                         "with the files they explain; choose an output folder outside the inputs")
+        raise ValueError(
+            f"-o {out_dir} {relation} the input {os.fspath(given)}: the results would replace or mix "
+            "with the files they explain; choose an output folder outside the inputs"
+        )
 
 
 def check_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -129,8 +138,10 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: exists and is not a folder")
     if out_dir.is_dir() and not overwrite and any(os.scandir(out_dir)):
-        raise ValueError(f"{out_dir}: the output folder exists and is not empty; add --overwrite (overwrite=True) "
-                         "to replace it as a whole, or choose another folder")
+        raise ValueError(
+            f"{out_dir}: the output folder exists and is not empty; add --overwrite (overwrite=True) "
+            "to replace it as a whole, or choose another folder"
+        )
 
 
 @contextmanager
@@ -192,8 +203,10 @@ def publish(staging: Path, out_dir: Path, overwrite: bool) -> None:
         if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
             raise
     if not overwrite:
-        raise ValueError(f"{out_dir}: files appeared in the output folder during the run; nothing was written "
-                         "(add --overwrite to replace it)")
+        raise ValueError(
+            f"{out_dir}: files appeared in the output folder during the run; nothing was written "
+            "(add --overwrite to replace it)"
+        )
     if not _exchange(staging, out_dir):
         _swap_aside(staging, out_dir)
 
@@ -234,8 +247,9 @@ def staged_folder(out_dir: Path, overwrite: bool = False) -> Iterator[Path]:
         with signals_deferred():
             created = make_parents(out_dir.parent)
             remove_stale(out_dir.parent, out_dir.name, FOLDER_SUFFIX)
-            staging = Path(tempfile.mkdtemp(prefix=staging_prefix(out_dir.name), suffix=FOLDER_SUFFIX,
-                                            dir=out_dir.parent))
+            staging = Path(
+                tempfile.mkdtemp(prefix=staging_prefix(out_dir.name), suffix=FOLDER_SUFFIX, dir=out_dir.parent)
+            )
         yield staging
         umask = os.umask(0)
         os.umask(umask)

@@ -43,8 +43,9 @@ def token_input(explainer: Explainer) -> tuple[str, int | None] | None:
     for entry in described.values():
         if entry.get("kind") == "token" and entry.get("input") in explainer.input_names:
             vocab = entry.get("vocab")
-            return entry["input"], vocab if isinstance(vocab, int) and not isinstance(vocab, bool) and vocab > 0 \
-                else None
+            return entry["input"], vocab if isinstance(vocab, int) and not isinstance(
+                vocab, bool
+            ) and vocab > 0 else None
     return None
 
 
@@ -76,8 +77,10 @@ def _check_file_size(path: Path, limit: int, what: str) -> None:
 
 def _check_count(source: str, array: np.ndarray) -> None:
     if array.size > MAX_TOKEN_IDS:
-        raise ValueError(f"{source}: {array.size:,} token ids, more than the {MAX_TOKEN_IDS:,} lrpc explain reads "
-                         "from one file; split it")
+        raise ValueError(
+            f"{source}: {array.size:,} token ids, more than the {MAX_TOKEN_IDS:,} lrpc explain reads "
+            "from one file; split it"
+        )
 
 
 def _read_npy_ids(path: Path, vocab: int | None) -> np.ndarray:
@@ -91,8 +94,10 @@ def _check_ids(source: str, array: np.ndarray, vocab: int | None) -> np.ndarray:
     if array.dtype.kind not in "iu":
         raise ValueError(f"{source}: token ids must be integers, got dtype {array.dtype}")
     if array.ndim not in (1, 2) or array.shape[-1] == 0:
-        raise ValueError(f"{source}: token ids of shape {list(array.shape)}; give [seq] (one sample) or "
-                         "[batch, seq] (a batch), at least one token each")
+        raise ValueError(
+            f"{source}: token ids of shape {list(array.shape)}; give [seq] (one sample) or "
+            "[batch, seq] (a batch), at least one token each"
+        )
     if vocab is not None and (array.min() < 0 or array.max() >= vocab):
         bad = int(array.min()) if array.min() < 0 else int(array.max())
         raise ValueError(f"{source}: token id {bad} is outside the vocabulary (ids 0–{vocab - 1})")
@@ -103,8 +108,9 @@ def read_ids(path: str | os.PathLike, vocab: int | None = None) -> list[np.ndarr
     """The batches of ids [n, seq] a ``.npy`` or ``.json`` file holds (one per length of a JSON list)."""
     path = Path(path)
     if path.suffix.lower() not in TOKEN_SUFFIXES:
-        raise ValueError(f"{path}: token ids come as .npy (int [batch, seq] or [seq]) or .json (a list of ids "
-                         "or a list of lists)")
+        raise ValueError(
+            f"{path}: token ids come as .npy (int [batch, seq] or [seq]) or .json (a list of ids or a list of lists)"
+        )
     try:
         if path.suffix.lower() == ".npy":
             return [_read_npy_ids(path, vocab)]
@@ -153,16 +159,21 @@ def html_page(title: str, ids: np.ndarray, relevance: np.ndarray, vocabulary: Se
     for i, word, r, rgb in zip(ids.tolist(), _words(ids, vocabulary), relevance.tolist(), _colours(relevance)):
         colour = "#{:02x}{:02x}{:02x}".format(*rgb)
         spans.append(f'<span title="id {i}: relevance {r:.6g}" style="background:{colour}">{html.escape(word)}</span>')
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + html.escape(title) + "</title>\n"
-            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:2}"
-            "span{padding:0.15em 0.2em;margin:0 1px;border-radius:3px}</style></head>\n<body><h1>"
-            + html.escape(title) + "</h1>\n<p>red: relevance for the explained unit, blue: against it (scaled by "
-            f"max |R| = {float(np.abs(relevance).max()):.6g}); hover a token for its value</p>\n<p>"
-            + " ".join(spans) + "</p>\n</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>' + html.escape(title) + "</title>\n"
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:2}"
+        "span{padding:0.15em 0.2em;margin:0 1px;border-radius:3px}</style></head>\n<body><h1>"
+        + html.escape(title)
+        + "</h1>\n<p>red: relevance for the explained unit, blue: against it (scaled by "
+        f"max |R| = {float(np.abs(relevance).max()):.6g}); hover a token for its value</p>\n<p>"
+        + " ".join(spans)
+        + "</p>\n</body></html>\n"
+    )
 
 
-def save_png(path: Path, title: str, ids: np.ndarray, relevance: np.ndarray, vocabulary: Sequence[str],
-             width: int = 800) -> None:
+def save_png(
+    path: Path, title: str, ids: np.ndarray, relevance: np.ndarray, vocabulary: Sequence[str], width: int = 800
+) -> None:
     """The tokens as boxes coloured by relevance, wrapped to ``width`` pixels, with a legend below."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -205,15 +216,25 @@ def _named_batches(files: list, taken: set):
         total, start = sum(len(b) for b in batches), 0
         width = len(str(total - 1))
         for ids in batches:
-            names = [(_unique(path.stem if total == 1 else f"{path.stem}_{start + i:0{width}d}", taken), start + i)
-                     for i in range(len(ids))]
+            names = [
+                (_unique(path.stem if total == 1 else f"{path.stem}_{start + i:0{width}d}", taken), start + i)
+                for i in range(len(ids))
+            ]
             start += len(ids)
             yield path, ids, names
 
 
-def explain_token_files(explainer: Explainer, inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
-                        tokens: str | os.PathLike | None = None, target: Any = None, table: str = "csv",
-                        overwrite: bool = False, model_path: str | os.PathLike | None = None) -> list[dict]:
+def explain_token_files(
+    explainer: Explainer,
+    inputs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    tokens: str | os.PathLike | None = None,
+    target: Any = None,
+    table: str = "csv",
+    overwrite: bool = False,
+    model_path: str | os.PathLike | None = None,
+) -> list[dict]:
     """Explain the token ids in ``inputs`` and write the table (and, with ``tokens``, HTML and PNG pages)."""
     found = token_input(explainer)
     if found is None:
@@ -236,16 +257,24 @@ def explain_token_files(explainer: Explainer, inputs: Sequence[str | os.PathLike
             relevance = result.relevance[name].astype(np.float64)
             predicted = _prediction(result.outputs, position)
             for i, (stem, index) in enumerate(names):
-                row = {"input": stem, "source": str(path), "index": index, "tokens": len(ids[i]),
-                       "target": "input" if target is None and explainer.target_mode == "input" else
-                       (int(target) if target is not None else explainer.target_mode),
-                       "relevance_sum": float(relevance[i].sum()), "relevance": relevance[i].tolist()}
+                row = {
+                    "input": stem,
+                    "source": str(path),
+                    "index": index,
+                    "tokens": len(ids[i]),
+                    "target": "input"
+                    if target is None and explainer.target_mode == "input"
+                    else (int(target) if target is not None else explainer.target_mode),
+                    "relevance_sum": float(relevance[i].sum()),
+                    "relevance": relevance[i].tolist(),
+                }
                 if predicted is not None:
                     row.update(predicted=int(predicted[0][i]), score=float(predicted[1][i]))
                 if vocabulary is not None:
                     title = f"{stem}: relevance per token ({explainer.rule}, target {row['target']})"
-                    (staging / f"{stem}.html").write_text(html_page(title, ids[i], relevance[i], vocabulary),
-                                                          encoding="utf-8")
+                    (staging / f"{stem}.html").write_text(
+                        html_page(title, ids[i], relevance[i], vocabulary), encoding="utf-8"
+                    )
                     save_png(staging / f"{stem}.png", title, ids[i], relevance[i], vocabulary)
                     row.update(html=f"{stem}.html", png=f"{stem}.png", text=_words(ids[i], vocabulary))
                 rows.append(row)
@@ -253,8 +282,19 @@ def explain_token_files(explainer: Explainer, inputs: Sequence[str | os.PathLike
     return rows
 
 
-COLUMNS = ("input", "source", "index", "tokens", "predicted", "score", "target", "relevance_sum", "relevance",
-           "html", "png")
+COLUMNS = (
+    "input",
+    "source",
+    "index",
+    "tokens",
+    "predicted",
+    "score",
+    "target",
+    "relevance_sum",
+    "relevance",
+    "html",
+    "png",
+)
 
 
 def _write_table(folder: Path, rows: list[dict], table: str) -> None:
@@ -263,6 +303,7 @@ def _write_table(folder: Path, rows: list[dict], table: str) -> None:
         return
     import csv
     import io
+
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()

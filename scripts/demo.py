@@ -51,7 +51,7 @@ def grid(images: list[np.ndarray], columns: int) -> np.ndarray:
     canvas = np.full((rows * (h + 4), columns * (w + 4), 3), 255, np.uint8)
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
-        canvas[r * (h + 4):r * (h + 4) + h, c * (w + 4):c * (w + 4) + w] = image
+        canvas[r * (h + 4) : r * (h + 4) + h, c * (w + 4) : c * (w + 4) + w] = image
     return canvas
 
 
@@ -68,30 +68,39 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     explained = out / "digits_explained.onnx"
-    lrpc.compile(MODEL, rule=args.rule, composite=None if args.rule else args.composite, preprocess="scale=1/255",
-                 output=explained)
+    lrpc.compile(
+        MODEL,
+        rule=args.rule,
+        composite=None if args.rule else args.composite,
+        preprocess="scale=1/255",
+        output=explained,
+    )
     report = lrpc.verify(explained, source=MODEL, samples=8)
     print(report.text())
     if not report.passed:
         return 1
 
     data = np.load(TEST_SET)
-    x, y = data["x"][:args.count], data["y"][:args.count]
+    x, y = data["x"][: args.count], data["y"][: args.count]
     write_digit_images(x, y, out / "images")
     # overwrite: the demo owns OUT/heatmaps, so a second run replaces the first run's folder as a whole
     rows = explain_files(explained, [out / "images"], out / "heatmaps", progress=False, overwrite=True)
     for row, label in zip(rows, y):
-        print(f"{row['input']}: label {label}, predicted {row['predicted']} (p={row['score']:.3f}), "
-              f"relevance sum {row['relevance_sum']:8.3f}")
+        print(
+            f"{row['input']}: label {label}, predicted {row['predicted']} (p={row['score']:.3f}), "
+            f"relevance sum {row['relevance_sum']:8.3f}"
+        )
     tiles = [np.asarray(Image.open(out / "heatmaps" / row["heatmap"]).convert("RGB")) for row in rows]
     Image.fromarray(grid(tiles, columns=4)).save(out / "digits_heatmaps.png")
     if args.rule is None and args.composite == DEFAULT_COMPOSITE:  # the README's picture shows these rules
         FIGURE.parent.mkdir(exist_ok=True)
         Image.fromarray(tiles[min(FIGURE_DIGIT, len(tiles) - 1)]).save(FIGURE, optimize=True)
     predicted = np.array([row["predicted"] for row in rows])
-    print(f"accuracy on these {len(rows)}: {(predicted == y).mean():.3f}; rules {args.rule or args.composite}; "
-          f"digit images in {out / 'images'}/, heatmaps and predictions.csv in {out / 'heatmaps'}/ "
-          f"(grid: {out / 'digits_heatmaps.png'})")
+    print(
+        f"accuracy on these {len(rows)}: {(predicted == y).mean():.3f}; rules {args.rule or args.composite}; "
+        f"digit images in {out / 'images'}/, heatmaps and predictions.csv in {out / 'heatmaps'}/ "
+        f"(grid: {out / 'digits_heatmaps.png'})"
+    )
     return 0
 
 

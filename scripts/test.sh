@@ -18,8 +18,9 @@ bash scripts/setup.sh demo test
 .venv/bin/python -m pip show -q tritonclient >/dev/null 2>&1 || .venv/bin/python -m pip install -q --no-deps "tritonclient>=2.40"
 # Ray Data for the `lrpc explain --ray` tests (tests/runtime/test_ray.py; they skip without it).
 .venv/bin/python -m pip show -q ray >/dev/null 2>&1 || .venv/bin/python -m pip install -q "ray[data]==2.60.0"
-# Lint first (ruff, configured in pyproject.toml): a finding fails the run before any test starts.
+# Lint and format check first (ruff, configured in pyproject.toml): a finding fails the run before any test starts.
 .venv/bin/ruff check --quiet . || { echo "ruff check failed: see the findings above (.venv/bin/ruff check .)" >&2; exit 1; }
+.venv/bin/ruff format --check --quiet . || { echo "ruff format: the files above are not formatted; run .venv/bin/ruff format ." >&2; exit 1; }
 # Two pytest-xdist workers (the 2-core CI machine; -n 0 runs in one process): the quick lane
 # (-m "not slow") takes ~4.5 + 1.5 min instead of ~6.5 + 3. The signals sent at random points
 # (tests/fuzz/test_signals.py) judge timing windows, so they run alone, after, without a second worker's load.

@@ -14,6 +14,7 @@ for folder in (ROOT / "tests" / "compiler", ROOT / "models"):
 def explained(tmp_path_factory) -> pathlib.Path:
     """The bundled digits CNN compiled as the demo does it (EpsilonPlus, preprocessing scale=1/255)."""
     import lrpc
+
     path = tmp_path_factory.mktemp("model") / "digits_explained.onnx"
     lrpc.compile(ROOT / "models" / "digits_cnn.onnx", composite="EpsilonPlus", preprocess="scale=1/255", output=path)
     return path

@@ -44,10 +44,20 @@ import onnx
 
 from ..errors import LrpcError
 from .keras_graph import rewrite_for_tf2onnx, unconverted, unconverted_message
-from .keras_onnx import (WRAPPER, drop_noop_reshapes, norm_means_as_reduce_mean, squeeze_after_channel_constants,
-                         tidy_names)
-from .tf2onnx_patches import (constants_synced_once, deterministic_walks, einsum_parts_keep_scope, quiet,
-                              replacements_keep_scope)
+from .keras_onnx import (
+    WRAPPER,
+    drop_noop_reshapes,
+    norm_means_as_reduce_mean,
+    squeeze_after_channel_constants,
+    tidy_names,
+)
+from .tf2onnx_patches import (
+    constants_synced_once,
+    deterministic_walks,
+    einsum_parts_keep_scope,
+    quiet,
+    replacements_keep_scope,
+)
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 OPSET = 17
@@ -75,8 +85,10 @@ def load(source, opset: int = OPSET) -> onnx.ModelProto:
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as e:  # Keras raises ValueError, OSError, TypeError, h5py errors ... for a bad file
-        raise LrpcError(f"{path}: Keras cannot load it ({type(e).__name__}: {_first_line(e)}); "
-                        "lrpc reads models saved by model.save('model.keras') or '.h5'") from e
+        raise LrpcError(
+            f"{path}: Keras cannot load it ({type(e).__name__}: {_first_line(e)}); "
+            "lrpc reads models saved by model.save('model.keras') or '.h5'"
+        ) from e
     return from_keras_model(model, opset)
 
 
@@ -84,28 +96,30 @@ def from_keras_model(model, opset: int = OPSET) -> onnx.ModelProto:
     """A built Keras 3 model → ONNX: weights as constants, dynamic batch, Keras layer names."""
     tf, _, tf2onnx = _import_tensorflow("the Keras model")
     if not hasattr(model, "stateless_call"):
-        raise LrpcError(f"model '{getattr(model, 'name', '?')}' is not a Keras 3 model (no stateless_call); "
-                        "load it with Keras 3 (keras>=3) or save it as .keras from Keras 3")
+        raise LrpcError(
+            f"model '{getattr(model, 'name', '?')}' is not a Keras 3 model (no stateless_call); "
+            "load it with Keras 3 (keras>=3) or save it as .keras from Keras 3"
+        )
     refuse_unsupported_layers(model)
     variables = list(model.trainable_variables) + list(model.non_trainable_variables)
-    inputs = [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=_input_name(t, k))
-              for k, t in enumerate(model.inputs)]
+    inputs = [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=_input_name(t, k)) for k, t in enumerate(model.inputs)]
     weights = [tf.TensorSpec(v.shape, v.dtype, name=f"lrpc_weight_{k}") for k, v in enumerate(variables)]
     outputs = _unique(list(getattr(model, "output_names", None) or [f"output_{k}" for k in range(len(model.outputs))]))
     n_trainable = len(model.trainable_variables)
 
     @tf.function
     def stateless(*args):
-        xs, ws = args[:len(inputs)], args[len(inputs):]
-        ys, _ = model.stateless_call(list(ws[:n_trainable]), list(ws[n_trainable:]),
-                                     xs[0] if len(xs) == 1 else list(xs), training=False)
+        xs, ws = args[: len(inputs)], args[len(inputs) :]
+        ys, _ = model.stateless_call(
+            list(ws[:n_trainable]), list(ws[n_trainable:]), xs[0] if len(xs) == 1 else list(xs), training=False
+        )
         return dict(zip(outputs, tf.nest.flatten(ys)))
 
     recorded: dict[str, str] = {}
     with _recording_layer_scopes(tf, recorded):
         concrete = stateless.get_concrete_function(*inputs, *weights)
-    input_names = [t.name for t in concrete.inputs[:len(inputs)]]
-    weight_names = [t.name for t in concrete.inputs[len(inputs):]]
+    input_names = [t.name for t in concrete.inputs[: len(inputs)]]
+    weight_names = [t.name for t in concrete.inputs[len(inputs) :]]
     output_names = [t.name for t in concrete.outputs]
     graph_def = tf2onnx.tf_loader.from_function(concrete, input_names + weight_names, output_names)
     rewrite_for_tf2onnx(tf, graph_def)  # grouped Conv2D calls inlined, Erfc → 1 − Erf
@@ -127,9 +141,11 @@ def refuse_unsupported_layers(model) -> None:
             continue
         axes = getattr(layer, "_attention_axes", None) or layer.get_config().get("attention_axes") or ()
         if len(tuple(axes)) > 1:
-            raise LrpcError(f"Keras layer '{layer.name}' (MultiHeadAttention) attends over {len(tuple(axes))} axes "
-                            f"(attention_axes={tuple(axes)}); lrpc explains attention over one axis only: reshape "
-                            "the input to tokens [batch, seq, d] (layers.Reshape((-1, d))) before the attention")
+            raise LrpcError(
+                f"Keras layer '{layer.name}' (MultiHeadAttention) attends over {len(tuple(axes))} axes "
+                f"(attention_axes={tuple(axes)}); lrpc explains attention over one axis only: reshape "
+                "the input to tokens [batch, seq, d] (layers.Reshape((-1, d))) before the attention"
+            )
 
 
 def all_layers(model) -> list:
@@ -152,8 +168,9 @@ def _import_tensorflow(what):
         import keras
         import tf2onnx
     except ImportError as e:
-        raise LrpcError(f"{what}: reading Keras models needs TensorFlow, Keras 3 and tf2onnx ({e}); "
-                        f'install them with: {INSTALL}') from None
+        raise LrpcError(
+            f"{what}: reading Keras models needs TensorFlow, Keras 3 and tf2onnx ({e}); install them with: {INSTALL}"
+        ) from None
     return tf, keras, tf2onnx
 
 
@@ -191,8 +208,7 @@ def _weights_as_constants(tf, graph_def, weights: dict) -> dict:
     return values
 
 
-def _convert(tf, tf2onnx, graph_def, values, input_names, output_names, renames, opset, name,
-             scope) -> onnx.ModelProto:
+def _convert(tf, tf2onnx, graph_def, values, input_names, output_names, renames, opset, name, scope) -> onnx.ModelProto:
     """tf2onnx's conversion and optimizers on `graph_def` with the weight bytes kept beside it; an op it
     cannot convert is one LrpcError naming the op and its Keras layer (tf2onnx's own log lines silenced)."""
     from tf2onnx import optimizer
@@ -203,11 +219,19 @@ def _convert(tf, tf2onnx, graph_def, values, input_names, output_names, renames,
         tf.import_graph_def(graph_def, name="")
         try:
             with quiet("tf2onnx.tfonnx"):
-                g = process_tf_graph(tf_graph, const_node_values=values, input_names=input_names,
-                                     output_names=output_names, opset=opset, tensors_to_rename=renames)
+                g = process_tf_graph(
+                    tf_graph,
+                    const_node_values=values,
+                    input_names=input_names,
+                    output_names=output_names,
+                    opset=opset,
+                    tensors_to_rename=renames,
+                )
         except Exception as e:  # a converter of tf2onnx's raised: the model, not lrpc, is what it cannot take
-            raise LrpcError(f"tf2onnx {tf2onnx.__version__} failed to convert model {name} ({type(e).__name__}: "
-                            f"{_first_line(e)}); replace the layer it names with supported ones, or report it") from e
+            raise LrpcError(
+                f"tf2onnx {tf2onnx.__version__} failed to convert model {name} ({type(e).__name__}: "
+                f"{_first_line(e)}); replace the layer it names with supported ones, or report it"
+            ) from e
         values.clear()  # tf2onnx holds its own arrays now
         if found := unconverted(g.get_nodes()):
             raise LrpcError(unconverted_message(found, lambda node: _layer_of(node, scope)))
@@ -266,6 +290,7 @@ def _scope_map(layers: set[str], recorded: dict[str, str]):
     """A function renaming a node's scope parts to Keras layer paths: the longest run of parts that is a
     recorded layer scope (`_recording_layer_scopes`), else part by part `conv_a_1` → `conv_a` where
     `conv_a` is a layer."""
+
     def part(p: str) -> str:
         base = re.fullmatch(r"(.+)_\d+", p)
         return p if p in layers or not (base and base[1] in layers) else base[1]
@@ -277,6 +302,7 @@ def _scope_map(layers: set[str], recorded: dict[str, str]):
                 if layer is not None:
                     return parts[:i] + layer.split("/") + parts[j:]
         return [part(p) for p in parts]
+
     return scope
 
 
@@ -284,12 +310,15 @@ def _from_saved_model(tf, path: str, opset: int) -> onnx.ModelProto:
     """A SavedModel's serving signature through tf2onnx's freezing `from_function`, then the same rewrites,
     conversion and tidying as a Keras model (scopes kept as TensorFlow wrote them)."""
     import tf2onnx
+
     try:
         loaded = tf.saved_model.load(path)  # kept alive: the signature only references its variables
         signature = loaded.signatures["serving_default"]
     except (KeyError, OSError, ValueError) as e:
-        raise LrpcError(f"{path}: cannot read a 'serving_default' signature from this SavedModel "
-                        f"({type(e).__name__}: {_first_line(e)}); export it with model.export(path)") from e
+        raise LrpcError(
+            f"{path}: cannot read a 'serving_default' signature from this SavedModel "
+            f"({type(e).__name__}: {_first_line(e)}); export it with model.export(path)"
+        ) from e
     specs = signature.structured_input_signature[1]
     names = sorted(specs)
 

@@ -50,8 +50,11 @@ def inline_calls(tf, graph_def) -> None:
         with tf.Graph().as_default():
             tf.import_graph_def(registry, name="")  # registers the functions a body may call
             taken = {n.name for n in graph_def.node}
-            inlined = {call.name: _inline(call, library[call.attr["f"].func.name], function_def_to_graph_def, taken)
-                       for call in calls if call.attr["f"].func.name in library}
+            inlined = {
+                call.name: _inline(call, library[call.attr["f"].func.name], function_def_to_graph_def, taken)
+                for call in calls
+                if call.attr["f"].func.name in library
+            }
         if not inlined:
             break
         _replace_nodes(graph_def, {name: nodes for name, (nodes, _) in inlined.items()})
@@ -271,6 +274,7 @@ def unconverted(onnx_nodes) -> list[tuple[str, str]]:
     """(node name, TensorFlow op) of each node tf2onnx left as a TensorFlow op: not an ONNX op of its domain
     (tf2onnx's graph keeps constants and graph inputs as `Const` and `Placeholder` nodes: those are fine)."""
     import onnx
+
     found = []
     for node in onnx_nodes:
         domain = node.domain or ""
@@ -288,6 +292,8 @@ def unconverted_message(found: list[tuple[str, str]], layer_of) -> str:
     for _, other in found:
         counts[other] = counts.get(other, 0) + 1
     others = ", ".join(f"{o} ×{n}" for o, n in counts.items() if o != op)
-    return (f"tf2onnx cannot convert the TensorFlow op {op} (Keras layer '{layer_of(name)}', node {name}; "
-            f"{counts[op]} such node{'s' if counts[op] > 1 else ''}{'; also ' + others if others else ''}); "
-            "lrpc has no rewrite for it: replace that layer with supported ones, or report the op")
+    return (
+        f"tf2onnx cannot convert the TensorFlow op {op} (Keras layer '{layer_of(name)}', node {name}; "
+        f"{counts[op]} such node{'s' if counts[op] > 1 else ''}{'; also ' + others if others else ''}); "
+        "lrpc has no rewrite for it: replace that layer with supported ones, or report the op"
+    )

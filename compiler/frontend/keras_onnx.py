@@ -49,8 +49,11 @@ def norm_means_as_reduce_mean(g) -> int:
     gaps = [n for n in g.get_nodes() if n.type == "GlobalAveragePool"]
     means = {}
     for node in gaps:
-        centring = [c for c in g.find_output_consumers(node.output[0])
-                    if c.type == "Sub" and list(c.input) == [node.input[0], node.output[0]]]
+        centring = [
+            c
+            for c in g.find_output_consumers(node.output[0])
+            if c.type == "Sub" and list(c.input) == [node.input[0], node.output[0]]
+        ]
         if centring:
             means[node.name] = (node, centring)
     centred = {c.output[0] for _, cs in means.values() for c in cs}
@@ -59,7 +62,8 @@ def norm_means_as_reduce_mean(g) -> int:
         square = g.get_node_by_output(node.input[0])
         is_variance = square is not None and (
             (square.type == "Mul" and square.input[0] == square.input[1] and square.input[0] in centred)
-            or (square.type == "Pow" and square.input[0] in centred))
+            or (square.type == "Pow" and square.input[0] in centred)
+        )
         rank = len(g.get_shape(node.input[0]) or [])
         if (node.name in means or is_variance) and rank >= 3:
             node.type = "ReduceMean"
@@ -92,8 +96,12 @@ def squeeze_after_channel_constants(proto: onnx.ModelProto) -> None:
             op = consumers[squeeze.output[0]][0]
             axes = _squeezed_axes(squeeze, inits)
             const = op.input[1] if len(op.input) == 2 and op.input[0] == squeeze.output[0] else None
-            if op.op_type not in ("Add", "Mul", "Sub", "Div") or axes is None or const not in inits \
-                    or squeeze.output[0] in {o.name for o in graph.output}:
+            if (
+                op.op_type not in ("Add", "Mul", "Sub", "Div")
+                or axes is None
+                or const not in inits
+                or squeeze.output[0] in {o.name for o in graph.output}
+            ):
                 continue
             c = onnx.numpy_helper.to_array(inits[const])
             rank = _rank_of(squeeze.input[0], graph, inits)
@@ -165,7 +173,7 @@ def tidy_names(proto: onnx.ModelProto, scope) -> onnx.ModelProto:
     values.update({old: new for old, new in uses.items() if old not in fixed})
     order = {name: k for k, name in enumerate(uses)}
     graph.initializer.sort(key=lambda t: order.get(t.name, len(order)))  # in place: no copy of the weights
-    del graph.initializer[len(order):]  # constants no node reads (e.g. replaced by _squeeze_after_…)
+    del graph.initializer[len(order) :]  # constants no node reads (e.g. replaced by _squeeze_after_…)
     for node in graph.node:
         node.name = nodes.get(node.name, node.name)
         node.input[:] = [values.get(n, n) for n in node.input]
@@ -187,5 +195,3 @@ def _renaming(names: list[str], renamed, fixed: set[str]) -> dict[str, str]:
         mapping[name] = new if new not in taken else name
         taken.add(mapping[name])
     return mapping
-
-

@@ -16,8 +16,10 @@ from ..errors import LrpcError, root_cause
 
 MIN_OPSET = 13
 MAX_OPSET = 26  # the newest opset onnxruntime 1.31 runs (emit.py pins the same)
-_WANTED = ("lrpc reads an ONNX ModelProto file, as written by torch.onnx.export, tf2onnx or onnx.save; "
-           "a truncated file or another protobuf (a bare graph or tensor) does not parse as one")
+_WANTED = (
+    "lrpc reads an ONNX ModelProto file, as written by torch.onnx.export, tf2onnx or onnx.save; "
+    "a truncated file or another protobuf (a bare graph or tensor) does not parse as one"
+)
 
 
 def load(source) -> ir.Model:
@@ -31,8 +33,10 @@ def load(source) -> ir.Model:
     else:
         path = os.fspath(source)
         if os.path.isdir(path):
-            raise LrpcError(f"{path} is a folder, not a model file: give an ONNX file (or a Keras file, or a "
-                            "TensorFlow SavedModel folder, which holds saved_model.pb)")
+            raise LrpcError(
+                f"{path} is a folder, not a model file: give an ONNX file (or a Keras file, or a "
+                "TensorFlow SavedModel folder, which holds saved_model.pb)"
+            )
         if not os.path.isfile(path):
             raise LrpcError(f"{path}: no such file")
         with open(path, "rb") as f:
@@ -52,16 +56,20 @@ def _load_external_data(proto: onnx.ModelProto, path: str) -> None:
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         target = os.path.realpath(os.path.join(folder, location))
         if os.path.isabs(location) or os.path.commonpath([folder, target]) != folder:
-            resolved = ("" if target == os.path.normpath(os.path.join(folder, location))
-                        else f" (it resolves to '{target}')")
-            raise LrpcError(f"{path}: the external data of weight '{tensor.name}' is at '{location}'{resolved}, "
-                            "outside the model's folder; lrpc refuses to read it. Keep the .data file beside the "
-                            "model and store its location as a plain file name")
+            resolved = (
+                "" if target == os.path.normpath(os.path.join(folder, location)) else f" (it resolves to '{target}')"
+            )
+            raise LrpcError(
+                f"{path}: the external data of weight '{tensor.name}' is at '{location}'{resolved}, "
+                "outside the model's folder; lrpc refuses to read it. Keep the .data file beside the "
+                "model and store its location as a plain file name"
+            )
     try:
         onnx.external_data_helper.load_external_data_for_model(proto, folder)
     except (OSError, ValueError, onnx.checker.ValidationError) as e:
-        raise LrpcError(f"{path}: cannot read its external weight data ({e}); "
-                        "keep the .data file beside the model") from e
+        raise LrpcError(
+            f"{path}: cannot read its external weight data ({e}); keep the .data file beside the model"
+        ) from e
 
 
 def _parse(data: bytes, where: str) -> onnx.ModelProto:
@@ -82,8 +90,10 @@ def _deserialize(proto: onnx.ModelProto, where: str) -> ir.Model:
         return ir.serde.deserialize_model(proto)
     except ir.serde.SerdeError as e:
         cause = root_cause(e)
-        raise LrpcError(f"{where}: not valid ONNX: {type(cause).__name__}: {cause}; "
-                        "check it with onnx.checker.check_model(model, full_check=True)") from e
+        raise LrpcError(
+            f"{where}: not valid ONNX: {type(cause).__name__}: {cause}; "
+            "check it with onnx.checker.check_model(model, full_check=True)"
+        ) from e
 
 
 def _check_opset(model: ir.Model) -> None:
@@ -91,12 +101,17 @@ def _check_opset(model: ir.Model) -> None:
     if opset is None:
         raise LrpcError("the model imports no default ONNX opset; lrpc reads standard ONNX graphs")
     if opset < MIN_OPSET:
-        raise LrpcError(f"the model uses opset {opset}; lrpc reads opset {MIN_OPSET} and newer. "
-                        "Convert it first: onnx.version_converter.convert_version(model, 17)")
+        raise LrpcError(
+            f"the model uses opset {opset}; lrpc reads opset {MIN_OPSET} and newer. "
+            "Convert it first: onnx.version_converter.convert_version(model, 17)"
+        )
     if opset > MAX_OPSET:
-        raise LrpcError(f"the model uses opset {opset}; lrpc reads opsets {MIN_OPSET}–{MAX_OPSET} ({MAX_OPSET} is the "
-                        "newest onnxruntime 1.31 runs). Export it with an older opset (e.g. opset_version=17)")
+        raise LrpcError(
+            f"the model uses opset {opset}; lrpc reads opsets {MIN_OPSET}–{MAX_OPSET} ({MAX_OPSET} is the "
+            "newest onnxruntime 1.31 runs). Export it with an older opset (e.g. opset_version=17)"
+        )
     used = {n.domain for n in model.graph.all_nodes()} - {"", "ai.onnx"}
     if used:
-        raise LrpcError(f"the model uses custom operator domains {sorted(used)}; "
-                        "lrpc lowers standard ONNX operators only")
+        raise LrpcError(
+            f"the model uses custom operator domains {sorted(used)}; lrpc lowers standard ONNX operators only"
+        )

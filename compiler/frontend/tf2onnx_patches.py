@@ -42,6 +42,7 @@ def deterministic_walks(graph_cls):
 def quiet(logger_name: str):
     """tf2onnx logs each op it cannot convert as an error line; lrpc says it once, itself."""
     import logging
+
     logger = logging.getLogger(logger_name)
     level = logger.level
     logger.setLevel(logging.CRITICAL)
@@ -79,8 +80,14 @@ def replacements_keep_scope(graph_cls):
 
     def make_node(self, op_type, inputs, *args, name=None, **kwargs):
         if name is None and kwargs.get("op_name_scope") is None and len(inputs) >= 2:
-            twin = next((n for n in self.get_nodes() if n.type == op_type and list(n.input[:2]) == list(inputs[:2])
-                         and "/" in n.name), None)
+            twin = next(
+                (
+                    n
+                    for n in self.get_nodes()
+                    if n.type == op_type and list(n.input[:2]) == list(inputs[:2]) and "/" in n.name
+                ),
+                None,
+            )
             if twin is not None:
                 name = f"{twin.name.rsplit('/', 1)[0]}/{fresh(op_type)}"
         return original(self, op_type, inputs, *args, name=name, **kwargs)
@@ -124,4 +131,5 @@ def einsum_parts_keep_scope(graph_cls):
 
 def fresh(op_type: str) -> str:
     from tf2onnx import utils
+
     return utils.make_name(op_type)

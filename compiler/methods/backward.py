@@ -11,10 +11,27 @@ from . import elementwise, layers, norms, quantized  # noqa: F401  (fill the tab
 from .table import GRADIENTS
 
 
-def backward(nodes: list[ir.Node], start: ir.Value, seed: ir.Value, sources: list[ir.Value], b: Builder,
-             relu: str = "gradient", scope: str = "grad", visited: set | None = None) -> dict:
+def backward(
+    nodes: list[ir.Node],
+    start: ir.Value,
+    seed: ir.Value,
+    sources: list[ir.Value],
+    b: Builder,
+    relu: str = "gradient",
+    scope: str = "grad",
+    visited: set | None = None,
+) -> dict:
     """The gradient of Σ seed ⊙ start with respect to each source (None where none arrives);
     `nodes` in topological order, `relu` the method's ReLU mode."""
-    return reverse_walk(nodes, start, seed, sources, GRADIENTS,
-                        lambda rule, node, g_out: rule(node, g_out, b, relu), b, scope,
-                        kind="gradient", visited=visited)
+    return reverse_walk(
+        nodes,
+        start,
+        seed,
+        sources,
+        GRADIENTS,
+        lambda rule, node, g_out: rule(node, g_out, b, relu),
+        b,
+        scope,
+        kind="gradient",
+        visited=visited,
+    )

@@ -59,8 +59,12 @@ def _hard_sigmoid(b, node, x, y):
 
 def _hard_swish(b, node, x, y):
     middle = b.op("Add", b.op("Mul", x, b.const(1.0 / 3.0)), b.const(0.5))
-    return b.op("Where", b.op("Less", x, b.const(-3.0)), b.const(0.0),
-                b.op("Where", b.op("Greater", x, b.const(3.0)), b.const(1.0), middle))
+    return b.op(
+        "Where",
+        b.op("Less", x, b.const(-3.0)),
+        b.const(0.0),
+        b.op("Where", b.op("Greater", x, b.const(3.0)), b.const(1.0), middle),
+    )
 
 
 def _gelu(b, node, x, y):
@@ -68,11 +72,14 @@ def _gelu(b, node, x, y):
         c = math.sqrt(2.0 / math.pi)
         cubic = b.op("Add", x, b.op("Mul", b.const(0.044715), b.op("Mul", x, b.op("Mul", x, x))))
         t = b.op("Tanh", b.op("Mul", b.const(c), cubic))
-        slope = b.op("Mul", b.const(c), b.op("Add", b.const(1.0),
-                                             b.op("Mul", b.const(3 * 0.044715), b.op("Mul", x, x))))
-        return b.op("Add", b.op("Mul", b.const(0.5), b.op("Add", b.const(1.0), t)),
-                    b.op("Mul", b.op("Mul", b.const(0.5), x), b.op("Mul", b.op("Sub", b.const(1.0), b.op("Mul", t, t)),
-                                                                   slope)))
+        slope = b.op(
+            "Mul", b.const(c), b.op("Add", b.const(1.0), b.op("Mul", b.const(3 * 0.044715), b.op("Mul", x, x)))
+        )
+        return b.op(
+            "Add",
+            b.op("Mul", b.const(0.5), b.op("Add", b.const(1.0), t)),
+            b.op("Mul", b.op("Mul", b.const(0.5), x), b.op("Mul", b.op("Sub", b.const(1.0), b.op("Mul", t, t)), slope)),
+        )
     cdf = b.op("Mul", b.const(0.5), b.op("Add", b.const(1.0), b.op("Erf", b.op("Mul", x, b.const(1 / math.sqrt(2))))))
     pdf = b.op("Mul", b.const(1 / math.sqrt(2 * math.pi)), b.op("Exp", b.op("Mul", b.const(-0.5), b.op("Mul", x, x))))
     return b.op("Add", cdf, b.op("Mul", x, pdf))
@@ -97,10 +104,14 @@ DERIVATIVES = {
     "PRelu": lambda b, n, x, y: _where_positive(b, x, b.const(1.0), n.inputs[1]),
     "Elu": lambda b, n, x, y: _where_positive(b, x, b.const(1.0), b.op("Add", y, b.const(_attr(n, "alpha", 1.0)))),
     "Selu": lambda b, n, x, y: _where_positive(
-        b, x, b.const(_attr(n, "gamma", SELU_GAMMA)),
-        b.op("Add", y, b.const(_attr(n, "gamma", SELU_GAMMA) * _attr(n, "alpha", SELU_ALPHA)))),
+        b,
+        x,
+        b.const(_attr(n, "gamma", SELU_GAMMA)),
+        b.op("Add", y, b.const(_attr(n, "gamma", SELU_GAMMA) * _attr(n, "alpha", SELU_ALPHA))),
+    ),
     "Celu": lambda b, n, x, y: _where_positive(
-        b, x, b.const(1.0), b.op("Add", b.op("Div", y, b.const(_attr(n, "alpha", 1.0))), b.const(1.0))),
+        b, x, b.const(1.0), b.op("Add", b.op("Div", y, b.const(_attr(n, "alpha", 1.0))), b.const(1.0))
+    ),
     "Softplus": lambda b, n, x, y: b.op("Sigmoid", x),
     "Tanh": lambda b, n, x, y: b.op("Sub", b.const(1.0), b.op("Mul", y, y)),
     "Sigmoid": lambda b, n, x, y: b.op("Mul", y, b.op("Sub", b.const(1.0), y)),

@@ -28,17 +28,37 @@ from ..rules.reduce import _rank, _reduced_axes, slab_fraction
 from ..rules.resample import resize_adjoint, resize_axes
 from .table import gradient_rule, reuse_lrp_rule
 
-reuse_lrp_rule("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Gather", "GatherElements",
-               "GatherND", "Expand", "Tile", "Pad", "Concat", "Split", "MaxPool", "ReduceMax", "GlobalMaxPool",
-               "Where", "Cast")
+reuse_lrp_rule(
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+    "Slice",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Expand",
+    "Tile",
+    "Pad",
+    "Concat",
+    "Split",
+    "MaxPool",
+    "ReduceMax",
+    "GlobalMaxPool",
+    "Where",
+    "Cast",
+)
 
 
 @gradient_rule(*LAYERS)
 def linear_backward(node, g_out, b, relu):
     if node.meta.get(KIND) == "product":  # O = A·B of two activations: g_A = g·Bᵀ, g_B = Aᵀ·g
         a, w = node.inputs
-        return [_batch_unbroadcast(b, b.op("MatMul", g_out[0], _swap_last(b, w)), a, node.outputs[0]),
-                _batch_unbroadcast(b, b.op("MatMul", _swap_last(b, a), g_out[0]), w, node.outputs[0])]
+        return [
+            _batch_unbroadcast(b, b.op("MatMul", g_out[0], _swap_last(b, w)), a, node.outputs[0]),
+            _batch_unbroadcast(b, b.op("MatMul", _swap_last(b, a), g_out[0]), w, node.outputs[0]),
+        ]
     layer = LAYERS[node.op_type](node, b)
     g_in = [None] * len(node.inputs)
     g_in[layer.x_index] = layer.unwrap(b, layer.apply_t(b, g_out[0], layer.weight))
@@ -63,16 +83,20 @@ def sum_backward(node, g_out, b, relu):
 def product_backward(node, g_out, b, relu):
     (a, c), y = node.inputs, node.outputs[0]
     live = _live(node)
-    return [unbroadcast(b, b.op("Mul", g_out[0], c), a, y) if live[0] else None,
-            unbroadcast(b, b.op("Mul", g_out[0], a), c, y) if live[1] else None]
+    return [
+        unbroadcast(b, b.op("Mul", g_out[0], c), a, y) if live[0] else None,
+        unbroadcast(b, b.op("Mul", g_out[0], a), c, y) if live[1] else None,
+    ]
 
 
 @gradient_rule("Div")
 def quotient_backward(node, g_out, b, relu):
     (a, c), y, g = node.inputs, node.outputs[0], g_out[0]
     live = _live(node)
-    return [unbroadcast(b, b.op("Div", g, c), a, y) if live[0] else None,
-            unbroadcast(b, b.op("Neg", b.op("Div", b.op("Mul", g, y), c)), c, y) if live[1] else None]
+    return [
+        unbroadcast(b, b.op("Div", g, c), a, y) if live[0] else None,
+        unbroadcast(b, b.op("Neg", b.op("Div", b.op("Mul", g, y), c)), c, y) if live[1] else None,
+    ]
 
 
 def _spread(b, node, g, axes):

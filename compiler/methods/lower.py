@@ -43,8 +43,9 @@ def _int64(b: Builder, values) -> ir.Value:
     return b.const(np.asarray(values, np.int64), dtype=np.int64)
 
 
-def lower_method(graph: ir.Graph, start: ir.Value, seed: ir.Value, spec: str | Method, b: Builder,
-                 inputs: list[ir.Value]) -> dict:
+def lower_method(
+    graph: ir.Graph, start: ir.Value, seed: ir.Value, spec: str | Method, b: Builder, inputs: list[ir.Value]
+) -> dict:
     """{input: attribution value (None where the gradient does not reach)} for method `spec`, the
     gradient seeded with `seed` (the selection weights, shaped like `start`) at `start`."""
     method = parse_method(spec)
@@ -58,8 +59,10 @@ def lower_method(graph: ir.Graph, start: ir.Value, seed: ir.Value, spec: str | M
     count = method.get("steps") if method.path == "integrated" else method.get("samples")
     b.scope = f"grad/{method.name}"
     baselines = {x: _baseline(b, graph, x, inputs, method) for x in inputs} if method.path == "integrated" else {}
-    points = {x: _path_points(b, x, baselines[x], method) if baselines else _noisy_points(b, graph, x, inputs, method)
-              for x in inputs}
+    points = {
+        x: _path_points(b, x, baselines[x], method) if baselines else _noisy_points(b, graph, x, inputs, method)
+        for x in inputs
+    }
     mapping, copies = _clone_forward(graph, nodes, start, points, b)
     if start not in mapping:
         return {x: None for x in inputs}
@@ -96,8 +99,9 @@ def _graph_input(graph, x: ir.Value, inputs, base: str, shape: list, what: str) 
 def _baseline(b: Builder, graph, x: ir.Value, inputs, method: Method) -> ir.Value:
     """x₀: the constant `baseline`, or a graph input `baseline` shaped like x (baseline_input=1)."""
     if method.get("baseline_input"):
-        return _graph_input(graph, x, inputs, BASELINE_INPUT_NAME, list(x.shape),
-                            "integratedgradients with baseline_input=1")
+        return _graph_input(
+            graph, x, inputs, BASELINE_INPUT_NAME, list(x.shape), "integratedgradients with baseline_input=1"
+        )
     return b.const(method.get("baseline"))
 
 
@@ -117,8 +121,9 @@ def _noisy_points(b: Builder, graph, x: ir.Value, inputs, method: Method) -> ir.
         noise = _graph_input(graph, x, inputs, NOISE_INPUT_NAME, [samples, *x.shape], "smoothgrad with noise_input=1")
     else:
         repeated = b.op("Expand", lifted, _int64(b, [samples] + [1] * rank))
-        normal = b.op("RandomNormalLike", repeated, mean=0.0, scale=1.0,
-                      seed=float(method.get("seed") + inputs.index(x)))
+        normal = b.op(
+            "RandomNormalLike", repeated, mean=0.0, scale=1.0, seed=float(method.get("seed") + inputs.index(x))
+        )
         flat = b.op("Reshape", x, _int64(b, [0, -1]))
         high, _ = b.op_multi("TopK", flat, _int64(b, [1]), axis=1, largest=1, num_outputs=2)
         low, _ = b.op_multi("TopK", flat, _int64(b, [1]), axis=1, largest=0, num_outputs=2)
@@ -142,16 +147,25 @@ def _clone_forward(graph: ir.Graph, nodes: list[ir.Node], start: ir.Value, point
             continue
         for v in node.inputs:
             if v is not None and v not in explained and v in other_inputs:
-                raise LrpcError(f"node {node_label(node)} mixes the explained inputs with '{v.name}', which "
-                                "depends on another graph input; integratedgradients and smoothgrad batch only the "
-                                "float inputs")
+                raise LrpcError(
+                    f"node {node_label(node)} mixes the explained inputs with '{v.name}', which "
+                    "depends on another graph input; integratedgradients and smoothgrad batch only the "
+                    "float inputs"
+                )
         if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()):
             raise LrpcError(f"node {node_label(node)} has a subgraph (control flow); it has no gradient rule")
         _check_batch_free(node)
         attrs = [ir.Attr(a.name, a.type, a.value) for a in node.attributes.values()]
-        copy = ir.Node(node.domain, node.op_type, [mapping.get(v, v) for v in node.inputs], attributes=attrs,
-                       overload=node.overload, num_outputs=len(node.outputs), version=node.version,
-                       name=_CLONE_SCOPE + (node.name or f"#{len(copies)}_{node.op_type}"))
+        copy = ir.Node(
+            node.domain,
+            node.op_type,
+            [mapping.get(v, v) for v in node.inputs],
+            attributes=attrs,
+            overload=node.overload,
+            num_outputs=len(node.outputs),
+            version=node.version,
+            name=_CLONE_SCOPE + (node.name or f"#{len(copies)}_{node.op_type}"),
+        )
         for old, new in zip(node.outputs, copy.outputs):
             new.name = f"{_CLONE_SCOPE}{old.name}" if old.name else None
             new.type, new.shape = old.type, _batched_shape(old)
@@ -183,6 +197,8 @@ def _check_batch_free(node: ir.Node) -> None:
         return
     target = node.inputs[1].const_value.numpy().reshape(-1)
     if target.size and target[0] > 0:
-        raise LrpcError(f"node {node_label(node)} reshapes to a fixed batch of {int(target[0])}; integratedgradients "
-                        "and smoothgrad run the model on steps × batch rows: export the model with a dynamic batch "
-                        "(e.g. x.view(x.size(0), -1) or Flatten)")
+        raise LrpcError(
+            f"node {node_label(node)} reshapes to a fixed batch of {int(target[0])}; integratedgradients "
+            "and smoothgrad run the model on steps × batch rows: export the model with a dynamic batch "
+            "(e.g. x.view(x.size(0), -1) or Flatten)"
+        )

@@ -18,8 +18,9 @@ from .table import gradient_rule
 def _through_norm(b, x, g_hat, axes, eps):
     inv = inverse_std(b, x, axes, eps)
     n = b.op("Mul", b.op("Sub", x, _mean(b, x, axes)), inv)
-    centred = b.op("Sub", b.op("Sub", g_hat, _mean(b, g_hat, axes)),
-                   b.op("Mul", n, _mean(b, b.op("Mul", g_hat, n), axes)))
+    centred = b.op(
+        "Sub", b.op("Sub", g_hat, _mean(b, g_hat, axes)), b.op("Mul", n, _mean(b, b.op("Mul", g_hat, n), axes))
+    )
     return b.op("Mul", inv, centred)
 
 

@@ -18,16 +18,19 @@ import numpy as np
 from ..errors import LrpcError, node_label
 from .table import gradient_rule
 
-_INT_RANGE = {np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max) for t in (np.int8, np.uint8, np.int16, np.uint16,
-                                                                      np.int32)}
+_INT_RANGE = {
+    np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max) for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32)
+}
 
 
 def _scalar(node, index):
     value = node.inputs[index] if len(node.inputs) > index else None
     array = None if value is None or value.const_value is None else value.const_value.numpy()
     if value is not None and (array is None or array.size != 1):
-        raise LrpcError(f"{node_label(node)}: input {index} is not a constant scalar; the gradient methods take "
-                        "activation QuantizeLinear with one constant scale and zero point (static, per tensor)")
+        raise LrpcError(
+            f"{node_label(node)}: input {index} is not a constant scalar; the gradient methods take "
+            "activation QuantizeLinear with one constant scale and zero point (static, per tensor)"
+        )
     return array
 
 

@@ -50,19 +50,26 @@ METHOD_TABLE = {
     "inputxgradient": (dict(times_input=True), {}, "x ⊙ ∇f(x)"),
     "guidedbackprop": (dict(relu="guided"), {}, "gradient with ReLU backward g ⊙ [x > 0] ⊙ [g > 0]"),
     "deconvnet": (dict(relu="deconvnet"), {}, "gradient with ReLU backward g ⊙ [g > 0]"),
-    "integratedgradients": (dict(times_input=True, path="integrated"),
-                            {"steps": (INT, 20, 1), "baseline": (FLOAT, 0.0, None), "baseline_input": (INT, 0, 0)},
-                            "(x − x₀) ⊙ mean_k ∇f(x₀ + k/m·(x − x₀)), k = 1..m (m = steps, x₀ = baseline); "
-                            "baseline_input=1 feeds x₀ as a graph input 'baseline' shaped like x"),
-    "smoothgrad": (dict(path="smooth"),
-                   {"samples": (INT, 20, 1), "noise": (FLOAT, 0.1, 0.0), "seed": (INT, 0, None),
-                    "noise_input": (INT, 0, 0)},
-                   "mean_k ∇f(x + ε_k), σ = noise·(max x − min x), last ε = 0; noise_input=1 feeds ε "
-                   "as a graph input 'noise' [samples, batch, …]"),
+    "integratedgradients": (
+        dict(times_input=True, path="integrated"),
+        {"steps": (INT, 20, 1), "baseline": (FLOAT, 0.0, None), "baseline_input": (INT, 0, 0)},
+        "(x − x₀) ⊙ mean_k ∇f(x₀ + k/m·(x − x₀)), k = 1..m (m = steps, x₀ = baseline); "
+        "baseline_input=1 feeds x₀ as a graph input 'baseline' shaped like x",
+    ),
+    "smoothgrad": (
+        dict(path="smooth"),
+        {"samples": (INT, 20, 1), "noise": (FLOAT, 0.1, 0.0), "seed": (INT, 0, None), "noise_input": (INT, 0, 0)},
+        "mean_k ∇f(x + ε_k), σ = noise·(max x − min x), last ε = 0; noise_input=1 feeds ε "
+        "as a graph input 'noise' [samples, batch, …]",
+    ),
 }
 FED = {"noise_input": ("noise", "seed"), "baseline_input": ("baseline",)}  # flag → the parameters it replaces
-ALIASES = {"ig": "integratedgradients", "gradientxinput": "inputxgradient", "vanillagradient": "gradient",
-           "guided": "guidedbackprop"}
+ALIASES = {
+    "ig": "integratedgradients",
+    "gradientxinput": "inputxgradient",
+    "vanillagradient": "gradient",
+    "guided": "guidedbackprop",
+}
 
 
 # steps and samples stack that many copies of the batch into one run: beyond this, memory, not accuracy, runs out
@@ -72,8 +79,10 @@ MOST_PASSES = 4096
 def _number(name: str, key: str, text: str, kind, low) -> float | int:
     value = finite_number(text, f"method '{name}': parameter {key}")
     if key in ("steps", "samples") and value > MOST_PASSES:
-        raise LrpcError(f"method '{name}': parameter {key} must be ≤ {MOST_PASSES} (each is one more copy of the "
-                        f"batch in the same run), got {value:g}")
+        raise LrpcError(
+            f"method '{name}': parameter {key} must be ≤ {MOST_PASSES} (each is one more copy of the "
+            f"batch in the same run), got {value:g}"
+        )
     if kind is INT and value != int(value):
         raise LrpcError(f"method '{name}': parameter {key} needs a whole number, got '{text.strip()}'")
     if low is not None and value < low:
@@ -90,8 +99,9 @@ def parse_method(spec: str | Method) -> Method:
     name = head.lower().replace("_", "").replace("-", "")
     name = ALIASES.get(name, name)
     if name not in METHOD_TABLE:
-        raise LrpcError(f"unknown method '{spec}'; known methods: {', '.join([*METHOD_TABLE, *ALIASES])} "
-                        "(or lrp for the LRP rules)")
+        raise LrpcError(
+            f"unknown method '{spec}'; known methods: {', '.join([*METHOD_TABLE, *ALIASES])} (or lrp for the LRP rules)"
+        )
     fixed, table, _ = METHOD_TABLE[name]
     given = {}
     for key, text in items:
@@ -109,18 +119,22 @@ def parse_method(spec: str | Method) -> Method:
             raise LrpcError(f"method '{name}': {flag} is 0 (a constant in the graph) or 1 (a graph input)")
         dropped = [key + "=" for key in replaced if key in given]
         if params[flag] and dropped:
-            raise LrpcError(f"method '{name}': with {flag}=1 the graph takes the fed tensor as it is; "
-                            f"{' and '.join(dropped)} {'have' if len(dropped) > 1 else 'has'} no effect there, "
-                            "drop them")
-        for key in (replaced if params[flag] else (flag,)):
+            raise LrpcError(
+                f"method '{name}': with {flag}=1 the graph takes the fed tensor as it is; "
+                f"{' and '.join(dropped)} {'have' if len(dropped) > 1 else 'has'} no effect there, "
+                "drop them"
+            )
+        for key in replaced if params[flag] else (flag,):
             params.pop(key, None)
     return Method(name=name, params=tuple(params.items()), **fixed)
 
 
 def method_summary() -> str:
     """The methods with their default parameters, on one line (for the --method help)."""
-    return ", ".join(name + (":" + ",".join(f"{k}={d:g}" for k, (_, d, _) in table.items()) if table else "")
-                     for name, (_, table, _) in METHOD_TABLE.items())
+    return ", ".join(
+        name + (":" + ",".join(f"{k}={d:g}" for k, (_, d, _) in table.items()) if table else "")
+        for name, (_, table, _) in METHOD_TABLE.items()
+    )
 
 
 def describe_methods() -> str:

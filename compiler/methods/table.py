@@ -39,7 +39,8 @@ def reuse_lrp_rule(*op_types: str) -> None:
     for op in op_types:
         lrp = RULES[op]
         gradient_rule(op, partial_outputs=getattr(lrp, "partial_outputs", False))(
-            lambda node, g_out, b, relu, lrp=lrp: lrp(node, g_out, b, None))
+            lambda node, g_out, b, relu, lrp=lrp: lrp(node, g_out, b, None)
+        )
 
 
 def supported_gradient_ops() -> list[str]:

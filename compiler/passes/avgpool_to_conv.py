@@ -39,12 +39,16 @@ def _depthwise(tape: ir.tape.Tape, graph, node, x, kernel, geo, scale_map=None) 
     dtype = x.dtype.numpy()
     name = fresh_name(graph, node.name or node.op_type, node)
     weight = np.full([channels, 1, *kernel], 1.0 / np.prod(kernel), dtype)
-    y = tape.op("Conv", [x, new_constant(graph, f"{name}.diag_weight", weight)],
-                attributes=dict(geo, group=channels), name=name)
+    y = tape.op(
+        "Conv", [x, new_constant(graph, f"{name}.diag_weight", weight)], attributes=dict(geo, group=channels), name=name
+    )
     y.producer().meta[ORIGIN] = "pool"  # composites give pools their own rule (rules/assign.py)
     if scale_map is not None:
-        y = tape.op("Mul", [y, new_constant(graph, f"{name}.divisor_correction", scale_map.astype(dtype))],
-                    name=f"{name}/divisor")
+        y = tape.op(
+            "Mul",
+            [y, new_constant(graph, f"{name}.divisor_correction", scale_map.astype(dtype))],
+            name=f"{name}/divisor",
+        )
     return y
 
 
@@ -60,8 +64,10 @@ def _average_pool(node: ir.Node, graph: ir.Graph) -> str | None:
     scale_map = None
     if None in sizes or None in outs:
         if ceil_mode or (any(pads) and not include_pad):
-            raise LrpcError(f"{node_label(node)}: average pooling with padding or ceil_mode needs static spatial "
-                            "dims to divide by the right count at the borders; export with a fixed image size")
+            raise LrpcError(
+                f"{node_label(node)}: average pooling with padding or ceil_mode needs static spatial "
+                "dims to divide by the right count at the borders; export with a fixed image size"
+            )
     else:
         counts, conv_pads = np.ones([1, 1] + [1] * n), list(pads)
         for i in range(n):

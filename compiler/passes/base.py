@@ -62,7 +62,6 @@ def replace_node(graph: ir.Graph, old: ir.Node, nodes: list[ir.Node], result: ir
     result.name = out.name
 
 
-
 def bypass(graph: ir.Graph, node: ir.Node, source: ir.Value, rename: bool) -> None:
     """Remove `node`, its readers reading `source` instead; `rename`: source takes the output's name."""
     out = node.outputs[0]

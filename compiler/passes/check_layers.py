@@ -36,8 +36,10 @@ def _check_weight(node: ir.Node) -> None:
     w_shape = weight.shape if weight is not None and weight.shape is not None else None
     x_shape = node.inputs[0].shape
     if w_shape is not None and x_shape is not None and len(w_shape) != len(x_shape):
-        raise LrpcError(f"{node_label(node)}: its weight has shape {list(w_shape)}, of rank {len(w_shape)}, for an "
-                        f"input of rank {len(x_shape)}; the model cannot run")
+        raise LrpcError(
+            f"{node_label(node)}: its weight has shape {list(w_shape)}, of rank {len(w_shape)}, for an "
+            f"input of rank {len(x_shape)}; the model cannot run"
+        )
     kernel = list(node.attributes.get_ints("kernel_shape", []))
     if w_shape is not None and kernel and kernel != list(w_shape)[2:]:
         raise LrpcError(f"{node_label(node)}: kernel_shape={kernel}, but its weight has shape {list(w_shape)}")
@@ -51,8 +53,10 @@ def _check_weight(node: ir.Node) -> None:
     else:  # ConvTranspose: W [C_in, C_out/group, k…]
         expected, c_out = w_shape[0], w_shape[1] * group
     if c_in is not None and c_in != expected:
-        raise LrpcError(f"{node_label(node)}: its input has {c_in} channels, but its weight {list(w_shape)} with "
-                        f"group={group} takes {expected}; the model cannot run")
+        raise LrpcError(
+            f"{node_label(node)}: its input has {c_in} channels, but its weight {list(w_shape)} with "
+            f"group={group} takes {expected}; the model cannot run"
+        )
     if node.op_type == "Conv" and c_out % group or node.op_type == "ConvTranspose" and expected % group:
         raise LrpcError(f"{node_label(node)}: group={group} does not divide its channels (weight {list(w_shape)})")
 
@@ -76,8 +80,10 @@ def _check_window_fits(node: ir.Node) -> None:
     for i, size in enumerate(spatial):
         reach = (kernel[i] - 1) * dilations[i] + 1
         if isinstance(size, int) and len(pads) == 2 * n and size + pads[i] + pads[n + i] < reach:
-            raise LrpcError(f"{node_label(node)}: its window (kernel {kernel}, dilations {dilations}) is larger than "
-                            f"its input {spatial} with pads {pads}; the model cannot run")
+            raise LrpcError(
+                f"{node_label(node)}: its window (kernel {kernel}, dilations {dilations}) is larger than "
+                f"its input {spatial} with pads {pads}; the model cannot run"
+            )
 
 
 def _check_gemm(node: ir.Node) -> None:
@@ -91,10 +97,12 @@ def _check_no_subgraph(node: ir.Node) -> None:
     """If, Loop and Scan bodies read values of the enclosing graph that are not inputs of the node, so no
     reverse walk sees what they depend on; an explained graph would give those values no relevance."""
     if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()):
-        raise LrpcError(f"{node_label(node)}: control flow (If, Loop, Scan) has no relevance rule: its body reads "
-                        "values the walk back cannot follow; export the model with the branch taken fixed (tracing "
-                        "exporters such as torch.onnx.export(..., dynamo=False) record one branch) "
-                        "or the loop unrolled")
+        raise LrpcError(
+            f"{node_label(node)}: control flow (If, Loop, Scan) has no relevance rule: its body reads "
+            "values the walk back cannot follow; export the model with the branch taken fixed (tracing "
+            "exporters such as torch.onnx.export(..., dynamo=False) record one branch) "
+            "or the loop unrolled"
+        )
 
 
 def _check_gather_indices(node: ir.Node) -> None:
@@ -108,8 +116,9 @@ def _check_gather_indices(node: ir.Node) -> None:
     n, values = data.shape[axis], indices.const_value.numpy()
     if isinstance(n, int) and values.size and (values.min() < -n or values.max() >= n):
         bad = values[(values < -n) | (values >= n)].ravel()[0]
-        raise LrpcError(f"{node_label(node)}: index {bad} on axis {axis} of size {n} (valid: {-n}…{n - 1}); "
-                        "the model cannot run")
+        raise LrpcError(
+            f"{node_label(node)}: index {bad} on axis {axis} of size {n} (valid: {-n}…{n - 1}); the model cannot run"
+        )
 
 
 class CheckLayersPass(ir.passes.InPlacePass):

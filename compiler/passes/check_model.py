@@ -24,19 +24,27 @@ def _check_stored_size(value: ir.Value) -> None:
     proto = tensor.raw
     if proto.HasField("raw_data"):
         if len(proto.raw_data) != tensor.nbytes:
-            raise LrpcError(f"the model is not valid ONNX: initializer '{value.name}' holds {len(proto.raw_data)} "
-                            f"bytes, but its dims {list(tensor.shape)} of {tensor.dtype.name} take {tensor.nbytes}")
+            raise LrpcError(
+                f"the model is not valid ONNX: initializer '{value.name}' holds {len(proto.raw_data)} "
+                f"bytes, but its dims {list(tensor.shape)} of {tensor.dtype.name} take {tensor.nbytes}"
+            )
         return
-    held = max(len(getattr(proto, f)) for f in ("float_data", "int32_data", "int64_data", "double_data",
-                                                  "uint64_data", "string_data"))
+    held = max(
+        len(getattr(proto, f))
+        for f in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
+    )
     if tensor.size > 2 * held:  # (complex values take two entries, 4-bit ones half of one)
-        raise LrpcError(f"the model is not valid ONNX: initializer '{value.name}' holds {held} values, but its dims "
-                        f"{list(tensor.shape)} take {tensor.size}")
+        raise LrpcError(
+            f"the model is not valid ONNX: initializer '{value.name}' holds {held} values, but its dims "
+            f"{list(tensor.shape)} take {tensor.size}"
+        )
     try:
         tensor.numpy()
     except (ValueError, TypeError) as e:
-        raise LrpcError(f"the model is not valid ONNX: initializer '{value.name}' does not hold its dims "
-                        f"{list(tensor.shape)} of {tensor.dtype.name}: {one_line(e)}") from e
+        raise LrpcError(
+            f"the model is not valid ONNX: initializer '{value.name}' does not hold its dims "
+            f"{list(tensor.shape)} of {tensor.dtype.name}: {one_line(e)}"
+        ) from e
 
 
 class CheckModelPass(ir.passes.InPlacePass):

@@ -22,8 +22,9 @@ from .linear_fold import LINEAR_OPS, depthwise_affine, fold_into_input, fold_int
 def bn_affine(node: ir.Node) -> tuple[np.ndarray, np.ndarray]:
     params = [const_array(v) for v in node.inputs[1:5]]
     if any(p is None for p in params):
-        raise LrpcError(f"{node_label(node)}: its scale, bias, mean and variance must be constants "
-                        "(export the model in eval mode)")
+        raise LrpcError(
+            f"{node_label(node)}: its scale, bias, mean and variance must be constants (export the model in eval mode)"
+        )
     if node.attributes.get_int("training_mode", 0) or any(v.uses() for v in node.outputs[1:]):
         raise LrpcError(f"{node_label(node)}: BatchNormalization in training mode; export in eval mode")
     gamma, beta, mean, var = (p.astype(np.float64) for p in params)
@@ -38,12 +39,20 @@ class FoldBatchNormPass(Canonization):
         scale, shift = bn_affine(node)
         x, y = node.inputs[0], node.outputs[0]
         before, after = x.producer(), sole_use(y)
-        if before is not None and before.op_type in LINEAR_OPS and sole_use(x) is node \
-                and fold_into_output(graph, before, scale, shift):
+        if (
+            before is not None
+            and before.op_type in LINEAR_OPS
+            and sole_use(x) is node
+            and fold_into_output(graph, before, scale, shift)
+        ):
             bypass(graph, node, x, rename=True)  # y may be a graph output: x takes its name
             return f"{node_label(node)} folded into the preceding {node_label(before)}"
-        if after is not None and after.op_type in LINEAR_OPS and after.inputs[0] is y \
-                and fold_into_input(graph, after, scale, shift):
+        if (
+            after is not None
+            and after.op_type in LINEAR_OPS
+            and after.inputs[0] is y
+            and fold_into_input(graph, after, scale, shift)
+        ):
             bypass(graph, node, x, rename=False)
             return f"{node_label(node)} folded into the following {node_label(after)}"
         if x.shape is None or len(x.shape) < 2:

@@ -59,8 +59,9 @@ def as_scale_shift(node: ir.Node):
     if node.op_type == "Div" and np.any(v == 0):
         return None
     one, zero = np.ones_like(v), np.zeros_like(v)
-    scale, shift = {"Mul": (v, zero), "Div": (1 / np.where(v == 0, 1, v), zero),
-                    "Add": (one, v), "Sub": (one, -v)}[node.op_type]
+    scale, shift = {"Mul": (v, zero), "Div": (1 / np.where(v == 0, 1, v), zero), "Add": (one, v), "Sub": (one, -v)}[
+        node.op_type
+    ]
     return a, axis, scale, shift
 
 
@@ -77,7 +78,7 @@ def _layer_channels(layer: ir.Node, side: str) -> int | None:
         return w.shape[0] if side == "out" else w.shape[1] * g
     if layer.op_type == "ConvTranspose":
         return w.shape[1] * g if side == "out" else w.shape[0]
-    rows, cols = (w.shape[::-1] if tb else w.shape)
+    rows, cols = w.shape[::-1] if tb else w.shape
     return cols if side == "out" else rows
 
 
@@ -127,9 +128,15 @@ class FoldChannelAffinePass(Canonization):
             return None
         a, axis, scale, shift = found
         before = a.producer()
-        if before is not None and before.op_type in LINEAR_OPS and sole_use(a) is node and axis in (1, None) \
-                and (n := _layer_channels(before, "out")) and scale.size in (1, n) \
-                and fold_into_output(graph, before, *_per_channel(scale, shift, n)):
+        if (
+            before is not None
+            and before.op_type in LINEAR_OPS
+            and sole_use(a) is node
+            and axis in (1, None)
+            and (n := _layer_channels(before, "out"))
+            and scale.size in (1, n)
+            and fold_into_output(graph, before, *_per_channel(scale, shift, n))
+        ):
             bypass(graph, node, a, rename=True)
             return f"{node_label(node)} folded into the preceding {node_label(before)}"
         value, moved = node.outputs[0], axis
@@ -138,9 +145,15 @@ class FoldChannelAffinePass(Canonization):
             perm = list(reader.attributes.get_ints("perm", range(len(a.shape))[::-1]))
             moved = None if axis is None else perm.index(axis)
             value, reader = reader.outputs[0], sole_use(reader.outputs[0])
-        if reader is not None and reader.op_type in LINEAR_OPS and reader.inputs[0] is value \
-                and moved in (1, None) and (n := _layer_channels(reader, "in")) and scale.size in (1, n) \
-                and fold_into_input(graph, reader, *_per_channel(scale, shift, n)):
+        if (
+            reader is not None
+            and reader.op_type in LINEAR_OPS
+            and reader.inputs[0] is value
+            and moved in (1, None)
+            and (n := _layer_channels(reader, "in"))
+            and scale.size in (1, n)
+            and fold_into_input(graph, reader, *_per_channel(scale, shift, n))
+        ):
             bypass(graph, node, a, rename=False)
             return f"{node_label(node)} folded into the following {node_label(reader)}"
         return None

@@ -21,9 +21,17 @@ import onnx_ir as ir
 from ..errors import LrpcError, node_label
 
 # Ops never folded: random or stateful, or too large to be worth materialising as a constant.
-_NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-               "Bernoulli", "Dropout",
-               "QuantizeLinear", "DequantizeLinear"}  # a QDQ model keeps its quantized weights (passes/quantized.py)
+_NEVER_FOLD = {
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+    "Dropout",
+    "QuantizeLinear",
+    "DequantizeLinear",
+}  # a QDQ model keeps its quantized weights (passes/quantized.py)
 
 
 MOST_FOLDED = 2**28  # elements: a constant computed from constants beyond this (1 GiB of float32) is refused
@@ -42,9 +50,11 @@ def _folded_elements(node: ir.Node) -> int | None:
 def _check_folded_size(node: ir.Node) -> None:
     count = _folded_elements(node)
     if count is not None and count > MOST_FOLDED:
-        raise LrpcError(f"{node_label(node)} computes a constant of {count:.3g} elements from constants; lrpc "
-                        f"evaluates such nodes once and refuses results over {MOST_FOLDED:.3g} elements "
-                        "(1 GiB of float32): the model cannot run as exported")
+        raise LrpcError(
+            f"{node_label(node)} computes a constant of {count:.3g} elements from constants; lrpc "
+            f"evaluates such nodes once and refuses results over {MOST_FOLDED:.3g} elements "
+            "(1 GiB of float32): the model cannot run as exported"
+        )
 
 
 def _const(value: ir.Value | None):
@@ -59,8 +69,11 @@ def _evaluate(node: ir.Node, opset: int) -> list[np.ndarray]:
     names = [v.name for v in node.inputs if v is not None]
     feeds = {v.name: _const(v) for v in node.inputs if v is not None}
     graph = onnx.helper.make_graph(
-        [proto], "fold", [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in names],
-        [onnx.helper.make_tensor_value_info(v.name, onnx.TensorProto.UNDEFINED, None) for v in node.outputs])
+        [proto],
+        "fold",
+        [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in names],
+        [onnx.helper.make_tensor_value_info(v.name, onnx.TensorProto.UNDEFINED, None) for v in node.outputs],
+    )
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
     return onnx.reference.ReferenceEvaluator(model).run(None, feeds)
 
@@ -72,8 +85,12 @@ def new_constant(graph: ir.Graph, base_name: str | None, array: np.ndarray) -> i
     while name in graph.initializers:
         k += 1
         name = f"{base_name or 'const'}__folded{k}"
-    const = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-                     const_value=ir.tensor(array))
+    const = ir.Value(
+        name=name,
+        shape=ir.Shape(array.shape),
+        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+        const_value=ir.tensor(array),
+    )
     graph.register_initializer(const)
     return const
 
@@ -152,8 +169,12 @@ def _reshape_target(node: ir.Node, elements: list) -> np.ndarray | None:
         return None
     (i,) = symbolic
     data_shape = node.inputs[0].shape
-    same_dim = (data_shape is not None and i < len(data_shape)
-                and not isinstance(data_shape[i], int) and data_shape[i].value == elements[i])
+    same_dim = (
+        data_shape is not None
+        and i < len(data_shape)
+        and not isinstance(data_shape[i], int)
+        and data_shape[i].value == elements[i]
+    )
     out = [d if isinstance(d, int) else 0 for d in elements]
     if same_dim and node.attributes.get_int("allowzero", 0) == 0 and 0 not in elements:
         return np.array(out, dtype=np.int64)
@@ -181,7 +202,7 @@ class FoldConstantsPass(ir.passes.InPlacePass):
             StrictShapeInferencePass().call(model)  # the folded shapes give later tensors static shapes
             left = _computed_geometry(model.graph)
             if not left or left >= pending:  # another round can only help a Pad or Resize whose amounts are
-                break                        # still computed, and only while the last round folded some
+                break  # still computed, and only while the last round folded some
             pending = left
         return ir.passes.PassResult(model, modified)
 
@@ -193,8 +214,11 @@ def _has_subgraph(node: ir.Node) -> bool:
 
 def _computed_geometry(graph: ir.Graph) -> int:
     """How many Pads and Resizes take their pads / scales / sizes from a computation, not a constant."""
-    return sum(any(v is not None and v.const_value is None for v in n.inputs[1:])
-               for n in graph if n.op_type in ("Pad", "Resize"))
+    return sum(
+        any(v is not None and v.const_value is None for v in n.inputs[1:])
+        for n in graph
+        if n.op_type in ("Pad", "Resize")
+    )
 
 
 def _fold_once(model: ir.Model) -> tuple[bool, bool]:
@@ -204,8 +228,12 @@ def _fold_once(model: ir.Model) -> tuple[bool, bool]:
     modified, shapes, known = False, False, {}
     for node in list(graph):
         inputs = [v for v in node.inputs if v is not None]
-        if node.op_type not in _NEVER_FOLD and inputs and all(v.const_value is not None for v in inputs) \
-                and not _has_subgraph(node):
+        if (
+            node.op_type not in _NEVER_FOLD
+            and inputs
+            and all(v.const_value is not None for v in inputs)
+            and not _has_subgraph(node)
+        ):
             _check_folded_size(node)
             for value, array in zip(node.outputs, _evaluate(node, opset)):
                 _replace_with_constant(graph, value, array)

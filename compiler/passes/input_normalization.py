@@ -67,9 +67,15 @@ class RecordInputNormalizationPass(ir.passes.InPlacePass):
                 else:
                     break
                 value = reader.outputs[0]
-            if steps and reader is not None and reader.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose") \
-                    and reader.inputs[0] is value:
+            if (
+                steps
+                and reader is not None
+                and reader.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose")
+                and reader.inputs[0] is value
+            ):
                 reader.meta[INPUT_AFFINE] = (scale[None], shift[None])
-                self.changes.append(f"input normalization of '{x.name}' before {node_label(reader)}: "
-                                    "zbox bounds are taken in raw input units")
+                self.changes.append(
+                    f"input normalization of '{x.name}' before {node_label(reader)}: "
+                    "zbox bounds are taken in raw input units"
+                )
         return ir.passes.PassResult(model, False)

@@ -31,8 +31,9 @@ LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 def _params(layer: ir.Node):
     """(W, b or None) as arrays when both are constants, else None."""
     w = const_array(layer.inputs[1]) if len(layer.inputs) > 1 else None
-    has_bias = (layer.op_type in ("Conv", "ConvTranspose", "Gemm") and len(layer.inputs) > 2
-                and layer.inputs[2] is not None)
+    has_bias = (
+        layer.op_type in ("Conv", "ConvTranspose", "Gemm") and len(layer.inputs) > 2 and layer.inputs[2] is not None
+    )
     b = const_array(layer.inputs[2]) if has_bias else None
     if w is None or (has_bias and b is None) or layer.inputs[0].const_value is not None:
         return None
@@ -67,8 +68,11 @@ def _to_gemm_with_bias(layer: ir.Node) -> None:
 
 def _gemm_ok(layer: ir.Node) -> bool:
     if layer.op_type == "MatMul":
-        return layer.inputs[0].shape is not None and len(layer.inputs[0].shape) == 2 and \
-            const_array(layer.inputs[1]).ndim == 2
+        return (
+            layer.inputs[0].shape is not None
+            and len(layer.inputs[0].shape) == 2
+            and const_array(layer.inputs[1]).ndim == 2
+        )
     return layer.op_type == "Gemm" and not layer.attributes.get_int("transA", 0)
 
 
@@ -126,7 +130,8 @@ def fold_into_input(graph: ir.Graph, layer: ir.Node, scale: np.ndarray, shift: n
         shifts = shift.reshape(g, -1)[np.arange(w.shape[0]) // (w.shape[0] // g)]
         extra = [1] * (w.ndim - 2)
         bias = _bias_vector(layer, b, w.shape[0]) + (w * shifts.reshape(*shifts.shape, *extra)).sum(
-            axis=tuple(range(1, w.ndim)))
+            axis=tuple(range(1, w.ndim))
+        )
         w = w * rows.reshape(*rows.shape, *extra)
     else:
         alpha, trans_b = layer.attributes.get_float("alpha", 1.0), layer.attributes.get_int("transB", 0)
@@ -150,8 +155,9 @@ def depthwise_affine(graph: ir.Graph, node: ir.Node, x: ir.Value, scale, shift) 
     tape = ir.tape.Tape()
     axis = new_constant(graph, f"{name}.axis", np.array([2], np.int64))
     source = tape.op("Unsqueeze", [x, axis]) if rank == 2 else x
-    y = tape.op("Conv", [source, weight, bias], attributes={"kernel_shape": [1] * spatial, "group": scale.size},
-                name=name)
+    y = tape.op(
+        "Conv", [source, weight, bias], attributes={"kernel_shape": [1] * spatial, "group": scale.size}, name=name
+    )
     if rank == 2:
         y = tape.op("Squeeze", [y, axis])
     replace_node(graph, node, tape.nodes, y)

@@ -54,8 +54,9 @@ class MatMulAddToGemmPass(Canonization):
         if rank == 2:
             y = tape.op("Gemm", [x, w, b], name=name)
         else:
-            flat = tape.op("Reshape", [x, new_constant(graph, f"{name}.flat_shape", np.array([-1, k]))],
-                           name=f"{name}/flatten")
+            flat = tape.op(
+                "Reshape", [x, new_constant(graph, f"{name}.flat_shape", np.array([-1, k]))], name=f"{name}/flatten"
+            )
             z = tape.op("Gemm", [flat, w, b], name=name)
             int64 = lambda v: new_constant(graph, f"{name}.shape_part", np.array(v, dtype=np.int64))
             lead = tape.op("Slice", [tape.op("Shape", [x]), int64([0]), int64([-1])])

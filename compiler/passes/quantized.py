@@ -23,10 +23,27 @@ import onnx_ir as ir
 from ..errors import LrpcError, node_label
 from .mark_static import STATIC
 
-QOPERATOR_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul",
-                 "QLinearSigmoid", "QLinearLeakyRelu", "QLinearAveragePool", "QLinearGlobalAveragePool",
-                 "QLinearConcat", "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere", "QGemm",
-                 "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "QAttention", "QEmbedLayerNormalization"}
+QOPERATOR_OPS = {
+    "QLinearConv",
+    "QLinearMatMul",
+    "ConvInteger",
+    "MatMulInteger",
+    "QLinearAdd",
+    "QLinearMul",
+    "QLinearSigmoid",
+    "QLinearLeakyRelu",
+    "QLinearAveragePool",
+    "QLinearGlobalAveragePool",
+    "QLinearConcat",
+    "QLinearSoftmax",
+    "QLinearReduceMean",
+    "QLinearWhere",
+    "QGemm",
+    "DynamicQuantizeLinear",
+    "DynamicQuantizeMatMul",
+    "QAttention",
+    "QEmbedLayerNormalization",
+}
 
 
 def _const(value: ir.Value | None) -> np.ndarray | None:
@@ -53,12 +70,15 @@ def dequantized_constant(value: ir.Value | None) -> np.ndarray | None:
 def is_constant(value: ir.Value | None) -> bool:
     """A constant, a quantized constant DequantizeLinear(q, s, zp) (a bias of a QDQ Add), or a value no
     explained input reaches (a shape chain, a mask: passes/mark_static.py)."""
-    return value is not None and (value.const_value is not None or bool(value.meta.get(STATIC))
-                                  or dequantized_constant(value) is not None)
+    return value is not None and (
+        value.const_value is not None or bool(value.meta.get(STATIC)) or dequantized_constant(value) is not None
+    )
 
 
 def check_not_qoperator(node: ir.Node) -> None:
     if node.op_type in QOPERATOR_OPS and node.domain in ("", "ai.onnx", "com.microsoft"):
-        raise LrpcError(f"{node_label(node)}: a QOperator-format quantized op ({node.op_type}) computes in integers "
-                        "with no float weight to explain; quantize the float model with "
-                        "quantize_static(..., quant_format=QuantFormat.QDQ) and compile that file")
+        raise LrpcError(
+            f"{node_label(node)}: a QOperator-format quantized op ({node.op_type}) computes in integers "
+            "with no float weight to explain; quantize the float model with "
+            "quantize_static(..., quant_format=QuantFormat.QDQ) and compile that file"
+        )

@@ -39,17 +39,47 @@ ACTIVATED = "lrpc.activated"  # else the one operand computed by a nonlinearity 
 ABSORB = "lrpc.absorb"  # an Add of a constant whose constant takes its share of the relevance
 ORIGIN = "lrpc.origin"  # "norm" on the means inside a norm (passes/avgpool_to_conv.py skips them)
 
-UNARY = {"Sigmoid", "HardSigmoid", "Tanh", "Erf", "Softplus", "Relu", "Clip", "Exp", "Log", "Abs", "Neg",
-         "Sqrt", "Reciprocal", "Softsign", "Elu", "Selu", "Celu", "LeakyRelu", "HardSwish", "Gelu", "Mish",
-         "Swish", "Identity"}
+UNARY = {
+    "Sigmoid",
+    "HardSigmoid",
+    "Tanh",
+    "Erf",
+    "Softplus",
+    "Relu",
+    "Clip",
+    "Exp",
+    "Log",
+    "Abs",
+    "Neg",
+    "Sqrt",
+    "Reciprocal",
+    "Softsign",
+    "Elu",
+    "Selu",
+    "Celu",
+    "LeakyRelu",
+    "HardSwish",
+    "Gelu",
+    "Mish",
+    "Swish",
+    "Identity",
+}
 BINARY = {"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max"}
 REDUCTIONS = {"ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2"}
 ROUTING = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Expand", "Transpose", "Identity", "Cast"}
 GATES = {"Sigmoid", "HardSigmoid", "Tanh", "Softmax", "Clip"}  # bounded outputs: a factor in (0, 1) or so
 ACTIVATION_NAMES = [  # (ops in the gate's cone, name): the first whose ops are all present
-    ({"Tanh", "Softplus"}, "Mish"), ({"Tanh", "Pow"}, "GELU (tanh)"), ({"Tanh", "Mul"}, "GELU (tanh)"),
-    ({"Erf"}, "GELU"), ({"Sigmoid", "Mul"}, "QuickGELU"), ({"Sigmoid"}, "SiLU"), ({"HardSigmoid"}, "HardSwish"),
-    ({"Clip"}, "HardSwish"), ({"Relu"}, "HardSwish"), ({"Tanh"}, "x·tanh(x)")]
+    ({"Tanh", "Softplus"}, "Mish"),
+    ({"Tanh", "Pow"}, "GELU (tanh)"),
+    ({"Tanh", "Mul"}, "GELU (tanh)"),
+    ({"Erf"}, "GELU"),
+    ({"Sigmoid", "Mul"}, "QuickGELU"),
+    ({"Sigmoid"}, "SiLU"),
+    ({"HardSigmoid"}, "HardSwish"),
+    ({"Clip"}, "HardSwish"),
+    ({"Relu"}, "HardSwish"),
+    ({"Tanh"}, "x·tanh(x)"),
+]
 
 
 def live(value: ir.Value | None) -> bool:
@@ -85,8 +115,12 @@ def cone(value: ir.Value, stops: set) -> tuple[set, set, list]:
             continue
         seen.add(v)
         p = v.producer()
-        if v in stops or p is None or p.op_type not in UNARY | BINARY | REDUCTIONS or (
-                p.op_type == "Pow" and not _is_scalar_const(p.inputs[1])):
+        if (
+            v in stops
+            or p is None
+            or p.op_type not in UNARY | BINARY | REDUCTIONS
+            or (p.op_type == "Pow" and not _is_scalar_const(p.inputs[1]))
+        ):
             sources.add(v)
             continue
         ops.add(p.op_type)
@@ -120,8 +154,7 @@ def _origin(v: ir.Value) -> ir.Node | None:
     a gate: ghostnetv2's attention), constant scaling and a Where that keeps v or puts a constant in its
     place (sdpa's Where(IsNaN(A), 0, A) after the softmax)."""
     while (p := v.producer()) is not None:
-        if p.op_type in ROUTING or p.op_type == "Resize" or \
-                p.op_type in BINARY and sum(live(u) for u in p.inputs) == 1:
+        if p.op_type in ROUTING or p.op_type == "Resize" or p.op_type in BINARY and sum(live(u) for u in p.inputs) == 1:
             v = next(u for u in p.inputs if live(u))
         elif p.op_type == "Where" and sum(live(u) for u in p.inputs[1:]) == 1:
             v = next(u for u in p.inputs[1:] if live(u))
@@ -141,8 +174,14 @@ def gate_index(node: ir.Node) -> int | None:
 
 def activated_index(node: ir.Node) -> int | None:
     """The one operand computed by a nonlinearity (a gated MLP's act(x·W_g) beside x·W_u), if one is."""
-    return _only([i for i, v in enumerate(node.inputs) if (p := _origin(v)) is not None and
-                  (p.op_type in UNARY - {"Identity", "Neg"} or p.meta.get(KIND) == "activation")])
+    return _only(
+        [
+            i
+            for i, v in enumerate(node.inputs)
+            if (p := _origin(v)) is not None
+            and (p.op_type in UNARY - {"Identity", "Neg"} or p.meta.get(KIND) == "activation")
+        ]
+    )
 
 
 def _centering(node: ir.Node):
@@ -195,8 +234,9 @@ def recognise(node: ir.Node) -> str | None:
         node.meta[GATE], node.meta[NAME] = gate, "gate"
     elif (activated := activated_index(node)) is not None:
         node.meta[ACTIVATED], node.meta[NAME] = activated, "gated unit"
-    return (f"{node_label(node)}: a product of two activations"
-            + (f", operand {gate} a gate" if gate is not None else ""))
+    return f"{node_label(node)}: a product of two activations" + (
+        f", operand {gate} a gate" if gate is not None else ""
+    )
 
 
 def _weights_of_softmaxes(value: ir.Value, limit: int = 256) -> bool:

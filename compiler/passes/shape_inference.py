@@ -13,13 +13,13 @@ from ..errors import LrpcError, one_line
 
 class StrictShapeInferencePass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        infer = lambda proto: onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True,
-                                                                 data_prop=True)
+        infer = lambda proto: onnx.shape_inference.infer_shapes(
+            proto, check_type=True, strict_mode=True, data_prop=True
+        )
         try:
             inferred = _c_api_utils.call_onnx_api(infer, model)
         except Exception as e:  # onnx raises InferenceError / ValidationError subclasses
-            raise LrpcError(f"ONNX shape inference failed on this model, which is not valid ONNX: "
-                            f"{one_line(e)}") from e
+            raise LrpcError(f"ONNX shape inference failed on this model, which is not valid ONNX: {one_line(e)}") from e
         modified = _merge_func(model, inferred)
         for node in model.graph:  # onnx infers no shape for some function ops (GroupNormalization)
             y, x = node.outputs[0], node.inputs[0]

@@ -12,6 +12,7 @@ class SortPass(ir.passes.InPlacePass):
         try:
             model.graph.sort()
         except ValueError as e:  # onnx_ir: "Graph contains a cycle, topological sort is not possible."
-            raise LrpcError(f"the model's graph is not valid ONNX: {one_line(e)} (a node reads its own output "
-                            "through other nodes)") from e
+            raise LrpcError(
+                f"the model's graph is not valid ONNX: {one_line(e)} (a node reads its own output through other nodes)"
+            ) from e
         return ir.passes.PassResult(model, False)

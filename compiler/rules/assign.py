@@ -93,26 +93,35 @@ def is_product(node: ir.Node) -> bool:
 
 def is_join(node: ir.Node) -> bool:
     """A sum of two or more activations (a residual join): its rule's ε stabilizes R / (Σ xᵢ)."""
-    return node.op_type in ("Add", "Sub", "Sum") and sum(
-        v is not None and not is_constant(v) for v in node.inputs) >= 2
+    return node.op_type in ("Add", "Sub", "Sum") and sum(v is not None and not is_constant(v) for v in node.inputs) >= 2
+
 
 COMPOSITES = {  # name → (parameters with defaults, [(pattern, rule spec template)])
     "EpsilonPlus": ({"eps": None, "stabilizer": None}, [("conv", "zplus"), ("dense", "epsilon{eps}")]),
-    "EpsilonPlusFlat": ({"eps": None, "stabilizer": None}, [("first", "flat"), ("conv", "zplus"),
-                                                            ("dense", "epsilon{eps}")]),
+    "EpsilonPlusFlat": (
+        {"eps": None, "stabilizer": None},
+        [("first", "flat"), ("conv", "zplus"), ("dense", "epsilon{eps}")],
+    ),
     "EpsilonAlpha2Beta1": ({"eps": None, "stabilizer": None}, [("conv", "alpha2beta1"), ("dense", "epsilon{eps}")]),
-    "EpsilonAlpha2Beta1Flat": ({"eps": None, "stabilizer": None}, [("first", "flat"), ("conv", "alpha2beta1"),
-                                                                   ("dense", "epsilon{eps}")]),
-    "EpsilonGammaBox": ({"low": "REQUIRED", "high": "REQUIRED", "gamma": "0.25", "eps": None, "stabilizer": None},
-                        [("first", "zbox:low={low},high={high}"), ("conv", "gamma:gamma={gamma}"),
-                         ("dense", "epsilon{eps}")]),
+    "EpsilonAlpha2Beta1Flat": (
+        {"eps": None, "stabilizer": None},
+        [("first", "flat"), ("conv", "alpha2beta1"), ("dense", "epsilon{eps}")],
+    ),
+    "EpsilonGammaBox": (
+        {"low": "REQUIRED", "high": "REQUIRED", "gamma": "0.25", "eps": None, "stabilizer": None},
+        [("first", "zbox:low={low},high={high}"), ("conv", "gamma:gamma={gamma}"), ("dense", "epsilon{eps}")],
+    ),
     "ExcitationBackprop": ({"stabilizer": None}, [("conv", "zplus"), ("dense", "zplus")]),
     "A": ({"eps": "0.1", "stabilizer": None}, [("conv", "alpha1beta0"), ("dense", "epsilon{eps}")]),
     "B": ({"eps": "0.1", "stabilizer": None}, [("conv", "alpha2beta1"), ("dense", "epsilon{eps}")]),
-    "AFlat": ({"eps": "0.1", "stabilizer": None}, [("first", "flat"), ("conv", "alpha1beta0"),
-                                                   ("dense", "epsilon{eps}")]),
-    "BFlat": ({"eps": "0.1", "stabilizer": None}, [("first", "flat"), ("conv", "alpha2beta1"),
-                                                   ("dense", "epsilon{eps}")]),
+    "AFlat": (
+        {"eps": "0.1", "stabilizer": None},
+        [("first", "flat"), ("conv", "alpha1beta0"), ("dense", "epsilon{eps}")],
+    ),
+    "BFlat": (
+        {"eps": "0.1", "stabilizer": None},
+        [("first", "flat"), ("conv", "alpha2beta1"), ("dense", "epsilon{eps}")],
+    ),
     "AttnLRP": ({"eps": "1e-12"}, [("conv", "epsilon{eps}"), ("dense", "epsilon{eps}"), ("product", "half")]),
     "CPLRP": ({"eps": "1e-12"}, [("conv", "epsilon{eps}"), ("dense", "epsilon{eps}"), ("product", "gate-constant")]),
 }
@@ -147,9 +156,11 @@ class RuleMap:
         real = [n for n in layers if n.meta.get(ORIGIN) != "pool"]
         ends = {"first": real[:1], "last": real[-1:]}
         chosen, used = {}, set()
-        for node, kind, fallback in [*((n, Rule, lambda n: self.default) for n in layers),
-                                     *((n, ProductRule, default_product_rule) for n in graph if is_product(n)),
-                                     *((n, Rule, None) for n in graph if is_join(n))]:
+        for node, kind, fallback in [
+            *((n, Rule, lambda n: self.default) for n in layers),
+            *((n, ProductRule, default_product_rule) for n in graph if is_product(n)),
+            *((n, Rule, None) for n in graph if is_join(n)),
+        ]:
             for pattern, rule, _ in self.entries:
                 if isinstance(rule, kind) and matches(node, pattern, ends):
                     chosen[node] = rule
@@ -163,8 +174,9 @@ class RuleMap:
             pattern, rule = unused[0]
             if isinstance(rule, ProductRule) or pattern == JOIN:
                 what = "product of two activations" if isinstance(rule, ProductRule) else "sum of activations"
-                raise LrpcError(f"rule map pattern '{pattern}={rule.spec}' matches no {what} "
-                                "(`lrpc inspect` lists them)")
+                raise LrpcError(
+                    f"rule map pattern '{pattern}={rule.spec}' matches no {what} (`lrpc inspect` lists them)"
+                )
             names = ", ".join(f"{n.name or '<unnamed>'} ({n.op_type})" for n in layers[:12])
             raise LrpcError(f"rule map pattern '{pattern}' matches no linear layer; the layers are: {names}")
         return chosen
@@ -176,7 +188,8 @@ def name_matches(name: str | None, pattern: str) -> bool:
         return False
     scopes = name.split("/")
     return fnmatch.fnmatchcase(name, pattern) or any(
-        fnmatch.fnmatchcase(s, pattern) or fnmatch.fnmatchcase(s, f"{pattern}_1") for s in scopes[:-1])
+        fnmatch.fnmatchcase(s, pattern) or fnmatch.fnmatchcase(s, f"{pattern}_1") for s in scopes[:-1]
+    )
 
 
 def matches(node: ir.Node, pattern: str, ends: dict) -> bool:
@@ -184,8 +197,12 @@ def matches(node: ir.Node, pattern: str, ends: dict) -> bool:
     if pattern == PRODUCT:
         return is_product(node)
     if pattern == JOIN or is_join(node):
-        return pattern == JOIN and is_join(node) or pattern not in (*ends, "pool", *CLASSES, *LINEAR) and \
-            name_matches(node.name, pattern)
+        return (
+            pattern == JOIN
+            and is_join(node)
+            or pattern not in (*ends, "pool", *CLASSES, *LINEAR)
+            and name_matches(node.name, pattern)
+        )
     if pattern in ends:
         return node in ends[pattern]
     if pattern == "pool":
@@ -206,8 +223,10 @@ def _composite_entries(spec: str, convention: str) -> list[tuple[str, Rule, bool
     params = dict(defaults)
     for k, v in items:
         if k not in defaults or v is None:
-            raise LrpcError(f"composite {key} takes {', '.join(f'{p}=…' for p in defaults) or 'no parameters'}, "
-                            f"not '{k}{'' if v is None else '=' + v}'")
+            raise LrpcError(
+                f"composite {key} takes {', '.join(f'{p}=…' for p in defaults) or 'no parameters'}, "
+                f"not '{k}{'' if v is None else '=' + v}'"
+            )
         params[k] = v
     missing = [k for k, v in params.items() if v == "REQUIRED"]
     if missing:
@@ -216,16 +235,24 @@ def _composite_entries(spec: str, convention: str) -> list[tuple[str, Rule, bool
     return [(pattern, parse_any_rule(pattern, rule.format(**fill), convention), False) for pattern, rule in table]
 
 
-def build_rule_map(rule: str | None = None, composite: str | None = None, rule_map=(),
-                   rule_map_file: str | None = None, convention: str = "lrpc", attention: bool = False) -> RuleMap:
+def build_rule_map(
+    rule: str | None = None,
+    composite: str | None = None,
+    rule_map=(),
+    rule_map_file: str | None = None,
+    convention: str = "lrpc",
+    attention: bool = False,
+) -> RuleMap:
     """The rule assignment from the compile options (see the module docstring for the precedence);
     `attention`: the graph has attention, so the default composite is AttnLRP."""
     if rule is not None and composite is not None:
         raise LrpcError("give --rule (one rule for every layer) or --composite, not both")
     for flag, value in (("--rule", rule), ("--composite", composite)):
         if value is not None and not value.strip():
-            raise LrpcError(f"{flag} is empty: give a name, e.g. {flag} "
-                            + ("epsilon:eps=1e-6" if flag == "--rule" else DEFAULT_COMPOSITE))
+            raise LrpcError(
+                f"{flag} is empty: give a name, e.g. {flag} "
+                + ("epsilon:eps=1e-6" if flag == "--rule" else DEFAULT_COMPOSITE)
+            )
     entries = list(_parse_entries(rule_map, convention))
     if rule_map_file is not None:
         file_rule, file_composite, file_entries = _read_rule_file(rule_map_file, convention)
@@ -257,8 +284,7 @@ def parse_any_rule(pattern: str, spec: str, convention: str) -> Rule | ProductRu
     if name in PRODUCT_RULES:
         return ProductRule(name)
     if pattern == PRODUCT:
-        raise LrpcError(f"'{pattern}={spec}': products of two activations take the rule "
-                        f"{' or '.join(PRODUCT_RULES)}")
+        raise LrpcError(f"'{pattern}={spec}': products of two activations take the rule {' or '.join(PRODUCT_RULES)}")
     return parse_rule(spec, convention)
 
 
@@ -276,17 +302,22 @@ def _read_rule_file(path: str, convention: str):
         raise LrpcError(f"{path}: unknown keys {sorted(unknown)}; expected rule, composite and a [rules] table")
     table = data.get("rules", {})
     if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
-        raise LrpcError(f"{path}: [rules] maps patterns to rule strings, e.g. conv1 = \"flat\"")
-    return data.get("rule"), data.get("composite"), list(_parse_entries([f"{k}={v}" for k, v in table.items()],
-                                                                        convention))
+        raise LrpcError(f'{path}: [rules] maps patterns to rule strings, e.g. conv1 = "flat"')
+    return (
+        data.get("rule"),
+        data.get("composite"),
+        list(_parse_entries([f"{k}={v}" for k, v in table.items()], convention)),
+    )
 
 
 def describe_composites() -> str:
     def shown(template: str) -> str:
         return template.replace("{eps}", "(eps)").replace("{stabilizer}", "(stabilizer)")
 
-    return "\n".join(f"  {name}{':' + ','.join(f'{k}=…' for k in d) if d else ''}: "
-                     + ", ".join(f"{'pools, joins, norms' if p == EVERYTHING_ELSE else p}={shown(r)}"
-                                 for p, r in table if p != "pool")
-                     for name, (d, table) in COMPOSITES.items())
-
+    return "\n".join(
+        f"  {name}{':' + ','.join(f'{k}=…' for k in d) if d else ''}: "
+        + ", ".join(
+            f"{'pools, joins, norms' if p == EVERYTHING_ELSE else p}={shown(r)}" for p, r in table if p != "pool"
+        )
+        for name, (d, table) in COMPOSITES.items()
+    )

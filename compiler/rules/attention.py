@@ -33,8 +33,10 @@ from .table import relevance_rule
 def _swap_last(b, v):
     rank = len(v.shape) if v.shape is not None else None
     if rank is None or rank < 2:
-        raise LrpcError(f"the MatMul operand '{v.name}' has {'an unknown rank' if rank is None else f'rank {rank}'}; "
-                        "lrpc explains products of two activations of rank ≥ 2 with known rank")
+        raise LrpcError(
+            f"the MatMul operand '{v.name}' has {'an unknown rank' if rank is None else f'rank {rank}'}; "
+            "lrpc explains products of two activations of rank ≥ 2 with known rank"
+        )
     return b.op("Transpose", v, perm=[*range(rank - 2), rank - 1, rank - 2])
 
 
@@ -57,16 +59,20 @@ def bilinear(node, rel_out, b, cfg):
     rule = cfg.product_rule_for(node)
     held = node.meta.get(GATE)
     if rule == "gate-constant" and held is None:
-        raise LrpcError(f"{node_label(node)}: rule gate-constant, but neither factor of this "
-                        f"{node.meta.get(NAME, 'product')} is a softmax output (attention weights) to hold "
-                        "fixed; give it the rule half, e.g. --rule-map 'product=half'")
+        raise LrpcError(
+            f"{node_label(node)}: rule gate-constant, but neither factor of this "
+            f"{node.meta.get(NAME, 'product')} is a softmax output (attention weights) to hold "
+            "fixed; give it the rule half, e.g. --rule-map 'product=half'"
+        )
     terms = [i for i in (0, 1) if rule == "half" or held == 1 - i]
     # ½ is exact in floating point: once on s, or on each term, whichever touches fewer elements
     halve_s = rule == "half" and _matrix_size(out) <= _matrix_size(a) + _matrix_size(bb)
     if halve_s:
         s = b.op("Mul", s, b.const(0.5))
-    back = {0: lambda: b.op("MatMul", s, _swap_last(b, bb)),  # R_A = A ⊙ (s·Bᵀ)
-            1: lambda: b.op("MatMul", _swap_last(b, a), s)}  # R_B = B ⊙ (Aᵀ·s)
+    back = {
+        0: lambda: b.op("MatMul", s, _swap_last(b, bb)),  # R_A = A ⊙ (s·Bᵀ)
+        1: lambda: b.op("MatMul", _swap_last(b, a), s),
+    }  # R_B = B ⊙ (Aᵀ·s)
     rel = [None, None]
     for i in terms:
         factor = (a, bb)[i]

@@ -42,17 +42,18 @@ def unbroadcast(b: Builder, r: ir.Value, value: ir.Value, out: ir.Value) -> ir.V
     vs, os_ = value.shape, out.shape
     if vs is not None and os_ is not None and len(vs) <= len(os_):
         lead = len(os_) - len(vs)
-        axes = list(range(lead)) + [lead + i for i, d in enumerate(vs)
-                                    if d == 1 and not _same_dim(d, os_[lead + i])]
+        axes = list(range(lead)) + [lead + i for i, d in enumerate(vs) if d == 1 and not _same_dim(d, os_[lead + i])]
         if all(_same_dim(d, os_[lead + i]) or d == 1 for i, d in enumerate(vs)):
             if not axes:
                 return r
             summed = b.op("ReduceSum", r, b.const(np.array(axes, np.int64), dtype=np.int64), keepdims=1)
             return summed if lead == 0 else b.op("Reshape", summed, b.op("Shape", value))
     if b.graph.opset_imports.get("", 17) < 13:  # ReduceSum takes its axes as an input from opset 13
-        raise LrpcError(f"'{out.name}' broadcasts '{value.name}' along axes unknown at compile time (shapes "
-                        f"{vs} → {os_}), which lrpc sums at run time only in opset ≥ 13: export the model at "
-                        "opset 13 or later, or with static shapes")
+        raise LrpcError(
+            f"'{out.name}' broadcasts '{value.name}' along axes unknown at compile time (shapes "
+            f"{vs} → {os_}), which lrpc sums at run time only in opset ≥ 13: export the model at "
+            "opset 13 or later, or with static shapes"
+        )
     return _unbroadcast_at_run_time(b, r, value)
 
 
@@ -63,8 +64,11 @@ def _unbroadcast_at_run_time(b: Builder, r: ir.Value, value: ir.Value) -> ir.Val
     lead = b.op("Sub", b.op("Shape", b.op("Shape", r)), b.op("Shape", shape))
     ones = b.op("ConstantOfShape", lead, value=ir.tensor(np.ones(1, np.int64)))
     padded = b.op("Concat", ones, shape, axis=0)
-    axes = b.op("Reshape", b.op("NonZero", b.op("Not", b.op("Equal", padded, b.op("Shape", r)))),
-                b.const(np.array([-1], np.int64), dtype=np.int64))
+    axes = b.op(
+        "Reshape",
+        b.op("NonZero", b.op("Not", b.op("Equal", padded, b.op("Shape", r)))),
+        b.const(np.array([-1], np.int64), dtype=np.int64),
+    )
     summed = b.op("ReduceSum", r, axes, keepdims=1, noop_with_empty_axes=1)
     return b.op("Reshape", summed, shape)
 

@@ -13,8 +13,27 @@ from ..errors import LrpcError, node_label
 from .table import relevance_rule
 
 
-@relevance_rule("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Tanh", "Sigmoid", "HardSigmoid",
-                "Softplus", "Softsign", "Clip", "Identity", "Dropout", "HardSwish", "Gelu", "Mish", "Swish", "Neg")
+@relevance_rule(
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Tanh",
+    "Sigmoid",
+    "HardSigmoid",
+    "Softplus",
+    "Softsign",
+    "Clip",
+    "Identity",
+    "Dropout",
+    "HardSwish",
+    "Gelu",
+    "Mish",
+    "Swish",
+    "Neg",
+)
 def passthrough(node, rel_out, b, cfg):
     return [rel_out[0]] + [None] * (len(node.inputs) - 1)
 
@@ -24,6 +43,8 @@ def cast(node, rel_out, b, cfg):
     """A cast between float types (a model computing a norm in float32) passes relevance in x's type."""
     x = node.inputs[0]
     if x.dtype is None or not x.dtype.is_floating_point() or not node.outputs[0].dtype.is_floating_point():
-        raise LrpcError(f"{node_label(node)}: a Cast from {x.dtype} to {node.outputs[0].dtype} of a value computed "
-                        "from the input; lrpc passes relevance only through casts between float types")
+        raise LrpcError(
+            f"{node_label(node)}: a Cast from {x.dtype} to {node.outputs[0].dtype} of a value computed "
+            "from the input; lrpc passes relevance only through casts between float types"
+        )
     return [b.op("Cast", rel_out[0], to=x.dtype)]

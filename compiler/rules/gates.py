@@ -41,10 +41,12 @@ def product(node, rel_out, b, cfg):
     if rule == "gate-constant":
         gate = node.meta.get(GATE, node.meta.get(ACTIVATED))
         if gate is None:
-            raise LrpcError(f"{node_label(node)}: rule gate-constant, but neither factor of this "
-                            f"{node.meta.get(NAME, 'product')} is a gate (a Sigmoid, HardSigmoid, Tanh or Clip "
-                            "output) or the one computed by an activation; give it the rule half, e.g. "
-                            "--rule-map 'product=half'")
+            raise LrpcError(
+                f"{node_label(node)}: rule gate-constant, but neither factor of this "
+                f"{node.meta.get(NAME, 'product')} is a gate (a Sigmoid, HardSigmoid, Tanh or Clip "
+                "output) or the one computed by an activation; give it the rule half, e.g. "
+                "--rule-map 'product=half'"
+            )
         return _keep_with_unit(node, r, b, 1 - gate)
     half = b.op("Mul", r, b.const(0.5))
     return [unbroadcast(b, half, v, node.outputs[0]) for v in node.inputs]

@@ -62,8 +62,10 @@ def _constant_input(node: ir.Node, index: int, what: str, b: Builder) -> ir.Valu
     if dequantized is not None:
         return b.const(dequantized, dtype=dequantized.dtype)
     if value is None or value.const_value is None:
-        raise LrpcError(f"{node_label(node)}: its {what} (input {index}) is not a constant; lrpc explains "
-                        "layers with fixed weights (a product of two activations has no LRP rule)")
+        raise LrpcError(
+            f"{node_label(node)}: its {what} (input {index}) is not a constant; lrpc explains "
+            "layers with fixed weights (a product of two activations has no LRP rule)"
+        )
     return value
 
 
@@ -84,11 +86,14 @@ def _conv(node: ir.Node, b: Builder) -> LinearLayer:
     few_channels = weight.const_value.shape[1] * geo["group"] < _FEW_CHANNELS
     adjoint = None if few_channels else adjoint_conv_geometry(geo, out_pad)
     if adjoint is not None:  # stride 1: Wᵀ s is a Conv with the flipped, channel-swapped kernel
+
         def apply_t(b, s, w):
-            flipped = b.cached(("adjoint", w),
-                               lambda: _adjoint_kernel(b, w, list(weight.const_value.shape), geo["group"]))
+            flipped = b.cached(
+                ("adjoint", w), lambda: _adjoint_kernel(b, w, list(weight.const_value.shape), geo["group"])
+            )
             return b.op("Conv", s, flipped, **adjoint)
     else:
+
         def apply_t(b, s, w):
             return b.op("ConvTranspose", s, w, output_padding=out_pad, **geo)
 
@@ -103,11 +108,18 @@ def _adjoint_kernel(b: Builder, w: ir.Value, shape: list[int], group: int) -> ir
     rest = list(range(3, 3 + spatial))
     grouped = b.op("Reshape", w, b.const(np.array([group, c_out // group, c_in_g, *k], np.int64), dtype=np.int64))
     swapped = b.op("Transpose", grouped, perm=[0, 2, 1, *rest])
-    kernel_t = b.op("Reshape", swapped, b.const(np.array([c_in_g * group, c_out // group, *k], np.int64),
-                                               dtype=np.int64))
+    kernel_t = b.op(
+        "Reshape", swapped, b.const(np.array([c_in_g * group, c_out // group, *k], np.int64), dtype=np.int64)
+    )
     axes = list(range(2, 2 + spatial))
-    return b.op("Slice", kernel_t, *(b.const(np.array(v, np.int64), dtype=np.int64)
-                                     for v in ([-1] * spatial, [-(2**62)] * spatial, axes, [-1] * spatial)))
+    return b.op(
+        "Slice",
+        kernel_t,
+        *(
+            b.const(np.array(v, np.int64), dtype=np.int64)
+            for v in ([-1] * spatial, [-(2**62)] * spatial, axes, [-1] * spatial)
+        ),
+    )
 
 
 def _conv_transpose(node: ir.Node, b: Builder) -> LinearLayer:
@@ -115,8 +127,10 @@ def _conv_transpose(node: ir.Node, b: Builder) -> LinearLayer:
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     geo, out_pad = conv_transpose_geometry(node, list(weight.const_value.shape)[2:])
     if any(p >= s for p, s in zip(out_pad, geo["strides"])):  # the adjoint Conv would yield extra positions
-        raise LrpcError(f"{node_label(node)}: output_padding {out_pad} (with output_shape resolved) is not smaller "
-                        f"than the strides {geo['strides']}; onnxruntime rejects such a ConvTranspose too")
+        raise LrpcError(
+            f"{node_label(node)}: output_padding {out_pad} (with output_shape resolved) is not smaller "
+            f"than the strides {geo['strides']}; onnxruntime rejects such a ConvTranspose too"
+        )
 
     def apply(b, x, w, bias_):
         return b.op("ConvTranspose", x, w, *([bias_] if bias_ is not None else []), output_padding=out_pad, **geo)
@@ -154,8 +168,10 @@ def _gemm(node: ir.Node, b: Builder) -> LinearLayer:
 def _matmul(node: ir.Node, b: Builder) -> LinearLayer:
     weight = _constant_input(node, 1, "weight", b)
     if len(weight.const_value.shape) != 2:
-        raise LrpcError(f"{node_label(node)}: a MatMul weight of rank {len(weight.const_value.shape)}; "
-                        "lrpc explains x·W with a 2-D W")
+        raise LrpcError(
+            f"{node_label(node)}: a MatMul weight of rank {len(weight.const_value.shape)}; "
+            "lrpc explains x·W with a 2-D W"
+        )
 
     def apply(b, x, w, bias_):
         return b.op("MatMul", x, w)
@@ -170,20 +186,41 @@ LAYERS = {"Conv": _conv, "ConvTranspose": _conv_transpose, "Gemm": _gemm, "MatMu
 
 _NONNEG_OPS = {"Relu", "Sigmoid", "Softmax", "Abs"}
 # ops whose output values are all values of their first input (a max, a copy, a selection)
-_ROUTING_OPS = {"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout",
-                "GlobalMaxPool", "ReduceMax", "Split", "Slice", "Gather", "GatherElements", "GatherND",
-                "Expand", "Tile"}
+_ROUTING_OPS = {
+    "MaxPool",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+    "Dropout",
+    "GlobalMaxPool",
+    "ReduceMax",
+    "Split",
+    "Slice",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Expand",
+    "Tile",
+}
 
 
 def _keeps_sign(node: ir.Node) -> bool:
     """Routing ops, Pad unless it pads with a negative constant, Resize unless cubic (negative weights)."""
     if node.op_type == "Pad":
         value = node.inputs[2] if len(node.inputs) > 2 else None
-        return node.attributes.get_string("mode", "constant") != "constant" or value is None or (
-            value.const_value is not None and float(value.const_value.numpy().reshape(-1)[0]) >= 0)
+        return (
+            node.attributes.get_string("mode", "constant") != "constant"
+            or value is None
+            or (value.const_value is not None and float(value.const_value.numpy().reshape(-1)[0]) >= 0)
+        )
     if node.op_type == "Resize":
-        return (node.attributes.get_string("mode", "nearest") != "cubic" and node.attributes.get_string(
-            "coordinate_transformation_mode", "half_pixel") != "tf_crop_and_resize")
+        return (
+            node.attributes.get_string("mode", "nearest") != "cubic"
+            and node.attributes.get_string("coordinate_transformation_mode", "half_pixel") != "tf_crop_and_resize"
+        )
     return node.op_type in _ROUTING_OPS
 
 
@@ -267,11 +304,16 @@ def _accumulate(into: dict, key, value: float) -> None:
 
 def _shared_product(b: Builder, layer: LinearLayer, m: ir.Value, basis: tuple, scale: float) -> ir.Value:
     """scale·(B m + B b), built once for all groups (γ's z_γ⁺ = z + γ(W⁺x + b⁺), z_γ⁻ = (1+γ)z − γ(W⁺x + b⁺))."""
+
     def make():
         w = b.cached((layer.weight, basis, scale), lambda: b.scale(_transform(b, layer.weight, basis), scale))
-        bias = None if layer.bias is None else b.cached(
-            (layer.bias, basis, scale), lambda: b.scale(_transform(b, layer.bias, basis), scale))
+        bias = (
+            None
+            if layer.bias is None
+            else b.cached((layer.bias, basis, scale), lambda: b.scale(_transform(b, layer.bias, basis), scale))
+        )
         return layer.apply(b, m, w, bias)
+
     return b.cached(("product", m, layer.weight, basis, scale), make)
 
 
@@ -285,15 +327,17 @@ def _group_z(b: Builder, layer: LinearLayer, group, terms) -> ir.Value:
     products = {k: c for k, c in products.items() if c != 0.0}
     from_z = products.get((layer.x, ID), 0.0)
     mirrored = all(t.bias == t.weight for t, _ in terms) and not any(
-        t.bias for t in group.terms if t not in dict(terms))
+        t.bias for t in group.terms if t not in dict(terms)
+    )
     if from_z and (mirrored or layer.bias is None):  # every product carries its own bias: c·(B x + B b)
         del products[(layer.x, ID)]
         total = b.scale(layer.z, from_z)
         for (m, basis), c in products.items():
             total = b.op("Add" if c > 0 else "Sub", total, _shared_product(b, layer, m, basis, abs(c)))
         return total
-    biases = [_signed(b, t.sign, _transform(b, layer.bias, t.bias))
-              for t in group.terms if layer.bias is not None and t.bias]
+    biases = [
+        _signed(b, t.sign, _transform(b, layer.bias, t.bias)) for t in group.terms if layer.bias is not None and t.bias
+    ]
     bias = b.add_all(biases) if biases else None
     parts = []
     for i, ((m, basis), c) in enumerate(products.items()):  # the first product adds the bias (as bias / c)
@@ -337,8 +381,7 @@ def lower_linear(layer: LinearLayer, r: ir.Value, rule: Rule, b: Builder) -> ir.
     for group in rule.groups:
         if group.gate == "neg" and layer.relevant_where_positive:
             continue  # no relevance on z < 0 (sparsity.py)
-        terms = [(t, m) for t in group.terms
-                 if (m := _modified_input(b, layer, t.input, rule)) is not _VANISHES]
+        terms = [(t, m) for t in group.terms if (m := _modified_input(b, layer, t.input, rule)) is not _VANISHES]
         if not terms:
             continue
         if [t for t, _ in terms] == [Term(1, "x", ID, ID)] and all(t.bias == ID for t in group.terms):

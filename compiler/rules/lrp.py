@@ -62,8 +62,9 @@ def _epsilon(eps):
 
 def _alphabeta(alpha, beta, convention="lrpc"):
     if alpha < 0 or beta < 0 or abs(alpha - beta - 1) > 1e-12:
-        raise LrpcError(f"alphabeta needs alpha ≥ 0, beta ≥ 0 and alpha − beta = 1 "
-                        f"(got alpha={alpha:g}, beta={beta:g})")
+        raise LrpcError(
+            f"alphabeta needs alpha ≥ 0, beta ≥ 0 and alpha − beta = 1 (got alpha={alpha:g}, beta={beta:g})"
+        )
     if convention == "innvestigate":  # both parts carry the whole bias b⁺ + b⁻; safe division, no ε
         groups = [Group(alpha, (Term(1, "pos", POS, POS), Term(1, "neg", NEG, NEG)))]
         if beta:
@@ -88,8 +89,12 @@ def _w2(convention="lrpc"):
 
 def _gamma(gamma):
     up, down = ("gamma", gamma, "pos"), ("gamma", gamma, "neg")
-    return dict(groups=(Group(1.0, (Term(1, "pos", up, up), Term(1, "neg", down, None)), gate="pos"),
-                        Group(1.0, (Term(1, "pos", down, down), Term(1, "neg", up, None)), gate="neg")))
+    return dict(
+        groups=(
+            Group(1.0, (Term(1, "pos", up, up), Term(1, "neg", down, None)), gate="pos"),
+            Group(1.0, (Term(1, "pos", down, down), Term(1, "neg", up, None)), gate="neg"),
+        )
+    )
 
 
 def _zbox(low, high):
@@ -105,20 +110,29 @@ RULE_TABLE = {
     "epsilon": (_epsilon, {"eps": DEFAULT_EPS}, "LRP-ε: z stabilized by ε·sign₀(z)"),
     "zplus": (lambda **c: _zplus(**c), {}, "z⁺: positive contributions only (= alphabeta α=1, β=0)"),
     "alphabeta": (_alphabeta, {"alpha": 1.0, "beta": 0.0}, "LRP-αβ: α·positive − β·negative parts, α − β = 1"),
-    "w2": (lambda **c: _w2(**c), {},
-           "w²: R_in = (W²)ᵀ(R/z) with z = W²·1 + b², input-independent"),
-    "flat": (lambda: dict(groups=(Group(1.0, (Term(1, "ones", ONES, None),)),)), {},
-             "flat: all weights 1, no bias; the kernel's structure (groups) is kept"),
+    "w2": (lambda **c: _w2(**c), {}, "w²: R_in = (W²)ᵀ(R/z) with z = W²·1 + b², input-independent"),
+    "flat": (
+        lambda: dict(groups=(Group(1.0, (Term(1, "ones", ONES, None),)),)),
+        {},
+        "flat: all weights 1, no bias; the kernel's structure (groups) is kept",
+    ),
     "gamma": (_gamma, {"gamma": 0.25}, "LRP-γ (Zennit's generalized form): W + γW⁺ on positive outputs"),
     "zbox": (_zbox, {"low": None, "high": None}, "zᴮ: for the first layer on inputs bounded in [low, high]"),
 }
-ALIASES = {"alpha1beta0": ("alphabeta", {"alpha": 1.0, "beta": 0.0}),
-           "alpha2beta1": ("alphabeta", {"alpha": 2.0, "beta": 1.0}),
-           "lrp0": ("zero", {}), "wsquare": ("w2", {})}
+ALIASES = {
+    "alpha1beta0": ("alphabeta", {"alpha": 1.0, "beta": 0.0}),
+    "alpha2beta1": ("alphabeta", {"alpha": 2.0, "beta": 1.0}),
+    "lrp0": ("zero", {}),
+    "wsquare": ("w2", {}),
+}
 
 
 CONVENTIONS = {  # convention → default ε (the start relevance is chosen in targets.py)
-    "lrpc": 1e-6, "zennit": 1e-6, "innvestigate": 1e-7, "lxt": 1e-12}
+    "lrpc": 1e-6,
+    "zennit": 1e-6,
+    "innvestigate": 1e-7,
+    "lxt": 1e-12,
+}
 
 
 def parse_rule(spec: str, convention: str = "lrpc") -> Rule:
@@ -156,7 +170,11 @@ def describe_rules() -> str:
     for name, (_, defaults, doc) in RULE_TABLE.items():
         args = ",".join(f"{k}={'REQUIRED' if v is None else f'{v:g}'}" for k, v in defaults.items())
         lines.append(f"  {name + (':' + args if args else ''):<32} {doc}")
-    lines.append("  aliases: " + ", ".join(
-        f"{a} = {n}" + (":" + ",".join(f"{k}={v:g}" for k, v in p.items()) if p else "")
-        for a, (n, p) in ALIASES.items()))
+    lines.append(
+        "  aliases: "
+        + ", ".join(
+            f"{a} = {n}" + (":" + ",".join(f"{k}={v:g}" for k, v in p.items()) if p else "")
+            for a, (n, p) in ALIASES.items()
+        )
+    )
     return "\n".join(lines)

@@ -104,5 +104,3 @@ def group_norm(node, rel_out, b, cfg):
         sg = b.op("Mul", sg, b.op("Reshape", scale, _int64(b, [groups, 1])))
     u = b.op("Mul", sg, inverse_std(b, xg, [2], eps))
     return [b.op("Reshape", centred_relevance(b, xg, u, [2]), b.op("Shape", x))] + [None] * (len(node.inputs) - 1)
-
-

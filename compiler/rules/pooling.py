@@ -44,8 +44,10 @@ def unpool_geometry(node: ir.Node) -> dict | None:
     n, strides, pads = len(kernel), geo["strides"], geo["pads"]
     if any(s < d * (k - 1) + 1 for k, s, d in zip(kernel, strides, geo["dilations"])):
         return None  # overlapping windows
-    if any((y - 1) * s + k - pads[i] - pads[n + i] > x
-           for i, (x, y, s, k) in enumerate(zip(x_dims, y_dims, strides, kernel))):
+    if any(
+        (y - 1) * s + k - pads[i] - pads[n + i] > x
+        for i, (x, y, s, k) in enumerate(zip(x_dims, y_dims, strides, kernel))
+    ):
         return None
     return dict(kernel_shape=kernel, strides=strides, pads=pads)
 

@@ -29,8 +29,15 @@ from ..errors import LrpcError, node_label
 from ..passes.fold_constants import shape_elements
 from .table import relevance_rule
 
-_KEPT_ATTRIBUTES = ("mode", "coordinate_transformation_mode", "nearest_mode", "cubic_coeff_a",
-                    "exclude_outside", "extrapolation_value", "antialias")
+_KEPT_ATTRIBUTES = (
+    "mode",
+    "coordinate_transformation_mode",
+    "nearest_mode",
+    "cubic_coeff_a",
+    "exclude_outside",
+    "extrapolation_value",
+    "antialias",
+)
 
 
 def _const_input(node: ir.Node, index: int):
@@ -52,10 +59,15 @@ def _sizes(node: ir.Node) -> list | None:
         return None if sizes is None else [int(n) for n in sizes]
     elements, x = shape_elements(value), node.inputs[0].shape
     dims = [d if isinstance(d, int) else d.value for d in x]
-    if elements is None or len(elements) != len(dims) or \
-            not all(isinstance(e, int) or e == d for e, d in zip(elements, dims)):
-        raise LrpcError(f"{node_label(node)}: its sizes are computed at run time, not from the input's own shape "
-                        "and constants; lrpc needs the resized axes' sizes static (export with a fixed input size)")
+    if (
+        elements is None
+        or len(elements) != len(dims)
+        or not all(isinstance(e, int) or e == d for e, d in zip(elements, dims))
+    ):
+        raise LrpcError(
+            f"{node_label(node)}: its sizes are computed at run time, not from the input's own shape "
+            "and constants; lrpc needs the resized axes' sizes static (export with a fixed input size)"
+        )
     return elements
 
 
@@ -73,8 +85,11 @@ def _probe(b: Builder, node: ir.Node, d: int, n_in: int, n_out: int, scales) -> 
         probe_sizes = np.array(shape, np.int64)
         probe_sizes[d] = n_out
         inputs = [None, None, b.const(probe_sizes, dtype=np.int64)]
-    square = b.op("ConstantOfShape", b.const(np.array([n_in, n_in], np.int64), dtype=np.int64),
-                  value=ir.tensor(np.zeros(1, b.dtype.numpy())))
+    square = b.op(
+        "ConstantOfShape",
+        b.const(np.array([n_in, n_in], np.int64), dtype=np.int64),
+        value=ir.tensor(np.zeros(1, b.dtype.numpy())),
+    )
     eye = b.op("Reshape", b.op("EyeLike", square), b.const(np.array(shape, np.int64), dtype=np.int64))
     y = b.op("Resize", eye, *inputs, **attrs)
     return b.op("Reshape", y, b.const(np.array([n_in, n_out], np.int64), dtype=np.int64))
@@ -99,8 +114,13 @@ def _resized_axes(node: ir.Node, scales, sizes) -> list[tuple[int, int, int]]:
     changed = []
     for k, d in enumerate(listed if listed is not None else range(rank)):
         n_in = x.shape[d] if isinstance(x.shape[d], int) else x.shape[d].value
-        n_out = sizes[k if listed is not None and len(sizes) == len(listed) else d] if sizes is not None else \
-            y.shape[d] if y.shape is not None and len(y.shape) == rank else None
+        n_out = (
+            sizes[k if listed is not None and len(sizes) == len(listed) else d]
+            if sizes is not None
+            else y.shape[d]
+            if y.shape is not None and len(y.shape) == rank
+            else None
+        )
         n_out = n_out.value if isinstance(n_out, ir.SymbolicDim) else n_out
         if scales is not None and float(scales[d]) == 1.0:
             continue

@@ -57,16 +57,19 @@ def scatter_add(b: Builder, size: ir.Value, indices: ir.Value, updates: ir.Value
 def scatter_back(b: Builder, x: ir.Value, src: ir.Value, r: ir.Value) -> ir.Value:
     """R_x[i] = Σ_{o: src[o] = i} r[o], of x's shape (src and r have the same shape)."""
     flat = _int64(b, [-1])
-    summed = scatter_add(b, b.op("Reshape", b.op("Size", x), flat), b.op("Reshape", src, flat),
-                         b.op("Reshape", r, flat))
+    summed = scatter_add(
+        b, b.op("Reshape", b.op("Size", x), flat), b.op("Reshape", src, flat), b.op("Reshape", r, flat)
+    )
     return b.op("Reshape", summed, b.op("Shape", x))
 
 
 def _axis(node: ir.Node, value: ir.Value, default: int | None = None) -> int:
     axis = node.attributes.get_int("axis", default)
     if value.shape is None:
-        raise LrpcError(f"{node_label(node)}: the rank of '{value.name}' is unknown; run shape inference "
-                        "or export with static ranks")
+        raise LrpcError(
+            f"{node_label(node)}: the rank of '{value.name}' is unknown; run shape inference "
+            "or export with static ranks"
+        )
     return axis % len(value.shape)
 
 
@@ -116,8 +119,15 @@ def where(node, rel_out, b, cfg):
     """Where(c, X, Y): each unit's relevance goes to the operand it was taken from (c is a mask, or a
     condition on the input held fixed): R_X = unbroadcast(R ⊙ c), R_Y = unbroadcast(R ⊙ ¬c)."""
     from .combine import unbroadcast  # combine imports routing
+
     cond, r, out = node.inputs[0], rel_out[0], node.outputs[0]
     zero = b.op("Mul", r, b.const(0.0))
-    return [None, *(None if is_constant(v)
-                    else unbroadcast(b, b.op("Where", cond, *((r, zero) if i == 1 else (zero, r))), v, out)
-                    for i, v in ((1, node.inputs[1]), (2, node.inputs[2])))]
+    return [
+        None,
+        *(
+            None
+            if is_constant(v)
+            else unbroadcast(b, b.op("Where", cond, *((r, zero) if i == 1 else (zero, r))), v, out)
+            for i, v in ((1, node.inputs[1]), (2, node.inputs[2]))
+        ),
+    ]

@@ -1,7 +1,7 @@
 """Shape-only ops route relevance back exactly: each element returns to where it came from.
 
-    Reshape / Flatten / Squeeze / Unsqueeze:  R_x = Reshape(R_y, Shape(x))
-    Transpose(perm):                          R_x = Transpose(R_y, perm⁻¹)
+Reshape / Flatten / Squeeze / Unsqueeze:  R_x = Reshape(R_y, Shape(x))
+Transpose(perm):                          R_x = Transpose(R_y, perm⁻¹)
 """
 
 from __future__ import annotations

@@ -100,7 +100,8 @@ def _carries_factor(value: ir.Value, rule_of, linear_ops, seen: set) -> bool:
             ok = len(node.inputs) > 1 and all(v is not None and v.const_value is None for v in node.inputs)
         elif node.op_type in _ROUTING:
             ok = (node.op_type == "Concat" or index == 0) and _carries_factor(
-                node.outputs[0], rule_of, linear_ops, seen)
+                node.outputs[0], rule_of, linear_ops, seen
+            )
         else:
             ok = False
         if not ok:

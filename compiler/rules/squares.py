@@ -36,8 +36,11 @@ MARGIN = 1024.0
 
 def _magnitude(node: ir.Node) -> tuple[float, int]:
     """(max |W|, |b| with Gemm's alpha and beta applied; the number of weights)."""
-    scale = {1: abs(node.attributes.get_float("alpha", 1.0)), 2: abs(node.attributes.get_float("beta", 1.0))} \
-        if node.op_type == "Gemm" else {1: 1.0, 2: 1.0}
+    scale = (
+        {1: abs(node.attributes.get_float("alpha", 1.0)), 2: abs(node.attributes.get_float("beta", 1.0))}
+        if node.op_type == "Gemm"
+        else {1: 1.0, 2: 1.0}
+    )
     largest, count = 0.0, 1
     for i in (1, 2):
         value = node.inputs[i] if i < len(node.inputs) else None
@@ -60,8 +63,9 @@ def squares_in_range(node: ir.Node, layer, rule: Rule, b: Builder):
     if largest == 0.0 or float(info.tiny) * MARGIN < largest**2 and largest**2 * count < float(info.max) / MARGIN:
         return layer, rule
     k = max(int(np.frexp(largest)[1]), -(info.maxexp - 1))  # 2⁻ᵏ stays representable
-    factor = 2.0 ** -k
-    eps = 0.0 if k > 0 else min(rule.eps * 4.0 ** -k, float(info.max))
-    scaled = replace(layer, weight=b.scale(layer.weight, factor),
-                     bias=None if layer.bias is None else b.scale(layer.bias, factor))
+    factor = 2.0**-k
+    eps = 0.0 if k > 0 else min(rule.eps * 4.0**-k, float(info.max))
+    scaled = replace(
+        layer, weight=b.scale(layer.weight, factor), bias=None if layer.bias is None else b.scale(layer.bias, factor)
+    )
     return scaled, replace(rule, eps=eps)

@@ -46,8 +46,9 @@ def require_tensorflow():
     try:
         import tensorflow as tf
     except ImportError as e:
-        raise LrpcError(f"--format savedmodel needs TensorFlow, which is not installed ({e.name or e}): "
-                        f"{INSTALL}") from None
+        raise LrpcError(
+            f"--format savedmodel needs TensorFlow, which is not installed ({e.name or e}): {INSTALL}"
+        ) from None
     return tf
 
 
@@ -75,8 +76,9 @@ def export_savedmodel(model, directory) -> dict:
     tf = require_tensorflow()
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(os.fspath(model))
     module, names = build_module(tf, proto)
-    _save_atomically(tf, module, os.fspath(directory), {
-        "names": names, "metadata": {p.key: p.value for p in proto.metadata_props}})
+    _save_atomically(
+        tf, module, os.fspath(directory), {"names": names, "metadata": {p.key: p.value for p in proto.metadata_props}}
+    )
     return names
 
 
@@ -84,6 +86,7 @@ def op_table() -> dict:
     """ONNX op type → TensorFlow function (importing the table imports TensorFlow)."""
     from . import norms, quantized, shape, spatial  # noqa: F401  (they fill the table)
     from .ops import TF_OPS
+
     return TF_OPS
 
 
@@ -91,10 +94,12 @@ def check_supported(graph, table) -> None:
     """Refuse, before any tracing, a node whose op type the table lacks."""
     for node in graph.node:
         if node.domain not in ("", "ai.onnx") or node.op_type not in table:
-            raise LrpcError(f"{node_label(node)}: the TensorFlow export has no function for "
-                            f"{node.domain + '.' if node.domain else ''}{node.op_type} (it covers "
-                            f"{len(table)} ONNX ops: {', '.join(sorted(table))}); use --format onnx for this "
-                            "model, or report the op")
+            raise LrpcError(
+                f"{node_label(node)}: the TensorFlow export has no function for "
+                f"{node.domain + '.' if node.domain else ''}{node.op_type} (it covers "
+                f"{len(table)} ONNX ops: {', '.join(sorted(table))}); use --format onnx for this "
+                "model, or report the op"
+            )
 
 
 def build_module(tf, proto):
@@ -149,22 +154,28 @@ def inferred_shapes(proto) -> dict[str, list]:
         inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
     except Exception:  # noqa: BLE001  (over 2 GB, or a graph onnx cannot infer: static shapes are a bonus)
         return {}
-    return {v.name: _signature_shape(v) for v in [*inferred.graph.value_info, *inferred.graph.output]
-            if v.type.tensor_type.HasField("shape")}
+    return {
+        v.name: _signature_shape(v)
+        for v in [*inferred.graph.value_info, *inferred.graph.output]
+        if v.type.tensor_type.HasField("shape")
+    }
 
 
 def run_nodes(tf, nodes, values: dict, shapes: dict | None = None) -> None:
     """Evaluate `nodes` in order through the table, reading and writing tensors by name in `values`
     (and setting each result's static shape from `shapes`, ONNX's inferred shapes)."""
     from .ops import Attrs, Unsupported
+
     table = op_table()
     for node in nodes:
         args = [values[name] if name else None for name in node.input]
         try:
             result = table[node.op_type](args, Attrs(node))
         except Unsupported as e:
-            raise LrpcError(f"{node_label(node)}: the TensorFlow export does not cover this {node.op_type}: {e}; "
-                            "use --format onnx for this model, or report the op") from None
+            raise LrpcError(
+                f"{node_label(node)}: the TensorFlow export does not cover this {node.op_type}: {e}; "
+                "use --format onnx for this model, or report the op"
+            ) from None
         results = result if isinstance(result, tuple) else (result,)
         for name, value in zip(node.output, results):
             if name:
@@ -180,6 +191,7 @@ def _signature_shape(value) -> list:
 
 def _tf_type(tf, value):
     from .ops import Unsupported, tf_dtype
+
     try:
         return tf_dtype(value.type.tensor_type.elem_type)
     except Unsupported as e:
@@ -194,8 +206,9 @@ def _save_atomically(tf, module, path: str, record: dict) -> None:
     try:
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=parent)
     except OSError as e:
-        raise LrpcError(f"cannot write {path}: {e.strerror} ({parent}); choose a folder that exists and is "
-                        "writable") from e
+        raise LrpcError(
+            f"cannot write {path}: {e.strerror} ({parent}); choose a folder that exists and is writable"
+        ) from e
     old = None
     try:
         tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve.get_concrete_function()})

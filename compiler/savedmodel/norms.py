@@ -20,8 +20,9 @@ from .ops import Unsupported, _scalar, tf_op
 
 @tf_op("HardSwish")
 def _hard_swish(x, at):
-    return x[0] * tf.clip_by_value(x[0] / _scalar(6.0, x[0]) + _scalar(0.5, x[0]), _scalar(0.0, x[0]),
-                                   _scalar(1.0, x[0]))
+    return x[0] * tf.clip_by_value(
+        x[0] / _scalar(6.0, x[0]) + _scalar(0.5, x[0]), _scalar(0.0, x[0]), _scalar(1.0, x[0])
+    )
 
 
 @tf_op("Gelu")

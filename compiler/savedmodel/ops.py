@@ -73,8 +73,18 @@ def axis_list(t, what: str) -> list[int] | None:
 
 
 # ONNX TensorProto data types → TensorFlow dtypes (the numeric ones lrpc graphs use)
-DTYPES = {1: tf.float32, 2: tf.uint8, 3: tf.int8, 5: tf.int16, 6: tf.int32, 7: tf.int64, 9: tf.bool,
-          10: tf.float16, 11: tf.float64, 16: tf.bfloat16}
+DTYPES = {
+    1: tf.float32,
+    2: tf.uint8,
+    3: tf.int8,
+    5: tf.int16,
+    6: tf.int32,
+    7: tf.int64,
+    9: tf.bool,
+    10: tf.float16,
+    11: tf.float64,
+    16: tf.bfloat16,
+}
 
 
 def tf_dtype(onnx_type: int):
@@ -85,13 +95,24 @@ def tf_dtype(onnx_type: int):
 
 # --- element-wise arithmetic and logic (numpy broadcasting, as ONNX) ---------------------------------
 
+
 def _divide(a, b):
     return tf.math.truncatediv(a, b) if a.dtype.is_integer else a / b  # ONNX integer Div truncates
 
 
-BINARY = {"Add": tf.add, "Sub": tf.subtract, "Mul": tf.multiply, "Div": _divide, "Equal": tf.equal,
-          "Greater": tf.greater, "Less": tf.less, "GreaterOrEqual": tf.greater_equal, "LessOrEqual": tf.less_equal,
-          "And": tf.logical_and, "Or": tf.logical_or}
+BINARY = {
+    "Add": tf.add,
+    "Sub": tf.subtract,
+    "Mul": tf.multiply,
+    "Div": _divide,
+    "Equal": tf.equal,
+    "Greater": tf.greater,
+    "Less": tf.less,
+    "GreaterOrEqual": tf.greater_equal,
+    "LessOrEqual": tf.less_equal,
+    "And": tf.logical_and,
+    "Or": tf.logical_or,
+}
 
 
 @tf_op(*BINARY)
@@ -115,10 +136,24 @@ def _variadic(x, at):
     return total
 
 
-UNARY = {"Neg": tf.negative, "Abs": tf.abs, "Sign": tf.sign, "Sqrt": tf.sqrt, "Exp": tf.exp, "Log": tf.math.log,
-         "Reciprocal": tf.math.reciprocal, "Erf": tf.math.erf, "Not": tf.logical_not, "Floor": tf.floor,
-         "Ceil": tf.math.ceil, "Relu": tf.nn.relu, "Sigmoid": tf.sigmoid, "Tanh": tf.tanh,
-         "Softplus": tf.math.softplus, "Identity": tf.identity}
+UNARY = {
+    "Neg": tf.negative,
+    "Abs": tf.abs,
+    "Sign": tf.sign,
+    "Sqrt": tf.sqrt,
+    "Exp": tf.exp,
+    "Log": tf.math.log,
+    "Reciprocal": tf.math.reciprocal,
+    "Erf": tf.math.erf,
+    "Not": tf.logical_not,
+    "Floor": tf.floor,
+    "Ceil": tf.math.ceil,
+    "Relu": tf.nn.relu,
+    "Sigmoid": tf.sigmoid,
+    "Tanh": tf.tanh,
+    "Softplus": tf.math.softplus,
+    "Identity": tf.identity,
+}
 
 
 @tf_op(*UNARY)
@@ -198,8 +233,13 @@ def _softmax(x, at):
 
 # --- reductions --------------------------------------------------------------------------------------
 
-REDUCE = {"ReduceSum": tf.reduce_sum, "ReduceMax": tf.reduce_max, "ReduceMin": tf.reduce_min,
-          "ReduceMean": tf.reduce_mean, "ReduceProd": tf.reduce_prod}
+REDUCE = {
+    "ReduceSum": tf.reduce_sum,
+    "ReduceMax": tf.reduce_max,
+    "ReduceMin": tf.reduce_min,
+    "ReduceMean": tf.reduce_mean,
+    "ReduceProd": tf.reduce_prod,
+}
 
 
 @tf_op(*REDUCE)
@@ -261,6 +301,7 @@ def _axis_back(t, axis):
 
 
 # --- random draws: seeded, but not onnxruntime's numbers (ONNX does not fix the generator) -------------
+
 
 @tf_op("RandomNormalLike", "RandomUniformLike")
 def _random_like(x, at):

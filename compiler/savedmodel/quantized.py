@@ -13,8 +13,13 @@ import tensorflow as tf
 
 from .ops import Unsupported, tf_op
 
-_RANGE = {tf.uint8: (0, 255), tf.int8: (-128, 127), tf.uint16: (0, 65535), tf.int16: (-32768, 32767),
-          tf.int32: (-2**31, 2**31 - 1)}
+_RANGE = {
+    tf.uint8: (0, 255),
+    tf.int8: (-128, 127),
+    tf.uint16: (0, 65535),
+    tf.int16: (-32768, 32767),
+    tf.int32: (-(2**31), 2**31 - 1),
+}
 
 
 def _along_axis(v, x, at):

@@ -18,7 +18,7 @@ from .ops import Unsupported, axis_list, static, tf_dtype, tf_op
 
 @tf_op("Shape")
 def _shape(x, at):
-    return tf.shape(x[0], out_type=tf.int64)[at.get("start", 0):at.get("end", None)]
+    return tf.shape(x[0], out_type=tf.int64)[at.get("start", 0) : at.get("end", None)]
 
 
 @tf_op("Size")
@@ -92,11 +92,13 @@ def _slice(x, at):
     axes = axis_list(x[3], "Slice's axes") if len(x) > 3 and x[3] is not None else list(range(starts.shape[0]))
     steps = _as_int64(x[4]) if len(x) > 4 and x[4] is not None else tf.ones_like(starts)
     position = {a % rank: i for i, a in enumerate(axes)}
-    pick = lambda v, fill: tf.stack([v[position[d]] if d in position else tf.constant(fill, tf.int64)
-                                     for d in range(rank)])
+    pick = lambda v, fill: tf.stack(
+        [v[position[d]] if d in position else tf.constant(fill, tf.int64) for d in range(rank)]
+    )
     untouched = sum(1 << d for d in range(rank) if d not in position)
-    return tf.strided_slice(x[0], pick(starts, 0), pick(ends, 0), pick(steps, 1),
-                            begin_mask=untouched, end_mask=untouched)  # Python slicing's clamping = ONNX's
+    return tf.strided_slice(
+        x[0], pick(starts, 0), pick(ends, 0), pick(steps, 1), begin_mask=untouched, end_mask=untouched
+    )  # Python slicing's clamping = ONNX's
 
 
 def _as_int64(t):
@@ -128,8 +130,12 @@ def _gather_elements(x, at):
     return tf.gather_nd(x[0], _element_coordinates(x[1], axis, tf.shape(x[0])[axis]))
 
 
-SCATTER = {"none": tf.tensor_scatter_nd_update, "add": tf.tensor_scatter_nd_add,
-           "max": tf.tensor_scatter_nd_max, "min": tf.tensor_scatter_nd_min}
+SCATTER = {
+    "none": tf.tensor_scatter_nd_update,
+    "add": tf.tensor_scatter_nd_add,
+    "max": tf.tensor_scatter_nd_max,
+    "min": tf.tensor_scatter_nd_min,
+}
 
 
 @tf_op("ScatterElements")

@@ -55,6 +55,7 @@ def _matmul(x, at):
 
 # --- layout and geometry -------------------------------------------------------------------------------
 
+
 def _channels_last(t):
     return tf.transpose(t, [0, *range(2, t.shape.rank), 1])
 
@@ -72,8 +73,13 @@ def _lift_1d(at, x, kernel_rank):
     """1-D → 2-D with a height of 1: (x with an inserted axis 2, attribute lists with a leading 1/0)."""
     if kernel_rank != 1:
         return x, lambda name, fill: at.get(name)
-    lift = lambda name, fill: None if at.get(name) is None else \
-        [fill, *at.get(name)] if name != "pads" else [0, at.get(name)[0], 0, at.get(name)[1]]
+    lift = lambda name, fill: (
+        None
+        if at.get(name) is None
+        else [fill, *at.get(name)]
+        if name != "pads"
+        else [0, at.get(name)[0], 0, at.get(name)[1]]
+    )
     return tf.expand_dims(x, 2), lift
 
 
@@ -110,13 +116,15 @@ def _dilate_kernel(w, dilations, first_spatial):
         axis = first_spatial + i
         k = w.shape[axis]
         stacked = tf.stack([w, *[tf.zeros_like(w)] * (d - 1)], axis=axis + 1)
-        shape = [*w.shape[:axis], k * d, *w.shape[axis + 1:]]
-        w = tf.slice(tf.reshape(stacked, shape), [0] * len(shape),
-                     [*w.shape[:axis], (k - 1) * d + 1, *w.shape[axis + 1:]])
+        shape = [*w.shape[:axis], k * d, *w.shape[axis + 1 :]]
+        w = tf.slice(
+            tf.reshape(stacked, shape), [0] * len(shape), [*w.shape[:axis], (k - 1) * d + 1, *w.shape[axis + 1 :]]
+        )
     return w
 
 
 # --- convolution ---------------------------------------------------------------------------------------
+
 
 @tf_op("Conv")
 def _conv(x, at):
@@ -213,6 +221,7 @@ def _crop_or_pad_spatial_last(t, crops):
 
 # --- pooling -------------------------------------------------------------------------------------------
 
+
 @tf_op("MaxPool")
 def _max_pool(x, at):
     kernel_rank = len(at.get("kernel_shape"))
@@ -289,6 +298,7 @@ def _global_pool(x, at):
 
 # --- resizing ------------------------------------------------------------------------------------------
 
+
 @tf_op("Resize")
 def _resize(x, at):
     if at.get("coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize":
@@ -306,8 +316,11 @@ def _resize(x, at):
         if (scales is not None and target == 1.0) or (scales is None and target == length):
             continue
         if length is None and scales is None:  # a dynamic axis (the batch) kept: checked when run
-            tf.debugging.assert_equal(tf.shape(y, out_type=tf.int64)[axis], tf.constant(int(target), tf.int64),
-                                      message=f"Resize changes the size of axis {axis}, which is dynamic")
+            tf.debugging.assert_equal(
+                tf.shape(y, out_type=tf.int64)[axis],
+                tf.constant(int(target), tf.int64),
+                message=f"Resize changes the size of axis {axis}, which is dynamic",
+            )
             continue
         if length is None:
             raise Unsupported(f"resizing axis {axis} needs its size static")
@@ -317,18 +330,35 @@ def _resize(x, at):
 
 def _resize_matrix(at, length: int, target: float, is_scale: bool) -> np.ndarray:
     """M [out, in] of a 1-D Resize with the node's attributes (onnx's reference implementation on eye)."""
-    keep = {k: v for k, v in at.values.items() if k in ("mode", "coordinate_transformation_mode", "nearest_mode",
-                                                        "cubic_coeff_a", "exclude_outside", "antialias",
-                                                        "extrapolation_value")}
-    node = helper.make_node("Resize", ["x", "", "scales" if is_scale else "", "" if is_scale else "sizes"], ["y"],
-                            axes=[1], **keep)
+    keep = {
+        k: v
+        for k, v in at.values.items()
+        if k
+        in (
+            "mode",
+            "coordinate_transformation_mode",
+            "nearest_mode",
+            "cubic_coeff_a",
+            "exclude_outside",
+            "antialias",
+            "extrapolation_value",
+        )
+    }
+    node = helper.make_node(
+        "Resize", ["x", "", "scales" if is_scale else "", "" if is_scale else "sizes"], ["y"], axes=[1], **keep
+    )
     inputs = [helper.make_tensor_value_info("x", onnx.TensorProto.DOUBLE, [length, length])]
-    init = [helper.make_tensor("scales", onnx.TensorProto.FLOAT, [1], [target]) if is_scale else
-            helper.make_tensor("sizes", onnx.TensorProto.INT64, [1], [int(target)])]
-    graph = helper.make_graph([node], "resize", inputs, [helper.make_tensor_value_info("y", onnx.TensorProto.DOUBLE,
-                                                                                      None)], init)
+    init = [
+        helper.make_tensor("scales", onnx.TensorProto.FLOAT, [1], [target])
+        if is_scale
+        else helper.make_tensor("sizes", onnx.TensorProto.INT64, [1], [int(target)])
+    ]
+    graph = helper.make_graph(
+        [node], "resize", inputs, [helper.make_tensor_value_info("y", onnx.TensorProto.DOUBLE, None)], init
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
     from onnx.reference import ReferenceEvaluator
+
     columns = ReferenceEvaluator(model).run(None, {"x": np.eye(length)})[0]  # row i: the image of e_i
     return columns.T
 

@@ -42,9 +42,17 @@ from .source import lacking, reference
 __all__ = ["verify", "VerifyReport", "Check", "conserving"]
 
 
-def verify(model: str | os.PathLike | bytes | onnx.ModelProto, *, source: str | os.PathLike | bytes | None = None,
-           inputs: np.ndarray | dict[str, np.ndarray] | None = None, samples: int = 4, seed: int = 0,
-           tolerance: float = 1e-3, conservation_tolerance: float = 1e-3, name: str | None = None) -> VerifyReport:
+def verify(
+    model: str | os.PathLike | bytes | onnx.ModelProto,
+    *,
+    source: str | os.PathLike | bytes | None = None,
+    inputs: np.ndarray | dict[str, np.ndarray] | None = None,
+    samples: int = 4,
+    seed: int = 0,
+    tolerance: float = 1e-3,
+    conservation_tolerance: float = 1e-3,
+    name: str | None = None,
+) -> VerifyReport:
     """Check an explained file (path, bytes or ModelProto); see the module docstring for the checks.
 
     inputs: an array for the explained input (or a dict by input name); else `samples` random ones.
@@ -66,12 +74,17 @@ def verify(model: str | os.PathLike | bytes | onnx.ModelProto, *, source: str | 
         check_input_budget(proto, samples)
     ref = reference(proto, meta, source)
     meaning = ref.meta  # with a source, the fresh compile's: what the outputs mean
-    header = [f"verify {name or where}: {meaning.get('lrpc.rule')}, target {meaning['lrpc.target']}, convention "
-              f"{meaning.get('lrpc.convention', 'lrpc')} (lrpc {meta.get('lrpc.version', '?')})"]
+    header = [
+        f"verify {name or where}: {meaning.get('lrpc.rule')}, target {meaning['lrpc.target']}, convention "
+        f"{meaning.get('lrpc.convention', 'lrpc')} (lrpc {meta.get('lrpc.version', '?')})"
+    ]
     absent = lacking(proto, ref.model or proto, meaning)
     if absent:
-        missing = Check("float64", "fail", f"the file has no {', '.join(absent)}, which a fresh compile of the "
-                                           "source has: not comparable")
+        missing = Check(
+            "float64",
+            "fail",
+            f"the file has no {', '.join(absent)}, which a fresh compile of the source has: not comparable",
+        )
         return VerifyReport(header, [], [*ref.checks, missing])
     feeds, what = make_feeds(proto, meaning, inputs, samples, np.random.default_rng(seed))
     header += [f"inputs: {what.format(seed=seed)}", f"float64 reference: {ref.described}"]
@@ -79,29 +92,47 @@ def verify(model: str | os.PathLike | bytes | onnx.ModelProto, *, source: str | 
     output_names = [o.name for o in (ref.model or proto).graph.output if o.name not in relevance_names]
     got = run_float32(proto, feeds, meaning["lrpc.explained"])
     relevance = np.concatenate([per_sample(got[n]) for n in relevance_names], axis=1)
-    finite = np.array([all(np.isfinite(per_sample(got[n])[i]).all() for n in output_names + relevance_names)
-                       for i in range(len(relevance))])
+    finite = np.array(
+        [
+            all(np.isfinite(per_sample(got[n])[i]).all() for n in output_names + relevance_names)
+            for i in range(len(relevance))
+        ]
+    )
     checks = [_finite_check(finite), *ref.checks]
     errors = None
     if ref.model is not None:
-        errors, float64_check = compare_float64(ref.model, feeds, got, output_names, relevance_names, tolerance,
-                                                meaning, seed)
+        errors, float64_check = compare_float64(
+            ref.model, feeds, got, output_names, relevance_names, tolerance, meaning, seed
+        )
         checks.append(float64_check)
-    ratios, start, conservation = check_conservation(proto, meaning, feeds, got[meaning["lrpc.explained"]],
-                                                     relevance, conservation_tolerance)
+    ratios, start, conservation = check_conservation(
+        proto, meaning, feeds, got[meaning["lrpc.explained"]], relevance, conservation_tolerance
+    )
     checks.append(conservation)
     return VerifyReport(header, _rows(relevance, start, ratios, errors, finite), checks)
 
 
 def _finite_check(finite: np.ndarray) -> Check:
-    return Check("finite", "pass" if finite.all() else "fail",
-                 "no NaN or Inf in the outputs and relevance" if finite.all() else
-                 f"NaN or Inf in sample(s) {np.flatnonzero(~finite).tolist()}")
+    return Check(
+        "finite",
+        "pass" if finite.all() else "fail",
+        "no NaN or Inf in the outputs and relevance"
+        if finite.all()
+        else f"NaN or Inf in sample(s) {np.flatnonzero(~finite).tolist()}",
+    )
 
 
 def _rows(relevance, start, ratios, errors, finite) -> list[dict]:
     """One row per sample: S₀, Σ relevance, their ratio, the float64 error, finite or not."""
     pick = lambda values, i: None if values is None else float(values[i])
-    return [{"sample": i, "start": pick(start, i), "relevance_sum": float(relevance[i].sum()),
-             "ratio": pick(ratios, i), "error": pick(errors, i), "finite": bool(finite[i])}
-            for i in range(len(relevance))]
+    return [
+        {
+            "sample": i,
+            "start": pick(start, i),
+            "relevance_sum": float(relevance[i].sum()),
+            "ratio": pick(ratios, i),
+            "error": pick(errors, i),
+            "finite": bool(finite[i]),
+        }
+        for i in range(len(relevance))
+    ]

@@ -25,18 +25,28 @@ def tunable_eps(spec: str, convention: str) -> list[tuple[float, str]]:
 
     first, *maps = [part.strip() for part in spec.split(";")]
     composite = next((k for k in COMPOSITES if k.lower() == first.partition(":")[0].strip().lower()), None)
-    rule_map = build_rule_map(rule=None if composite else first, composite=first if composite else None,
-                              rule_map=maps, convention=convention)
+    rule_map = build_rule_map(
+        rule=None if composite else first, composite=first if composite else None, rule_map=maps, convention=convention
+    )
     settable = lambda r: getattr(r, "name", None) in EPSILON_RULES
-    found = [(r.eps, f"--rule-map {p}=epsilon:eps={SUGGESTED_EPS})")
-             for p, r, user in rule_map.entries if user and settable(r)]
+    found = [
+        (r.eps, f"--rule-map {p}=epsilon:eps={SUGGESTED_EPS})")
+        for p, r, user in rule_map.entries
+        if user and settable(r)
+    ]
     if composite is None:
-        return found + [(rule_map.default.eps, f"--rule epsilon:eps={SUGGESTED_EPS}) or the default composite")] * \
-            settable(rule_map.default)
+        return found + [
+            (rule_map.default.eps, f"--rule epsilon:eps={SUGGESTED_EPS}) or the default composite")
+        ] * settable(rule_map.default)
     templates = dict(COMPOSITES[composite][1])
     ours = [(p, r) for p, r, user in rule_map.entries if not user] + [(EVERYTHING_ELSE, rule_map.default)]
-    return found + [(r.eps, f"{PARAMETER}{k}") for p, r in ours if settable(r)
-                    for k in STABILIZERS if "{" + k + "}" in templates.get(p, "")]
+    return found + [
+        (r.eps, f"{PARAMETER}{k}")
+        for p, r in ours
+        if settable(r)
+        for k in STABILIZERS
+        if "{" + k + "}" in templates.get(p, "")
+    ]
 
 
 def _raised(composite: str, params) -> str:
@@ -60,7 +70,7 @@ def eps_hint(meta: dict[str, str]) -> str:
     eps, option = small[0]
     if option.startswith(PARAMETER):  # a composite's parameters: every one that is small, at once
         from ..rules.assign import STABILIZERS
-        params = sorted({o.removeprefix(PARAMETER) for _, o in small if o.startswith(PARAMETER)},
-                        key=STABILIZERS.index)
+
+        params = sorted({o.removeprefix(PARAMETER) for _, o in small if o.startswith(PARAMETER)}, key=STABILIZERS.index)
         option = f"--composite {_raised(meta['lrpc.rule'].split(';')[0].strip(), params)})"
     return f"ε = {eps:g} is small against this model's pre-activations; try a larger ε (e.g. {option}"

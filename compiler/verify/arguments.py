@@ -23,8 +23,9 @@ def check_samples(samples) -> None:
     """Refuse a sample count that is not a whole number in 1 … MAX_SAMPLES."""
     whole = isinstance(samples, numbers.Integral) and not isinstance(samples, bool)
     if not whole or not 1 <= samples <= MAX_SAMPLES:
-        raise LrpcError(f"--samples {samples}: give a whole number from 1 to at most {MAX_SAMPLES} "
-                        "(or your own inputs, --inputs)")
+        raise LrpcError(
+            f"--samples {samples}: give a whole number from 1 to at most {MAX_SAMPLES} (or your own inputs, --inputs)"
+        )
 
 
 def check_tolerance(value, option: str) -> None:

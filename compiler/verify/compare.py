@@ -36,19 +36,25 @@ def compare_float64(reference, feeds, got, output_names, relevance_names, tolera
     """(per-sample relevance errors or None, the float64 check)."""
     randomness = random_ops(reference)
     if randomness:
-        return None, Check("float64", "skipped", f"the graph draws random numbers ({', '.join(randomness)}), "
-                                                 "which no two runtimes draw alike")
+        return None, Check(
+            "float64",
+            "skipped",
+            f"the graph draws random numbers ({', '.join(randomness)}), which no two runtimes draw alike",
+        )
     try:
         want = run_double(reference, feeds, output_names + relevance_names)
     except Exception as e:  # an op the reference evaluator lacks
-        return None, Check("float64", "skipped", f"the reference evaluator cannot run the graph: "
-                                                 f"{str(e).splitlines()[0][:200]}")
+        return None, Check(
+            "float64", "skipped", f"the reference evaluator cannot run the graph: {str(e).splitlines()[0][:200]}"
+        )
     groups = {"relevance": relevance_names, **{f"output '{n}'": [n] for n in output_names}}
     errors = {g: np.max([relative_error(got[n], want[n]) for n in names], axis=0) for g, names in groups.items()}
     worst = lambda g: float(np.nan_to_num(errors[g], nan=np.inf).max())
     forward = max((worst(g) for g in errors if g != "relevance"), default=0.0)
-    summary = f"relevance within {worst('relevance'):.1e} of float64, outputs within {forward:.1e} " \
-              f"(max |difference| / max |value| per sample; tolerance {tolerance:.0e})"
+    summary = (
+        f"relevance within {worst('relevance'):.1e} of float64, outputs within {forward:.1e} "
+        f"(max |difference| / max |value| per sample; tolerance {tolerance:.0e})"
+    )
     if worst("relevance") <= tolerance and forward <= tolerance:
         return errors["relevance"], Check("float64", "pass", summary)
     return errors["relevance"], judge(reference, feeds, want, groups, errors, tolerance, meta, seed, summary)
@@ -59,22 +65,34 @@ def judge(reference, feeds, want, groups, errors, tolerance, meta, seed, summary
     try:
         moved = floors(reference, feeds, want, seed, relative_error)
     except Exception as e:  # the perturbed run failing is no evidence either way: the failure stands
-        return Check("float64", "fail", f"{summary}; the conditioning floor could not be measured "
-                                        f"({str(e).splitlines()[0][:200]})")
+        return Check(
+            "float64",
+            "fail",
+            f"{summary}; the conditioning floor could not be measured ({str(e).splitlines()[0][:200]})",
+        )
     floor = {g: np.max([moved[n] for n in names], axis=0) for g, names in groups.items()}
     k, n = factor(reference), largest_fan_in(reference)
     group, i = _worst_failure(errors, tolerance)
-    numbers = f"perturbing inputs and weights by float32 rounding alone moves the float64 {group} by " \
-              f"{floor[group][i]:.1e}"
+    numbers = (
+        f"perturbing inputs and weights by float32 rounding alone moves the float64 {group} by {floor[group][i]:.1e}"
+    )
     if all(explained_by_floor(errors[g], floor[g], tolerance, k) for g in groups):
-        verdict = f"ILL-CONDITIONED: float32 cannot resolve this explanation: {numbers} (lrpc's float32 is " \
-                  f"{errors[group][i]:.1e} away)"
+        verdict = (
+            f"ILL-CONDITIONED: float32 cannot resolve this explanation: {numbers} (lrpc's float32 is "
+            f"{errors[group][i]:.1e} away)"
+        )
         hint = eps_hint(meta)
-        detail = f"{summary}; {numbers} in sample {i}, and every sample off is within {k:.0f}× that " \
-                 f"(K = max(10, 2√n), n = {n} the largest fan-in): ill-conditioned, not a wrong graph"
+        detail = (
+            f"{summary}; {numbers} in sample {i}, and every sample off is within {k:.0f}× that "
+            f"(K = max(10, 2√n), n = {n} the largest fan-in): ill-conditioned, not a wrong graph"
+        )
         return Check("float64", "ill-conditioned", detail, verdict + (f"; {hint}" if hint else ""))
-    return Check("float64", "fail", f"{summary}; the float32 graph is off by more than its conditioning explains: "
-                                    f"{numbers} in sample {i}, and float32 arithmetic explains at most {k:.0f}× that")
+    return Check(
+        "float64",
+        "fail",
+        f"{summary}; the float32 graph is off by more than its conditioning explains: "
+        f"{numbers} in sample {i}, and float32 arithmetic explains at most {k:.0f}× that",
+    )
 
 
 def _worst_failure(errors: dict[str, np.ndarray], tolerance: float) -> tuple[str, int]:

@@ -36,7 +36,7 @@ from onnx import TensorProto, numpy_helper
 
 from .float64 import as_double, evaluate
 
-U = 2.0 ** -24  # float32's unit roundoff: the largest relative rounding error of a stored value
+U = 2.0**-24  # float32's unit roundoff: the largest relative rounding error of a stored value
 TRIALS = 2
 MIN_FACTOR, PER_ROOT_FAN_IN = 10.0, 2.0
 SHAPE_INPUTS = {"Resize": (1, 2), "Upsample": (1,), "Range": (0, 1, 2)}  # float inputs that set a shape
@@ -73,8 +73,9 @@ def perturbed_feeds(feeds: dict[str, np.ndarray], rng: np.random.Generator) -> d
     return {k: jitter(v, rng) if v.dtype.kind == "f" else v for k, v in feeds.items()}
 
 
-def floors(reference: onnx.ModelProto, feeds: dict, want: dict[str, np.ndarray], seed: int,
-           error) -> dict[str, np.ndarray]:
+def floors(
+    reference: onnx.ModelProto, feeds: dict, want: dict[str, np.ndarray], seed: int, error
+) -> dict[str, np.ndarray]:
     """Per tensor in `want`, per sample: the largest `error` (the check's metric) of a perturbed float64
     run against the unperturbed one, over TRIALS seeded perturbations."""
     double, names = as_double(reference), list(want)
@@ -91,8 +92,11 @@ def largest_fan_in(model: onnx.ModelProto) -> int:
     weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
     n = 1
     for node in model.graph.node:
-        shape = next((weights[i] for i in node.input[:2] if i in weights and len(weights[i]) >= 2), None) \
-            if node.op_type in WEIGHTED else None
+        shape = (
+            next((weights[i] for i in node.input[:2] if i in weights and len(weights[i]) >= 2), None)
+            if node.op_type in WEIGHTED
+            else None
+        )
         if shape is not None:
             size = math.prod(shape)
             n = max(n, size // max(shape[0], 1), size // max(shape[1], 1))

@@ -18,9 +18,32 @@ from onnx import numpy_helper
 from .compare import per_sample
 from .report import Check
 
-CONSERVING_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Relu", "MaxPool", "GlobalMaxPool", "Flatten",
-                  "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Concat", "Split", "Slice", "Add",
-                  "Sum", "Mul", "Div", "Shape", "Gather", "Constant", "Cast"}
+CONSERVING_OPS = {
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "Relu",
+    "MaxPool",
+    "GlobalMaxPool",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+    "Concat",
+    "Split",
+    "Slice",
+    "Add",
+    "Sum",
+    "Mul",
+    "Div",
+    "Shape",
+    "Gather",
+    "Constant",
+    "Cast",
+}
 MAX_CONSERVING_EPS = 1e-4
 
 
@@ -76,15 +99,21 @@ def conserving(proto: onnx.ModelProto, meta: dict[str, str]) -> tuple[bool, str]
     for node in upstream(proto.graph, meta["lrpc.explained"]):
         if node.op_type not in CONSERVING_OPS:
             return False, f"the forward graph has a {node.op_type}"
-        biases = node.input[2:3] if node.op_type in ("Conv", "ConvTranspose", "Gemm") else \
-            [i for i in node.input if i in constants] if node.op_type in ("Add", "Sum") else []
+        biases = (
+            node.input[2:3]
+            if node.op_type in ("Conv", "ConvTranspose", "Gemm")
+            else [i for i in node.input if i in constants]
+            if node.op_type in ("Add", "Sum")
+            else []
+        )
         if any(b in constants and np.any(numpy_helper.to_array(constants[b])) for b in biases):
             return False, f"{node.op_type} '{node.name}' adds a bias"
     return True, "zero/epsilon rule on a bias-free network"
 
 
-def check_conservation(proto, meta, feeds, scores, relevance, tolerance) -> tuple[np.ndarray | None,
-                                                                                 np.ndarray | None, Check]:
+def check_conservation(
+    proto, meta, feeds, scores, relevance, tolerance
+) -> tuple[np.ndarray | None, np.ndarray | None, Check]:
     """(per-sample ratios, start relevances S₀, the conservation check)."""
     if "lrpc.method" in meta:
         return None, None, Check("conservation", "info", "not applicable: gradient methods do not conserve relevance")
@@ -95,11 +124,21 @@ def check_conservation(proto, meta, feeds, scores, relevance, tolerance) -> tupl
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = relevance.sum(1) / start
     finite = ratios[np.isfinite(ratios)]
-    spread = f"Σ relevance / S₀ = {finite.min():.4f} … {finite.max():.4f}" if finite.size else \
-        "Σ relevance / S₀ is not finite"
+    spread = (
+        f"Σ relevance / S₀ = {finite.min():.4f} … {finite.max():.4f}"
+        if finite.size
+        else "Σ relevance / S₀ is not finite"
+    )
     if not strict:
         return ratios, start, Check("conservation", "info", f"{spread}; not judged: {why}")
     bad = ~(np.abs(ratios - 1) <= tolerance)
-    return ratios, start, Check("conservation", "fail" if bad.any() else "pass",
-                                f"{spread} ({why}: must be 1 ± {tolerance:.0e})"
-                                + (f"; off in sample(s) {np.flatnonzero(bad).tolist()}" if bad.any() else ""))
+    return (
+        ratios,
+        start,
+        Check(
+            "conservation",
+            "fail" if bad.any() else "pass",
+            f"{spread} ({why}: must be 1 ± {tolerance:.0e})"
+            + (f"; off in sample(s) {np.flatnonzero(bad).tolist()}" if bad.any() else ""),
+        ),
+    )

@@ -15,8 +15,9 @@ def run_float32(proto: onnx.ModelProto, feeds: dict, extra: str) -> dict[str, np
     probe = onnx.ModelProto()
     probe.CopyFrom(proto)
     if extra not in {o.name for o in probe.graph.output}:
-        elem = next((v.type.tensor_type.elem_type for v in probe.graph.value_info if v.name == extra),
-                    onnx.TensorProto.FLOAT)
+        elem = next(
+            (v.type.tensor_type.elem_type for v in probe.graph.value_info if v.name == extra), onnx.TensorProto.FLOAT
+        )
         probe.graph.output.append(onnx.helper.make_tensor_value_info(extra, elem, None))
     try:
         session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])

@@ -19,8 +19,15 @@ import onnx
 from onnx import AttributeProto, TensorProto, numpy_helper
 
 FLOAT, DOUBLE = TensorProto.FLOAT, TensorProto.DOUBLE
-TYPE_ATTRIBUTES = {"Cast": "to", "RandomNormal": "dtype", "RandomNormalLike": "dtype", "RandomUniform": "dtype",
-                   "RandomUniformLike": "dtype", "EyeLike": "dtype", "Multinomial": "dtype"}
+TYPE_ATTRIBUTES = {
+    "Cast": "to",
+    "RandomNormal": "dtype",
+    "RandomNormalLike": "dtype",
+    "RandomUniform": "dtype",
+    "RandomUniformLike": "dtype",
+    "EyeLike": "dtype",
+    "Multinomial": "dtype",
+}
 RANDOM_OPS = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli")
 
 

@@ -39,9 +39,11 @@ def check_input_budget(proto: onnx.ModelProto, samples: int) -> None:
     per_sample = sum(int(np.prod(input_shape(v, 1), dtype=np.float64)) for v in proto.graph.input) * 8
     if samples * per_sample > INPUT_BUDGET:
         fit = INPUT_BUDGET // max(per_sample, 1)
-        raise LrpcError(f"--samples {samples}: the random inputs would take {samples * per_sample / 2**30:.3g} GiB "
-                        f"({per_sample // 8} values a sample, drawn in float64), more than verify's "
-                        f"{INPUT_BUDGET // 2**30} GiB; at most {fit} samples of this model fit (or give --inputs)")
+        raise LrpcError(
+            f"--samples {samples}: the random inputs would take {samples * per_sample / 2**30:.3g} GiB "
+            f"({per_sample // 8} values a sample, drawn in float64), more than verify's "
+            f"{INPUT_BUDGET // 2**30} GiB; at most {fit} samples of this model fit (or give --inputs)"
+        )
 
 
 def token_vocab(meta) -> dict[str, int]:
@@ -55,8 +57,12 @@ def pixel_like(shape: tuple[int, ...], preprocess: str | None, rng: np.random.Ge
     u = rng.random(shape)
     if preprocess and len(shape) == 4:
         spec = json.loads(preprocess)
-        axis = 3 if spec.get("layout") == "NHWC" or (spec.get("layout") is None and shape[3] in (1, 3)
-                                                     and shape[1] not in (1, 3)) else 1
+        axis = (
+            3
+            if spec.get("layout") == "NHWC"
+            or (spec.get("layout") is None and shape[3] in (1, 3) and shape[1] not in (1, 3))
+            else 1
+        )
         view = [1, 1, 1, 1]
         view[axis] = -1
         mean = np.asarray(spec.get("mean", [0.0]), np.float64).reshape(view)
@@ -83,8 +89,11 @@ def make_feeds(proto, meta, inputs, samples: int, rng) -> tuple[dict[str, np.nda
         elif name == "target" and meta["lrpc.target"] == "input":  # the input lrpc added, not a model's own
             feeds[name] = rng.integers(0, int(meta.get("lrpc.classes", "1")), batch).astype(np.int64)
         elif value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
-            feeds[name] = pixel_like(input_shape(value, batch), meta.get("lrpc.preprocess"), rng) \
-                if name in explained else rng.random(input_shape(value, batch)).astype(np.float32)
+            feeds[name] = (
+                pixel_like(input_shape(value, batch), meta.get("lrpc.preprocess"), rng)
+                if name in explained
+                else rng.random(input_shape(value, batch)).astype(np.float32)
+            )
         elif name in vocab:  # token ids
             feeds[name] = rng.integers(0, vocab[name], input_shape(value, batch)).astype(_int_type(value))
         elif value.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
@@ -92,9 +101,14 @@ def make_feeds(proto, meta, inputs, samples: int, rng) -> tuple[dict[str, np.nda
         else:
             raise LrpcError(f"input '{name}' is neither float nor integer: give it (--inputs)")
     free = any(not d.HasField("dim_value") for v in proto.graph.input for d in v.type.tensor_type.shape.dim[1:])
-    what = "the inputs given" if given else \
-        f"{batch} random sample{'s' * (batch != 1)}, " + ("random token ids" if vocab else "uniform [0, 1) pixels") \
-        + (f", free axes {FREE_AXIS} long" if free else "") + " (seed {seed})"
+    what = (
+        "the inputs given"
+        if given
+        else f"{batch} random sample{'s' * (batch != 1)}, "
+        + ("random token ids" if vocab else "uniform [0, 1) pixels")
+        + (f", free axes {FREE_AXIS} long" if free else "")
+        + " (seed {seed})"
+    )
     return feeds, what
 
 

@@ -50,8 +50,10 @@ def lrpc_metadata(proto: onnx.ModelProto, where: str) -> dict[str, str]:
     meta = {p.key: p.value for p in proto.metadata_props if p.key.startswith("lrpc.")}
     missing = [k for k in ("lrpc.relevance", "lrpc.target", "lrpc.explained") if k not in meta]
     if missing:
-        raise LrpcError(f"{where} is not an explained file (no {', '.join(missing)} in its metadata); "
-                        "verify the file `lrpc compile` writes")
+        raise LrpcError(
+            f"{where} is not an explained file (no {', '.join(missing)} in its metadata); "
+            "verify the file `lrpc compile` writes"
+        )
     parsed = {key: _json(meta, key, where) for key in JSON_ENTRIES if key in meta}
     problem = _problem(meta, parsed, {o.name for o in proto.graph.output})
     if problem:
@@ -73,8 +75,11 @@ def _json(meta: dict[str, str], key: str, where: str):
 def _problem(meta: dict[str, str], parsed: dict, outputs: set[str]) -> tuple[str, str] | None:
     """(entry, what is wrong with it) for the first entry that is not what lrpc writes, else None."""
     relevance = parsed["lrpc.relevance"]
-    if not isinstance(relevance, dict) or not relevance or \
-            not all(isinstance(k, str) and isinstance(v, str) for k, v in relevance.items()):
+    if (
+        not isinstance(relevance, dict)
+        or not relevance
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in relevance.items())
+    ):
         return "lrpc.relevance", "is not a JSON object of input → relevance output names"
     absent = [v for v in relevance.values() if v not in outputs]
     if absent:
@@ -93,8 +98,10 @@ def _problem(meta: dict[str, str], parsed: dict, outputs: set[str]) -> tuple[str
     if "lrpc.classes" in meta and not (meta["lrpc.classes"].isdigit() and int(meta["lrpc.classes"]) >= 1):
         return "lrpc.classes", f"'{meta['lrpc.classes'][:40]}' is not a whole number ≥ 1"
     if not TARGET.fullmatch(meta["lrpc.target"]):
-        return "lrpc.target", f"'{meta['lrpc.target'][:40]}' is not a target lrpc writes " \
-                              "(max, all, mask, input, fixed:K)"
+        return (
+            "lrpc.target",
+            f"'{meta['lrpc.target'][:40]}' is not a target lrpc writes (max, all, mask, input, fixed:K)",
+        )
     return None
 
 

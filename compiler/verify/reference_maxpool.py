@@ -52,8 +52,10 @@ def max_pool(x: np.ndarray, kernel, strides=None, pads=None, dilations=None, aut
     rank = len(dims)
     strides, dilations = list(strides or [1] * rank), list(dilations or [1] * rank)
     begin, end = _pads(auto_pad, dims, kernel, strides, dilations, pads)
-    out = [_out_size(d, k, s, dl, pb, pe, bool(ceil_mode))
-           for d, k, s, dl, pb, pe in zip(dims, kernel, strides, dilations, begin, end)]
+    out = [
+        _out_size(d, k, s, dl, pb, pe, bool(ceil_mode))
+        for d, k, s, dl, pb, pe in zip(dims, kernel, strides, dilations, begin, end)
+    ]
     reach = [(o - 1) * s + (k - 1) * dl + 1 for o, s, k, dl in zip(out, strides, kernel, dilations)]
     padded = np.full((n, c, *[max(r, pb + d) for r, pb, d in zip(reach, begin, dims)]), -np.inf, x.dtype)
     padded[(slice(None), slice(None), *[slice(pb, pb + d) for pb, d in zip(begin, dims)])] = x
@@ -61,13 +63,15 @@ def max_pool(x: np.ndarray, kernel, strides=None, pads=None, dilations=None, aut
     where = [np.zeros((n, c, *out), np.int64) for _ in range(rank)]
     for offset in itertools.product(*[range(k) for k in kernel]):
         starts = [o * dl for o, dl in zip(offset, dilations)]
-        window = padded[(slice(None), slice(None), *[slice(st, st + (o - 1) * s + 1, s)
-                                                       for st, o, s in zip(starts, out, strides)])]
+        window = padded[
+            (slice(None), slice(None), *[slice(st, st + (o - 1) * s + 1, s) for st, o, s in zip(starts, out, strides)])
+        ]
         better = window > best  # strict: the first maximum in window order wins
         best = np.where(better, window, best)
         for axis in range(rank):
             position = (np.arange(out[axis]) * strides[axis] + starts[axis] - begin[axis]).reshape(
-                [-1 if a == axis else 1 for a in range(rank)])
+                [-1 if a == axis else 1 for a in range(rank)]
+            )
             where[axis] = np.where(better, position, where[axis])
     flat = np.arange(n * c, dtype=np.int64).reshape(n, c, *[1] * rank)
     for axis in range(rank):
@@ -80,8 +84,17 @@ class MaxPool(OpRun):
 
     op_domain = ""
 
-    def _run(self, x, auto_pad=None, ceil_mode=None, dilations=None, kernel_shape=None, pads=None,
-             storage_order=None, strides=None):
+    def _run(
+        self,
+        x,
+        auto_pad=None,
+        ceil_mode=None,
+        dilations=None,
+        kernel_shape=None,
+        pads=None,
+        storage_order=None,
+        strides=None,
+    ):
         if storage_order:
             raise NotImplementedError("MaxPool with storage_order=1")
         y, indices = max_pool(x, kernel_shape, strides, pads, dilations, auto_pad or "NOTSET", ceil_mode or 0)
@@ -97,8 +110,13 @@ class MaxUnpool(OpRun):
         if output_shape is None:
             rank = len(kernel_shape)
             pads, strides = list(pads or [0] * 2 * rank), list(strides or [1] * rank)
-            output_shape = [*x.shape[:2], *[(d - 1) * s + k - pb - pe for d, s, k, pb, pe in
-                                            zip(x.shape[2:], strides, kernel_shape, pads[:rank], pads[rank:])]]
+            output_shape = [
+                *x.shape[:2],
+                *[
+                    (d - 1) * s + k - pb - pe
+                    for d, s, k, pb, pe in zip(x.shape[2:], strides, kernel_shape, pads[:rank], pads[rank:])
+                ],
+            ]
         y = np.zeros(int(np.prod(output_shape)), x.dtype)
         y[indices.reshape(-1)] = x.reshape(-1)
         return (y.reshape([int(d) for d in output_shape]),)

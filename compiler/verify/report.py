@@ -55,24 +55,29 @@ class VerifyReport:
     def verdict(self) -> str:
         failed, ill, not_run = self._named("fail"), self._named("ill-conditioned"), self._named("skipped")
         if failed:
-            others = [f"ill-conditioned: {', '.join(ill)}"] * bool(ill) + \
-                [f"not run: {', '.join(not_run)}"] * bool(not_run)
+            others = [f"ill-conditioned: {', '.join(ill)}"] * bool(ill) + [f"not run: {', '.join(not_run)}"] * bool(
+                not_run
+            )
             return "FAILED: " + ", ".join(failed) + (f" ({'; '.join(others)})" if others else "")
         if ill:
-            return next(c.verdict for c in self.checks if c.status == "ill-conditioned") + \
-                (f" (not run: {', '.join(not_run)})" if not_run else "")
+            return next(c.verdict for c in self.checks if c.status == "ill-conditioned") + (
+                f" (not run: {', '.join(not_run)})" if not_run else ""
+            )
         if not_run:
             return f"NOT VERIFIED: {', '.join(not_run)} could not run; the other checks passed"
         return "verified: every check passed"
 
     def text(self) -> str:
         lines = list(self.header)
-        lines.append(f"  {'sample':>6}  {'start S₀':>11}  {'Σ relevance':>11}  {'ratio':>8}  {'vs float64':>10}"
-                     "  finite")
+        lines.append(
+            f"  {'sample':>6}  {'start S₀':>11}  {'Σ relevance':>11}  {'ratio':>8}  {'vs float64':>10}  finite"
+        )
         for r in self.rows:
             cells = [_num(r["start"]), _num(r["relevance_sum"]), _num(r["ratio"], ".4f"), _num(r["error"], ".1e")]
-            lines.append(f"  {r['sample']:>6}  {cells[0]:>11}  {cells[1]:>11}  {cells[2]:>8}  {cells[3]:>10}  "
-                         + ("yes" if r["finite"] else "NO"))
+            lines.append(
+                f"  {r['sample']:>6}  {cells[0]:>11}  {cells[1]:>11}  {cells[2]:>8}  {cells[3]:>10}  "
+                + ("yes" if r["finite"] else "NO")
+            )
         lines += [f"{LABELS[c.status]:<7} {c.name}: {c.detail}" for c in self.checks]
         lines.append(self.verdict())
         return "\n".join(lines)

@@ -47,17 +47,32 @@ def reference(proto: onnx.ModelProto, meta: dict[str, str], source) -> Reference
         return Reference(proto, meta, [], "this file's graph in float64 (onnx reference evaluator)")
     recorded, actual = meta.get("lrpc.source_sha256"), source_sha256(source)
     if recorded != actual:
-        return Reference(None, meta, [Check("source", "fail", f"the file was compiled from SHA-256 "
-                                                              f"{recorded or '(not recorded)'}, {_named(source)} "
-                                                              f"is {actual}")])
+        return Reference(
+            None,
+            meta,
+            [
+                Check(
+                    "source",
+                    "fail",
+                    f"the file was compiled from SHA-256 {recorded or '(not recorded)'}, {_named(source)} is {actual}",
+                )
+            ],
+        )
     fresh = recompile(source, meta)
     fresh_meta = {p.key: p.value for p in fresh.metadata_props if p.key.startswith("lrpc.")}
     changed = differing_entries(meta, fresh_meta)
     same = fresh.SerializeToString(deterministic=True) == proto.SerializeToString(deterministic=True)
-    check = Check("source", "fail", f"SHA-256 matches, but {_describe(changed, meta, fresh_meta)}: the file "
-                                    "says its outputs mean something a compile of the source does not; they are "
-                                    "read as the fresh compile defines them") if changed else \
-        Check("source", "pass", "SHA-256 matches, the metadata is a fresh compile's; " + _bytes_note(same, meta))
+    check = (
+        Check(
+            "source",
+            "fail",
+            f"SHA-256 matches, but {_describe(changed, meta, fresh_meta)}: the file "
+            "says its outputs mean something a compile of the source does not; they are "
+            "read as the fresh compile defines them",
+        )
+        if changed
+        else Check("source", "pass", "SHA-256 matches, the metadata is a fresh compile's; " + _bytes_note(same, meta))
+    )
     return Reference(fresh, fresh_meta, [check], "a fresh compile of the source in float64 (onnx reference evaluator)")
 
 
@@ -77,16 +92,20 @@ def lacking(proto: onnx.ModelProto, expected: onnx.ModelProto, meta: dict[str, s
 def _describe(changed: list[str], meta: dict[str, str], fresh_meta: dict[str, str]) -> str:
     show = lambda v: "(absent)" if v is None else repr(v if len(v) <= 60 else v[:57] + "...")
     values = "; ".join(f"{k}: file {show(meta.get(k))}, fresh {show(fresh_meta.get(k))}" for k in changed)
-    return f"the file's {', '.join(changed)} {'entry differs' if len(changed) == 1 else 'entries differ'} " \
-           f"from a fresh compile's ({values})"
+    return (
+        f"the file's {', '.join(changed)} {'entry differs' if len(changed) == 1 else 'entries differ'} "
+        f"from a fresh compile's ({values})"
+    )
 
 
 def _bytes_note(same: bool, meta: dict[str, str]) -> str:
     if same:
         return "a fresh compile is byte-identical to the file"
-    return f"a fresh compile's bytes differ from the file's (written by lrpc {meta.get('lrpc.version')}, this is " \
-           f"lrpc {__version__}; not judged: they also depend on onnx, onnx_ir and tf2onnx versions the file " \
-           "does not record — the float64 check compares what the two compute)"
+    return (
+        f"a fresh compile's bytes differ from the file's (written by lrpc {meta.get('lrpc.version')}, this is "
+        f"lrpc {__version__}; not judged: they also depend on onnx, onnx_ir and tf2onnx versions the file "
+        "does not record — the float64 check compares what the two compute)"
+    )
 
 
 def _named(source) -> str:

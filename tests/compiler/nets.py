@@ -8,8 +8,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 
 def make_model(nodes, inputs, outputs, initializers, opset=17) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "net", inputs, outputs,
-                              [numpy_helper.from_array(np.asarray(a), n) for n, a in initializers.items()])
+    graph = helper.make_graph(
+        nodes, "net", inputs, outputs, [numpy_helper.from_array(np.asarray(a), n) for n, a in initializers.items()]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
@@ -26,9 +27,13 @@ def small_cnn(seed=0, bias=True, softmax=True, opset=17) -> onnx.ModelProto:
     he = lambda *s: (rng.standard_normal(s) * np.sqrt(2.0 / np.prod(s[1:]))).astype(np.float32)
     init = {"w1": he(4, 2, 3, 3), "w2": he(6, 4, 3, 3), "w3": he(16, 6 * 4 * 4).T.copy(), "w4": he(5, 16)}
     if bias:
-        init.update(b1=rng.normal(0, .1, 4).astype(np.float32), b2=rng.normal(0, .1, 6).astype(np.float32),
-                    b3=rng.normal(0, .1, 16).astype(np.float32), b4=rng.normal(0, .1, 5).astype(np.float32))
-    b = (lambda n: [n] if bias else [])
+        init.update(
+            b1=rng.normal(0, 0.1, 4).astype(np.float32),
+            b2=rng.normal(0, 0.1, 6).astype(np.float32),
+            b3=rng.normal(0, 0.1, 16).astype(np.float32),
+            b4=rng.normal(0, 0.1, 5).astype(np.float32),
+        )
+    b = lambda n: [n] if bias else []
     nodes = [
         helper.make_node("Conv", ["x", "w1", *b("b1")], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),

@@ -57,6 +57,7 @@ EPS = 1e-6
 # Layers (per sample, flattened float64 vectors)
 # --------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Linear:
     """z = W x + b on flattened per-sample vectors; S is the 0/1 connectivity structure of W."""
@@ -145,6 +146,7 @@ class Identity:
 # Explicit matrices of the linear layers
 # --------------------------------------------------------------------------------------------------
 
+
 def gemm_layer(B, C, alpha=1.0, beta=1.0, trans_b=0):
     """Gemm y = alpha * x B' + beta * C (B' = B or B^T) as W = alpha B'^T, b = beta C."""
     B = np.asarray(B, np.float64)
@@ -197,8 +199,9 @@ def conv_layer(w, bias, in_shape, strides=None, pads=None, dilations=None, group
     elif auto_pad == "VALID" or pads is None:
         pads = [0] * 2 * nd
     assert C == cpg * group and M % group == 0
-    out_spatial = [(spatial[a] + pads[a] + pads[nd + a] - dilations[a] * (kernel[a] - 1) - 1) // strides[a] + 1
-                   for a in range(nd)]
+    out_spatial = [
+        (spatial[a] + pads[a] + pads[nd + a] - dilations[a] * (kernel[a] - 1) - 1) // strides[a] + 1 for a in range(nd)
+    ]
     out_shape = (M, *out_spatial)
     W = np.zeros((int(np.prod(out_shape)), int(np.prod(in_shape))))
     S = np.zeros_like(W)
@@ -226,8 +229,9 @@ def maxpool_layer(in_shape, kernel, strides=None, pads=None, dilations=None):
     strides = list(strides or [1] * nd)
     dilations = list(dilations or [1] * nd)
     pads = list(pads or [0] * 2 * nd)
-    out_spatial = [(spatial[a] + pads[a] + pads[nd + a] - dilations[a] * (kernel[a] - 1) - 1) // strides[a] + 1
-                   for a in range(nd)]
+    out_spatial = [
+        (spatial[a] + pads[a] + pads[nd + a] - dilations[a] * (kernel[a] - 1) - 1) // strides[a] + 1 for a in range(nd)
+    ]
     windows = []
     for c in range(C):
         for o in itertools.product(*map(range, out_spatial)):
@@ -243,6 +247,7 @@ def maxpool_layer(in_shape, kernel, strides=None, pads=None, dilations=None):
 # --------------------------------------------------------------------------------------------------
 # Rules: rule(layer, x, R_out) -> R_in, all vectors of one sample
 # --------------------------------------------------------------------------------------------------
+
 
 def pos(a):
     return np.maximum(a, 0.0)
@@ -279,8 +284,8 @@ def rule_alphabeta(L, x, R, alpha, beta, eps=EPS):
 
 
 def rule_w2(L, x, R, eps=EPS):
-    W2 = L.W ** 2
-    z = W2 @ np.ones_like(x) + L.b ** 2
+    W2 = L.W**2
+    z = W2 @ np.ones_like(x) + L.b**2
     return W2.T @ (R / stab(z, eps))
 
 
@@ -331,6 +336,7 @@ RULES = {
 # A network: forward and explanation of one sample, and of a batch
 # --------------------------------------------------------------------------------------------------
 
+
 def forward(layers, x):
     """All activations [x, a1, ..., logits] of one flattened sample."""
     acts = [np.asarray(x, np.float64).reshape(-1)]
@@ -362,6 +368,7 @@ def explain(layers, X, rule, target=None):
 # Test inputs: drawn at random, kept only where float32 can be compared with float64 at 1e-5
 # --------------------------------------------------------------------------------------------------
 
+
 def sample_inputs(rule_spec, shape, seed):
     """float32 inputs: standard normal (negative values occur), or uniform in [low, high] for zbox."""
     rng = np.random.default_rng(seed)
@@ -392,8 +399,9 @@ def well_conditioned(logits, target=None):
 def perturbed(layers, rng, rel):
     """The layers with every weight and bias multiplied by (1 + rel * N(0, 1)); S is kept."""
     jitter = lambda a: a * (1.0 + rel * rng.standard_normal(a.shape))
-    return [Linear(jitter(L.W), jitter(L.b), L.S, L.in_shape, L.out_shape) if isinstance(L, Linear) else L
-            for L in layers]
+    return [
+        Linear(jitter(L.W), jitter(L.b), L.S, L.in_shape, L.out_shape) if isinstance(L, Linear) else L for L in layers
+    ]
 
 
 def float32_sensitivity(layers, x, rule, target, rel=1e-7, seed=0):
@@ -430,8 +438,7 @@ def pick_inputs(layers, rule_spec, shape, batch, seed, target=None):
                 break
             y = forward(layers, c)[-1]
             t = int(np.argmin(y)) if targets[len(chosen)] == "min" else targets[len(chosen)]
-            if (well_conditioned(y, t)[0]
-                    and float32_sensitivity(layers, c, RULES[rule_spec], t) <= SENSITIVITY_LIMIT):
+            if well_conditioned(y, t)[0] and float32_sensitivity(layers, c, RULES[rule_spec], t) <= SENSITIVITY_LIMIT:
                 chosen.append(c)
         k += 1
     return np.stack(chosen)
@@ -440,6 +447,7 @@ def pick_inputs(layers, rule_spec, shape, batch, seed, target=None):
 # --------------------------------------------------------------------------------------------------
 # Net: one network as an ONNX model and as oracle layers, from the same float32 weights
 # --------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Net:
@@ -475,8 +483,7 @@ class Net:
         self.cur = name
         return name
 
-    def conv(self, out_ch, kernel, *, bias=None, strides=None, pads=None, dilations=None, group=1,
-             auto_pad="NOTSET"):
+    def conv(self, out_ch, kernel, *, bias=None, strides=None, pads=None, dilations=None, group=1, auto_pad="NOTSET"):
         bias = self.use_bias if bias is None else bias
         C = self.shape[0]
         kernel = list(kernel)
@@ -604,10 +611,12 @@ class Net:
         elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
         cast = lambda a: a.astype(dtype) if a.dtype == np.float32 else a
         graph = helper.make_graph(
-            self.nodes, "oracle_net",
+            self.nodes,
+            "oracle_net",
             [helper.make_tensor_value_info("x", elem, ["batch", *self.input_shape])],
             [helper.make_tensor_value_info(self.cur, elem, ["batch", *self.shape])],
-            [numpy_helper.from_array(cast(a), n) for n, a in self.inits.items()])
+            [numpy_helper.from_array(cast(a), n) for n, a in self.inits.items()],
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
         onnx.checker.check_model(model, full_check=True)
@@ -617,6 +626,7 @@ class Net:
 # --------------------------------------------------------------------------------------------------
 # Helpers shared by the tests: run a compiled model, compare with the oracle
 # --------------------------------------------------------------------------------------------------
+
 
 def session(proto: onnx.ModelProto):
     import onnxruntime as ort

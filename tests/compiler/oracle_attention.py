@@ -68,8 +68,12 @@ class Block:
     def forward(self, x):
         """Every intermediate of one sample x [s, d] (float64)."""
         s = x.shape[0]
-        f = {"x": x, "q": self._heads(x @ self.wq, self.h), "k": self._heads(x @ self.wk, self.kv),
-             "v": self._heads(x @ self.wv, self.kv)}
+        f = {
+            "x": x,
+            "q": self._heads(x @ self.wq, self.h),
+            "k": self._heads(x @ self.wk, self.kv),
+            "v": self._heads(x @ self.wv, self.kv),
+        }
         f["P"] = f["q"] @ f["k"].transpose(0, 2, 1)  # k, v broadcast over heads when kv = 1
         f["S"] = self.scale * f["P"]
         masked = np.triu(np.ones((s, s), bool), 1) if self.causal else np.zeros((s, s), bool)
@@ -139,8 +143,11 @@ class Block:
         if self.causal:
             seq = n("Gather", [shape, i64("one", 1)], "seq", axis=0)
             pos = n("Range", [i64("r0", 0), seq, i64("r1", 1)], "pos")
-            later = n("Greater", [n("Unsqueeze", [pos, i64("ax0", [0])], "cols"),
-                                  n("Unsqueeze", [pos, i64("ax1", [1])], "rows")], "later")
+            later = n(
+                "Greater",
+                [n("Unsqueeze", [pos, i64("ax0", [0])], "cols"), n("Unsqueeze", [pos, i64("ax1", [1])], "rows")],
+                "later",
+            )
             s = n("Where", [later, c("minus_inf", -np.inf), s], "S_masked")
         a = n("Softmax", [s], "A", axis=-1)
         o = n("MatMul", [a, "v_heads"], "O")
@@ -151,7 +158,10 @@ class Block:
         first = n("Gather", [u, i64("tok", 0)], "first", axis=1)
         n("Gemm", [first, c("wc", self.wc), c("bc", self.bc)], "logits")
         graph = helper.make_graph(
-            nodes, "attention_block",
+            nodes,
+            "attention_block",
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", d])],
-            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", self.wc.shape[1]])], inits)
+            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", self.wc.shape[1]])],
+            inits,
+        )
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)

@@ -37,8 +37,7 @@ import onnx
 from onnx import numpy_helper
 
 import oracle
-from oracle_graph import (FnOp, LinearOp, RouteOp, _max_back, along, conv_transpose_layer, divide, resize_matrix,
-                          sum_to)
+from oracle_graph import FnOp, LinearOp, RouteOp, _max_back, along, conv_transpose_layer, divide, resize_matrix, sum_to
 from oracle_onnx import _affine_of, _attrs, _avgpool, _compose_after
 
 OUTPUT_ACTIVATIONS = ("Softmax", "LogSoftmax", "Sigmoid")
@@ -48,8 +47,9 @@ ACTIVATIONS = {  # float64 forward of each activation whose relevance passes unc
     "Relu": lambda x, a: np.maximum(x, 0.0),
     "LeakyRelu": lambda x, a: np.where(x >= 0, x, a.get("alpha", 0.01) * x),
     "Elu": lambda x, a: np.where(x > 0, x, a.get("alpha", 1.0) * np.expm1(np.minimum(x, 0))),
-    "Selu": lambda x, a: a.get("gamma", SELU_GAMMA) * np.where(x > 0, x, a.get("alpha", SELU_ALPHA)
-                                                               * np.expm1(np.minimum(x, 0))),
+    "Selu": lambda x, a: (
+        a.get("gamma", SELU_GAMMA) * np.where(x > 0, x, a.get("alpha", SELU_ALPHA) * np.expm1(np.minimum(x, 0)))
+    ),
     "Tanh": lambda x, a: np.tanh(x),
     "Sigmoid": lambda x, a: 1.0 / (1.0 + np.exp(-x)),
     "Softplus": lambda x, a: np.logaddexp(x, 0.0),
@@ -108,8 +108,12 @@ class _Builder:
         src = node.input[0]
         prod = self.producer(src)
         op = self.net.ops[prod] if prod is not None and self.uses.get(src) == 1 else None
-        if isinstance(op, RouteOp) and len(op.inputs) == 1 and self.uses.get(op.inputs[0]) == 1 \
-                and np.array_equal(op.index.reshape(-1), np.arange(op.index.size)):
+        if (
+            isinstance(op, RouteOp)
+            and len(op.inputs) == 1
+            and self.uses.get(op.inputs[0]) == 1
+            and np.array_equal(op.index.reshape(-1), np.arange(op.index.size))
+        ):
             inner = self.producer(op.inputs[0])
             if inner is not None and isinstance(self.net.ops[inner], LinearOp):
                 lin = self.net.ops[inner]
@@ -120,8 +124,10 @@ class _Builder:
         if isinstance(op, LinearOp):
             self.net.ops[prod] = LinearOp(op.inputs, node.output[0], _compose_after(op.L, s, t))
             self.net.shapes[node.output[0]] = self.net.shapes[src]
-        elif node.op_type != "BatchNormalization" and (src in self.raw_input or not (
-                self.channel_shift(node, src) or node.op_type in ("Mul", "Div") and self.shift_follows(node, src))):
+        elif node.op_type != "BatchNormalization" and (
+            src in self.raw_input
+            or not (self.channel_shift(node, src) or node.op_type in ("Mul", "Div") and self.shift_follows(node, src))
+        ):
             self.raw_input |= {node.output[0]} if src in self.raw_input else set()
             self.passthrough(src, node.output[0], lambda x, s=s, t=t: s.reshape(x.shape) * x + t.reshape(x.shape))
         else:  # a layer of its own (a pre-activation BN): diagonal W = diag(s), bias t
@@ -158,17 +164,43 @@ def dag_oracle(model: onnx.ModelProto) -> DagNet:
         src = node.input[0]
         shape = net.shapes.get(src)
         if op == "Conv":
-            b.linear(node, oracle.conv_layer(c[1], c[2] if len(c) > 2 else None, shape, a.get("strides"),
-                                             a.get("pads"), a.get("dilations"), a.get("group", 1),
-                                             a.get("auto_pad", "NOTSET")))
+            b.linear(
+                node,
+                oracle.conv_layer(
+                    c[1],
+                    c[2] if len(c) > 2 else None,
+                    shape,
+                    a.get("strides"),
+                    a.get("pads"),
+                    a.get("dilations"),
+                    a.get("group", 1),
+                    a.get("auto_pad", "NOTSET"),
+                ),
+            )
         elif op == "ConvTranspose":
-            b.linear(node, conv_transpose_layer(c[1], c[2] if len(c) > 2 else None, shape, a.get("strides"),
-                                                a.get("pads"), a.get("output_padding"), a.get("dilations"),
-                                                a.get("group", 1), a.get("output_shape"), a.get("auto_pad", "NOTSET")))
+            b.linear(
+                node,
+                conv_transpose_layer(
+                    c[1],
+                    c[2] if len(c) > 2 else None,
+                    shape,
+                    a.get("strides"),
+                    a.get("pads"),
+                    a.get("output_padding"),
+                    a.get("dilations"),
+                    a.get("group", 1),
+                    a.get("output_shape"),
+                    a.get("auto_pad", "NOTSET"),
+                ),
+            )
         elif op == "Gemm":
             assert len(shape) == 1 and not a.get("transA", 0), "Gemm on [batch, k] only"
-            b.linear(node, oracle.gemm_layer(c[1], c[2] if len(c) > 2 else None, a.get("alpha", 1.0),
-                                             a.get("beta", 1.0), a.get("transB", 0)))
+            b.linear(
+                node,
+                oracle.gemm_layer(
+                    c[1], c[2] if len(c) > 2 else None, a.get("alpha", 1.0), a.get("beta", 1.0), a.get("transB", 0)
+                ),
+            )
         elif op == "MatMul" and c[1] is not None and c[0] is None:
             b.linear(node, oracle.matmul_layer(c[1], None, shape[:-1]))
         elif op == "BatchNormalization":
@@ -196,18 +228,34 @@ def dag_oracle(model: onnx.ModelProto) -> DagNet:
                 net.exp_minus_one[out] = -ACTIVATIONS[op](np.array(-np.inf), a)
         elif op == "MaxPool":
             assert not a.get("ceil_mode", 0) and not a.get("storage_order", 0)
-            pool, out_shape = oracle.maxpool_layer(shape, a["kernel_shape"], a.get("strides"), a.get("pads"),
-                                                   a.get("dilations"))
-            b.add(FnOp([src], out, lambda xs, p=pool, s=out_shape: p.forward(xs[0].reshape(-1)).reshape(s),
-                       lambda xs, y, R, eps, p=pool: [p.relevance(xs[0].reshape(-1), R.reshape(-1), None)
-                                                      .reshape(xs[0].shape)]), out_shape)
+            pool, out_shape = oracle.maxpool_layer(
+                shape, a["kernel_shape"], a.get("strides"), a.get("pads"), a.get("dilations")
+            )
+            b.add(
+                FnOp(
+                    [src],
+                    out,
+                    lambda xs, p=pool, s=out_shape: p.forward(xs[0].reshape(-1)).reshape(s),
+                    lambda xs, y, R, eps, p=pool: [
+                        p.relevance(xs[0].reshape(-1), R.reshape(-1), None).reshape(xs[0].shape)
+                    ],
+                ),
+                out_shape,
+            )
         elif op == "GlobalMaxPool" or op == "ReduceMax":
             _reduce_max(b, node, a, c, shape)
         elif op == "AveragePool":
             out_spatial = _inferred_shape(model, out)[1:]
             nd = len(a["kernel_shape"])
-            L, scale = _avgpool(shape, a["kernel_shape"], a.get("strides", [1] * nd), a.get("pads", [0] * 2 * nd),
-                                a.get("count_include_pad", 0), out_spatial, a.get("dilations", [1] * nd))
+            L, scale = _avgpool(
+                shape,
+                a["kernel_shape"],
+                a.get("strides", [1] * nd),
+                a.get("pads", [0] * 2 * nd),
+                a.get("count_include_pad", 0),
+                out_spatial,
+                a.get("dilations", [1] * nd),
+            )
             b.linear(node, L, out=out + "/depthwise")
             b.passthrough(out + "/depthwise", out, lambda x, m=scale.s: m.reshape(x.shape) * x)
         elif op == "GlobalAveragePool" or (op == "ReduceMean" and _spatial_axes(a, c, shape)):
@@ -268,9 +316,13 @@ def _resize(b, node, a, c, shape):
     else:
         factors = [float(np.float32(f)) for f in c[2][1:]]
         out_shape = [int(np.floor(i * f)) for i, f in zip(shape, factors)]
-    mats = {ax: resize_matrix(i, n, f, mode, coord, a.get("nearest_mode", "round_prefer_floor"),
-                              a.get("cubic_coeff_a", -0.75))
-            for ax, (i, n, f) in enumerate(zip(shape, out_shape, factors)) if f != 1.0}
+    mats = {
+        ax: resize_matrix(
+            i, n, f, mode, coord, a.get("nearest_mode", "round_prefer_floor"), a.get("cubic_coeff_a", -0.75)
+        )
+        for ax, (i, n, f) in enumerate(zip(shape, out_shape, factors))
+        if f != 1.0
+    }
 
     def apply(t, transpose=False):
         for ax, A in mats.items():
@@ -329,6 +381,7 @@ def _inferred_shape(model, name):
 # Explaining any tensor of one sample, a batch; choosing well-conditioned inputs
 # --------------------------------------------------------------------------------------------------
 
+
 def explained(net: DagNet, name: str) -> str:
     """The value relevance starts at when `name` is explained (an output activation is stripped)."""
     return net.stripped.get(name, name)
@@ -363,7 +416,7 @@ def _flat(y, target) -> int:
 
 
 def layer_specs(net: DagNet, spec: str):
-    """"RULE" or "RULE;first=RULE1" (the first linear layer takes RULE1) → (default, {op output: rule})."""
+    """ "RULE" or "RULE;first=RULE1" (the first linear layer takes RULE1) → (default, {op output: rule})."""
     default, _, first = spec.partition(";first=")
     linear = [op.output for op in net.ops if isinstance(op, LinearOp)]
     return default, ({linear[0]: first} if first else {})
@@ -378,8 +431,9 @@ def explain_sample(net: DagNet, x, spec, tensor, target=None, noise=None):
     rel = {start: start_relevance(values[start], target)}
     for op in reversed(net.ops):
         if op.output in rel:
-            R_in = op.relevance([values[n] for n in op.inputs], values[op.output], rel.pop(op.output),
-                                specs.get(op.output, default))
+            R_in = op.relevance(
+                [values[n] for n in op.inputs], values[op.output], rel.pop(op.output), specs.get(op.output, default)
+            )
             for name, r in zip(op.inputs, R_in):
                 rel[name] = rel[name] + r if name in rel else r
     return values, rel.get(net.input_name, np.zeros(np.shape(x)))
@@ -410,9 +464,15 @@ def sensitivity(net: DagNet, x, spec, tensor, target, rel=NOISE, seed=0):
         scale = net.exp_minus_one.get(op.output)
         return y if scale is None else y + (xs[0] < 0) * rel * scale * rng.standard_normal(y.shape)
 
-    noisy = replace(net, ops=[replace(op, L=oracle.Linear(jitter(op.L.W), jitter(op.L.b), op.L.S, op.L.in_shape,
-                                                          op.L.out_shape)) if isinstance(op, LinearOp) else op
-                              for op in net.ops])
+    noisy = replace(
+        net,
+        ops=[
+            replace(op, L=oracle.Linear(jitter(op.L.W), jitter(op.L.b), op.L.S, op.L.in_shape, op.L.out_shape))
+            if isinstance(op, LinearOp)
+            else op
+            for op in net.ops
+        ],
+    )
     R = explain_sample(net, x, spec, tensor, target)[1]
     R2 = explain_sample(noisy, jitter(np.asarray(x, np.float64)), spec, tensor, target, noise)[1]
     den = np.linalg.norm(R)
@@ -427,8 +487,9 @@ def pick_inputs(net: DagNet, spec, tensor, batch, target=None, seed=11, limit=or
     chosen, k = [], 0
     while len(chosen) < batch:
         assert k < 50, "no well-conditioned inputs found"
-        for x in oracle.sample_inputs("zbox" if "zbox" in spec else spec, (4 * batch, *net.input_shape),
-                                      seed + 1000 * k):
+        for x in oracle.sample_inputs(
+            "zbox" if "zbox" in spec else spec, (4 * batch, *net.input_shape), seed + 1000 * k
+        ):
             if len(chosen) == batch:
                 break
             t = per_sample(target, len(chosen))

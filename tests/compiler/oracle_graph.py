@@ -126,8 +126,18 @@ def _max_back(x, R, axes, keepdims):
     return out
 
 
-def conv_transpose_layer(w, bias, in_shape, strides=None, pads=None, output_padding=None, dilations=None,
-                         group=1, output_shape=None, auto_pad="NOTSET"):
+def conv_transpose_layer(
+    w,
+    bias,
+    in_shape,
+    strides=None,
+    pads=None,
+    output_padding=None,
+    dilations=None,
+    group=1,
+    output_shape=None,
+    auto_pad="NOTSET",
+):
     """ConvTranspose weight w [C, M/group, *k] on a sample (C, *spatial) as W [n_out, n_in]: input (c, i)
     adds w[c, m_local, kk] to output (m, o), m = g·M/group + m_local for c in group g, and
     o = i·stride − pad_begin + kk·dilation. With output_shape or auto_pad SAME_* (output = in·stride):
@@ -146,8 +156,10 @@ def conv_transpose_layer(w, bias, in_shape, strides=None, pads=None, output_padd
             first = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
             pads[a], pads[nd + a] = (first, total - first) if total >= 0 else (0, 0)
             extra[a] += max(-total, 0)
-    out_spatial = [strides[a] * (spatial[a] - 1) + extra[a] + (kernel[a] - 1) * dilations[a] + 1
-                   - pads[a] - pads[nd + a] for a in range(nd)]
+    out_spatial = [
+        strides[a] * (spatial[a] - 1) + extra[a] + (kernel[a] - 1) * dilations[a] + 1 - pads[a] - pads[nd + a]
+        for a in range(nd)
+    ]
     out_shape = (M, *out_spatial)
     W = np.zeros((int(np.prod(out_shape)), int(np.prod(in_shape))))
     S = np.zeros_like(W)
@@ -175,8 +187,12 @@ def resize_matrix(n_in, n_out, scale, mode, coord, nearest_mode="round_prefer_fl
         else:  # half_pixel, pytorch_half_pixel (n_out > 1)
             xo = (o + 0.5) / scale - 0.5
         if mode == "nearest":
-            i = {"round_prefer_floor": math.ceil(xo - 0.5), "round_prefer_ceil": math.floor(xo + 0.5),
-                 "floor": math.floor(xo), "ceil": math.ceil(xo)}[nearest_mode]
+            i = {
+                "round_prefer_floor": math.ceil(xo - 0.5),
+                "round_prefer_ceil": math.floor(xo + 0.5),
+                "floor": math.floor(xo),
+                "ceil": math.ceil(xo),
+            }[nearest_mode]
             A[o, clamp(i)] = 1.0
         elif mode == "linear":
             xc = min(max(xo, 0.0), n_in - 1.0)
@@ -249,9 +265,13 @@ class GraphNet:
         shape = (C, out_ch // group, *kernel) if transpose else (out_ch, C // group, *kernel)
         w, b = self._weights(shape, C // group * int(np.prod(kernel)), bias, out_ch)
         common = (w, b, self.shapes[src], get("strides"), get("pads"))
-        L = (conv_transpose_layer(*common, get("output_padding"), get("dilations"), group, get("output_shape"),
-                                  get("auto_pad", "NOTSET")) if transpose
-             else oracle.conv_layer(*common, get("dilations"), group, get("auto_pad", "NOTSET")))
+        L = (
+            conv_transpose_layer(
+                *common, get("output_padding"), get("dilations"), group, get("output_shape"), get("auto_pad", "NOTSET")
+            )
+            if transpose
+            else oracle.conv_layer(*common, get("dilations"), group, get("auto_pad", "NOTSET"))
+        )
         op_type = "ConvTranspose" if transpose else "Conv"
         return self._linear(op_type, src, w, b, L, kernel_shape=list(kernel), group=group, **geo)
 
@@ -275,15 +295,19 @@ class GraphNet:
         """Add/Sub/Sum/Mul/Div of tensor names and constant arrays (full ONNX shape, batch axis 1 or absent)."""
         rank = len(self.shapes[next(s for s in operands if isinstance(s, str))])
         live = [i for i, s in enumerate(operands) if isinstance(s, str)]
-        consts = {i: np.asarray(s, np.float64)[0] if np.ndim(s) > rank else np.asarray(s, np.float64)
-                  for i, s in enumerate(operands) if not isinstance(s, str)}
+        consts = {
+            i: np.asarray(s, np.float64)[0] if np.ndim(s) > rank else np.asarray(s, np.float64)
+            for i, s in enumerate(operands)
+            if not isinstance(s, str)
+        }
         names = [s if isinstance(s, str) else self.const(np.asarray(s, np.float32)) for s in operands]
         signs = [-1.0 if op_type == "Sub" and i == 1 else 1.0 for i in range(len(operands))]
 
         def fwd(xs):
             v = [dict(zip(live, xs)).get(i, consts.get(i)) for i in range(len(operands))]
             return {"Mul": lambda: v[0] * v[1], "Div": lambda: v[0] / v[1]}.get(
-                op_type, lambda: sum(s * a for s, a in zip(signs, v)))()
+                op_type, lambda: sum(s * a for s, a in zip(signs, v))
+            )()
 
         def back(xs, y, R, eps):
             if len(xs) == 1:
@@ -292,14 +316,16 @@ class GraphNet:
             s = divide(R, sum(terms), eps)
             return [sum_to(t * s, x.shape) for t, x in zip(terms, xs)]
 
-        shape = np.broadcast_shapes(*[self.shapes[s] if isinstance(s, str) else consts[i].shape
-                                      for i, s in enumerate(operands)])
+        shape = np.broadcast_shapes(
+            *[self.shapes[s] if isinstance(s, str) else consts[i].shape for i, s in enumerate(operands)]
+        )
         src, out = operands[live[0]], self.node(op_type, names)
         one_constant = live == [0] and len(operands) == 2 and shape == self.shapes[src]
         if len(live) == 1 and src in self.raw_input:  # the input ∘ constants (a normalization): R passes
             self.raw_input.add(out)
-        elif one_constant and op_type in ("Mul", "Div") and (_channel_only(consts[1], len(shape))
-                                                             or consts[1].size == 1):
+        elif (
+            one_constant and op_type in ("Mul", "Div") and (_channel_only(consts[1], len(shape)) or consts[1].size == 1)
+        ):
             s = consts[1] if op_type == "Mul" else 1 / consts[1]  # may start a layer with the shift after it
             self.scales[out] = (src, np.broadcast_to(s, shape).reshape(-1).copy())
         elif one_constant and op_type in ("Add", "Sub") and _channel_only(consts[1], len(shape)):
@@ -351,14 +377,18 @@ class GraphNet:
         return self._route([src], out, np.broadcast_to(self._iota(src), np.broadcast_shapes(self.shapes[src], shape)))
 
     # resampling and reductions -------------------------------------------------------------------
-    def resize(self, src, mode, coord="half_pixel", scales=None, sizes=None, nearest_mode="round_prefer_floor",
-               cubic_a=-0.75):
+    def resize(
+        self, src, mode, coord="half_pixel", scales=None, sizes=None, nearest_mode="round_prefer_floor", cubic_a=-0.75
+    ):
         """Resize of the per-sample axes by `scales` (opset 17, all axes) or to `sizes` (opset 18, `axes`)."""
         shape = self.shapes[src]
         factors = [float(np.float32(s)) for s in scales] if scales else [n / i for n, i in zip(sizes, shape)]
         out_shape = [math.floor(i * f) for i, f in zip(shape, factors)] if scales else list(sizes)
-        mats = {a: resize_matrix(i, n, f, mode, coord, nearest_mode, cubic_a)
-                for a, (i, n, f) in enumerate(zip(shape, out_shape, factors)) if f != 1.0}
+        mats = {
+            a: resize_matrix(i, n, f, mode, coord, nearest_mode, cubic_a)
+            for a, (i, n, f) in enumerate(zip(shape, out_shape, factors))
+            if f != 1.0
+        }
         attrs = dict(mode=mode, coordinate_transformation_mode=coord, nearest_mode=nearest_mode, cubic_coeff_a=cubic_a)
         if scales:
             out = self.node("Resize", [src, "", self.const(np.array([1, *scales], np.float32))], **attrs)
@@ -400,9 +430,12 @@ class GraphNet:
         elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
         cast = lambda a: a.astype(dtype) if a.dtype == np.float32 else a
         graph = helper.make_graph(
-            self.nodes, "graph_net", [helper.make_tensor_value_info("x", elem, ["batch", *self.input_shape])],
+            self.nodes,
+            "graph_net",
+            [helper.make_tensor_value_info("x", elem, ["batch", *self.input_shape])],
             [helper.make_tensor_value_info(out, elem, ["batch", *self.shapes[out]])],
-            [numpy_helper.from_array(cast(a), n) for n, a in self.inits.items()])
+            [numpy_helper.from_array(cast(a), n) for n, a in self.inits.items()],
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
         model.ir_version = 8
         onnx.checker.check_model(model, full_check=True)
@@ -429,8 +462,12 @@ def _sensitivity(ops, out, x, spec, target, rel=1e-7, seed=0):
     """Relative change of R when weights and x get relative noise `rel` (see oracle.float32_sensitivity)."""
     rng = np.random.default_rng(seed)
     jitter = lambda a: a * (1.0 + rel * rng.standard_normal(np.shape(a)))
-    noisy = [replace(op, L=oracle.Linear(jitter(op.L.W), jitter(op.L.b), op.L.S, op.L.in_shape, op.L.out_shape))
-             if isinstance(op, LinearOp) else op for op in ops]
+    noisy = [
+        replace(op, L=oracle.Linear(jitter(op.L.W), jitter(op.L.b), op.L.S, op.L.in_shape, op.L.out_shape))
+        if isinstance(op, LinearOp)
+        else op
+        for op in ops
+    ]
     R = explain_sample(ops, out, x, spec, target)[1]
     R2 = explain_sample(noisy, out, jitter(np.asarray(x, np.float64)), spec, target)[1]
     den = np.linalg.norm(R)
@@ -444,8 +481,11 @@ def pick_inputs(net: GraphNet, out, spec, batch, seed=11, target=None):
         assert k < 50, "no well-conditioned inputs found"
         for c in oracle.sample_inputs(spec, (4 * batch, *net.input_shape), seed + 1000 * k):
             y = explain_sample(net.ops, out, c, spec, target)[0]
-            if (len(chosen) < batch and oracle.well_conditioned(y, target)[0]
-                    and _sensitivity(net.ops, out, c, spec, target) <= oracle.SENSITIVITY_LIMIT):
+            if (
+                len(chosen) < batch
+                and oracle.well_conditioned(y, target)[0]
+                and _sensitivity(net.ops, out, c, spec, target) <= oracle.SENSITIVITY_LIMIT
+            ):
                 chosen.append(c)
         k += 1
     return np.stack(chosen)
@@ -459,8 +499,10 @@ def check(net: GraphNet, out, X, spec, compiled=None, target=None, tol=1e-5, dty
     compiled = compiled or lrpc.compile(net.model(out, dtype), rule=spec, target=target)
     sess = oracle.session(compiled)
     got = oracle.run(sess, X, target, dtype)
-    pairs = [explain_sample(net.ops, out, x, spec, target if target is None or np.isscalar(target) else target[n])
-             for n, x in enumerate(np.asarray(X, np.float64))]
+    pairs = [
+        explain_sample(net.ops, out, x, spec, target if target is None or np.isscalar(target) else target[n])
+        for n, x in enumerate(np.asarray(X, np.float64))
+    ]
     y, R = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
     oracle.assert_rel_close(got[out], y, min(tol, 1e-5), what="model output (the oracle's forward pass)")
     assert np.all(oracle.well_conditioned(y, target)), "ill-conditioned explained output: use pick_inputs"
@@ -494,8 +536,9 @@ class Cases:
         return pick_inputs(*self.net(name, bias), rule, batch, seed, target)
 
     def check(self, name, rule, batch=3, bias=True, tol=1e-5):
-        return check(*self.net(name, bias), self.inputs(name, rule, batch, bias), rule, self.compiled(name, rule, bias),
-                     tol=tol)
+        return check(
+            *self.net(name, bias), self.inputs(name, rule, batch, bias), rule, self.compiled(name, rule, bias), tol=tol
+        )
 
     def check_batch(self, name, rule, batch=4):
         """One run on `batch` samples equals `batch` runs on one sample each."""
@@ -503,4 +546,4 @@ class Cases:
         X = self.inputs(name, rule, batch)
         together = oracle.run(sess, X)["relevance"]
         for n in range(batch):
-            oracle.assert_rel_close(together[n:n + 1], oracle.run(sess, X[n:n + 1])["relevance"], 1e-6)
+            oracle.assert_rel_close(together[n : n + 1], oracle.run(sess, X[n : n + 1])["relevance"], 1e-6)

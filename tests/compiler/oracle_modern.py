@@ -26,7 +26,7 @@ ACTIVATIONS = {  # name → float64 forward
     "silu": lambda x: x * SIGMOID(x),
     "quickgelu": lambda x: x * SIGMOID(1.702 * x),
     "gelu": lambda x: 0.5 * x * (1.0 + ERF(x / math.sqrt(2.0))),
-    "gelu_tanh": lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))),
+    "gelu_tanh": lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3))),
     "mish": lambda x: x * np.tanh(np.logaddexp(x, 0.0)),
     "hardswish": lambda x: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
 }
@@ -51,8 +51,12 @@ def _pattern(g, name, x):
         return n("Mul", [x, n("Tanh", [n("Softplus", [x])])])
     if name == "hardswish":  # x·relu6(x + 3)/6, as Keras writes it
         return n("Div", [n("Mul", [x, n("Clip", [n("Add", [x, c(3.0)]), c(0.0), c(6.0)])]), c(6.0)])
-    op = {"gelu_op": ("Gelu", {}), "gelu_tanh_op": ("Gelu", {"approximate": "tanh"}), "mish_op": ("Mish", {}),
-          "hardswish_op": ("HardSwish", {})}[name]
+    op = {
+        "gelu_op": ("Gelu", {}),
+        "gelu_tanh_op": ("Gelu", {"approximate": "tanh"}),
+        "mish_op": ("Mish", {}),
+        "hardswish_op": ("HardSwish", {}),
+    }[name]
     return n(op[0], [x], **op[1])
 
 
@@ -62,8 +66,7 @@ def activation(g, name, x):
 
 
 def sigmoid(g, x):
-    return g._add(FnOp([x], g.node("Sigmoid", [x]), lambda xs: SIGMOID(xs[0]), lambda xs, y, R, eps: [R]),
-                  g.shapes[x])
+    return g._add(FnOp([x], g.node("Sigmoid", [x]), lambda xs: SIGMOID(xs[0]), lambda xs, y, R, eps: [R]), g.shapes[x])
 
 
 def gate(g, x, rule, hidden=2, upsampled=False):
@@ -128,8 +131,10 @@ def norm(g, x, kind, eps=1e-5, groups=2, decomposed=False):
         axis = [len(shape)]
         d = g.node("Sub", [x, g.node("ReduceMean", [x], axes=axis)])
         var = g.node("ReduceMean", [g.node("Pow", [d, c(2.0)])], axes=axis)
-        out = g.node("Add", [g.node("Mul", [g.node("Div", [d, g.node("Sqrt", [g.node("Add", [var, c(eps)])])]),
-                                            c(gamma)]), c(beta)])
+        out = g.node(
+            "Add",
+            [g.node("Mul", [g.node("Div", [d, g.node("Sqrt", [g.node("Add", [var, c(eps)])])]), c(gamma)]), c(beta)],
+        )
     elif kind == "layer":
         out = g.node("LayerNormalization", [x, c(gamma), c(beta)], axis=-1, epsilon=eps)
     elif kind == "instance":
@@ -149,5 +154,3 @@ def rms_norm(g, x, eps=1e-6):
     out = g.node("Mul", [c(gamma), g.node("Mul", [x, r])])
     fwd = lambda xs: xs[0] / np.sqrt(np.mean(xs[0] ** 2, axis=-1, keepdims=True) + eps) * gamma.astype(np.float64)
     return g._add(FnOp([x], out, fwd, lambda xs, y, R, eps_rule: [R]), shape)
-
-

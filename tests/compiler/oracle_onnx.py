@@ -63,8 +63,9 @@ def _avgpool(shape, kernel, strides, pads, include_pad, out_spatial, dilations):
     weight = np.full([C, 1, *kernel], 1.0 / K)
     conv_pads = list(pads)
     for a in range(nd):  # extend the end pads so that a floor-mode conv reaches out_spatial
-        need = ((out_spatial[a] - 1) * strides[a] + (kernel[a] - 1) * dilations[a] + 1
-                - spatial[a] - pads[a] - pads[nd + a])
+        need = (
+            (out_spatial[a] - 1) * strides[a] + (kernel[a] - 1) * dilations[a] + 1 - spatial[a] - pads[a] - pads[nd + a]
+        )
         conv_pads[nd + a] += max(need, 0)
     L = oracle.conv_layer(weight, None, shape, strides, conv_pads, dilations, group=C)
     divisor = np.zeros(L.out_shape)
@@ -100,11 +101,24 @@ def oracle_layers(model: onnx.ModelProto, sample_shape) -> list:
             continue
         new = None
         if op == "Conv":
-            new = oracle.conv_layer(const[1], const[2] if len(const) > 2 else None, shape, a.get("strides"),
-                                    a.get("pads"), a.get("dilations"), a.get("group", 1), a.get("auto_pad", "NOTSET"))
+            new = oracle.conv_layer(
+                const[1],
+                const[2] if len(const) > 2 else None,
+                shape,
+                a.get("strides"),
+                a.get("pads"),
+                a.get("dilations"),
+                a.get("group", 1),
+                a.get("auto_pad", "NOTSET"),
+            )
         elif op == "Gemm":
-            new = oracle.gemm_layer(const[1], const[2] if len(const) > 2 else None, a.get("alpha", 1.0),
-                                    a.get("beta", 1.0), a.get("transB", 0))
+            new = oracle.gemm_layer(
+                const[1],
+                const[2] if len(const) > 2 else None,
+                a.get("alpha", 1.0),
+                a.get("beta", 1.0),
+                a.get("transB", 0),
+            )
         elif op == "MatMul":
             new = oracle.matmul_layer(const[1], None, shape[:-1])
         elif op in ("Add", "Sub", "Mul", "Div") and any(c is not None for c in const):
@@ -128,16 +142,24 @@ def oracle_layers(model: onnx.ModelProto, sample_shape) -> list:
         elif op == "AveragePool":
             out = _out_spatial(node, model)
             pads = a.get("pads", [0] * 2 * len(a["kernel_shape"]))
-            L, m = _avgpool(shape, a["kernel_shape"], a.get("strides", [1] * len(pads)), pads,
-                            a.get("count_include_pad", 0), out, a.get("dilations", [1] * len(out)))
+            L, m = _avgpool(
+                shape,
+                a["kernel_shape"],
+                a.get("strides", [1] * len(pads)),
+                pads,
+                a.get("count_include_pad", 0),
+                out,
+                a.get("dilations", [1] * len(out)),
+            )
             layers += _flush(pending, L)
             pending = None
             layers.append(m)
             shape = L.out_shape
             continue
         elif op == "GlobalAveragePool" or (op == "ReduceMean" and _spatial_mean(node, a, const, shape)):
-            new = oracle.conv_layer(np.full([shape[0], 1, *shape[1:]], 1.0 / np.prod(shape[1:])), None, shape,
-                                    group=shape[0])
+            new = oracle.conv_layer(
+                np.full([shape[0], 1, *shape[1:]], 1.0 / np.prod(shape[1:])), None, shape, group=shape[0]
+            )
             if not a.get("keepdims", 1):
                 layers += _flush(pending, new) + [Identity()]
                 pending, shape = None, (shape[0],)
@@ -196,8 +218,9 @@ def _flush(pending, next_linear=None) -> list:
 
 
 def _inferred(model):
-    return {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info} | \
-        {v.name: v for v in model.graph.output}
+    return {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info} | {
+        v.name: v for v in model.graph.output
+    }
 
 
 def _out_shape(node, model):

@@ -39,8 +39,19 @@ import resnet  # noqa: E402
 import unet  # noqa: E402
 
 ZBOX = f"zbox:low={oracle.ZBOX_LOW:g},high={oracle.ZBOX_HIGH:g}"
-RULES = ["epsilon", "zero", "alpha2beta1", "zplus", "gamma", "flat", "w2", ZBOX,
-         "epsilon;first=flat", "zplus;first=w2", f"gamma;first={ZBOX}"]  # ;first=R: lrpc's rule_map ["first=R"]
+RULES = [
+    "epsilon",
+    "zero",
+    "alpha2beta1",
+    "zplus",
+    "gamma",
+    "flat",
+    "w2",
+    ZBOX,
+    "epsilon;first=flat",
+    "zplus;first=w2",
+    f"gamma;first={ZBOX}",
+]  # ;first=R: lrpc's rule_map ["first=R"]
 # Some explanations are ill-conditioned in float32 on every input, so pick_inputs finds none whose
 # sensitivity (oracle_dag_onnx.sensitivity) is ≤ 1e-6, a tenth of the 1e-5 tolerance:
 # - flat, w2 and zbox on every layer of a residual net: with flat/w2, relevance reaches ReLU units that
@@ -134,15 +145,21 @@ def compare(name, spec, batch=2, **how):
         units = net.shapes[tensor]
         mask = np.zeros((batch, *units))
         for n, (r, c) in enumerate(np.random.default_rng(5).integers(0, units[-1] // 2, (batch, 2))):
-            mask[n, ..., r:r + units[-2] // 2, c:c + units[-1] // 2] = 1.0
+            mask[n, ..., r : r + units[-2] // 2, c : c + units[-1] // 2] = 1.0
         oracle_target = mask
     elif isinstance(target, str) and target[0].isdigit():
         oracle_target = tuple(int(i) for i in target.split(",")) if "," in target else int(target)
     ill = ill_conditioned(model, spec)
     X = pick_inputs(net, spec, tensor, batch, oracle_target, limit=1e-4 if ill else oracle.SENSITIVITY_LIMIT)
     default, _, first = spec.partition(";first=")
-    compiled = lrpc.compile(model, rule=default, rule_map=[f"first={first}"] if first else (), target=target,
-                            output_name=output, explain=explain_arg)
+    compiled = lrpc.compile(
+        model,
+        rule=default,
+        rule_map=[f"first={first}"] if first else (),
+        target=target,
+        output_name=output,
+        explain=explain_arg,
+    )
     feeds = {net.input_name: X} | ({} if mask is None else {"mask": mask.astype(np.float32)})
     got = run(compiled, feeds)
     values = [forward(net, x) for x in X.astype(np.float64)]
@@ -152,8 +169,10 @@ def compare(name, spec, batch=2, **how):
     assert got["relevance"].shape == X.shape and np.abs(R).sum() > 0
     tol = 1e-5
     if ill:
-        tol = np.maximum(1e-5, 10 * np.array([sensitivity(net, x, spec, tensor, per_sample(oracle_target, n))
-                                              for n, x in enumerate(X)]))
+        tol = np.maximum(
+            1e-5,
+            10 * np.array([sensitivity(net, x, spec, tensor, per_sample(oracle_target, n)) for n, x in enumerate(X)]),
+        )
     err = oracle.rel_err_per_sample(got["relevance"], R)
     assert np.all(err <= tol), f"relevance: relative L2 error per sample {err} exceeds {tol}"
     return got, R
@@ -163,12 +182,16 @@ def compare(name, spec, batch=2, **how):
 # ResNets and the U-Net against the oracle; conservation; forward against torch
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("name", ["tiny_resnet_16", "tiny_bottleneck", "small_unet_8"])
 def test_matches_the_oracle(name, rule):
     ops = {n.op_type for n in exported(name)[1].graph.node}
-    assert ops >= ({"BatchNormalization", "Add", "GlobalAveragePool"} if "resnet" in name or "bottle" in name
-                   else {"ConvTranspose", "Resize", "Concat", "MaxPool"})
+    assert ops >= (
+        {"BatchNormalization", "Add", "GlobalAveragePool"}
+        if "resnet" in name or "bottle" in name
+        else {"ConvTranspose", "Resize", "Concat", "MaxPool"}
+    )
     compare(name, rule)
 
 
@@ -248,8 +271,12 @@ def test_autoencoder_matches_the_oracle(case, rule):
         assert not np.allclose(got["relevance"], whole["relevance"])
 
 
-CLI_CASES = {"class": ["--output", "class_logits"], "reconstruction": ["--output", "reconstruction", "--target", "all"],
-             "region": ["--output", "reconstruction", "--target", "mask"], "latent": ["--explain", "latent:3"]}
+CLI_CASES = {
+    "class": ["--output", "class_logits"],
+    "reconstruction": ["--output", "reconstruction", "--target", "all"],
+    "region": ["--output", "reconstruction", "--target", "mask"],
+    "latent": ["--explain", "latent:3"],
+}
 
 
 def test_autoencoder_from_the_cli(tmp_path):
@@ -260,12 +287,16 @@ def test_autoencoder_from_the_cli(tmp_path):
     mask = (np.random.default_rng(6).uniform(size=(3, 1, 16, 16)) > 0.5).astype(np.float32)
     for case, args in CLI_CASES.items():
         out = tmp_path / f"{case}.onnx"
-        done = subprocess.run([sys.executable, "-m", "lrpc.cli", "compile", str(path), "-o", str(out), *args],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "lrpc.cli", "compile", str(path), "-o", str(out), *args],
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, done.stderr
         options = dict(zip([a.lstrip("-").replace("-", "_") for a in args[::2]], args[1::2]))
-        api = lrpc.compile(path, output_name=options.get("output"), target=options.get("target"),
-                           explain=options.get("explain"))
+        api = lrpc.compile(
+            path, output_name=options.get("output"), target=options.get("target"), explain=options.get("explain")
+        )
         feeds = {"input": X} | ({"mask": mask} if case == "region" else {})
         from_file, from_api = run(onnx.load(out), feeds), run(api, feeds)
         meta = {p.key: p.value for p in onnx.load(out).metadata_props}

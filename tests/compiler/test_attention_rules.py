@@ -42,7 +42,7 @@ def test_cplrp_conserves_without_biases():
     block = Block(kv_heads=1)
     block.bo[:] = block.bc[:] = 0
     x = np.random.default_rng(2).standard_normal((3, 6, 8))
-    (logits, rel), = _explain(block, "CPLRP:eps=1e-12", [x])
+    ((logits, rel),) = _explain(block, "CPLRP:eps=1e-12", [x])
     np.testing.assert_allclose(rel.sum((1, 2)), logits.max(1), rtol=1e-4)
 
 
@@ -56,7 +56,7 @@ def test_forward_is_unchanged():
     block = Block(kv_heads=1)
     x = np.random.default_rng(4).standard_normal((2, 7, 8)).astype(np.float32)
     plain = ort.InferenceSession(block.onnx_model().SerializeToString()).run(None, {"x": x})[0]
-    (logits, _), = _explain(block, "AttnLRP", [x])
+    ((logits, _),) = _explain(block, "AttnLRP", [x])
     np.testing.assert_array_equal(logits, plain)
 
 
@@ -85,7 +85,7 @@ def test_gradient_through_attention_matches_finite_differences():
     """--method gradient through q·kᵀ, the softmax, the mask and A·v (multi-query: broadcast k and v)."""
     block = Block(kv_heads=1)
     x = np.random.default_rng(5).standard_normal((1, 5, 8))
-    (logits, grad), = _explain(block, None, [x], method="gradient", target=1)
+    ((logits, grad),) = _explain(block, None, [x], method="gradient", target=1)
     f = lambda z: block.forward(z)["logits"][1]
     h, numeric = 1e-6, np.zeros_like(x[0])
     for i in np.ndindex(x[0].shape):
@@ -101,13 +101,22 @@ def test_cplrp_holds_a_gated_units_activated_factor():
     rng = np.random.default_rng(7)
     wg, wu, wd = (rng.standard_normal(s).astype(np.float32) for s in ((4, 6), (4, 6), (6, 3)))
     from onnx import TensorProto, helper, numpy_helper
-    nodes = [helper.make_node("MatMul", ["x", "wg"], ["g"]), helper.make_node("Sigmoid", ["g"], ["sg"]),
-             helper.make_node("Mul", ["g", "sg"], ["silu"]), helper.make_node("MatMul", ["x", "wu"], ["u"]),
-             helper.make_node("Mul", ["silu", "u"], ["gated"], name="gated"),
-             helper.make_node("MatMul", ["gated", "wd"], ["y"])]
-    graph = helper.make_graph(nodes, "swiglu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
-                              [numpy_helper.from_array(w, n) for w, n in ((wg, "wg"), (wu, "wu"), (wd, "wd"))])
+
+    nodes = [
+        helper.make_node("MatMul", ["x", "wg"], ["g"]),
+        helper.make_node("Sigmoid", ["g"], ["sg"]),
+        helper.make_node("Mul", ["g", "sg"], ["silu"]),
+        helper.make_node("MatMul", ["x", "wu"], ["u"]),
+        helper.make_node("Mul", ["silu", "u"], ["gated"], name="gated"),
+        helper.make_node("MatMul", ["gated", "wd"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "swiglu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        [numpy_helper.from_array(w, n) for w, n in ((wg, "wg"), (wu, "wu"), (wd, "wd"))],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     explained = lrpc.compile(model, composite="CPLRP:eps=1e-12")
     x = rng.standard_normal((5, 4)).astype(np.float32)

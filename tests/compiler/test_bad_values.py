@@ -37,23 +37,34 @@ def model(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("option, value", [
-    ("--rule", "epsilon:eps=nan"), ("--rule", "epsilon:eps=inf"), ("--rule", "alphabeta:alpha=nan,beta=1"),
-    ("--rule", "gamma:gamma=-inf"), ("--composite", "EpsilonGammaBox:low=nan,high=3"),
-    ("--rule-map", "conv=epsilon:eps=nan"), ("--method", "integratedgradients:steps=4,baseline=nan"),
-    ("--method", "smoothgrad:samples=4,noise=inf"),
-])
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--rule", "epsilon:eps=nan"),
+        ("--rule", "epsilon:eps=inf"),
+        ("--rule", "alphabeta:alpha=nan,beta=1"),
+        ("--rule", "gamma:gamma=-inf"),
+        ("--composite", "EpsilonGammaBox:low=nan,high=3"),
+        ("--rule-map", "conv=epsilon:eps=nan"),
+        ("--method", "integratedgradients:steps=4,baseline=nan"),
+        ("--method", "smoothgrad:samples=4,noise=inf"),
+    ],
+)
 def test_a_parameter_that_is_not_finite_is_refused(capsys, tmp_path, model, option, value):
     status, err = run_cli(capsys, "compile", model, option, value, "-o", tmp_path / "out.onnx")
     assert status == 2 and "must be a finite number" in err, err
     assert not (tmp_path / "out.onnx").exists()
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("--rule", "", "--rule is empty"), ("--composite", " ", "--composite is empty"),
-    ("--method", "integratedgradients:steps=1e9", "steps must be ≤ 4096"),
-    ("--method", "smoothgrad:samples=100000", "samples must be ≤ 4096"),
-])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--rule", "", "--rule is empty"),
+        ("--composite", " ", "--composite is empty"),
+        ("--method", "integratedgradients:steps=1e9", "steps must be ≤ 4096"),
+        ("--method", "smoothgrad:samples=100000", "samples must be ≤ 4096"),
+    ],
+)
 def test_an_empty_or_runaway_option_is_an_error_not_a_crash(capsys, tmp_path, model, option, value, message):
     status, err = run_cli(capsys, "compile", model, option, value, "-o", tmp_path / "out.onnx")
     assert status == 2 and message in err, err
@@ -69,10 +80,17 @@ def huge_weight_without_data():
 
 def constant_of_huge_shape():
     value = numpy_helper.from_array(np.array([1.0], np.float32))
-    nodes = [helper.make_node("ConstantOfShape", ["s"], ["big"], name="big", value=value),
-             helper.make_node("Add", ["x", "big"], ["y"], name="add")]
-    graph = helper.make_graph(nodes, "g", [tensor("x", ["n", 10**6])], [tensor("y", ["n", 10**6])],
-                              [numpy_helper.from_array(np.array([10**6, 10**6], np.int64), "s")])
+    nodes = [
+        helper.make_node("ConstantOfShape", ["s"], ["big"], name="big", value=value),
+        helper.make_node("Add", ["x", "big"], ["y"], name="add"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [tensor("x", ["n", 10**6])],
+        [tensor("y", ["n", 10**6])],
+        [numpy_helper.from_array(np.array([10**6, 10**6], np.int64), "s")],
+    )
     return _opset17(graph)
 
 
@@ -80,15 +98,28 @@ def if_node():
     then = helper.make_graph([helper.make_node("Identity", ["x"], ["t"])], "then", [], [tensor("t", ["n", 4])])
     other = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [], [tensor("e", ["n", 4])])
     node = helper.make_node("If", ["c"], ["y"], name="branch", then_branch=then, else_branch=other)
-    return _opset17(helper.make_graph([node], "g", [tensor("x", ["n", 4])], [tensor("y", ["n", 4])],
-                                      [numpy_helper.from_array(np.array(True), "c")]))
+    return _opset17(
+        helper.make_graph(
+            [node],
+            "g",
+            [tensor("x", ["n", 4])],
+            [tensor("y", ["n", 4])],
+            [numpy_helper.from_array(np.array(True), "c")],
+        )
+    )
 
 
 def gather_out_of_range():
-    nodes = [helper.make_node("Gather", ["x", "idx"], ["g"], name="pick", axis=1),
-             helper.make_node("MatMul", ["g", "w"], ["y"], name="fc")]
-    return make_model(nodes, [tensor("x", ["n", 4])], [tensor("y", ["n", 3])],
-                      {"idx": np.array([0, 9], np.int64), "w": np.ones((2, 3), np.float32)})
+    nodes = [
+        helper.make_node("Gather", ["x", "idx"], ["g"], name="pick", axis=1),
+        helper.make_node("MatMul", ["g", "w"], ["y"], name="fc"),
+    ]
+    return make_model(
+        nodes,
+        [tensor("x", ["n", 4])],
+        [tensor("y", ["n", 3])],
+        {"idx": np.array([0, 9], np.int64), "w": np.ones((2, 3), np.float32)},
+    )
 
 
 def _opset17(graph):
@@ -97,12 +128,15 @@ def _opset17(graph):
     return m
 
 
-@pytest.mark.parametrize("make, message", [
-    (huge_weight_without_data, "initializer 'w1' holds 0 values, but its dims [1000000, 1000000, 3, 3] take"),
-    (constant_of_huge_shape, "'big' (ConstantOfShape) computes a constant of 1e+12 elements"),
-    (if_node, "'branch' (If): control flow (If, Loop, Scan) has no relevance rule"),
-    (gather_out_of_range, "'pick' (Gather): index 9 on axis 1 of size 4"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (huge_weight_without_data, "initializer 'w1' holds 0 values, but its dims [1000000, 1000000, 3, 3] take"),
+        (constant_of_huge_shape, "'big' (ConstantOfShape) computes a constant of 1e+12 elements"),
+        (if_node, "'branch' (If): control flow (If, Loop, Scan) has no relevance rule"),
+        (gather_out_of_range, "'pick' (Gather): index 9 on axis 1 of size 4"),
+    ],
+)
 def test_a_model_that_cannot_run_is_refused_before_allocating(capsys, tmp_path, make, message):
     onnx.save(make(), tmp_path / "m.onnx")
     status, err = run_cli(capsys, "compile", tmp_path / "m.onnx", "-o", tmp_path / "out.onnx")
@@ -140,8 +174,9 @@ def test_tensors_named_like_lrpcs_own_change_nothing():
     inner = ["c1", "r1", "p1", "c2", "r2"]
     clashing = lrpc.compile(renamed(small_cnn(), dict(zip(inner, ours))), rule="epsilon")
     assert clashing.graph.output[1].name == "relevance"
-    np.testing.assert_array_equal(relevance_of(clashing, {"x": X})["relevance"],
-                                  relevance_of(reference, {"x": X})["relevance"])
+    np.testing.assert_array_equal(
+        relevance_of(clashing, {"x": X})["relevance"], relevance_of(reference, {"x": X})["relevance"]
+    )
 
 
 def test_an_inner_tensor_named_relevance_is_renamed_and_an_output_refused():
@@ -158,8 +193,11 @@ def test_an_inner_tensor_named_relevance_is_renamed_and_an_output_refused():
 def two_inputs(first: str, second: str):
     """y = W·a + W·b for inputs named `first` and `second`, no bias: LRP-0 conserves over both."""
     w = np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32)
-    nodes = [helper.make_node("Gemm", [first, "w"], ["a"]), helper.make_node("Gemm", [second, "w"], ["b"]),
-             helper.make_node("Add", ["a", "b"], ["y"])]
+    nodes = [
+        helper.make_node("Gemm", [first, "w"], ["a"]),
+        helper.make_node("Gemm", [second, "w"], ["b"]),
+        helper.make_node("Add", ["a", "b"], ["y"]),
+    ]
     return make_model(nodes, [tensor(first, ["n", 4]), tensor(second, ["n", 4])], [tensor("y", ["n", 3])], {"w": w})
 
 
@@ -231,10 +269,13 @@ def _npy_header(path, shape, held: int) -> None:
         f.truncate(f.tell() + held)
 
 
-@pytest.mark.parametrize("shape, held, message", [
-    ((10**9, 2, 8, 8), 100, "its header claims float32 of shape [1000000000, 2, 8, 8]"),
-    ((2**24, 2, 8, 8), 2**24 * 2 * 8 * 8 * 4, "8.0 GiB, more than the 2.0 GiB verify reads at once"),
-])
+@pytest.mark.parametrize(
+    "shape, held, message",
+    [
+        ((10**9, 2, 8, 8), 100, "its header claims float32 of shape [1000000000, 2, 8, 8]"),
+        ((2**24, 2, 8, 8), 2**24 * 2 * 8 * 8 * 4, "8.0 GiB, more than the 2.0 GiB verify reads at once"),
+    ],
+)
 def test_verify_inputs_are_sized_from_their_header_before_reading(capsys, tmp_path, model, shape, held, message):
     explained = tmp_path / "explained.onnx"
     lrpc.compile(str(model), output=explained)

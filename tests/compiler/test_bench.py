@@ -31,8 +31,24 @@ def test_bench_runs_both_graphs_at_each_batch(tmp_path):
 def test_bench_cli_prints_a_table_and_json(tmp_path, capsys):
     path, out = tmp_path / "m.onnx", tmp_path / "bench.json"
     onnx.save(small_cnn(), path)
-    assert main(["bench", str(path), "--rule", "epsilon", "--batch", "2", "--repeats", "2", "--no-memory",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                str(path),
+                "--rule",
+                "epsilon",
+                "--batch",
+                "2",
+                "--repeats",
+                "2",
+                "--no-memory",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "rule epsilon; 1 thread(s)" in text and "ratio" in text
     data = json.loads(out.read_text())

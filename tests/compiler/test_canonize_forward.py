@@ -47,8 +47,10 @@ def one_node_model(op, x_shape, inits=None, extra_inputs=(), opset=17, **attrs):
 def with_output(nodes, x_shape, init, opset=17):
     """A model x → nodes → y, y's shape from onnx shape inference (the batch dim stays symbolic)."""
     initializers = [onnx.numpy_helper.from_array(a, n) for n, a in init.items()]
-    probe = helper.make_model(helper.make_graph(nodes, "probe", [tensor("x", x_shape)], [tensor("y", None)],
-                                                initializers), opset_imports=[helper.make_opsetid("", opset)])
+    probe = helper.make_model(
+        helper.make_graph(nodes, "probe", [tensor("x", x_shape)], [tensor("y", None)], initializers),
+        opset_imports=[helper.make_opsetid("", opset)],
+    )
     inferred = onnx.shape_inference.infer_shapes(probe, strict_mode=True).graph.output[0]
     y = [d.dim_value or d.dim_param for d in inferred.type.tensor_type.shape.dim]
     return make_model(nodes, [tensor("x", x_shape)], [tensor("y", y)], init, opset)
@@ -98,6 +100,7 @@ def test_average_pool_with_dilations_opset19():
 
 def test_padded_average_pool_with_dynamic_size_is_refused():
     from lrpc.errors import LrpcError
+
     model = one_node_model("AveragePool", ["N", 2, "H", "W"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     with pytest.raises(LrpcError, match="static spatial dims"):
         prepared(model)
@@ -113,9 +116,9 @@ REDUCE_MEANS = [  # (input shape, axes, keepdims)
     ([4, 5, 6], [2, 3], 1),
     ([4, 5, 6], [2, 3], 0),
     ([4, 5, 6], [-1, -2], 0),
-    ([5, 6, 4], [1, 2], 0),   # channels-last, what tf2onnx writes for GlobalAveragePooling2D
+    ([5, 6, 4], [1, 2], 0),  # channels-last, what tf2onnx writes for GlobalAveragePooling2D
     ([5, 6, 4], [1, 2], 1),
-    ([4, 5, 6], [3], 0),      # one spatial axis: a [1, 6] window
+    ([4, 5, 6], [3], 0),  # one spatial axis: a [1, 6] window
     ([4, 7], [2], 1),
 ]
 
@@ -143,16 +146,24 @@ def test_reduce_mean_over_channels_and_space_is_left_alone():
 # BatchNormalization
 # ---------------------------------------------------------------------------------------------
 
+
 def bn_params(rng, c, prefix="bn"):
-    return {f"{prefix}.gamma": rng.uniform(0.5, 1.5, c).astype(np.float32),
-            f"{prefix}.beta": rng.uniform(-0.5, 0.5, c).astype(np.float32),
-            f"{prefix}.mean": rng.uniform(-0.5, 0.5, c).astype(np.float32),
-            f"{prefix}.var": rng.uniform(0.5, 2.0, c).astype(np.float32)}
+    return {
+        f"{prefix}.gamma": rng.uniform(0.5, 1.5, c).astype(np.float32),
+        f"{prefix}.beta": rng.uniform(-0.5, 0.5, c).astype(np.float32),
+        f"{prefix}.mean": rng.uniform(-0.5, 0.5, c).astype(np.float32),
+        f"{prefix}.var": rng.uniform(0.5, 2.0, c).astype(np.float32),
+    }
 
 
 def bn_node(x, y, prefix="bn"):
-    return helper.make_node("BatchNormalization", [x] + [f"{prefix}.{p}" for p in ("gamma", "beta", "mean", "var")],
-                            [y], name=prefix, epsilon=1e-3)
+    return helper.make_node(
+        "BatchNormalization",
+        [x] + [f"{prefix}.{p}" for p in ("gamma", "beta", "mean", "var")],
+        [y],
+        name=prefix,
+        epsilon=1e-3,
+    )
 
 
 def layer(kind, rng, x, y, c_in, c_out, **attrs):
@@ -160,27 +171,39 @@ def layer(kind, rng, x, y, c_in, c_out, **attrs):
     w = lambda *s: rng.standard_normal(s).astype(np.float32)
     if kind == "conv":
         g = attrs.get("group", 1)
-        return helper.make_node("Conv", [x, f"{y}.w", f"{y}.b"], [y], name=y, **attrs), \
-            {f"{y}.w": w(c_out, c_in // g, 3, 3), f"{y}.b": w(c_out)}
+        return helper.make_node("Conv", [x, f"{y}.w", f"{y}.b"], [y], name=y, **attrs), {
+            f"{y}.w": w(c_out, c_in // g, 3, 3),
+            f"{y}.b": w(c_out),
+        }
     if kind == "conv_nobias":
         return helper.make_node("Conv", [x, f"{y}.w"], [y], name=y, **attrs), {f"{y}.w": w(c_out, c_in, 3, 3)}
     if kind == "convtranspose":
         g = attrs.get("group", 1)
-        return helper.make_node("ConvTranspose", [x, f"{y}.w", f"{y}.b"], [y], name=y, **attrs), \
-            {f"{y}.w": w(c_in, c_out // g, 3, 3), f"{y}.b": w(c_out)}
+        return helper.make_node("ConvTranspose", [x, f"{y}.w", f"{y}.b"], [y], name=y, **attrs), {
+            f"{y}.w": w(c_in, c_out // g, 3, 3),
+            f"{y}.b": w(c_out),
+        }
     if kind == "gemm":
         tb = attrs.get("transB", 0)
-        return helper.make_node("Gemm", [x, f"{y}.w", f"{y}.b"], [y], name=y, **attrs), \
-            {f"{y}.w": w(c_out, c_in) if tb else w(c_in, c_out), f"{y}.b": w(1, c_out)}
+        return helper.make_node("Gemm", [x, f"{y}.w", f"{y}.b"], [y], name=y, **attrs), {
+            f"{y}.w": w(c_out, c_in) if tb else w(c_in, c_out),
+            f"{y}.b": w(1, c_out),
+        }
     if kind == "matmul":
         return helper.make_node("MatMul", [x, f"{y}.w"], [y], name=y), {f"{y}.w": w(c_in, c_out)}
     raise ValueError(kind)
 
 
 SPATIAL = {"conv", "conv_nobias", "convtranspose"}
-BN_AFTER = [("conv", {}), ("conv", dict(group=2, pads=[1, 1, 1, 1])), ("conv_nobias", dict(strides=[2, 2])),
-            ("convtranspose", dict(group=2, strides=[2, 2])), ("gemm", {}),
-            ("gemm", dict(transB=1, alpha=0.5, beta=2.0)), ("matmul", {})]
+BN_AFTER = [
+    ("conv", {}),
+    ("conv", dict(group=2, pads=[1, 1, 1, 1])),
+    ("conv_nobias", dict(strides=[2, 2])),
+    ("convtranspose", dict(group=2, strides=[2, 2])),
+    ("gemm", {}),
+    ("gemm", dict(transB=1, alpha=0.5, beta=2.0)),
+    ("matmul", {}),
+]
 
 
 @pytest.mark.parametrize("kind,attrs", BN_AFTER)
@@ -196,8 +219,13 @@ def test_batchnorm_after_a_layer_folds_into_it(kind, attrs):
     assert any("into the preceding" in line for line in lines), lines
 
 
-BN_BEFORE = [("conv", {}), ("conv", dict(group=2, strides=[2, 2])), ("gemm", {}),
-             ("gemm", dict(transB=1, alpha=0.5, beta=2.0)), ("matmul", {})]
+BN_BEFORE = [
+    ("conv", {}),
+    ("conv", dict(group=2, strides=[2, 2])),
+    ("gemm", {}),
+    ("gemm", dict(transB=1, alpha=0.5, beta=2.0)),
+    ("matmul", {}),
+]
 
 
 @pytest.mark.parametrize("kind,attrs", BN_BEFORE)
@@ -222,8 +250,11 @@ def test_batchnorm_without_a_foldable_neighbour_becomes_a_depthwise_conv(case):
         init.update(more)
         nodes = [bn_node("x", "bnout"), node]
     elif case == "between_relus":
-        nodes = [helper.make_node("Relu", ["x"], ["r"]), bn_node("r", "bnout"),
-                 helper.make_node("Relu", ["bnout"], ["y"])]
+        nodes = [
+            helper.make_node("Relu", ["x"], ["r"]),
+            bn_node("r", "bnout"),
+            helper.make_node("Relu", ["bnout"], ["y"]),
+        ]
     else:
         nodes = [bn_node("x", "y")]
     canon, lines = assert_same_forward(with_output(nodes, shape, init), (3, *shape[1:]))
@@ -241,10 +272,10 @@ def test_batchnorm_that_is_the_graph_output_keeps_its_name():
     assert [o.name for o in canon.graph.output] == ["y"] and ops(canon) == ["Gemm"]
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Per-channel constant Mul/Add/Sub/Div (tf2onnx's BatchNormalization) and input normalization
 # ---------------------------------------------------------------------------------------------
+
 
 def affine_nodes(x, y, ops_, consts, prefix="aff"):
     nodes, init, cur = [], {}, x
@@ -256,9 +287,13 @@ def affine_nodes(x, y, ops_, consts, prefix="aff"):
     return nodes, init
 
 
-AFFINE_AFTER = [("conv", ["Mul", "Add"], (1, 6, 1, 1)), ("conv", ["Div", "Sub"], (6, 1, 1)),
-                ("gemm", ["Mul", "Add"], (6,)), ("matmul", ["Add", "Mul", "Add"], (1, 6)),
-                ("conv", ["Mul"], ())]
+AFFINE_AFTER = [
+    ("conv", ["Mul", "Add"], (1, 6, 1, 1)),
+    ("conv", ["Div", "Sub"], (6, 1, 1)),
+    ("gemm", ["Mul", "Add"], (6,)),
+    ("matmul", ["Add", "Mul", "Add"], (1, 6)),
+    ("conv", ["Mul"], ()),
+]
 
 
 @pytest.mark.parametrize("kind,ops_,cshape", AFFINE_AFTER)

@@ -37,8 +37,10 @@ def compare(model: onnx.ModelProto, rule: str, batch=4, seed=0, tol=1e-5, **comp
 
 
 @pytest.mark.parametrize("rule", RULES)
-@pytest.mark.parametrize("name", ["cnn_avgpool_bn", "cnn_avgpool_bn_softmax", "cnn_avgpool_bn_export",
-                                  "dense_bn", "bn_first", "avgpool_same_odd"])
+@pytest.mark.parametrize(
+    "name",
+    ["cnn_avgpool_bn", "cnn_avgpool_bn_softmax", "cnn_avgpool_bn_export", "dense_bn", "bn_first", "avgpool_same_odd"],
+)
 def test_keras_fixtures_match_the_oracle(name, rule):
     compare(onnx.load(FIXTURES / f"{name}.onnx"), rule)
 
@@ -52,18 +54,34 @@ def test_torch_export_with_batchnorm_and_average_pooling_matches_the_oracle(rule
 
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
         nn.AvgPool2d(3, 2, padding=1, count_include_pad=False, ceil_mode=True),
-        nn.BatchNorm2d(8), nn.Conv2d(8, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(6, 5), nn.BatchNorm1d(5))
+        nn.BatchNorm2d(8),
+        nn.Conv2d(8, 6, 3),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 5),
+        nn.BatchNorm1d(5),
+    )
     for bn in (m for m in net if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))):
         bn.weight.data.uniform_(0.5, 1.5), bn.bias.data.uniform_(-0.5, 0.5)
         bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0)
     net.eval()
     path = tmp_path / "net.onnx"
     kwargs = dict(dynamo=True) if dynamo else dict(dynamo=False, do_constant_folding=False)
-    torch.onnx.export(net, (torch.randn(2, 3, 9, 9),), str(path), input_names=["x"], output_names=["logits"],
-                      dynamic_axes={"x": {0: "n"}}, opset_version=18 if dynamo else 17, **kwargs)
+    torch.onnx.export(
+        net,
+        (torch.randn(2, 3, 9, 9),),
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "n"}},
+        opset_version=18 if dynamo else 17,
+        **kwargs,
+    )
     model = onnx.load(path)
     assert {"BatchNormalization", "AveragePool"} <= {n.op_type for n in model.graph.node} or dynamo
     compare(model, rule)
@@ -72,6 +90,7 @@ def test_torch_export_with_batchnorm_and_average_pooling_matches_the_oracle(rule
 # ---------------------------------------------------------------------------------------------
 # The original report: average pooling must not leak relevance across channels
 # ---------------------------------------------------------------------------------------------
+
 
 def pooled_model(dense_kernel: bool, channels=3):
     """x [N, C, 6, 6] → average 2×2 pooling → Flatten → logits; as AveragePool, or as the leaky
@@ -116,6 +135,7 @@ def test_the_channel_check_catches_a_dense_kernel():
 # Output activation, input normalization
 # ---------------------------------------------------------------------------------------------
 
+
 def test_keep_output_activation_explains_the_probability():
     model = onnx.load(FIXTURES / "cnn_avgpool_bn_softmax.onnx")
     x = np.load(FIXTURES / "cnn_avgpool_bn_softmax.npz")["x"]
@@ -129,8 +149,9 @@ def test_keep_output_activation_explains_the_probability():
     logits = base.run(None, {"input": x})[0]
     t = probs.argmax(axis=1)
     ratio = probs[np.arange(len(x)), t] / logits[np.arange(len(x)), t]
-    np.testing.assert_allclose(runs[True]["relevance"], runs[False]["relevance"] * ratio[:, None, None, None],
-                               rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(
+        runs[True]["relevance"], runs[False]["relevance"] * ratio[:, None, None, None], rtol=1e-4, atol=1e-7
+    )
 
 
 def test_zbox_bounds_are_in_raw_input_units_through_a_normalization():
@@ -139,9 +160,14 @@ def test_zbox_bounds_are_in_raw_input_units_through_a_normalization():
     rng = np.random.default_rng(3)
     mu, sigma = rng.uniform(-0.3, 0.3, (1, 2, 5, 5)), rng.uniform(0.5, 2.0, (1, 2, 5, 5))
     w1, w2 = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal((4, 75))
-    nodes = [helper.make_node("Sub", ["x", "mu"], ["c"]), helper.make_node("Div", ["c", "sigma"], ["v"]),
-             helper.make_node("Conv", ["v", "w1"], ["h"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["h"], ["r"]),
-             helper.make_node("Flatten", ["r"], ["f"]), helper.make_node("Gemm", ["f", "w2"], ["logits"], transB=1)]
+    nodes = [
+        helper.make_node("Sub", ["x", "mu"], ["c"]),
+        helper.make_node("Div", ["c", "sigma"], ["v"]),
+        helper.make_node("Conv", ["v", "w1"], ["h"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["f"]),
+        helper.make_node("Gemm", ["f", "w2"], ["logits"], transB=1),
+    ]
     init = {k: v.astype(np.float32) for k, v in dict(mu=mu, sigma=sigma, w1=w1, w2=w2).items()}
     model = make_model(nodes, [tensor("x", ["N", 2, 5, 5])], [tensor("logits", ["N", 4])], init)
     low, high = 0.0, 1.0
@@ -160,7 +186,7 @@ def test_zbox_bounds_are_in_raw_input_units_through_a_normalization():
         R[1] = y[1]
         R = oracle.rule_zbox(fc, np.maximum(h, 0), R, low, high)  # the Relu between passes R through
         R_in = _zbox_tensor_bounds(conv, v, R, lo, hi)
-        oracle.assert_rel_close(relevance[n:n + 1], R_in.reshape(1, 2, 5, 5), 1e-4)
+        oracle.assert_rel_close(relevance[n : n + 1], R_in.reshape(1, 2, 5, 5), 1e-4)
 
 
 def _zbox_tensor_bounds(L, x, R, lo, hi, eps=oracle.EPS):
@@ -175,8 +201,20 @@ def test_verbose_compile_reports_each_canonization(tmp_path):
     import sys
 
     out = tmp_path / "explained.onnx"
-    done = subprocess.run([sys.executable, "-m", "lrpc.cli", "compile", str(FIXTURES / "cnn_avgpool_bn.onnx"),
-                           "-o", str(out), "--verbose"], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lrpc.cli",
+            "compile",
+            str(FIXTURES / "cnn_avgpool_bn.onnx"),
+            "-o",
+            str(out),
+            "--verbose",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     assert sum("AveragePoolToDepthwiseConv:" in line for line in lines) == 3

@@ -40,27 +40,33 @@ def test_help_shows_examples(capsys):
 
 def unknown_op_model():
     w = np.ones((4, 3), np.float32)
-    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"),
-             helper.make_node("Erf", ["h"], ["e"], name="odd_activation"),
-             helper.make_node("Gemm", ["e", "w2"], ["y"], name="head")]
-    return make_model(nodes, [tensor("x", ["n", 4])], [tensor("y", ["n", 2])],
-                      {"w": w, "w2": np.ones((3, 2), np.float32)})
+    nodes = [
+        helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"),
+        helper.make_node("Erf", ["h"], ["e"], name="odd_activation"),
+        helper.make_node("Gemm", ["e", "w2"], ["y"], name="head"),
+    ]
+    return make_model(
+        nodes, [tensor("x", ["n", 4])], [tensor("y", ["n", 2])], {"w": w, "w2": np.ones((3, 2), np.float32)}
+    )
 
 
-@pytest.mark.parametrize("setup, args, message", [
-    ("unknown_op", [], "no relevance rule for node 'odd_activation' (Erf); supported ops: "),
-    ("not_onnx", [], "not an ONNX model"),
-    ("missing", [], "no such file"),
-    ("good", ["--rule", "epsilonn"], "unknown rule 'epsilonn'; known rules: "),
-    ("good", ["--rule", "epsilon:epsilon=3"], "rule 'epsilon' has no parameter 'epsilon' (its parameters: eps)"),
-    ("good", ["--rule", "epsilon:eps=abc"], "needs a number"),
-    ("good", ["--rule", "zbox:low=0"], "needs high"),
-    ("good", ["--rule", "alphabeta:alpha=3,beta=1"], "alpha − beta = 1"),
-    ("good", ["--target", "7"], "'logits' has 5 classes (0–4)"),
-    ("good", ["--target", "first"], "--target takes max, all, mask, input or a unit index"),
-    ("good", ["--opset", "12"], "lrpc does not downgrade models"),
-    ("good", ["--opset", "30"], "lrpc emits opsets 16–26"),
-])
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        ("unknown_op", [], "no relevance rule for node 'odd_activation' (Erf); supported ops: "),
+        ("not_onnx", [], "not an ONNX model"),
+        ("missing", [], "no such file"),
+        ("good", ["--rule", "epsilonn"], "unknown rule 'epsilonn'; known rules: "),
+        ("good", ["--rule", "epsilon:epsilon=3"], "rule 'epsilon' has no parameter 'epsilon' (its parameters: eps)"),
+        ("good", ["--rule", "epsilon:eps=abc"], "needs a number"),
+        ("good", ["--rule", "zbox:low=0"], "needs high"),
+        ("good", ["--rule", "alphabeta:alpha=3,beta=1"], "alpha − beta = 1"),
+        ("good", ["--target", "7"], "'logits' has 5 classes (0–4)"),
+        ("good", ["--target", "first"], "--target takes max, all, mask, input or a unit index"),
+        ("good", ["--opset", "12"], "lrpc does not downgrade models"),
+        ("good", ["--opset", "30"], "lrpc emits opsets 16–26"),
+    ],
+)
 def test_bad_input_gives_a_clear_error_and_writes_nothing(tmp_path, setup, args, message):
     model, out = tmp_path / "m.onnx", tmp_path / "explained.onnx"
     if setup == "unknown_op":
@@ -99,13 +105,16 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
 def two_unknown_ops_model():
     w = np.ones((4, 4), np.float32)
-    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"),
-             helper.make_node("Sin", ["h"], ["s"], name="wave"),
-             helper.make_node("Gemm", ["s", "w"], ["g"], name="mid"),
-             helper.make_node("Cos", ["g"], ["c"], name="other_wave"),
-             helper.make_node("Gemm", ["c", "w2"], ["y"], name="head")]
-    return make_model(nodes, [tensor("x", ["n", 4])], [tensor("y", ["n", 2])],
-                      {"w": w, "w2": np.ones((4, 2), np.float32)})
+    nodes = [
+        helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"),
+        helper.make_node("Sin", ["h"], ["s"], name="wave"),
+        helper.make_node("Gemm", ["s", "w"], ["g"], name="mid"),
+        helper.make_node("Cos", ["g"], ["c"], name="other_wave"),
+        helper.make_node("Gemm", ["c", "w2"], ["y"], name="head"),
+    ]
+    return make_model(
+        nodes, [tensor("x", ["n", 4])], [tensor("y", ["n", 2])], {"w": w, "w2": np.ones((4, 2), np.float32)}
+    )
 
 
 def test_every_refused_node_is_named_with_a_count():

@@ -56,8 +56,9 @@ def snapshot(folder: pathlib.Path) -> dict[str, bytes]:
 
 def start_stalled(module: str, name: str, *args) -> subprocess.Popen:
     code = STALLED.format(module=module, name=name)
-    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for(folder: pathlib.Path, pattern: str, process: subprocess.Popen) -> None:
@@ -107,8 +108,11 @@ def test_a_structured_array_is_refused_with_exit_2(explained, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["records.npy"]
 
 
-@pytest.mark.parametrize("number, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
-                         ids=["SIGINT", "SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize(
+    "number, status",
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
+)
 def test_a_signal_during_explain_leaves_nothing(explained, photos, tmp_path, number, status):
     out = tmp_path / "out"
     process = start_stalled("lrpc_runtime.files", "explain_chunk", "explain", explained, photos, "-o", out, "-q")
@@ -124,8 +128,9 @@ def test_a_signal_keeps_an_old_outdir_as_it_was(explained, photos, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.png").write_text("old")
-    process = start_stalled("lrpc_runtime.files", "explain_chunk", "explain", explained, photos, "-o", out,
-                            "--overwrite", "-q")
+    process = start_stalled(
+        "lrpc_runtime.files", "explain_chunk", "explain", explained, photos, "-o", out, "--overwrite", "-q"
+    )
     wait_for(tmp_path, ".out.*.partial/*.png", process)
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=60)
@@ -188,16 +193,22 @@ print("not reached")
 
 @pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_outside_a_command_a_signal_ends_the_program_with_one_line(number):
-    done = subprocess.run([sys.executable, "-c", QUIET.format(name=signal.Signals(number).name)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", QUIET.format(name=signal.Signals(number).name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 128 + number
     assert done.stdout == f"raised {int(signal.SIGHUP)}\n"
     assert done.stderr == f"lrpc: interrupted by {signal.Signals(number).name}; no partial output left\n"
 
 
 def test_as_a_library_lrpc_leaves_the_signal_handlers_alone():
-    code = ("import signal; before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]; "
-            "import lrpc.cli, lrpc.signals as s; s.quiet_start('test'); "
-            "print(before == [signal.getsignal(n) for n in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)])")
+    code = (
+        "import signal; before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]; "
+        "import lrpc.cli, lrpc.signals as s; s.quiet_start('test'); "
+        "print(before == [signal.getsignal(n) for n in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)])"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout == "True\n", done.stderr

@@ -59,8 +59,16 @@ def model() -> onnx.ModelProto:
         helper.make_node("MaxPool", ["a"], ["m"], name="maxpool", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
         helper.make_node("Concat", ["m", "r1"], ["cat"], name="concat", axis=1),
         helper.make_node("Conv", ["cat", "w3"], ["c3"], name="conv3"),
-        helper.make_node("AveragePool", ["c3"], ["p"], name="avgpool", kernel_shape=[3, 3], strides=[2, 2],
-                         pads=[1, 1, 1, 1], count_include_pad=0),
+        helper.make_node(
+            "AveragePool",
+            ["c3"],
+            ["p"],
+            name="avgpool",
+            kernel_shape=[3, 3],
+            strides=[2, 2],
+            pads=[1, 1, 1, 1],
+            count_include_pad=0,
+        ),
         helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
         helper.make_node("MatMul", ["f", "w4"], ["logits"], name="dense"),
     ]
@@ -108,12 +116,18 @@ def test_a_fresh_interpreter_gives_the_same_bytes(tmp_path, hash_seed):
     path = tmp_path / "model.onnx"
     onnx.save(model(), path)
     env = dict(os.environ, PYTHONHASHSEED=hash_seed)
-    done = subprocess.run([sys.executable, "-c", FRESH, str(path), json.dumps(SPECS), str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH, str(path), json.dumps(SPECS), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     for i, name in enumerate(SPECS):
-        assert (tmp_path / f"{i}.onnx").read_bytes() == lrpc.compile(str(path), **SPECS[name]).SerializeToString(), \
+        assert (tmp_path / f"{i}.onnx").read_bytes() == lrpc.compile(str(path), **SPECS[name]).SerializeToString(), (
             f"{name}: a fresh interpreter (PYTHONHASHSEED={hash_seed}) wrote other bytes"
+        )
 
 
 @pytest.mark.parametrize("name", [n for n in SPECS if n != "smoothgrad"])

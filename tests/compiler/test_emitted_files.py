@@ -37,7 +37,7 @@ def test_checker_runtime_and_batch_agreement(rule):
     reference = session(small_cnn()).run(None, {"x": x})[0]
     np.testing.assert_array_equal(probs16, reference)  # forward outputs untouched
     for i in (0, 7, 15):
-        probs1, rel1 = s.run(None, {"x": x[i:i + 1]})
+        probs1, rel1 = s.run(None, {"x": x[i : i + 1]})
         np.testing.assert_allclose(rel1[0], rel16[i], rtol=1e-5, atol=1e-6 * np.abs(rel16[i]).max())
 
 
@@ -52,8 +52,9 @@ def test_weight_transforms_fold_at_session_creation(rule, tmp_path):
     produced = set()
     for node in graph.node:
         inputs = [i for i in node.input if i]
-        assert not inputs or any(i not in constants for i in inputs), \
+        assert not inputs or any(i not in constants for i in inputs), (
             f"{node.op_type} {node.name} runs on constants only, per call"
+        )
         produced.update(node.output)
     assert len(proto.SerializeToString()) < 2 * len(small_cnn().SerializeToString()) + 60_000
 
@@ -80,7 +81,7 @@ def test_fixed_target_and_max_target_agree_on_argmax():
     x = np.random.default_rng(3).standard_normal((4, 2, 8, 8)).astype(np.float32)
     probs, rel_max = session(lrpc.compile(small_cnn(), rule="epsilon")).run(None, {"x": x})
     for n, k in enumerate(probs.argmax(1)):
-        _, rel_k = session(lrpc.compile(small_cnn(), rule="epsilon", target=int(k))).run(None, {"x": x[n:n + 1]})
+        _, rel_k = session(lrpc.compile(small_cnn(), rule="epsilon", target=int(k))).run(None, {"x": x[n : n + 1]})
         np.testing.assert_allclose(rel_k[0], rel_max[n], rtol=1e-5, atol=1e-7)
 
 

@@ -73,8 +73,21 @@ def test_npy_inputs_json_table_and_overlay(explained, tmp_path):
     np.save(tmp_path / "batch.npy", DIGITS["x"][:3])
     np.save(tmp_path / "one.npy", DIGITS["x"][3])
     out = tmp_path / "out"
-    code, _, stderr = run("explain", explained, tmp_path / "batch.npy", tmp_path / "one.npy", "-o", out,
-                          "--format", "json", "--style", "overlay", "--batch-size", "2", "--save-relevance")
+    code, _, stderr = run(
+        "explain",
+        explained,
+        tmp_path / "batch.npy",
+        tmp_path / "one.npy",
+        "-o",
+        out,
+        "--format",
+        "json",
+        "--style",
+        "overlay",
+        "--batch-size",
+        "2",
+        "--save-relevance",
+    )
     assert code == 0, stderr
     rows = json.loads((out / "predictions.json").read_text())
     assert [(r["input"], r["index"]) for r in rows] == [("batch_0", 0), ("batch_1", 1), ("batch_2", 2), ("one", None)]
@@ -92,13 +105,16 @@ def test_target_input_files_take_the_class_from_the_command_line(tmp_path):
         assert [r["target"] for r in csv.DictReader(f)] == ["4", "4"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--device", "cuda"], "CUDA was requested"),
-    (["--target", "3"], "cannot be chosen per call"),
-    (["--target", "three"], "--target takes a class index"),
-    (["--preprocess", "mean=1,2"], "2 values for a 1-channel input"),
-    (["--batch-size", "0"], "--batch-size must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "cuda"], "CUDA was requested"),
+        (["--target", "3"], "cannot be chosen per call"),
+        (["--target", "three"], "--target takes a class index"),
+        (["--preprocess", "mean=1,2"], "2 values for a 1-channel input"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+    ],
+)
 def test_bad_options_give_one_line_and_write_nothing(explained, digit_folder, tmp_path, args, message, capsys):
     if "cuda" in args and "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has CUDA")
@@ -120,8 +136,10 @@ def test_a_broken_image_midway_leaves_no_partial_output(explained, digit_folder,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
-@pytest.mark.parametrize("model, message", [("plain", "is not an explained lrpc model"),
-                                            ("text", "onnxruntime cannot load it"), ("missing", "no such file")])
+@pytest.mark.parametrize(
+    "model, message",
+    [("plain", "is not an explained lrpc model"), ("text", "onnxruntime cannot load it"), ("missing", "no such file")],
+)
 def test_not_an_explained_file(tmp_path, digit_folder, model, message):
     path = {"plain": ROOT / "models" / "digits_cnn.onnx", "text": tmp_path / "t.onnx", "missing": tmp_path / "m.onnx"}
     path["text"].write_text("not a model\n")
@@ -148,8 +166,22 @@ def test_mask_files_and_inputs_that_are_not_pictures(tmp_path, capsys):
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "mask.npy", mask)
     out = tmp_path / "out"
-    assert main(["explain", str(path), str(tmp_path / "x.npy"), "--target", str(tmp_path / "mask.npy"),
-                 "-o", str(out), "--save-relevance", "-q"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                str(path),
+                str(tmp_path / "x.npy"),
+                "--target",
+                str(tmp_path / "mask.npy"),
+                "-o",
+                str(out),
+                "--save-relevance",
+                "-q",
+            ]
+        )
+        == 0
+    )
     expected = Explainer(path).explain(x, target=np.tile(mask, (3, 1))).relevance_map
     np.testing.assert_allclose(np.load(out / "x_1.relevance.npy"), expected[1], rtol=1e-5, atol=1e-7)
     assert np.asarray(Image.open(out / "x_1.png")).shape == (128, 128, 3)  # 2 channels: no input panel

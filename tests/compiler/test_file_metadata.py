@@ -62,11 +62,14 @@ def test_same_inputs_give_the_same_bytes_wherever_they_are(tmp_path):
     assert first.read_bytes() == second
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("mean=0.1,0.2,0.3", "3 values for the 1-channel input 'input'"),
-    ("layout=NHWC", "8 channels in layout NHWC"),
-    ("resize=224", "height and width"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("mean=0.1,0.2,0.3", "3 values for the 1-channel input 'input'"),
+        ("layout=NHWC", "8 channels in layout NHWC"),
+        ("resize=224", "height and width"),
+    ],
+)
 def test_a_bad_preprocessing_spec_is_refused_at_compile_time(spec, message, tmp_path, capsys):
     with pytest.raises(lrpc.LrpcError, match=message):
         lrpc.compile(DIGITS_MODEL, preprocess=spec)

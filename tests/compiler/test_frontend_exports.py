@@ -25,9 +25,9 @@ class Net(torch.nn.Module):
         self.head = torch.nn.Linear(48, 3, bias=bias)
 
     def logits(self, x):
-        y = torch.nn.functional.max_pool2d(torch.relu(self.conv(x)), 2)       # [N, 4, 4, 4]
-        y = self.drop(y.view(y.size(0), -1)).view(y.size(0), 8, 8)           # shape chains
-        y = torch.relu(self.seq(y)).reshape(y.size(0), -1)                    # [N, 48]
+        y = torch.nn.functional.max_pool2d(torch.relu(self.conv(x)), 2)  # [N, 4, 4, 4]
+        y = self.drop(y.view(y.size(0), -1)).view(y.size(0), 8, 8)  # shape chains
+        y = torch.relu(self.seq(y)).reshape(y.size(0), -1)  # [N, 48]
         return self.head(y)
 
     def forward(self, x):
@@ -41,11 +41,28 @@ def export(tmp_path, dynamo, bias=True, name="net.onnx", **kwargs):
     x = torch.randn(2, 1, 8, 8)
     if dynamo:
         batch = torch.export.Dim("batch", min=1, max=1024)
-        torch.onnx.export(net, (x,), str(path), dynamo=True, input_names=["x"], output_names=["p"],
-                          dynamic_shapes={"x": {0: batch}}, **kwargs)
+        torch.onnx.export(
+            net,
+            (x,),
+            str(path),
+            dynamo=True,
+            input_names=["x"],
+            output_names=["p"],
+            dynamic_shapes={"x": {0: batch}},
+            **kwargs,
+        )
     else:
-        torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"],
-                          output_names=["p"], dynamic_axes={"x": {0: "batch"}, "p": {0: "batch"}}, **kwargs)
+        torch.onnx.export(
+            net,
+            (x,),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["x"],
+            output_names=["p"],
+            dynamic_axes={"x": {0: "batch"}, "p": {0: "batch"}},
+            **kwargs,
+        )
     return net, path
 
 
@@ -109,13 +126,19 @@ def test_same_padding_from_shapes_folds_round_by_round(tmp_path):
     stub_torchvision()
     layers = pytest.importorskip("timm.layers")
     torch.manual_seed(0)
-    net = torch.nn.Sequential(layers.Conv2dSame(1, 4, 3, stride=2), torch.nn.ReLU(),
-                              layers.Conv2dSame(4, 4, 3, stride=2), torch.nn.ReLU(), torch.nn.Flatten(),
-                              torch.nn.Linear(64, 3)).eval()
+    net = torch.nn.Sequential(
+        layers.Conv2dSame(1, 4, 3, stride=2),
+        torch.nn.ReLU(),
+        layers.Conv2dSame(4, 4, 3, stride=2),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 3),
+    ).eval()
     x = torch.randn(2, 1, 13, 13)
     dynamic, static = tmp_path / "dynamic.onnx", tmp_path / "static.onnx"
-    torch.onnx.export(net, (x,), str(dynamic), dynamo=False, opset_version=17, input_names=["x"],
-                      dynamic_axes={"x": {0: "batch"}})
+    torch.onnx.export(
+        net, (x,), str(dynamic), dynamo=False, opset_version=17, input_names=["x"], dynamic_axes={"x": {0: "batch"}}
+    )
     torch.onnx.export(net, (x,), str(static), dynamo=False, opset_version=17, input_names=["x"])
     feed = {"x": x.numpy()}
     got = ort.InferenceSession(lrpc.compile(dynamic, rule="epsilon").SerializeToString()).run(None, feed)

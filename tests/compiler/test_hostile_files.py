@@ -51,17 +51,26 @@ def write_bytes(path, data):
 
 CASES = {
     "truncated": (lambda d: write_bytes(d / "m.onnx", dense().SerializeToString()[:60]), "not an ONNX model"),
-    "a tensor": (lambda d: write_bytes(d / "m.onnx", numpy_helper.from_array(W).SerializeToString()),
-                 "lrpc reads an ONNX ModelProto file"),
+    "a tensor": (
+        lambda d: write_bytes(d / "m.onnx", numpy_helper.from_array(W).SerializeToString()),
+        "lrpc reads an ONNX ModelProto file",
+    ),
     "a bare graph": (lambda d: write_bytes(d / "m.onnx", dense().graph.SerializeToString()), "not an ONNX model"),
     "empty": (lambda d: write_bytes(d / "m.onnx", b""), "no graph found"),
-    "opset 30": (lambda d: write_bytes(d / "m.onnx", helper.make_model(dense().graph, opset_imports=[
-        helper.make_opsetid("", 30)]).SerializeToString()), "the model uses opset 30; lrpc reads opsets 13–26"),
+    "opset 30": (
+        lambda d: write_bytes(
+            d / "m.onnx",
+            helper.make_model(dense().graph, opset_imports=[helper.make_opsetid("", 30)]).SerializeToString(),
+        ),
+        "the model uses opset 30; lrpc reads opsets 13–26",
+    ),
     "data in the parent folder": (lambda d: external_model(d / "sub", "../w.data"), "outside the model's folder"),
     "data at an absolute path": (lambda d: external_model(d / "sub", "/etc/hostname"), "outside the model's folder"),
     "data missing": (lambda d: external_model(d / "sub", "gone.data"), "cannot read its external weight data"),
-    "weights fed as an input": (lambda d: write_bytes(d / "m.onnx", dense(True).SerializeToString()),
-                                "'fc' (Gemm): its weight B (input 1) is not a constant"),
+    "weights fed as an input": (
+        lambda d: write_bytes(d / "m.onnx", dense(True).SerializeToString()),
+        "'fc' (Gemm): its weight B (input 1) is not a constant",
+    ),
 }
 
 
@@ -116,10 +125,16 @@ def test_an_index_input_is_explained_at_its_lookup():
     the index input's per index (the sum over the looked-up row), and together they hold the split of
     the sum x + e."""
     emb = np.arange(20, dtype=np.float32).reshape(5, 4) / 10
-    model = make_model([helper.make_node("Gather", ["emb", "idx"], ["e"]), helper.make_node("Add", ["x", "e"], ["h"]),
-                        helper.make_node("Gemm", ["h", "w"], ["y"], name="fc")],
-                       [tensor("x", ["n", 4]), helper.make_tensor_value_info("idx", TensorProto.INT64, ["n"])],
-                       [tensor("y", ["n", 300])], {"w": W, "emb": emb})
+    model = make_model(
+        [
+            helper.make_node("Gather", ["emb", "idx"], ["e"]),
+            helper.make_node("Add", ["x", "e"], ["h"]),
+            helper.make_node("Gemm", ["h", "w"], ["y"], name="fc"),
+        ],
+        [tensor("x", ["n", 4]), helper.make_tensor_value_info("idx", TensorProto.INT64, ["n"])],
+        [tensor("y", ["n", 300])],
+        {"w": W, "emb": emb},
+    )
     sess = ort.InferenceSession(lrpc.compile(model, rule="epsilon").SerializeToString())
     assert [o.name for o in sess.get_outputs()] == ["y", "relevance_x", "relevance_idx"]
     x, idx = np.ones((2, 4), np.float32), np.array([1, 3])

@@ -36,5 +36,7 @@ def test_keras_source_without_tensorflow_says_what_to_install(kind, command, no_
 
 def test_onnx_models_compile_without_tensorflow(no_tensorflow, tmp_path):
     out = tmp_path / "explained.onnx"
-    assert (main(["compile", str(Path(__file__).parents[2] / "models" / "digits_cnn.onnx"), "-o", str(out)]) == 0
-            and out.exists())
+    assert (
+        main(["compile", str(Path(__file__).parents[2] / "models" / "digits_cnn.onnx"), "-o", str(out)]) == 0
+        and out.exists()
+    )

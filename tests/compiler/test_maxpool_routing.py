@@ -23,52 +23,87 @@ EPS = 1e-6
 CASES = [
     pytest.param([2, 3, 8, 6], dict(kernel_shape=[2, 2], strides=[2, 2]), [0, 0, 0, 0], True, id="2x2s2"),
     pytest.param([2, 3, 7, 7], dict(kernel_shape=[2, 2], strides=[2, 2]), [0, 0, 0, 0], True, id="2x2s2-odd"),
-    pytest.param([2, 3, 7, 8], dict(kernel_shape=[3, 3], strides=[3, 3], pads=[1, 1, 1, 1]), [1, 1, 1, 1], True,
-                 id="3x3s3-pads"),
-    pytest.param([2, 3, 9, 9], dict(kernel_shape=[2, 2], strides=[3, 3], dilations=[2, 2]), [0, 0, 0, 0], True,
-                 id="dilated-gaps"),
-    pytest.param([2, 3, 8, 8], dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER"), [0, 0, 0, 0], True,
-                 id="same-upper"),
+    pytest.param(
+        [2, 3, 7, 8], dict(kernel_shape=[3, 3], strides=[3, 3], pads=[1, 1, 1, 1]), [1, 1, 1, 1], True, id="3x3s3-pads"
+    ),
+    pytest.param(
+        [2, 3, 9, 9], dict(kernel_shape=[2, 2], strides=[3, 3], dilations=[2, 2]), [0, 0, 0, 0], True, id="dilated-gaps"
+    ),
+    pytest.param(
+        [2, 3, 8, 8],
+        dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER"),
+        [0, 0, 0, 0],
+        True,
+        id="same-upper",
+    ),
     pytest.param([2, 3, 11], dict(kernel_shape=[2], strides=[2]), [0, 0], True, id="1d"),
     pytest.param([1, 2, 4, 6, 6], dict(kernel_shape=[2, 2, 2], strides=[2, 2, 2]), [0, 0, 0, 0, 0, 0], True, id="3d"),
-    pytest.param([2, 3, 7, 7], dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_LOWER"), [1, 1, 0, 0], True,
-                 id="same-lower"),
-    pytest.param([2, 3, 6, 7], dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1]), [1, 1, 1, 1], True,
-                 id="2x2s2-pads"),
+    pytest.param(
+        [2, 3, 7, 7],
+        dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_LOWER"),
+        [1, 1, 0, 0],
+        True,
+        id="same-lower",
+    ),
+    pytest.param(
+        [2, 3, 6, 7], dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1]), [1, 1, 1, 1], True, id="2x2s2-pads"
+    ),
     # MaxUnpool would need an output larger than x ((out − 1)·s + k − pads > in): onnxruntime refuses it
-    pytest.param([2, 3, 5, 6], dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), [0, 0, 1, 0], False,
-                 id="ceil-mode"),
-    pytest.param([2, 3, 7, 8], dict(kernel_shape=[2, 2], strides=[3, 3], ceil_mode=1), [0, 0, 1, 0], False,
-                 id="ceil-mode-gaps"),
+    pytest.param(
+        [2, 3, 5, 6], dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), [0, 0, 1, 0], False, id="ceil-mode"
+    ),
+    pytest.param(
+        [2, 3, 7, 8], dict(kernel_shape=[2, 2], strides=[3, 3], ceil_mode=1), [0, 0, 1, 0], False, id="ceil-mode-gaps"
+    ),
     # overlapping windows: one input can win two outputs, their relevance sums
-    pytest.param([2, 3, 8, 8], dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), [1, 1, 1, 1], False,
-                 id="3x3s2-overlap"),
+    pytest.param(
+        [2, 3, 8, 8],
+        dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        [1, 1, 1, 1],
+        False,
+        id="3x3s2-overlap",
+    ),
     pytest.param([2, 3, 6, 6], dict(kernel_shape=[2, 2], strides=[1, 1]), [0, 0, 0, 0], False, id="2x2s1-overlap"),
 ]
 
 
 def _model(shape, attrs, dtype, classes=4):
     x = np.zeros(shape, np.float32)
-    pooled = ort.InferenceSession(helper.make_model(helper.make_graph(
-        [helper.make_node("MaxPool", ["x"], ["y"], **attrs)], "p",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]), opset_imports=[helper.make_opsetid("", 18)],
-        ir_version=9).SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    pooled = ort.InferenceSession(
+        helper.make_model(
+            helper.make_graph(
+                [helper.make_node("MaxPool", ["x"], ["y"], **attrs)],
+                "p",
+                [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            ),
+            opset_imports=[helper.make_opsetid("", 18)],
+            ir_version=9,
+        ).SerializeToString(),
+        providers=["CPUExecutionProvider"],
+    ).run(None, {"x": x})[0]
     features = int(np.prod(pooled.shape[1:]))
     w = np.random.default_rng(1).standard_normal((features, classes)).astype(helper.tensor_dtype_to_np_dtype(dtype))
     graph = helper.make_graph(
-        [helper.make_node("MaxPool", ["x"], ["y"], name="pool", **attrs), helper.make_node("Flatten", ["y"], ["f"]),
-         helper.make_node("MatMul", ["f", "w"], ["logits"], name="head")], "pool",
+        [
+            helper.make_node("MaxPool", ["x"], ["y"], name="pool", **attrs),
+            helper.make_node("Flatten", ["y"], ["f"]),
+            helper.make_node("MatMul", ["f", "w"], ["logits"], name="head"),
+        ],
+        "pool",
         [helper.make_tensor_value_info("x", dtype, ["n", *shape[1:]])],
-        [helper.make_tensor_value_info("logits", dtype, ["n", classes])], [numpy_helper.from_array(w, "w")])
+        [helper.make_tensor_value_info("logits", dtype, ["n", classes])],
+        [numpy_helper.from_array(w, "w")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), w
 
 
 def _oracle(x, w, attrs, pads):
     """ε relevance of each sample's largest logit, routed to the winners the oracle finds (float64)."""
     nd = len(attrs["kernel_shape"])
-    pool, _ = oracle.maxpool_layer(x.shape[1:], attrs["kernel_shape"], attrs.get("strides"), pads,
-                                   attrs.get("dilations"))
+    pool, _ = oracle.maxpool_layer(
+        x.shape[1:], attrs["kernel_shape"], attrs.get("strides"), pads, attrs.get("dilations")
+    )
     w = w.astype(np.float64)
     result = []
     for sample in x.astype(np.float64):

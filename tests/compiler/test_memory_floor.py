@@ -21,16 +21,28 @@ def tiny_cnn() -> onnx.ModelProto:
     """x [N,1,6,6] → Conv(2, 3×3, pad 1) → Relu r1 [N,2,6,6] → Conv(3) → Relu r2 [N,3,6,6] → Flatten f [N,108]
     → Gemm logits [N,4]."""
     rng = np.random.default_rng(0)
-    init = {"w1": rng.standard_normal((2, 1, 3, 3)), "b1": np.zeros(2), "w2": rng.standard_normal((3, 2, 3, 3)),
-            "b2": np.zeros(3), "w3": rng.standard_normal((108, 4)), "b3": np.zeros(4)}
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c2"], ["r2"]),
-             helper.make_node("Flatten", ["r2"], ["f"]),
-             helper.make_node("Gemm", ["f", "w3", "b3"], ["logits"])]
-    return make_model(nodes, [tensor("x", ["batch", 1, 6, 6])], [tensor("logits", ["batch", 4])],
-                      {k: v.astype(np.float32) for k, v in init.items()})
+    init = {
+        "w1": rng.standard_normal((2, 1, 3, 3)),
+        "b1": np.zeros(2),
+        "w2": rng.standard_normal((3, 2, 3, 3)),
+        "b2": np.zeros(3),
+        "w3": rng.standard_normal((108, 4)),
+        "b3": np.zeros(4),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Flatten", ["r2"], ["f"]),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["logits"]),
+    ]
+    return make_model(
+        nodes,
+        [tensor("x", ["batch", 1, 6, 6])],
+        [tensor("logits", ["batch", 4])],
+        {k: v.astype(np.float32) for k, v in init.items()},
+    )
 
 
 PLAIN_WEIGHTS = (18 + 2 + 54 + 3 + 432 + 4) * F32
@@ -61,8 +73,9 @@ def test_largest_transient_is_the_second_conv_quotient_net_of_what_is_freed():
 def test_weights_are_the_plain_initializers_and_small_lrp_constants():
     model = explained()
     floor = memory_floor(model, 1)
-    lrp_constants = sum(onnx.numpy_helper.to_array(t).nbytes for t in model.graph.initializer
-                        if t.name.startswith("lrp/"))
+    lrp_constants = sum(
+        onnx.numpy_helper.to_array(t).nbytes for t in model.graph.initializer if t.name.startswith("lrp/")
+    )
     # every plain weight is still read (forward convs and Gemm); a flipped kernel copy, if the backward
     # convolves with one, is a folded constant of the size of its kernel (18 + 54 floats)
     assert PLAIN_WEIGHTS <= floor.weights <= PLAIN_WEIGHTS + (18 + 54) * F32 + lrp_constants
@@ -71,12 +84,14 @@ def test_weights_are_the_plain_initializers_and_small_lrp_constants():
 def test_folded_constants_count_and_the_initializers_only_they_read_do_not():
     rng = np.random.default_rng(1)
     w = {name: rng.standard_normal((4, 3)).astype(np.float32) for name in ("w1", "w2")}
-    nodes = [helper.make_node("Relu", ["w1"], ["w1p"]),  # folded: w1p counts, w1 (read by nothing else) not
-             helper.make_node("MatMul", ["x", "w1p"], ["y1"]),
-             helper.make_node("Transpose", ["w2"], ["w2t"]),  # folded twice: w2tt counts, w2t does not
-             helper.make_node("Transpose", ["w2t"], ["w2tt"]),
-             helper.make_node("MatMul", ["x", "w2tt"], ["y2"]),
-             helper.make_node("MatMul", ["x", "w2"], ["y3"])]  # w2 itself still read
+    nodes = [
+        helper.make_node("Relu", ["w1"], ["w1p"]),  # folded: w1p counts, w1 (read by nothing else) not
+        helper.make_node("MatMul", ["x", "w1p"], ["y1"]),
+        helper.make_node("Transpose", ["w2"], ["w2t"]),  # folded twice: w2tt counts, w2t does not
+        helper.make_node("Transpose", ["w2t"], ["w2tt"]),
+        helper.make_node("MatMul", ["x", "w2tt"], ["y2"]),
+        helper.make_node("MatMul", ["x", "w2"], ["y3"]),
+    ]  # w2 itself still read
     model = make_model(nodes, [tensor("x", ["n", 4])], [tensor(y, ["n", 3]) for y in ("y1", "y2", "y3")], w)
     floor = memory_floor(model, 5)
     assert floor.weights == 3 * 12 * F32
@@ -92,8 +107,11 @@ def test_floor_scales_with_the_batch():
 
 
 def test_tensors_of_unknown_size_are_counted_and_reported():
-    nodes = [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("NonZero", ["x"], ["nz"]),
-             helper.make_node("Cast", ["nz"], ["z"], to=onnx.TensorProto.FLOAT)]
+    nodes = [
+        helper.make_node("Relu", ["x"], ["y"]),
+        helper.make_node("NonZero", ["x"], ["nz"]),
+        helper.make_node("Cast", ["nz"], ["z"], to=onnx.TensorProto.FLOAT),
+    ]
     model = make_model(nodes, [tensor("x", ["n", 4])], [tensor("y", ["n", 4]), tensor("z", [2, None])], {})
     floor = memory_floor(model, 3)
     assert floor.unknown == ["nz", "z"]
@@ -103,19 +121,45 @@ def test_tensors_of_unknown_size_are_counted_and_reported():
 
 
 def test_floor_line_sets_the_peak_against_the_floor():
-    summary = {"batch": 16, "weights_mb": 528.2, "kept_mb": 410.0, "transient_mb": 205.0, "floor_mb": 1143.2,
-               "unknown_size_tensors": 0}
-    assert floor_line(summary, 1480.0) == ("memory floor (batch 16): weights 528 MB + kept activations 410 MB + "
-                                           "largest transient 205 MB = 1143 MB; explained peak RSS 1480 MB = "
-                                           "1.29× the floor")
+    summary = {
+        "batch": 16,
+        "weights_mb": 528.2,
+        "kept_mb": 410.0,
+        "transient_mb": 205.0,
+        "floor_mb": 1143.2,
+        "unknown_size_tensors": 0,
+    }
+    assert floor_line(summary, 1480.0) == (
+        "memory floor (batch 16): weights 528 MB + kept activations 410 MB + "
+        "largest transient 205 MB = 1143 MB; explained peak RSS 1480 MB = "
+        "1.29× the floor"
+    )
     assert "+ largest transient 0.0123 MB" in floor_line({**summary, "transient_mb": 0.0123}, None)
 
 
 def test_bench_cli_prints_the_floor_at_the_largest_batch(tmp_path, capsys):
     path, out = tmp_path / "m.onnx", tmp_path / "bench.json"
     onnx.save(tiny_cnn(), path)
-    assert main(["bench", str(path), "--rule", "epsilon", "--batch", "1,2", "--repeats", "1", "--warmup", "0",
-                 "--no-memory", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                str(path),
+                "--rule",
+                "epsilon",
+                "--batch",
+                "1,2",
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+                "--no-memory",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     floor = memory_floor(explained(), 2)
     assert floor_line(floor.summary(), None) in text.splitlines()

@@ -117,15 +117,15 @@ if torch is not None:
             self.fc = torch.nn.Linear(45 + 20, 5)
 
         def logits(self, x):
-            h = torch.tanh(self.c1(F.pad(x, (1, 1, 1, 1), mode="reflect")))                    # [N, 4, 8, 8]
+            h = torch.tanh(self.c1(F.pad(x, (1, 1, 1, 1), mode="reflect")))  # [N, 4, 8, 8]
             up = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
             h = torch.cat([up, self.ct(h) + F.interpolate(h[:, :3], scale_factor=2)], 1)  # [N, 7, 16, 16]
-            h = h[:, :, 1:15, ::2]                                                         # [N, 7, 14, 8]
+            h = h[:, :, 1:15, ::2]  # [N, 7, 14, 8]
             h = h - h.mean(dim=1, keepdim=True)
             a, b = h.chunk(2, dim=2)
             h = F.max_pool2d(torch.sigmoid(a * 2 + b[:, :, :, [3, 1, 2, 0, 4, 5, 6, 7]]), 2)  # [N, 7, 3, 4]
-            h = h.permute(0, 2, 3, 1)[:, :, :, 2:5]                                        # [N, 3, 4, 3]
-            h = torch.cat([h, h[:, :, 1:2]], 2).reshape(h.shape[0], -1) / 3.0            # [N, 45]
+            h = h.permute(0, 2, 3, 1)[:, :, :, 2:5]  # [N, 3, 4, 3]
+            h = torch.cat([h, h[:, :, 1:2]], 2).reshape(h.shape[0], -1) / 3.0  # [N, 45]
             h = self.fc(torch.cat([h, h[:, 5:25]], 1))
             return h * 0.5 + h.sum(dim=1, keepdim=True)
 
@@ -136,8 +136,16 @@ def build(kind, tmp_path, seed=0):
     torch.manual_seed(seed)
     net = kind().eval()
     path = tmp_path / f"{kind.__name__}.onnx"
-    torch.onnx.export(net, (torch.randn(2, *kind.shape),), str(path), dynamo=False, opset_version=17,
-                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    torch.onnx.export(
+        net,
+        (torch.randn(2, *kind.shape),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+    )
     return copy.deepcopy(net).double(), str(path)
 
 
@@ -177,8 +185,15 @@ def reference(net, x, method, noise=None, probs=False, baseline=None):
     return g * (x - x0) if m.path == "integrated" else g
 
 
-METHODS = ["gradient", "inputxgradient", "guidedbackprop", "deconvnet", "integratedgradients:steps=8,baseline=0.25",
-           "integratedgradients:steps=8,baseline_input=1", "smoothgrad:samples=5,noise_input=1"]
+METHODS = [
+    "gradient",
+    "inputxgradient",
+    "guidedbackprop",
+    "deconvnet",
+    "integratedgradients:steps=8,baseline=0.25",
+    "integratedgradients:steps=8,baseline_input=1",
+    "smoothgrad:samples=5,noise_input=1",
+]
 
 
 def check_against_torch(kind, method, tmp_path, probs=False):
@@ -257,8 +272,11 @@ def test_smoothgrad_with_fed_noise_averages_the_gradient_at_the_noisy_inputs():
     mask = np.random.default_rng(2).uniform(0, 1, (2, 5)).astype(np.float32)
     attribution = sg.run(None, {"x": x, "mask": mask, "noise": noise})[-1]
     # the gradient of Σ mask ⊙ logits is Σ_c mask[c] ⋅ ∇ logit_c
-    grads = sum(mask[None, :, c, None, None, None] * gradient_at(
-        small_cnn(), (x + noise).reshape(-1, 2, 8, 8), np.full(6, c, np.int64)).reshape(noise.shape) for c in range(5))
+    grads = sum(
+        mask[None, :, c, None, None, None]
+        * gradient_at(small_cnn(), (x + noise).reshape(-1, 2, 8, 8), np.full(6, c, np.int64)).reshape(noise.shape)
+        for c in range(5)
+    )
     np.testing.assert_allclose(attribution, grads.mean(0), rtol=1e-5, atol=1e-6)
 
 
@@ -288,11 +306,18 @@ def test_in_graph_noise_scale_seed_and_sessions():
 
 def test_two_inputs_get_their_own_noise_input_and_attribution():
     rng = np.random.default_rng(0)
-    init = {"wa": rng.standard_normal((4, 6)).astype(np.float32), "wb": rng.standard_normal((4, 6)).astype(np.float32),
-            "w": rng.standard_normal((6, 3)).astype(np.float32)}
-    nodes = [helper.make_node("Gemm", ["a", "wa"], ["ha"]), helper.make_node("Gemm", ["b", "wb"], ["hb"]),
-             helper.make_node("Add", ["ha", "hb"], ["h"]), helper.make_node("Tanh", ["h"], ["t"]),
-             helper.make_node("Gemm", ["t", "w"], ["y"])]
+    init = {
+        "wa": rng.standard_normal((4, 6)).astype(np.float32),
+        "wb": rng.standard_normal((4, 6)).astype(np.float32),
+        "w": rng.standard_normal((6, 3)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Gemm", ["a", "wa"], ["ha"]),
+        helper.make_node("Gemm", ["b", "wb"], ["hb"]),
+        helper.make_node("Add", ["ha", "hb"], ["h"]),
+        helper.make_node("Tanh", ["h"], ["t"]),
+        helper.make_node("Gemm", ["t", "w"], ["y"]),
+    ]
     model = make_model(nodes, [tensor("a", ["n", 4]), tensor("b", ["n", 4])], [tensor("y", ["n", 3])], init)
     sess = session(lrpc.compile(model, method="smoothgrad:samples=2,noise_input=1", target=1))
     assert [i.name for i in sess.get_inputs()] == ["a", "b", "noise_a", "noise_b"]
@@ -307,9 +332,11 @@ def test_two_inputs_get_their_own_noise_input_and_attribution():
 
 def test_gemm_with_trans_a_alpha_and_a_constant_divisor():
     w = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
-    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0]),
-             helper.make_node("Gemm", ["xt", "w"], ["g"], transA=1, alpha=0.5),
-             helper.make_node("Div", ["g", "c"], ["y"])]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0]),
+        helper.make_node("Gemm", ["xt", "w"], ["g"], transA=1, alpha=0.5),
+        helper.make_node("Div", ["g", "c"], ["y"]),
+    ]
     model = make_model(nodes, [tensor("x", ["n", 4])], [tensor("y", ["n", 3])], {"w": w, "c": np.float32(4.0)})
     x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
     rel = session(lrpc.compile(model, method="inputxgradient", target=2)).run(None, {"x": x})[-1]
@@ -319,14 +346,25 @@ def test_gemm_with_trans_a_alpha_and_a_constant_divisor():
 def test_split_expand_tile_pow_sum_and_matmul_match_finite_differences():
     """A float64 graph of the routing/arithmetic ops the torch nets do not export, against central differences."""
     f64 = onnx.TensorProto.DOUBLE
-    init = {"split": np.array([1, 3]), "shape": np.array([1, 3, 3]), "reps": np.array([1, 1, 2]), "two": 2.0,
-            "w": np.random.default_rng(0).standard_normal((3, 8)), "axis": np.array([1])}
-    nodes = [helper.make_node("Split", ["x", "split"], ["s1", "s2"], axis=2),
-             helper.make_node("Expand", ["s1", "shape"], ["e"]), helper.make_node("Pow", ["s2", "two"], ["p"]),
-             helper.make_node("Sum", ["e", "p", "s2"], ["s"]), helper.make_node("MatMul", ["s", "w"], ["m"]),
-             helper.make_node("Tanh", ["x"], ["t"]), helper.make_node("Tile", ["t", "reps"], ["tt"]),
-             helper.make_node("Add", ["m", "tt"], ["z"]),
-             helper.make_node("ReduceSum", ["z", "axis"], ["y"], keepdims=0)]
+    init = {
+        "split": np.array([1, 3]),
+        "shape": np.array([1, 3, 3]),
+        "reps": np.array([1, 1, 2]),
+        "two": 2.0,
+        "w": np.random.default_rng(0).standard_normal((3, 8)),
+        "axis": np.array([1]),
+    }
+    nodes = [
+        helper.make_node("Split", ["x", "split"], ["s1", "s2"], axis=2),
+        helper.make_node("Expand", ["s1", "shape"], ["e"]),
+        helper.make_node("Pow", ["s2", "two"], ["p"]),
+        helper.make_node("Sum", ["e", "p", "s2"], ["s"]),
+        helper.make_node("MatMul", ["s", "w"], ["m"]),
+        helper.make_node("Tanh", ["x"], ["t"]),
+        helper.make_node("Tile", ["t", "reps"], ["tt"]),
+        helper.make_node("Add", ["m", "tt"], ["z"]),
+        helper.make_node("ReduceSum", ["z", "axis"], ["y"], keepdims=0),
+    ]
     model = make_model(nodes, [tensor("x", ["n", 3, 4], f64)], [tensor("y", ["n", 8], f64)], init)
     x = np.random.default_rng(1).uniform(0.5, 1.5, (2, 3, 4))
     y_of = session(model)
@@ -349,21 +387,28 @@ def test_metadata_names_the_method_and_the_runtime_reads_it():
     assert "lrpc.method" not in {p.key for p in lrpc.compile(small_cnn(), method="lrp").metadata_props}
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("gradients", "unknown method 'gradients'; known methods: gradient, inputxgradient, guidedbackprop"),
-    ("gradient:eps=1", "method 'gradient' has no parameter 'eps' (its parameters: none)"),
-    ("ig:step=3", "method 'integratedgradients' has no parameter 'step' "
-                  "(its parameters: steps, baseline, baseline_input)"),
-    ("ig:steps", "method 'integratedgradients': write parameters as steps=VALUE"),
-    ("ig:steps=0", "parameter steps must be ≥ 1, got 0"),
-    ("smoothgrad:samples=2.5", "parameter samples needs a whole number, got '2.5'"),
-    ("smoothgrad:noise=lots", "parameter noise needs a number, got 'lots'"),
-    ("smoothgrad:noise=-0.1", "parameter noise must be ≥ 0"),
-    ("smoothgrad:noise_input=2", "noise_input is 0 (a constant in the graph) or 1 (a graph input)"),
-    ("smoothgrad:noise_input=1,seed=3,noise=0.2", "noise= and seed= have no effect there"),
-    ("ig:baseline_input=1,baseline=0.5", "with baseline_input=1 the graph takes the fed tensor as it is; baseline= has "
-                                         "no effect there"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("gradients", "unknown method 'gradients'; known methods: gradient, inputxgradient, guidedbackprop"),
+        ("gradient:eps=1", "method 'gradient' has no parameter 'eps' (its parameters: none)"),
+        (
+            "ig:step=3",
+            "method 'integratedgradients' has no parameter 'step' (its parameters: steps, baseline, baseline_input)",
+        ),
+        ("ig:steps", "method 'integratedgradients': write parameters as steps=VALUE"),
+        ("ig:steps=0", "parameter steps must be ≥ 1, got 0"),
+        ("smoothgrad:samples=2.5", "parameter samples needs a whole number, got '2.5'"),
+        ("smoothgrad:noise=lots", "parameter noise needs a number, got 'lots'"),
+        ("smoothgrad:noise=-0.1", "parameter noise must be ≥ 0"),
+        ("smoothgrad:noise_input=2", "noise_input is 0 (a constant in the graph) or 1 (a graph input)"),
+        ("smoothgrad:noise_input=1,seed=3,noise=0.2", "noise= and seed= have no effect there"),
+        (
+            "ig:baseline_input=1,baseline=0.5",
+            "with baseline_input=1 the graph takes the fed tensor as it is; baseline= has no effect there",
+        ),
+    ],
+)
 def test_bad_method_specs_are_explained(spec, message):
     with pytest.raises(lrpc.LrpcError, match=None) as e:
         parse_method(spec)
@@ -381,16 +426,35 @@ def one_op_model(op_nodes, shape_in=("n", 4), shape_out=("n", 4), init=None):
     return make_model(op_nodes, [tensor("x", list(shape_in))], [tensor("y", list(shape_out))], init or {})
 
 
-@pytest.mark.parametrize("model, kwargs, message", [
-    (lambda: one_op_model([helper.make_node("Sin", ["x"], ["y"], name="wave")]), dict(method="gradient"),
-     "no gradient rule for node 'wave' (Sin); supported ops: Abs, Add"),
-    (lambda: one_op_model([helper.make_node("Reshape", ["x", "s"], ["y"], name="fixed")], init={"s": np.array([2, 4])}),
-     dict(method="ig"), "node 'fixed' (Reshape) reshapes to a fixed batch of 2"),
-    (lambda: small_cnn(), dict(method="gradient", rule="epsilon"), "--method gradient computes gradients: drop --rule"),
-    (lambda: make_model([helper.make_node("Relu", ["noise"], ["y"])], [tensor("noise", ["n", 4])],
-                        [tensor("y", ["n", 4])], {}),
-     dict(method="smoothgrad:noise_input=1"), "the model already has an input named 'noise'"),
-])
+@pytest.mark.parametrize(
+    "model, kwargs, message",
+    [
+        (
+            lambda: one_op_model([helper.make_node("Sin", ["x"], ["y"], name="wave")]),
+            dict(method="gradient"),
+            "no gradient rule for node 'wave' (Sin); supported ops: Abs, Add",
+        ),
+        (
+            lambda: one_op_model(
+                [helper.make_node("Reshape", ["x", "s"], ["y"], name="fixed")], init={"s": np.array([2, 4])}
+            ),
+            dict(method="ig"),
+            "node 'fixed' (Reshape) reshapes to a fixed batch of 2",
+        ),
+        (
+            lambda: small_cnn(),
+            dict(method="gradient", rule="epsilon"),
+            "--method gradient computes gradients: drop --rule",
+        ),
+        (
+            lambda: make_model(
+                [helper.make_node("Relu", ["noise"], ["y"])], [tensor("noise", ["n", 4])], [tensor("y", ["n", 4])], {}
+            ),
+            dict(method="smoothgrad:noise_input=1"),
+            "the model already has an input named 'noise'",
+        ),
+    ],
+)
 def test_method_errors_name_the_problem(model, kwargs, message):
     with pytest.raises(lrpc.LrpcError) as e:
         lrpc.compile(model(), **kwargs)

@@ -20,8 +20,16 @@ pytestmark = [pytest.mark.torch, pytest.mark.filterwarnings("ignore::torch.jit.T
 
 def _export(module, x, opset=17, dynamic=None):
     f = io.BytesIO()
-    torch.onnx.export(module.eval(), x, f, opset_version=opset, dynamo=False, input_names=["input"],
-                      output_names=["output"], dynamic_axes=dynamic or {"input": {0: "batch"}})
+    torch.onnx.export(
+        module.eval(),
+        x,
+        f,
+        opset_version=opset,
+        dynamo=False,
+        input_names=["input"],
+        output_names=["output"],
+        dynamic_axes=dynamic or {"input": {0: "batch"}},
+    )
     return f.getvalue()
 
 
@@ -29,10 +37,19 @@ def _run(model, feeds):
     return ort.InferenceSession(model.SerializeToString()).run(None, feeds)
 
 
-ACTIVATIONS = {"hardswish": nn.Hardswish, "gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
-               "mish": nn.Mish, "silu": nn.SiLU, "softsign": nn.Softsign}
-NORMS = {"layernorm": lambda: nn.LayerNorm(6), "instancenorm": lambda: nn.InstanceNorm2d(4, affine=True),
-         "groupnorm": lambda: nn.GroupNorm(2, 4)}
+ACTIVATIONS = {
+    "hardswish": nn.Hardswish,
+    "gelu": nn.GELU,
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+    "mish": nn.Mish,
+    "silu": nn.SiLU,
+    "softsign": nn.Softsign,
+}
+NORMS = {
+    "layernorm": lambda: nn.LayerNorm(6),
+    "instancenorm": lambda: nn.InstanceNorm2d(4, affine=True),
+    "groupnorm": lambda: nn.GroupNorm(2, 4),
+}
 
 
 @pytest.mark.parametrize("opset", [17, 20])
@@ -95,7 +112,7 @@ class _RMSNorm(nn.Module):
 
 class _GELU(nn.Module):
     def forward(self, x, detach=False):
-        gate = 0.5 * (1 + torch.erf(x / 2 ** 0.5))
+        gate = 0.5 * (1 + torch.erf(x / 2**0.5))
         return x * (gate.detach() if detach else gate)
 
 
@@ -124,8 +141,10 @@ class _HalfGLU(_Block):
         return self.head((x + self.down(a))[:, 0])
 
 
-BLOCKS = {"layernorm_gelu": lambda: _Block(_LayerNorm(), _GELU()),
-          "rmsnorm_swiglu": lambda: _HalfGLU(_RMSNorm(), _SiLU(), glu=True)}
+BLOCKS = {
+    "layernorm_gelu": lambda: _Block(_LayerNorm(), _GELU()),
+    "rmsnorm_swiglu": lambda: _HalfGLU(_RMSNorm(), _SiLU(), glu=True),
+}
 
 
 @pytest.mark.parametrize("name", list(BLOCKS))

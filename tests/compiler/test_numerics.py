@@ -36,8 +36,14 @@ from oracle import Net
 
 RULES = ["zero", "epsilon", "zplus", "alpha1beta0", "alpha2beta1", "w2", "flat", "gamma", "zbox:low=-1,high=1"]
 COMPOSITES = ["EpsilonPlusFlat", "EpsilonGammaBox:low=-1,high=1"]
-METHODS = ["gradient", "inputxgradient", "guidedbackprop", "deconvnet", "integratedgradients:steps=4",
-           "smoothgrad:samples=4"]
+METHODS = [
+    "gradient",
+    "inputxgradient",
+    "guidedbackprop",
+    "deconvnet",
+    "integratedgradients:steps=4",
+    "smoothgrad:samples=4",
+]
 SPECS = [f"rule:{r}" for r in RULES] + [f"composite:{c}" for c in COMPOSITES] + [f"method:{m}" for m in METHODS]
 HUGE = {np.float32: 1e20, np.float16: 1e3}
 TINY = {np.float32: 1e-30, np.float16: 1e-4}
@@ -114,10 +120,12 @@ def test_the_dead_layer_is_dead():
     assert conv2.output[0] == "conv4" and np.abs(relevance).sum() > 0
 
 
-@pytest.mark.parametrize("dtype, power, tol", [(np.float32, 66, 1e-4), (np.float16, 6, 2e-2)],
-                         ids=["float32", "float16"])
-@pytest.mark.parametrize("spec", [f"rule:{r}" for r in RULES if not r.startswith("zbox")]
-                         + [f"composite:{c}" for c in COMPOSITES])
+@pytest.mark.parametrize(
+    "dtype, power, tol", [(np.float32, 66, 1e-4), (np.float16, 6, 2e-2)], ids=["float32", "float16"]
+)
+@pytest.mark.parametrize(
+    "spec", [f"rule:{r}" for r in RULES if not r.startswith("zbox")] + [f"composite:{c}" for c in COMPOSITES]
+)
 def test_huge_weights_scale_the_relevance(spec, dtype, power, tol):
     """Without biases every rule is positively homogeneous in the first layer's W, up to ε: with W × 2^power
     (exact in binary floating point) z₁, every later activation, the logits and so R are × 2^power. So the

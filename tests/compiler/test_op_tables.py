@@ -32,8 +32,13 @@ def tensorflow_table() -> set[str]:
     ops = set()
     for path in SAVEDMODEL:
         tree = ast.parse(path.read_text())
-        named = {t.id: _strings(n.value) for n in tree.body if isinstance(n, ast.Assign)
-                 for t in n.targets if isinstance(t, ast.Name)}
+        named = {
+            t.id: _strings(n.value)
+            for n in tree.body
+            if isinstance(n, ast.Assign)
+            for t in n.targets
+            if isinstance(t, ast.Name)
+        }
         for call in ast.walk(tree):
             if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "tf_op":
                 for arg in call.args:
@@ -74,8 +79,7 @@ def test_ops_the_rules_emit_have_a_tensorflow_implementation(tmp_path):
     emitted = set()
     for name in modern.CASES.builders:
         net, out = modern.CASES.net(name)
-        for options in ({"rule": "epsilon"}, {"rule": "zplus", "rule_map": ["product=half"]},
-                        {"method": "gradient"}):
+        for options in ({"rule": "epsilon"}, {"rule": "zplus", "rule_map": ["product=half"]}, {"method": "gradient"}):
             try:
                 proto = lrpc.compile(net.model(out), **options)
             except lrpc.LrpcError:

@@ -13,7 +13,7 @@ import pytest
 
 import lrpc
 from lrpc.api import plan
-from lrpc.cli import _parser
+from lrpc.cli_parser import parser as _parser
 from lrpc.options import PLAN_FIELDS, CompileOptions
 from nets import small_cnn
 
@@ -37,12 +37,17 @@ def test_each_command_has_a_flag_for_each_option_it_uses():
         assert {*PLAN_FIELDS, "method"} <= dests[name], name
 
 
-@pytest.mark.parametrize("options", [
-    {}, {"rule": "epsilon:eps=0.25", "target": 3}, {"composite": "EpsilonGammaBox:low=-3,high=3", "opset": 18},
-    {"rule_map": ("conv1=flat", "fc*=epsilon"), "convention": "zennit", "target": "input"},
-    {"method": "integratedgradients:steps=4,baseline=0", "output_name": "probs"},
-    {"explain": "r2", "keep_output_activation": False, "target": "all"},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"rule": "epsilon:eps=0.25", "target": 3},
+        {"composite": "EpsilonGammaBox:low=-3,high=3", "opset": 18},
+        {"rule_map": ("conv1=flat", "fc*=epsilon"), "convention": "zennit", "target": "input"},
+        {"method": "integratedgradients:steps=4,baseline=0", "output_name": "probs"},
+        {"explain": "r2", "keep_output_activation": False, "target": "all"},
+    ],
+)
 def test_the_record_compiles_to_the_same_file(options, tmp_path):
     first = lrpc.compile(small_cnn(), **options)
     meta = {p.key: p.value for p in first.metadata_props}

@@ -110,6 +110,7 @@ def test_layer_float64_matches_oracle_tightly(layer, depth, rule):
 # z == 0 exactly: the zero rule drops the unit's relevance, stab(0) = +eps for the others
 # ---------------------------------------------------------------------------------------------
 
+
 def _zero_denominator_net():
     """x [N, 2] -> Gemm W = [[1, -1], [1, 1]] (no bias) -> Sigmoid -> Gemm V = [[1, 1]] -> logit.
 

@@ -20,41 +20,77 @@ ALL_RULES = list(oracle.RULES)
 
 def _pool_then_pool3s2(net):
     """Conv-Relu-MaxPool(2x2 s2)-Conv-Relu-MaxPool(3x3 s2, overlapping)-Flatten-Gemm-Relu-Gemm-Softmax."""
-    (net.conv(4, (3, 3), pads=(1, 1, 1, 1)).relu().maxpool((2, 2), (2, 2))        # (4, 6, 6)
-        .conv(6, (3, 3), pads=(1, 1, 1, 1)).relu().maxpool((3, 3), (2, 2))        # (6, 2, 2)
-        .flatten().gemm(16).relu().gemm(5).softmax())
+    (
+        net.conv(4, (3, 3), pads=(1, 1, 1, 1))
+        .relu()
+        .maxpool((2, 2), (2, 2))  # (4, 6, 6)
+        .conv(6, (3, 3), pads=(1, 1, 1, 1))
+        .relu()
+        .maxpool((3, 3), (2, 2))  # (6, 2, 2)
+        .flatten()
+        .gemm(16)
+        .relu()
+        .gemm(5)
+        .softmax()
+    )
 
 
 def _pool_then_pool2s1(net):
     """Conv-Relu-MaxPool(2x2 s2)-Conv-Relu-MaxPool(2x2 s1, overlapping)-Flatten-Gemm-Relu-Gemm-Softmax."""
-    (net.conv(4, (3, 3), pads=(1, 1, 1, 1)).relu().maxpool((2, 2), (2, 2))        # (4, 5, 5)
-        .conv(6, (3, 3), pads=(1, 1, 1, 1)).relu().maxpool((2, 2), (1, 1))        # (6, 4, 4)
-        .flatten().gemm(16, trans_b=0).relu().gemm(5).softmax())
+    (
+        net.conv(4, (3, 3), pads=(1, 1, 1, 1))
+        .relu()
+        .maxpool((2, 2), (2, 2))  # (4, 5, 5)
+        .conv(6, (3, 3), pads=(1, 1, 1, 1))
+        .relu()
+        .maxpool((2, 2), (1, 1))  # (6, 4, 4)
+        .flatten()
+        .gemm(16, trans_b=0)
+        .relu()
+        .gemm(5)
+        .softmax()
+    )
 
 
 def _mixed(net):
     """Strided asymmetric conv, padded overlapping pool, depthwise conv, MatMul+Add, Gemm alpha."""
-    (net.conv(4, (3, 3), strides=(2, 2), pads=(1, 0, 0, 1)).relu()                # (4, 4, 4)
-        .maxpool((3, 3), (1, 1), pads=(1, 1, 1, 1))                                # (4, 4, 4)
-        .conv(4, (3, 3), pads=(1, 1, 1, 1), group=4).relu()                        # depthwise
-        .flatten().matmul(12).relu().gemm(5, trans_b=0, alpha=0.8).softmax())
+    (
+        net.conv(4, (3, 3), strides=(2, 2), pads=(1, 0, 0, 1))
+        .relu()  # (4, 4, 4)
+        .maxpool((3, 3), (1, 1), pads=(1, 1, 1, 1))  # (4, 4, 4)
+        .conv(4, (3, 3), pads=(1, 1, 1, 1), group=4)
+        .relu()  # depthwise
+        .flatten()
+        .matmul(12)
+        .relu()
+        .gemm(5, trans_b=0, alpha=0.8)
+        .softmax()
+    )
 
 
 def _routing(net):
     """Other activations (relevance passes through) and routing ops: LeakyRelu leaves negative inputs
     to the next layer (x- terms of alphabeta/gamma), Transpose/Reshape must route relevance back."""
-    (net.conv(4, (3, 3), pads=(1, 1, 1, 1))
+    (
+        net.conv(4, (3, 3), pads=(1, 1, 1, 1))
         .activation("LeakyRelu", lambda x: np.where(x > 0, x, np.float32(0.1) * x), alpha=0.1)
-        .transpose((1, 2, 0)).reshape((-1,))                                      # NCHW -> NHWC, flatten
-        .gemm(12).activation("Tanh", np.tanh)
-        .matmul(8).activation("Sigmoid", lambda x: 1 / (1 + np.exp(-x)))
-        .gemm(5).softmax())
+        .transpose((1, 2, 0))
+        .reshape((-1,))  # NCHW -> NHWC, flatten
+        .gemm(12)
+        .activation("Tanh", np.tanh)
+        .matmul(8)
+        .activation("Sigmoid", lambda x: 1 / (1 + np.exp(-x)))
+        .gemm(5)
+        .softmax()
+    )
 
 
-NETS = {"pool2_pool3s2": ((2, 12, 12), _pool_then_pool3s2),
-        "pool2_pool2s1": ((2, 10, 10), _pool_then_pool2s1),
-        "mixed": ((3, 9, 9), _mixed),
-        "routing": ((2, 6, 5), _routing)}
+NETS = {
+    "pool2_pool3s2": ((2, 12, 12), _pool_then_pool3s2),
+    "pool2_pool2s1": ((2, 10, 10), _pool_then_pool2s1),
+    "mixed": ((3, 9, 9), _mixed),
+    "routing": ((2, 6, 5), _routing),
+}
 RELU_NETS = ["pool2_pool3s2", "pool2_pool2s1", "mixed"]
 
 
@@ -72,21 +108,22 @@ def compiled(name: str, rule: str, bias: bool = True, target=None, bias_std: flo
 
 
 def inputs(name, rule, batch, bias=True, target=None, seed=11, bias_std=0.2):
-    return oracle.pick_inputs(build(name, bias, bias_std=bias_std)[1], rule, NETS[name][0], batch, seed=seed,
-                              target=target)
+    return oracle.pick_inputs(
+        build(name, bias, bias_std=bias_std)[1], rule, NETS[name][0], batch, seed=seed, target=target
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Relevance end to end
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("batch", [1, 5])
 @pytest.mark.parametrize("rule", ALL_RULES)
 @pytest.mark.parametrize("net", NETS)
 def test_network_matches_oracle(net, rule, batch):
     model, layers = build(net)
-    oracle.check_against_oracle(model, layers, inputs(net, rule, batch), rule, tol=TOL,
-                                compiled=compiled(net, rule))
+    oracle.check_against_oracle(model, layers, inputs(net, rule, batch), rule, tol=TOL, compiled=compiled(net, rule))
 
 
 @pytest.mark.parametrize("rule", ALL_RULES)
@@ -97,9 +134,9 @@ def test_batch_equals_single_samples(net, rule):
     X = inputs(net, rule, 5)
     together = oracle.run(sess, X)
     for n in range(5):
-        alone = oracle.run(sess, X[n:n + 1])
+        alone = oracle.run(sess, X[n : n + 1])
         for name, value in alone.items():
-            oracle.assert_rel_close(together[name][n:n + 1], value, 1e-6, what=f"sample {n}, output {name}")
+            oracle.assert_rel_close(together[name][n : n + 1], value, 1e-6, what=f"sample {n}, output {name}")
 
 
 def test_maxpool_ties_go_to_first_max():
@@ -123,6 +160,7 @@ def test_maxpool_ties_go_to_first_max():
 # ---------------------------------------------------------------------------------------------
 # Targets
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("rule", ALL_RULES)
 @pytest.mark.parametrize("net", NETS)
@@ -159,6 +197,7 @@ def test_max_target_equals_fed_argmax(net):
 # Conservation
 # ---------------------------------------------------------------------------------------------
 
+
 def _explained_logit(layers, X, target=None):
     logits = np.stack([oracle.forward(layers, x)[-1] for x in X])
     t = np.argmax(logits, axis=1) if target is None else np.broadcast_to(target, (len(X),))
@@ -174,8 +213,9 @@ CONSERVING = {"zero": 1e-5, "epsilon": 1e-4, "flat": 1e-5, "w2": 1e-5}
 def test_bias_free_net_conserves(net, rule):
     model, layers = build(net, bias=False)
     X = inputs(net, rule, 5, bias=False)
-    R, R_oracle, _ = oracle.check_against_oracle(model, layers, X, rule, tol=TOL,
-                                                 compiled=compiled(net, rule, bias=False))
+    R, R_oracle, _ = oracle.check_against_oracle(
+        model, layers, X, rule, tol=TOL, compiled=compiled(net, rule, bias=False)
+    )
     y = _explained_logit(layers, X.astype(np.float64))
     total = R.reshape(5, -1).astype(np.float64).sum(axis=1)
     np.testing.assert_allclose(total, y, rtol=CONSERVING[rule], atol=0)
@@ -208,8 +248,9 @@ def test_net_with_biases_does_not_conserve(net):
     Biases ~ N(0, 0.5) here, so that every sample's gap is far (> 100x) above the 1e-4 tolerance."""
     model, layers = build(net, bias=True, bias_std=0.5)
     X = inputs(net, "epsilon", 5, bias_std=0.5)
-    R, _, _ = oracle.check_against_oracle(model, layers, X, "epsilon", tol=TOL,
-                                          compiled=compiled(net, "epsilon", bias_std=0.5))
+    R, _, _ = oracle.check_against_oracle(
+        model, layers, X, "epsilon", tol=TOL, compiled=compiled(net, "epsilon", bias_std=0.5)
+    )
     y = _explained_logit(layers, X.astype(np.float64))
     gap = y - R.reshape(5, -1).astype(np.float64).sum(axis=1)
     assert np.all(np.abs(gap) > 1e-2 * np.abs(y)), f"relative gaps {gap / y}: the biases should be visible"
@@ -222,13 +263,25 @@ def test_net_with_biases_does_not_conserve(net):
 # float64 models: no float32 rounding, so lrpc and the oracle must agree to ~1e-12
 # ---------------------------------------------------------------------------------------------
 
+
 def _mlp(net):
     """MatMul+Add on [t, k], MaxPool1d, Gemm with alpha/beta, MatMul without bias: ops onnxruntime
     runs in double on CPU (its Conv/ConvTranspose are float32 only)."""
-    (net.reshape((3, 4)).matmul(6).relu().flatten()                                # (18,)
-        .reshape((2, 9)).maxpool((2,), (1,)).flatten()                            # (16,)
-        .gemm(10, trans_b=0, alpha=0.7, beta=1.3).relu()
-        .matmul(7, bias=False).relu().gemm(5).softmax())
+    (
+        net.reshape((3, 4))
+        .matmul(6)
+        .relu()
+        .flatten()  # (18,)
+        .reshape((2, 9))
+        .maxpool((2,), (1,))
+        .flatten()  # (16,)
+        .gemm(10, trans_b=0, alpha=0.7, beta=1.3)
+        .relu()
+        .matmul(7, bias=False)
+        .relu()
+        .gemm(5)
+        .softmax()
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -257,6 +310,7 @@ def test_float64_model_with_argmax_or_fed_target(target):
 # The oracle itself (no lrpc): identities between rules that hold by algebra
 # ---------------------------------------------------------------------------------------------
 
+
 def test_oracle_rule_identities():
     _, layers = build("mixed")
     L = layers[0]
@@ -271,8 +325,9 @@ def test_oracle_rule_identities():
     # when the biases are non-positive: za = W+ x + 0
     L0 = oracle.Linear(L.W, np.minimum(L.b, 0), L.S, L.in_shape, L.out_shape)
     xp, Rp = np.abs(x), np.abs(R)
-    np.testing.assert_allclose(rules.rule_alphabeta(L0, xp, Rp, 1.0, 0.0).sum(), Rp[(L0.W.clip(0) @ xp) > 0].sum(),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        rules.rule_alphabeta(L0, xp, Rp, 1.0, 0.0).sum(), Rp[(L0.W.clip(0) @ xp) > 0].sum(), rtol=1e-5
+    )
     # zbox with l = h = 0 is the bias-free zero rule
     Lnb = oracle.Linear(L.W, np.zeros_like(L.b), L.S, L.in_shape, L.out_shape)
     np.testing.assert_allclose(rules.rule_zbox(L, x, R, 0.0, 0.0, eps=1e-12), rules.rule_zero(Lnb, x, R), rtol=1e-6)
@@ -284,15 +339,24 @@ def test_oracle_conv_matrix_matches_torch():
     import torch.nn.functional as F
 
     rng = np.random.default_rng(1)
-    cases = [((3, 9, 8), (4, 3, 3, 3), dict(stride=2, dilation=1, groups=1), (0, 1, 1, 0)),
-             ((4, 7, 9), (4, 1, 3, 2), dict(stride=(1, 2), dilation=(2, 1), groups=4), (2, 1, 0, 1)),
-             ((2, 5, 6, 4), (4, 1, 3, 3, 2), dict(stride=(2, 1, 1), dilation=1, groups=2), (1, 0, 1, 1, 0, 1))]
+    cases = [
+        ((3, 9, 8), (4, 3, 3, 3), dict(stride=2, dilation=1, groups=1), (0, 1, 1, 0)),
+        ((4, 7, 9), (4, 1, 3, 2), dict(stride=(1, 2), dilation=(2, 1), groups=4), (2, 1, 0, 1)),
+        ((2, 5, 6, 4), (4, 1, 3, 3, 2), dict(stride=(2, 1, 1), dilation=1, groups=2), (1, 0, 1, 1, 0, 1)),
+    ]
     for in_shape, w_shape, kw, pads in cases:
         nd = len(in_shape) - 1
         w = rng.standard_normal(w_shape)
         x = rng.standard_normal(in_shape)
-        L = oracle.conv_layer(w, None, in_shape, strides=list(np.broadcast_to(kw["stride"], nd)),
-                              pads=pads, dilations=list(np.broadcast_to(kw["dilation"], nd)), group=kw["groups"])
+        L = oracle.conv_layer(
+            w,
+            None,
+            in_shape,
+            strides=list(np.broadcast_to(kw["stride"], nd)),
+            pads=pads,
+            dilations=list(np.broadcast_to(kw["dilation"], nd)),
+            group=kw["groups"],
+        )
         # torch pads symmetrically only: pad explicitly (F.pad takes the last axis first)
         torch_pads = [p for a in reversed(range(nd)) for p in (pads[a], pads[nd + a])]
         xt = F.pad(torch.tensor(x)[None], torch_pads)

@@ -13,6 +13,9 @@ def test_every_package_folder_is_listed_in_pyproject():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(config["packages"])
     for name, folder in config["package-dir"].items():
-        found = {".".join([name, *p.parent.relative_to(ROOT / folder).parts])
-                 for p in (ROOT / folder).rglob("__init__.py") if "__pycache__" not in p.parts}
+        found = {
+            ".".join([name, *p.parent.relative_to(ROOT / folder).parts])
+            for p in (ROOT / folder).rglob("__init__.py")
+            if "__pycache__" not in p.parts
+        }
         assert found <= listed, f"pyproject.toml [tool.setuptools] packages lacks {sorted(found - listed)}"

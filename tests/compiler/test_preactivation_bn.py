@@ -33,10 +33,16 @@ RULES = ["zero", "epsilon", "alpha2beta1", "zplus", "gamma", "epsilon;first=flat
 
 def weights(seed=1):
     rng = np.random.default_rng(seed)
-    return {"w1": rng.normal(0, .5, (C, C, 3, 3)), "b1": rng.normal(0, .1, C),
-            "w2": rng.normal(0, .5, (C, C, 3, 3)), "b2": rng.normal(0, .1, C),
-            "wd": rng.normal(0, .5, (3, C)), "bd": rng.normal(0, .1, 3),
-            "scale": rng.uniform(.5, 1.5, C), "shift": rng.normal(0, 1, C)}
+    return {
+        "w1": rng.normal(0, 0.5, (C, C, 3, 3)),
+        "b1": rng.normal(0, 0.1, C),
+        "w2": rng.normal(0, 0.5, (C, C, 3, 3)),
+        "b2": rng.normal(0, 0.1, C),
+        "wd": rng.normal(0, 0.5, (3, C)),
+        "bd": rng.normal(0, 0.1, 3),
+        "scale": rng.uniform(0.5, 1.5, C),
+        "shift": rng.normal(0, 1, C),
+    }
 
 
 def residual_net(bn: str, w=None, lone_scale=False) -> onnx.ModelProto:
@@ -45,8 +51,10 @@ def residual_net(bn: str, w=None, lone_scale=False) -> onnx.ModelProto:
     w = w or weights()
     f = lambda name, a: numpy_helper.from_array(np.asarray(a, np.float32), name)
     inits = [f(k, w[k]) for k in ("w1", "b1", "w2", "b2", "wd", "bd")]
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h1"], pads=[1] * 4),
-             helper.make_node("Add", ["h1", "x"], ["s1"])]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["h1"], pads=[1] * 4),
+        helper.make_node("Add", ["h1", "x"], ["s1"]),
+    ]
     if bn == "bn":
         inits += [f("g", w["scale"]), f("be", w["shift"]), f("mu", np.zeros(C)), f("var", np.ones(C))]
         nodes.append(helper.make_node("BatchNormalization", ["s1", "g", "be", "mu", "var"], ["n"], epsilon=0.0))
@@ -56,13 +64,21 @@ def residual_net(bn: str, w=None, lone_scale=False) -> onnx.ModelProto:
         if bn == "mul_add":
             inits.append(f("c2", w["shift"].reshape(C, 1, 1)))
             nodes.append(helper.make_node("Add", ["m", "c2"], ["n"]))
-    nodes += [helper.make_node("Relu", ["n"], ["r"]),
-              helper.make_node("Conv", ["r", "w2", "b2"], ["h2"], pads=[1] * 4),
-              helper.make_node("Add", ["h2", "s1"], ["s2"]), helper.make_node("GlobalAveragePool", ["s2"], ["g1"]),
-              helper.make_node("Flatten", ["g1"], ["fl"]),
-              helper.make_node("Gemm", ["fl", "wd", "bd"], ["y"], transB=1)]
-    graph = helper.make_graph(nodes, "preact", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", C, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    nodes += [
+        helper.make_node("Relu", ["n"], ["r"]),
+        helper.make_node("Conv", ["r", "w2", "b2"], ["h2"], pads=[1] * 4),
+        helper.make_node("Add", ["h2", "s1"], ["s2"]),
+        helper.make_node("GlobalAveragePool", ["s2"], ["g1"]),
+        helper.make_node("Flatten", ["g1"], ["fl"]),
+        helper.make_node("Gemm", ["fl", "wd", "bd"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "preact",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", C, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
@@ -130,13 +146,24 @@ def test_an_input_normalization_before_a_padded_conv_stays_for_zbox():
     Conv records it for zbox bounds in raw units."""
     rng = np.random.default_rng(4)
     f = lambda name, a: numpy_helper.from_array(np.asarray(a, np.float32), name)
-    inits = [f("s", rng.uniform(.5, 2, (C, 1, 1))), f("t", rng.normal(0, 1, (C, 1, 1))),
-             f("w", rng.normal(0, .5, (3, C, 3, 3)))]
-    nodes = [helper.make_node("Mul", ["x", "s"], ["m"]), helper.make_node("Add", ["m", "t"], ["v"]),
-             helper.make_node("Conv", ["v", "w"], ["h"], pads=[1] * 4),
-             helper.make_node("ReduceMax", ["h"], ["y"], axes=[2, 3], keepdims=0)]
-    graph = helper.make_graph(nodes, "norm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", C, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    inits = [
+        f("s", rng.uniform(0.5, 2, (C, 1, 1))),
+        f("t", rng.normal(0, 1, (C, 1, 1))),
+        f("w", rng.normal(0, 0.5, (3, C, 3, 3))),
+    ]
+    nodes = [
+        helper.make_node("Mul", ["x", "s"], ["m"]),
+        helper.make_node("Add", ["m", "t"], ["v"]),
+        helper.make_node("Conv", ["v", "w"], ["h"], pads=[1] * 4),
+        helper.make_node("ReduceMax", ["h"], ["y"], axes=[2, 3], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "norm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", C, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     p = plan(model, rule="zbox:low=0,high=1")
     assert [n.op_type for n in p.model.graph][:3] == ["Mul", "Add", "Conv"]

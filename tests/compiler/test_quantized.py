@@ -34,9 +34,14 @@ def residual_depthwise(seed=0) -> onnx.ModelProto:
     """Conv-Relu, depthwise Conv-Relu + the skip (Add), Relu, GlobalAveragePool, Flatten, Gemm on [N, 2, 8, 8]."""
     rng = np.random.default_rng(seed)
     he = lambda *s: (rng.standard_normal(s) * np.sqrt(2.0 / np.prod(s[1:]))).astype(np.float32)
-    init = {"w1": he(4, 2, 3, 3), "b1": rng.normal(0, .1, 4).astype(np.float32),
-            "wd": he(4, 1, 3, 3), "bd": rng.normal(0, .1, 4).astype(np.float32),
-            "w3": he(5, 4), "b3": rng.normal(0, .1, 5).astype(np.float32)}
+    init = {
+        "w1": he(4, 2, 3, 3),
+        "b1": rng.normal(0, 0.1, 4).astype(np.float32),
+        "wd": he(4, 1, 3, 3),
+        "bd": rng.normal(0, 0.1, 4).astype(np.float32),
+        "w3": he(5, 4),
+        "b3": rng.normal(0, 0.1, 5).astype(np.float32),
+    }
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
@@ -50,14 +55,18 @@ def residual_depthwise(seed=0) -> onnx.ModelProto:
     return nets.make_model(nodes, [nets.tensor("x", ["N", 2, 8, 8])], [nets.tensor("logits", ["N", 5])], init)
 
 
-NETS = {"cnn": lambda: nets.small_cnn(softmax=False), "cnn_nobias": lambda: nets.small_cnn(bias=False, softmax=False),
-        "residual_dw": residual_depthwise}
+NETS = {
+    "cnn": lambda: nets.small_cnn(softmax=False),
+    "cnn_nobias": lambda: nets.small_cnn(bias=False, softmax=False),
+    "residual_dw": residual_depthwise,
+}
 
 
 class _Calibration(CalibrationDataReader):
     def __init__(self):
-        self.batches = iter([{"x": np.random.default_rng(i).standard_normal((1, 2, 8, 8)).astype(np.float32)}
-                             for i in range(16)])
+        self.batches = iter(
+            [{"x": np.random.default_rng(i).standard_normal((1, 2, 8, 8)).astype(np.float32)} for i in range(16)]
+        )
 
     def get_next(self):
         return next(self.batches, None)
@@ -71,8 +80,13 @@ def quantized(name: str, per_channel: bool, tmp_path_factory) -> onnx.ModelProto
     if key not in _CACHE:
         folder = tmp_path_factory.mktemp("q")
         onnx.save(NETS[name](), folder / "float.onnx")
-        quantize_static(str(folder / "float.onnx"), str(folder / "q.onnx"), _Calibration(),
-                        quant_format=QuantFormat.QDQ, per_channel=per_channel)
+        quantize_static(
+            str(folder / "float.onnx"),
+            str(folder / "q.onnx"),
+            _Calibration(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+        )
         _CACHE[key] = onnx.load(folder / "q.onnx")
     return _CACHE[key]
 
@@ -91,8 +105,12 @@ def dequantized_float(q: onnx.ModelProto) -> onnx.ModelProto:
         array = dequantized_constant(node.outputs[0])
         source = node.inputs[0].producer()
         if array is not None:
-            value = ir.Value(name=node.outputs[0].name + "_float", shape=ir.Shape(array.shape),
-                             type=ir.TensorType(ir.DataType.from_numpy(array.dtype)), const_value=ir.tensor(array))
+            value = ir.Value(
+                name=node.outputs[0].name + "_float",
+                shape=ir.Shape(array.shape),
+                type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+                const_value=ir.tensor(array),
+            )
             graph.register_initializer(value)
         elif source is not None and source.op_type == "QuantizeLinear":
             value = source.inputs[0]
@@ -118,8 +136,12 @@ def _x(seed=7, n=3):
     return np.random.default_rng(seed).standard_normal((n, 2, 8, 8)).astype(np.float32)
 
 
-OPTIONS = {"epsilon": {"rule": "epsilon"}, "zplus": {"rule": "zplus"}, "composite": {},
-           "gradient": {"method": "gradient"}}
+OPTIONS = {
+    "epsilon": {"rule": "epsilon"},
+    "zplus": {"rule": "zplus"},
+    "composite": {},
+    "gradient": {"method": "gradient"},
+}
 
 
 def _with_outputs(model: onnx.ModelProto, names) -> onnx.ModelProto:
@@ -150,8 +172,9 @@ TOLERANCE = {"gradient": 1e-4, "epsilon": 0.1, "zplus": 0.03, "composite": 0.03}
 @pytest.mark.parametrize("per_channel", [False, True], ids=["per_tensor", "per_channel"])
 @pytest.mark.parametrize("name", ["cnn", "residual_dw"])
 @pytest.mark.parametrize("how", sorted(OPTIONS))
-def test_outputs_equal_the_quantized_model_and_relevance_the_dequantized_float(how, name, per_channel,
-                                                                                tmp_path_factory):
+def test_outputs_equal_the_quantized_model_and_relevance_the_dequantized_float(
+    how, name, per_channel, tmp_path_factory
+):
     q = quantized(name, per_channel, tmp_path_factory)
     ops = {n.op_type for n in q.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and not ops & {"QLinearConv", "ConvInteger"}
@@ -191,8 +214,13 @@ def test_dequantized_constant_per_axis():
     qv = np.array([[1, -2], [3, 4], [-5, 6]], np.int8)
     scale, zp = np.array([0.5, 2.0], np.float32), np.array([1, -1], np.int8)
     node = helper.make_node("DequantizeLinear", ["q", "s", "z"], ["w"], axis=1)
-    graph = helper.make_graph([node], "g", [], [nets.tensor("w", [3, 2])],
-                              [numpy_helper.from_array(a, n) for n, a in (("q", qv), ("s", scale), ("z", zp))])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [],
+        [nets.tensor("w", [3, 2])],
+        [numpy_helper.from_array(a, n) for n, a in (("q", qv), ("s", scale), ("z", zp))],
+    )
     model = ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
     got = dequantized_constant(model.graph.outputs[0])
     np.testing.assert_array_equal(got, (qv.astype(np.float32) - zp) * scale)
@@ -200,18 +228,31 @@ def test_dequantized_constant_per_axis():
 
 
 def _qoperator_model() -> onnx.ModelProto:
-    init = {"xs": np.float32(0.1), "xz": np.uint8(128), "w": np.ones((2, 2, 1, 1), np.int8), "ws": np.float32(0.05),
-            "wz": np.int8(0), "ys": np.float32(0.2), "yz": np.uint8(128)}
-    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="quant_x"),
-             helper.make_node("QLinearConv", ["xq", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["yq"], name="qconv"),
-             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"], name="dequant_y")]
+    init = {
+        "xs": np.float32(0.1),
+        "xz": np.uint8(128),
+        "w": np.ones((2, 2, 1, 1), np.int8),
+        "ws": np.float32(0.05),
+        "wz": np.int8(0),
+        "ys": np.float32(0.2),
+        "yz": np.uint8(128),
+    }
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="quant_x"),
+        helper.make_node("QLinearConv", ["xq", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["yq"], name="qconv"),
+        helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"], name="dequant_y"),
+    ]
     return nets.make_model(nodes, [nets.tensor("x", ["N", 2, 4, 4])], [nets.tensor("y", ["N", 2, 4, 4])], init)
 
 
 def test_a_qoperator_file_exits_2_naming_the_node(tmp_path):
     onnx.save(_qoperator_model(), tmp_path / "m.onnx")
-    done = subprocess.run([str(LRPC), "compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out.onnx")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(LRPC), "compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out.onnx")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr
     assert "qconv" in done.stderr and "QLinearConv" in done.stderr and "QuantFormat.QDQ" in done.stderr, done.stderr
     assert not (tmp_path / "out.onnx").exists()
@@ -220,28 +261,36 @@ def test_a_qoperator_file_exits_2_naming_the_node(tmp_path):
 def _matmul_add(seed=0) -> onnx.ModelProto:
     """MatMul-Add-Relu-MatMul-Add on [N, 8]: quantize_static writes each bias as DequantizeLinear(int8 q)."""
     rng = np.random.default_rng(seed)
-    init = {"w1": rng.standard_normal((8, 6)).astype(np.float32), "b1": rng.standard_normal(6).astype(np.float32),
-            "w2": rng.standard_normal((6, 3)).astype(np.float32), "b2": rng.standard_normal(3).astype(np.float32)}
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["m1"], name="mm1"),
-             helper.make_node("Add", ["m1", "b1"], ["a1"], name="add1"),
-             helper.make_node("Relu", ["a1"], ["r1"], name="relu1"),
-             helper.make_node("MatMul", ["r1", "w2"], ["m2"], name="mm2"),
-             helper.make_node("Add", ["m2", "b2"], ["logits"], name="add2")]
+    init = {
+        "w1": rng.standard_normal((8, 6)).astype(np.float32),
+        "b1": rng.standard_normal(6).astype(np.float32),
+        "w2": rng.standard_normal((6, 3)).astype(np.float32),
+        "b2": rng.standard_normal(3).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["m1"], name="mm1"),
+        helper.make_node("Add", ["m1", "b1"], ["a1"], name="add1"),
+        helper.make_node("Relu", ["a1"], ["r1"], name="relu1"),
+        helper.make_node("MatMul", ["r1", "w2"], ["m2"], name="mm2"),
+        helper.make_node("Add", ["m2", "b2"], ["logits"], name="add2"),
+    ]
     return nets.make_model(nodes, [nets.tensor("x", ["N", 8])], [nets.tensor("logits", ["N", 3])], init)
 
 
 class _FlatCalibration(_Calibration):
     def __init__(self):
-        self.batches = iter([{"x": np.random.default_rng(i).standard_normal((1, 8)).astype(np.float32)}
-                             for i in range(16)])
+        self.batches = iter(
+            [{"x": np.random.default_rng(i).standard_normal((1, 8)).astype(np.float32)} for i in range(16)]
+        )
 
 
 def test_a_quantized_bias_add_is_a_bias_not_a_join(tmp_path):
     """Add(MatMul, DequantizeLinear(q_b)) adds a constant: relevance stays with the unit (R_x = R_y, as for a
     float Add by a constant), none flows into the bias's quantizer; so rule zero gives Σ R_in = the logit."""
     onnx.save(_matmul_add(), tmp_path / "float.onnx")
-    quantize_static(str(tmp_path / "float.onnx"), str(tmp_path / "q.onnx"), _FlatCalibration(),
-                    quant_format=QuantFormat.QDQ)
+    quantize_static(
+        str(tmp_path / "float.onnx"), str(tmp_path / "q.onnx"), _FlatCalibration(), quant_format=QuantFormat.QDQ
+    )
     q = onnx.load(tmp_path / "q.onnx")
     adds = [n for n in q.graph.node if n.op_type == "Add"]
     assert adds and all(dequantized_constant_of(q, n.input[1]) for n in adds)
@@ -262,8 +311,7 @@ def dequantized_constant_of(model: onnx.ModelProto, name: str) -> bool:
 
 def test_inspect_names_the_quantized_weights_and_refuses_nothing(tmp_path, tmp_path_factory):
     onnx.save(quantized("cnn", True, tmp_path_factory), tmp_path / "q.onnx")
-    done = subprocess.run([str(LRPC), "inspect", str(tmp_path / "q.onnx")], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([str(LRPC), "inspect", str(tmp_path / "q.onnx")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     weights = [line for line in done.stdout.splitlines() if line.strip().startswith(("w1_Dequantize", "b1_Dequant"))]
     assert len(weights) == 2 and all("quantized constant" in line for line in weights), done.stdout

@@ -32,9 +32,15 @@ CASES = {  # name: (input shape, MaxPool attributes)
 
 def onnxruntime_max_pool(x, attributes):
     node = helper.make_node("MaxPool", ["x"], ["y", "i"], **attributes)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
-                               helper.make_tensor_value_info("i", TensorProto.INT64, None)])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("i", TensorProto.INT64, None),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
@@ -55,37 +61,48 @@ def test_values_and_indices_match_onnxruntime(case, ties):
 
 def test_verify_passes_on_a_padded_max_pool():
     rng = np.random.default_rng(1)
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-             helper.make_node("Flatten", ["p"], ["f"]),
-             helper.make_node("Gemm", ["f", "fw"], ["logits"], transB=1)]
-    init = {"w": rng.standard_normal((8, 2, 3, 3)).astype(np.float32), "b": np.zeros(8, np.float32),
-            "fw": rng.standard_normal((3, 8 * 4 * 4)).astype(np.float32)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "fw"], ["logits"], transB=1),
+    ]
+    init = {
+        "w": rng.standard_normal((8, 2, 3, 3)).astype(np.float32),
+        "b": np.zeros(8, np.float32),
+        "fw": rng.standard_normal((3, 8 * 4 * 4)).astype(np.float32),
+    }
     model = make_model(nodes, [tensor("x", ["N", 2, 4, 4])], [tensor("logits", ["N", 3])], init)
     report = verify(lrpc.compile(model, rule="epsilon"))
     assert report.passed, report.text()
 
 
-@pytest.mark.parametrize("shape, kernel, stride, output_shape", [
-    ((1, 2, 6, 6), 2, 2, None), ((2, 3, 4, 5), 2, 2, [2, 3, 8, 11]),
-    ((1, 2, 3, 3), 1, 2, [1, 2, 6, 6]),  # ResNet50V2's 1×1/2 shortcut pool on an even map
-])
+@pytest.mark.parametrize(
+    "shape, kernel, stride, output_shape",
+    [
+        ((1, 2, 6, 6), 2, 2, None),
+        ((2, 3, 4, 5), 2, 2, [2, 3, 8, 11]),
+        ((1, 2, 3, 3), 1, 2, [1, 2, 6, 6]),  # ResNet50V2's 1×1/2 shortcut pool on an even map
+    ],
+)
 def test_maxunpool_puts_each_value_at_its_index_in_the_given_shape(shape, kernel, stride, output_shape):
     """Against onnxruntime's MaxUnpool, with output_shape given (onnx's reference ignores it) or not."""
     from lrpc.verify.float64 import run_double
 
     rng = np.random.default_rng(3)
     full = output_shape or [*shape[:2], *[(d - 1) * stride + kernel for d in shape[2:]]]
-    indices = np.stack([rng.choice(int(np.prod(full[2:])), int(np.prod(shape[2:])), replace=False)
-                        for _ in range(shape[0] * shape[1])]).reshape(shape)
+    indices = np.stack(
+        [rng.choice(int(np.prod(full[2:])), int(np.prod(shape[2:])), replace=False) for _ in range(shape[0] * shape[1])]
+    ).reshape(shape)
     indices = indices + (np.arange(shape[0] * shape[1]) * int(np.prod(full[2:]))).reshape(*shape[:2], 1, 1)
     x = rng.standard_normal(shape).astype(np.float32)
     extra = ["shape"] if output_shape else []
     node = helper.make_node("MaxUnpool", ["x", "i", *extra], ["y"], kernel_shape=[kernel] * 2, strides=[stride] * 2)
     inits = {"shape": np.array(output_shape, np.int64)} if output_shape else {}
-    model = make_model([node], [tensor("x", list(shape)), tensor("i", list(shape), TensorProto.INT64)],
-                       [tensor("y", full)], inits)
+    model = make_model(
+        [node], [tensor("x", list(shape)), tensor("i", list(shape), TensorProto.INT64)], [tensor("y", full)], inits
+    )
     feeds = {"x": x, "i": indices.astype(np.int64)}
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     got = run_double(model, feeds, ["y"])["y"]

@@ -61,10 +61,18 @@ COMPOSITES = {  # the composites' meaning, written out for the oracle (conv1, co
     "EpsilonAlpha2Beta1Flat": (R["flat"], R["alpha2beta1"], R["epsilon"], R["epsilon"]),
     "EpsilonGammaBox:low=-1.5,high=2": (R["zbox:low=-1.5,high=2"], R["gamma"], R["epsilon"], R["epsilon"]),
     "ExcitationBackprop": (R["zplus"],) * 4,
-    "A": (R["alpha1beta0"], R["alpha1beta0"], R["epsilon:eps=0.25"].func and partial(oracle.rule_epsilon, eps=0.1),
-          partial(oracle.rule_epsilon, eps=0.1)),
-    "BFlat": (R["flat"], R["alpha2beta1"], partial(oracle.rule_epsilon, eps=0.1),
-              partial(oracle.rule_epsilon, eps=0.1)),
+    "A": (
+        R["alpha1beta0"],
+        R["alpha1beta0"],
+        R["epsilon:eps=0.25"].func and partial(oracle.rule_epsilon, eps=0.1),
+        partial(oracle.rule_epsilon, eps=0.1),
+    ),
+    "BFlat": (
+        R["flat"],
+        R["alpha2beta1"],
+        partial(oracle.rule_epsilon, eps=0.1),
+        partial(oracle.rule_epsilon, eps=0.1),
+    ),
 }
 
 
@@ -85,16 +93,26 @@ def test_default_is_epsilon_plus_flat():
 def test_average_pools_get_epsilon_in_composites_and_are_never_first():
     model = onnx.load(FIXTURES / "cnn_avgpool_bn.onnx")
     assigned = {n.name.split("/")[1]: r.spec for n, r in plan(model, composite="EpsilonPlusFlat").assigned.items()}
-    assert assigned == {"conv1_1": "flat", "pool1_1": "epsilon:eps=1e-06", "conv2_1": "zplus",
-                        "pool2_1": "epsilon:eps=1e-06", "conv3_1": "zplus", "gap_1": "epsilon:eps=1e-06",
-                        "logits_1": "epsilon:eps=1e-06"}
+    assert assigned == {
+        "conv1_1": "flat",
+        "pool1_1": "epsilon:eps=1e-06",
+        "conv2_1": "zplus",
+        "pool2_1": "epsilon:eps=1e-06",
+        "conv3_1": "zplus",
+        "gap_1": "epsilon:eps=1e-06",
+        "logits_1": "epsilon:eps=1e-06",
+    }
 
 
 def test_rule_map_first_match_wins_before_the_composite():
     net = vgg_like()
     X = np.random.default_rng(2).standard_normal((3, 2, 6, 6)).astype(np.float32)
-    got = lrpc_relevance(net.model(), X, composite="EpsilonPlus",
-                         rule_map=["conv3=w2", "conv*=flat", "last=epsilon:eps=0.25", "dense=zero"])
+    got = lrpc_relevance(
+        net.model(),
+        X,
+        composite="EpsilonPlus",
+        rule_map=["conv3=w2", "conv*=flat", "last=epsilon:eps=0.25", "dense=zero"],
+    )
     expected = oracle_relevance(net, X, layer_rules(net, R["flat"], R["w2"], R["zero"], R["epsilon:eps=0.25"]))
     oracle.assert_rel_close(got, expected, 1e-5)
 
@@ -106,8 +124,9 @@ def test_rule_map_from_toml_file(tmp_path):
     X = np.random.default_rng(3).standard_normal((2, 2, 6, 6)).astype(np.float32)
     got = lrpc_relevance(net.model(), X, rule_map_file=str(path))
     eps = R["epsilon:eps=0.25"]
-    oracle.assert_rel_close(got, oracle_relevance(net, X, layer_rules(net, R["flat"], R["alpha2beta1"], eps, eps)),
-                            1e-5)
+    oracle.assert_rel_close(
+        got, oracle_relevance(net, X, layer_rules(net, R["flat"], R["alpha2beta1"], eps, eps)), 1e-5
+    )
 
 
 def test_keras_layer_names_select_layers():
@@ -117,16 +136,19 @@ def test_keras_layer_names_select_layers():
     assert by_scope["conv2_1"] == "flat" and by_scope["logits_1"] == "w2" and by_scope["conv1_1"].startswith("epsilon")
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(rule_map=["nothing*=flat"]), "pattern 'nothing\\*' matches no linear layer; the layers are: conv1"),
-    (dict(rule_map=["conv1"]), "PATTERN=RULE"),
-    (dict(rule_map=["conv1=nope"]), "unknown rule 'nope'"),
-    (dict(rule="epsilon", composite="EpsilonPlus"), "not both"),
-    (dict(composite="EpsilonMinus"), "unknown composite 'EpsilonMinus'"),
-    (dict(composite="EpsilonGammaBox"), "needs low, high"),
-    (dict(composite="EpsilonPlus:gamma=2"), "takes eps=…"),
-    (dict(convention="captum"), "unknown convention"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(rule_map=["nothing*=flat"]), "pattern 'nothing\\*' matches no linear layer; the layers are: conv1"),
+        (dict(rule_map=["conv1"]), "PATTERN=RULE"),
+        (dict(rule_map=["conv1=nope"]), "unknown rule 'nope'"),
+        (dict(rule="epsilon", composite="EpsilonPlus"), "not both"),
+        (dict(composite="EpsilonMinus"), "unknown composite 'EpsilonMinus'"),
+        (dict(composite="EpsilonGammaBox"), "needs low, high"),
+        (dict(composite="EpsilonPlus:gamma=2"), "takes eps=…"),
+        (dict(convention="captum"), "unknown convention"),
+    ],
+)
 def test_rule_map_errors(kwargs, message):
     with pytest.raises(LrpcError, match=message):
         plan(vgg_like().model(), **kwargs)
@@ -147,6 +169,7 @@ def test_rule_map_file_errors(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Conventions
 # ---------------------------------------------------------------------------------------------
+
 
 def test_zennit_convention_starts_from_one():
     net = vgg_like()
@@ -188,8 +211,16 @@ def cli(*args):
 
 
 def test_inspect_shows_layers_rules_canonizations_and_target(tmp_path):
-    done = cli("inspect", FIXTURES / "cnn_avgpool_bn.onnx", "--composite", "EpsilonGammaBox:low=-1,high=1",
-               "--rule-map", "conv2=w2", "--target", "3")
+    done = cli(
+        "inspect",
+        FIXTURES / "cnn_avgpool_bn.onnx",
+        "--composite",
+        "EpsilonGammaBox:low=-1,high=1",
+        "--rule-map",
+        "conv2=w2",
+        "--target",
+        "3",
+    )
     assert done.returncode == 0, done.stderr
     text = done.stdout
     assert "explains: 'logits' [unk__3,10], target fixed:3" in text
@@ -228,8 +259,9 @@ def test_innvestigate_convention_drops_the_bias_in_zplus_and_w2():
     """iNNvestigate's lrp.z_plus and lrp.w_square ignore the bias (measured by benchmarks/fidelity.py)."""
     net = vgg_like()
     X = np.random.default_rng(6).standard_normal((3, 2, 6, 6)).astype(np.float32)
-    unbiased = lambda rule: lambda L, x, R_out: rule(oracle.Linear(L.W, 0 * L.b, L.S, L.in_shape, L.out_shape),
-                                                     x, R_out)
+    unbiased = lambda rule: (
+        lambda L, x, R_out: rule(oracle.Linear(L.W, 0 * L.b, L.S, L.in_shape, L.out_shape), x, R_out)
+    )
     zplus = unbiased(partial(innvestigate_alphabeta, alpha=1.0, beta=0.0))
     w2 = unbiased(oracle.rule_w2)
     for spec, rule in (("zplus", zplus), ("w2", w2)):
@@ -247,11 +279,16 @@ def _residual_net():
 
 
 JOIN_OPTIONS = {  # options → the oracle's rule per op (by output name prefix) and the same options without the ε
-    "join pattern": (dict(rule="zero", rule_map=["join=epsilon:eps=0.3"]),
-                     {"conv": "zero", "gemm": "zero", "add": "epsilon:eps=0.3"}, dict(rule="zero")),
-    "composite stabilizer": (dict(composite="EpsilonPlus:stabilizer=0.3"),
-                             {"conv": "zplus", "gemm": "epsilon", "add": "epsilon:eps=0.3"},
-                             dict(composite="EpsilonPlus")),
+    "join pattern": (
+        dict(rule="zero", rule_map=["join=epsilon:eps=0.3"]),
+        {"conv": "zero", "gemm": "zero", "add": "epsilon:eps=0.3"},
+        dict(rule="zero"),
+    ),
+    "composite stabilizer": (
+        dict(composite="EpsilonPlus:stabilizer=0.3"),
+        {"conv": "zplus", "gemm": "epsilon", "add": "epsilon:eps=0.3"},
+        dict(composite="EpsilonPlus"),
+    ),
 }
 
 
@@ -274,8 +311,9 @@ def test_join_pattern_and_composite_stabilizer_set_the_residual_eps(how):
         for op in reversed(g.ops):
             if op.output in rel:
                 spec = next((s for prefix, s in specs.items() if op.output.startswith(prefix)), "zero")
-                for name, r in zip(op.inputs, op.relevance([values[n] for n in op.inputs], values[op.output],
-                                                           rel.pop(op.output), spec)):
+                for name, r in zip(
+                    op.inputs, op.relevance([values[n] for n in op.inputs], values[op.output], rel.pop(op.output), spec)
+                ):
                     rel[name] = rel.get(name, 0.0) + r
         return rel["x"]
 

@@ -41,9 +41,9 @@ def _sub_sum_broadcast(g):
     a = g.relu(g.conv("x", 4, (3, 3), pads=[1, 1, 1, 1]))
     b = g.relu(g.conv("x", 4, (3, 3), pads=[1, 1, 1, 1]))
     d = g.combine("Sub", a, b)
-    m = g.reduce("GlobalMaxPool", b, [1, 2])                      # (4, 1, 1)
+    m = g.reduce("GlobalMaxPool", b, [1, 2])  # (4, 1, 1)
     s = g.combine("Sum", g.relu(d), a, m)
-    one = g.conv(a, 1, (1, 1))                                   # (1, H, W) + (4, H, W)
+    one = g.conv(a, 1, (1, 1))  # (1, H, W) + (4, H, W)
     t = g.combine("Add", one, g.relu(g.conv(s, 4, (3, 3), pads=[1, 1, 1, 1])))
     return g.gemm(g.flatten(g.relu(t)), 5)
 
@@ -59,12 +59,18 @@ def _constants(g):
     a = g.relu(g.combine("Sub", c(1, 4, 1, 1), g.combine("Div", a, c(1))))
     conv = lambda: g.relu(g.conv(a, 4, (3, 3), strides=[2, 2]))
     b = g.relu(g.combine("Sum", conv(), c(4, 1, 1), conv()))
-    one = g.relu(g.conv(b, 1, (1, 1)))                           # (1, 2, 2) + (3, 1, 1) → (3, 2, 2)
+    one = g.relu(g.conv(b, 1, (1, 1)))  # (1, 2, 2) + (3, 1, 1) → (3, 2, 2)
     return g.gemm(g.flatten(g.relu(g.combine("Add", one, c(3, 1, 1)))), 5)
 
 
-CASES = Cases({"residual_relu": ((2, 6, 6), _residual_relu), "resnet_block": ((2, 6, 6), _resnet_block),
-               "sub_sum_broadcast": ((2, 5, 5), _sub_sum_broadcast), "constants": ((2, 6, 6), _constants)})
+CASES = Cases(
+    {
+        "residual_relu": ((2, 6, 6), _residual_relu),
+        "resnet_block": ((2, 6, 6), _resnet_block),
+        "sub_sum_broadcast": ((2, 5, 5), _sub_sum_broadcast),
+        "constants": ((2, 6, 6), _constants),
+    }
+)
 
 
 @pytest.mark.parametrize("rule", RULES)

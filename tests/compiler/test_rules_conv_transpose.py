@@ -28,8 +28,12 @@ GEOMETRIES = {
     "output_shape_wider": ((3, 4, 5), 2, (3, 3), dict(strides=[2, 2], output_shape=[10, 12])),  # total −1
     "group2_dil2": ((4, 5, 5), 6, (3, 3), dict(group=2, dilations=[2, 2], pads=[1, 2, 2, 1])),
     "depthwise_s2": ((3, 4, 4), 3, (3, 3), dict(group=3, strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1])),
-    "depthwise_x2_s3_dil2": ((3, 3, 4), 6, (2, 3), dict(group=3, strides=[3, 2], dilations=[2, 1],
-                                                         output_padding=[1, 0])),
+    "depthwise_x2_s3_dil2": (
+        (3, 3, 4),
+        6,
+        (2, 3),
+        dict(group=3, strides=[3, 2], dilations=[2, 1], output_padding=[1, 0]),
+    ),
     "conv1d_s3": ((3, 6), 4, (4,), dict(strides=[3], pads=[1, 2], output_padding=[2])),
     "conv3d": ((2, 3, 3, 2), 3, (3, 2, 3), dict(strides=[2, 1, 2], pads=[1, 0, 1, 0, 1, 1])),
     "nobias_s2": ((3, 4, 4), 4, (2, 2), dict(strides=[2, 2], bias=False)),
@@ -40,6 +44,7 @@ def _model(shape, out_ch, kernel, attrs, chain):
     def build(g):
         y = g.conv_transpose("x", out_ch, kernel, **attrs)
         return g.gemm(g.flatten(g.relu(y)), 5) if chain else g.flatten(y)
+
     return shape, build
 
 
@@ -71,7 +76,7 @@ def test_batch_equals_single_samples(geometry):
     X = CHAIN.inputs(geometry, "gamma", 4)
     together = oracle.run(sess, X)["relevance"]
     for n in range(4):
-        oracle.assert_rel_close(together[n:n + 1], oracle.run(sess, X[n:n + 1])["relevance"], 1e-6)
+        oracle.assert_rel_close(together[n : n + 1], oracle.run(sess, X[n : n + 1])["relevance"], 1e-6)
 
 
 def test_flat_rule_keeps_depthwise_channels_apart():
@@ -91,11 +96,11 @@ def test_output_padding_not_smaller_than_stride_is_reported():
         lrpc.compile(g.model(g.gemm(g.flatten(y), 3)))
 
 
-CASES_TORCH = [((3, 4, 5), (3, 2, 3, 3), dict(stride=2, padding=1, output_padding=1, groups=1, dilation=1)),
-               ((4, 3, 4), (4, 3, 2, 3), dict(stride=(3, 2), padding=(0, 1), output_padding=(2, 0), groups=2,
-                                              dilation=(1, 2))),
-               ((2, 3, 2, 3), (2, 2, 3, 2, 2), dict(stride=(1, 2, 2), padding=0, output_padding=0, groups=1,
-                                                    dilation=1))]
+CASES_TORCH = [
+    ((3, 4, 5), (3, 2, 3, 3), dict(stride=2, padding=1, output_padding=1, groups=1, dilation=1)),
+    ((4, 3, 4), (4, 3, 2, 3), dict(stride=(3, 2), padding=(0, 1), output_padding=(2, 0), groups=2, dilation=(1, 2))),
+    ((2, 3, 2, 3), (2, 2, 3, 2, 2), dict(stride=(1, 2, 2), padding=0, output_padding=0, groups=1, dilation=1)),
+]
 
 
 @pytest.mark.parametrize("in_shape, w_shape, kw", CASES_TORCH)
@@ -108,9 +113,16 @@ def test_oracle_conv_transpose_matrix_matches_torch(in_shape, w_shape, kw):
     bias = rng.standard_normal(w_shape[1] * kw["groups"])
     nd = len(in_shape) - 1
     vec = lambda v: list(np.broadcast_to(v, nd))
-    L = oracle_graph.conv_transpose_layer(w, bias, in_shape, strides=vec(kw["stride"]), pads=vec(kw["padding"]) * 2,
-                                          output_padding=vec(kw["output_padding"]), dilations=vec(kw["dilation"]),
-                                          group=kw["groups"])
+    L = oracle_graph.conv_transpose_layer(
+        w,
+        bias,
+        in_shape,
+        strides=vec(kw["stride"]),
+        pads=vec(kw["padding"]) * 2,
+        output_padding=vec(kw["output_padding"]),
+        dilations=vec(kw["dilation"]),
+        group=kw["groups"],
+    )
     fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[nd]
     expected = fn(torch.tensor(x)[None], torch.tensor(w), torch.tensor(bias), **kw)[0].numpy()
     assert expected.shape == L.out_shape

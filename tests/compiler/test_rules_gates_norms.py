@@ -22,6 +22,7 @@ def _act_net(name):
         h = oracle_modern.activation(g, name, g.conv("x", 4, (3, 3), pads=[1, 1, 1, 1]))
         h = oracle_modern.activation(g, name, g.conv(h, 4, (3, 3), strides=[2, 2]))
         return g.gemm(g.flatten(h), 5)
+
     opset = 20 if name.startswith("gelu") and name.endswith("_op") else 18 if name == "mish_op" else 17
     return (2, 7, 7), build, opset
 
@@ -31,6 +32,7 @@ def _se_net(rule, upsampled=False):
         h = oracle_modern.activation(g, "silu", g.conv("x", 4, (3, 3), pads=[1, 1, 1, 1]))
         h = oracle_modern.gate(g, g.conv(h, 4, (3, 3), pads=[1, 1, 1, 1]), rule, upsampled=upsampled)
         return g.gemm(g.flatten(g.relu(g.conv(h, 3, (3, 3), strides=[2, 2]))), 5)
+
     return (2, 6, 6), build
 
 
@@ -40,15 +42,28 @@ def _norm_net(kind, decomposed=False):
         h = oracle_modern.norm(g, h, kind, decomposed=decomposed) if kind != "rms" else oracle_modern.rms_norm(g, h)
         h = oracle_modern.activation(g, "gelu", h)
         return g.gemm(g.flatten(g.conv(h, 3, (3, 3), strides=[2, 2])), 5)
+
     return (2, 6, 6), build, 21 if kind == "group" else 17
 
 
 ACTIVATIONS = sorted(oracle_modern.ACTIVATIONS)
-NORMS = {"layernorm": _norm_net("layer"), "layernorm_decomposed": _norm_net("layer", True),
-         "instancenorm": _norm_net("instance"), "groupnorm": _norm_net("group"), "rmsnorm": _norm_net("rms")}
-CASES = Cases({**{name: _act_net(name) for name in ACTIVATIONS}, **NORMS,
-               "se_gate-constant": _se_net("gate-constant"), "se_half": _se_net("half"),
-               "ghost_gate-constant": _se_net("gate-constant", True), "ghost_half": _se_net("half", True)})
+NORMS = {
+    "layernorm": _norm_net("layer"),
+    "layernorm_decomposed": _norm_net("layer", True),
+    "instancenorm": _norm_net("instance"),
+    "groupnorm": _norm_net("group"),
+    "rmsnorm": _norm_net("rms"),
+}
+CASES = Cases(
+    {
+        **{name: _act_net(name) for name in ACTIVATIONS},
+        **NORMS,
+        "se_gate-constant": _se_net("gate-constant"),
+        "se_half": _se_net("half"),
+        "ghost_gate-constant": _se_net("gate-constant", True),
+        "ghost_half": _se_net("half", True),
+    }
+)
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
@@ -142,6 +157,7 @@ def test_product_pattern_takes_only_product_rules():
 
 def test_gate_constant_needs_a_gate():
     """a·b of two plain activations: no factor is sigmoid-like, so gate-constant cannot say which to hold."""
+
     def build(g):
         a = g.relu(g.conv("x", 3, (3, 3), pads=[1, 1, 1, 1]))
         b = g.relu(g.conv("x", 3, (3, 3), pads=[1, 1, 1, 1]))

@@ -23,7 +23,7 @@ def _head(g, *parts):
 
 
 def _nearest(g):
-    a = g.relu(g.conv("x", 3, (3, 3), pads=[1, 1, 1, 1]))                       # (3, 4, 5)
+    a = g.relu(g.conv("x", 3, (3, 3), pads=[1, 1, 1, 1]))  # (3, 4, 5)
     u = g.resize(a, "nearest", "half_pixel", scales=[1, 2, 2])
     v = g.resize(a, "nearest", "asymmetric", scales=[1, 2, 3], nearest_mode="floor")
     w = g.resize(a, "nearest", "half_pixel", scales=[1, 0.5, 0.6], nearest_mode="round_prefer_ceil")
@@ -55,24 +55,31 @@ def _sizes(g):
 
 def _resize_3d(g):
     """A 3-D volume resized along depth (transposed into place) and width."""
-    a = g.relu(g.conv("x", 2, (3, 3, 3), pads=[1, 1, 1, 1, 1, 1]))            # (2, 3, 4, 3)
+    a = g.relu(g.conv("x", 2, (3, 3, 3), pads=[1, 1, 1, 1, 1, 1]))  # (2, 3, 4, 3)
     u = g.resize(a, "linear", "half_pixel", scales=[1, 2, 1, 2])
     return _head(g, g.relu(g.conv(u, 2, (3, 3, 3), strides=[2, 2, 2])), g.resize(a, "nearest", scales=[1, 2, 2, 1]))
 
 
 def _reductions(g):
-    a = g.relu(g.conv("x", 4, (3, 3), pads=[1, 1, 1, 1]))                       # (4, 4, 5)
+    a = g.relu(g.conv("x", 4, (3, 3), pads=[1, 1, 1, 1]))  # (4, 4, 5)
     m = g.reduce("GlobalMaxPool", a, [1, 2])
-    k = g.reduce("ReduceMax", g.conv("x", 3, (3, 3)), [0, 2], keepdims=0)        # mixed signs, (2,)
+    k = g.reduce("ReduceMax", g.conv("x", 3, (3, 3)), [0, 2], keepdims=0)  # mixed signs, (2,)
     s = g.reduce("ReduceSum", a, [1, 2], keepdims=0)
     c = g.reduce("ReduceSum", g.relu(g.conv(g.combine("Add", a, m), 4, (1, 1))), [0], keepdims=1)
     t = g.reduce("ReduceMax", g.relu(g.conv(a, 2, (1, 1))), [0], keepdims=1)  # ties: both channels 0
     return _head(g, m, k, s, g.relu(g.conv(c, 2, (3, 3))), t)
 
 
-CASES = Cases({"nearest": ((2, 4, 5), _nearest), "linear": ((2, 4, 5), _linear), "cubic": ((2, 4, 5), _cubic),
-               "sizes": ((2, 4, 5), _sizes, 18), "resize_3d": ((2, 3, 4, 3), _resize_3d),
-               "reductions": ((2, 4, 5), _reductions)})
+CASES = Cases(
+    {
+        "nearest": ((2, 4, 5), _nearest),
+        "linear": ((2, 4, 5), _linear),
+        "cubic": ((2, 4, 5), _cubic),
+        "sizes": ((2, 4, 5), _sizes, 18),
+        "resize_3d": ((2, 3, 4, 3), _resize_3d),
+        "reductions": ((2, 4, 5), _reductions),
+    }
+)
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -103,7 +110,7 @@ def test_reduce_max_ties_occur_and_go_to_the_first_maximum():
     ties = 0
     for x in X:
         values = {"x": x.astype(np.float64)}
-        for o in net.ops[:net.ops.index(op) + 1]:
+        for o in net.ops[: net.ops.index(op) + 1]:
             values[o.output] = o.forward([values[n] for n in o.inputs])
         t = values[op.inputs[0]]
         ties += int(np.sum(t[0] == t[1]))
@@ -116,21 +123,30 @@ def test_emitted_file_passes_the_checker():
 
 def test_oracle_resize_matrices_are_interpolations():
     """Rows of nearest/linear matrices sum to 1 with weights ≥ 0; cubic rows sum to 1 too."""
-    for mode, coord in [("nearest", "asymmetric"), ("linear", "half_pixel"), ("linear", "align_corners"),
-                        ("cubic", "half_pixel")]:
+    for mode, coord in [
+        ("nearest", "asymmetric"),
+        ("linear", "half_pixel"),
+        ("linear", "align_corners"),
+        ("cubic", "half_pixel"),
+    ]:
         A = oracle_graph.resize_matrix(5, 8, 1.6, mode, coord)
         np.testing.assert_allclose(A.sum(axis=1), 1.0, rtol=1e-12)
         assert mode == "cubic" or A.min() >= 0
-    assert (oracle_graph.resize_matrix(4, 8, 2.0, "nearest", "asymmetric", "floor").argmax(axis=1)
-            == np.arange(8) // 2).all()
+    assert (
+        oracle_graph.resize_matrix(4, 8, 2.0, "nearest", "asymmetric", "floor").argmax(axis=1) == np.arange(8) // 2
+    ).all()
 
 
 def test_crop_and_resize_is_reported():
     g = oracle_graph.GraphNet((2, 4, 4))
     a = g.relu(g.conv("x", 2, (3, 3), pads=[1, 1, 1, 1]))
     roi = g.const(np.array([0, 0, 0.1, 0.1, 1, 1, 0.9, 0.9], np.float32))
-    y = g.node("Resize", [a, roi, g.const(np.array([1, 1, 2, 2], np.float32))], mode="linear",
-               coordinate_transformation_mode="tf_crop_and_resize")
+    y = g.node(
+        "Resize",
+        [a, roi, g.const(np.array([1, 1, 2, 2], np.float32))],
+        mode="linear",
+        coordinate_transformation_mode="tf_crop_and_resize",
+    )
     g.shapes[y] = (2, 8, 8)
     with pytest.raises(lrpc.LrpcError, match="tf_crop_and_resize"):
         lrpc.compile(g.model(g.gemm(g.flatten(y), 3)))
@@ -140,21 +156,39 @@ def _resize_net(batch, computed_sizes: bool):
     """Conv → Relu → Resize (linear) to 7×8 → Gemm, the sizes either the constant [batch, 3, 7, 8] or
     computed as timm's ghostnetv2 exports them under a dynamic batch: Concat(Shape(a)[:2], [7, 8])."""
     rng = np.random.default_rng(0)
-    init = {"w": rng.standard_normal((3, 2, 3, 3)).astype(np.float32), "fc": rng.standard_normal((5, 3 * 7 * 8))
-            .astype(np.float32), "hw": np.array([7, 8], np.int64), "start": np.array([0], np.int64),
-            "end": np.array([2], np.int64), "sizes": np.array([batch, 3, 7, 8], np.int64)}
-    shape_chain = [helper.make_node("Shape", ["a"], ["shape"]),
-                   helper.make_node("Slice", ["shape", "start", "end"], ["nc"]),
-                   helper.make_node("Concat", ["nc", "hw"], ["computed"], axis=0)] if computed_sizes else []
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["a"]),
-             *shape_chain,
-             helper.make_node("Resize", ["a", "", "", "computed" if computed_sizes else "sizes"], ["u"], mode="linear"),
-             helper.make_node("Flatten", ["u"], ["f"]), helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    init = {
+        "w": rng.standard_normal((3, 2, 3, 3)).astype(np.float32),
+        "fc": rng.standard_normal((5, 3 * 7 * 8)).astype(np.float32),
+        "hw": np.array([7, 8], np.int64),
+        "start": np.array([0], np.int64),
+        "end": np.array([2], np.int64),
+        "sizes": np.array([batch, 3, 7, 8], np.int64),
+    }
+    shape_chain = (
+        [
+            helper.make_node("Shape", ["a"], ["shape"]),
+            helper.make_node("Slice", ["shape", "start", "end"], ["nc"]),
+            helper.make_node("Concat", ["nc", "hw"], ["computed"], axis=0),
+        ]
+        if computed_sizes
+        else []
+    )
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["a"]),
+        *shape_chain,
+        helper.make_node("Resize", ["a", "", "", "computed" if computed_sizes else "sizes"], ["u"], mode="linear"),
+        helper.make_node("Flatten", ["u"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1),
+    ]
     dim = "batch" if computed_sizes else batch
-    graph = helper.make_graph(nodes, "net",
-                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [dim, 2, 4, 5])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [dim, 5])],
-                              [numpy_helper.from_array(v, k) for k, v in init.items()])
+    graph = helper.make_graph(
+        nodes,
+        "net",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [dim, 2, 4, 5])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [dim, 5])],
+        [numpy_helper.from_array(v, k) for k, v in init.items()],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -163,8 +197,7 @@ def test_sizes_computed_from_the_inputs_shape_equal_constant_sizes(options):
     x = np.random.default_rng(1).random((2, 2, 4, 5), dtype=np.float32)
     run = lambda proto: ort.InferenceSession(proto.SerializeToString()).run(["relevance"], {"x": x})[0]
     computed = lrpc.compile(_resize_net(2, True), **options)
-    np.testing.assert_allclose(run(computed), run(lrpc.compile(_resize_net(2, False), **options)), rtol=1e-6,
-                               atol=1e-7)
+    np.testing.assert_allclose(run(computed), run(lrpc.compile(_resize_net(2, False), **options)), rtol=1e-6, atol=1e-7)
     assert lrpc.verify(computed, samples=3).passed  # the dynamic batch, at batch 3, in float64 too
 
 

@@ -56,23 +56,30 @@ def _gathers(g):
     goes away), Tile and Expand (copies sum back)."""
     a = g.relu(g.conv("x", 4, (3, 3), pads=[1, 1, 1, 1]))
     q = g.gather(a, [2, 0, 2, -1], 1)
-    t = g.tile(g.gather(a, 1, 2), [2, 1])                        # (4, 6) → (8, 6)
+    t = g.tile(g.gather(a, 1, 2), [2, 1])  # (4, 6) → (8, 6)
     e = g.expand(g.reduce("ReduceMax", a, [2], keepdims=1), [4, 5, 3])
     return g.gemm(g.concat([g.flatten(g.relu(g.conv(q, 2, (3, 3)))), g.flatten(t), g.flatten(e)], 1), 5)
 
 
 def _unet_like(g):
     """Down (strided conv), up (ConvTranspose, stride 2), skip connection by Concat."""
-    a = g.relu(g.conv("x", 3, (3, 3), pads=[1, 1, 1, 1]))        # (3, 6, 6)
-    d = g.relu(g.conv(a, 4, (3, 3), strides=[2, 2], pads=[1, 1, 1, 1]))   # (4, 3, 3)
+    a = g.relu(g.conv("x", 3, (3, 3), pads=[1, 1, 1, 1]))  # (3, 6, 6)
+    d = g.relu(g.conv(a, 4, (3, 3), strides=[2, 2], pads=[1, 1, 1, 1]))  # (4, 3, 3)
     u = g.relu(g.conv_transpose(d, 3, (3, 3), strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1]))
     c = g.relu(g.conv(g.concat([u, a], 1), 2, (3, 3), strides=[2, 2]))
     return g.gemm(g.flatten(c), 5)
 
 
-CASES = Cases({"concat_split": ((2, 5, 6), _concat_split), "split_partial": ((2, 6, 5), _split_partial),
-               "slices": ((2, 6, 7), _slices), "pads": ((2, 5, 5), _pads), "gathers": ((2, 5, 6), _gathers),
-               "unet_like": ((2, 6, 6), _unet_like)})
+CASES = Cases(
+    {
+        "concat_split": ((2, 5, 6), _concat_split),
+        "split_partial": ((2, 6, 5), _split_partial),
+        "slices": ((2, 6, 7), _slices),
+        "pads": ((2, 5, 5), _pads),
+        "gathers": ((2, 5, 6), _gathers),
+        "unet_like": ((2, 6, 6), _unet_like),
+    }
+)
 CONSERVING = ["concat_split", "split_partial", "slices", "gathers", "unet_like"]  # pads: −0.5 is a constant
 
 

@@ -11,8 +11,9 @@ from lrpc.cli import main
 
 import nets
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is not None,
-                                reason="TensorFlow is installed here")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is not None, reason="TensorFlow is installed here"
+)
 
 
 def test_savedmodel_without_tensorflow_says_what_to_install(tmp_path, capsys):

@@ -13,14 +13,18 @@ from test_rule_maps import vgg_like
 
 def test_nodes_move_to_their_level_and_ties_keep_their_order():
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["a"], name="forward1"),
-         helper.make_node("Relu", ["a"], ["b"], name="forward2"),
-         helper.make_node("Neg", ["b"], ["r"], name="backward"),
-         helper.make_node("Abs", ["a"], ["d"], name="denominator"),  # needs only a: level 2
-         helper.make_node("Div", ["r", "d"], ["s"], name="quotient"),
-         helper.make_node("Sigmoid", ["x"], ["c"], name="side")],  # level 1
-        "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info(v, onnx.TensorProto.FLOAT, [2]) for v in ("s", "c")])
+        [
+            helper.make_node("Relu", ["x"], ["a"], name="forward1"),
+            helper.make_node("Relu", ["a"], ["b"], name="forward2"),
+            helper.make_node("Neg", ["b"], ["r"], name="backward"),
+            helper.make_node("Abs", ["a"], ["d"], name="denominator"),  # needs only a: level 2
+            helper.make_node("Div", ["r", "d"], ["s"], name="quotient"),
+            helper.make_node("Sigmoid", ["x"], ["c"], name="side"),
+        ],  # level 1
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info(v, onnx.TensorProto.FLOAT, [2]) for v in ("s", "c")],
+    )
     order_by_level(graph)
     assert [n.name for n in graph.node] == ["forward1", "side", "forward2", "denominator", "backward", "quotient"]
 
@@ -30,8 +34,11 @@ def test_each_quotient_finds_its_denominator_earlier_in_the_file_than_its_releva
     position = {out: k for k, node in enumerate(explained.graph.node) for out in node.output}
     producer = {out: node for node in explained.graph.node for out in node.output}
     # the top layer's relevance is the seed, a few logit-sized steps from the logits: no tensor waits there
-    quotients = [n for n in explained.graph.node if n.op_type == "Div" and n.name.startswith("lrp/")
-                 and not producer[n.input[0]].name.startswith("lrp/start/")]
+    quotients = [
+        n
+        for n in explained.graph.node
+        if n.op_type == "Div" and n.name.startswith("lrp/") and not producer[n.input[0]].name.startswith("lrp/start/")
+    ]
     assert len(quotients) >= 3  # every layer below the top
     for div in quotients:
         numerator, denominator = div.input

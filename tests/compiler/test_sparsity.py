@@ -84,16 +84,23 @@ def residual_block() -> onnx.ModelProto:
     """x → conv a → relu → conv b (+ x) → relu → flatten → gemm: a residual join followed by a ReLU."""
     rng = np.random.default_rng(4)
     w = lambda *s: (rng.standard_normal(s) * np.sqrt(2.0 / np.prod(s[1:]))).astype(np.float32)
-    init = {"wa": w(3, 3, 3, 3), "ba": rng.normal(0, .1, 3).astype(np.float32), "wb": w(3, 3, 3, 3),
-            "bb": rng.normal(0, .1, 3).astype(np.float32), "wf": w(3 * 5 * 5, 4).T.copy(),
-            "bf": rng.normal(0, .1, 4).astype(np.float32)}
-    nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["za"], name="conv_a", pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["za"], ["a"], name="relu_a"),
-             helper.make_node("Conv", ["a", "wb", "bb"], ["zb"], name="conv_b", pads=[1, 1, 1, 1]),
-             helper.make_node("Add", ["zb", "x"], ["join"], name="join"),
-             helper.make_node("Relu", ["join"], ["out"], name="relu_out"),
-             helper.make_node("Flatten", ["out"], ["flat"], name="flatten"),
-             helper.make_node("Gemm", ["flat", "wf", "bf"], ["logits"], name="fc", transB=1)]
+    init = {
+        "wa": w(3, 3, 3, 3),
+        "ba": rng.normal(0, 0.1, 3).astype(np.float32),
+        "wb": w(3, 3, 3, 3),
+        "bb": rng.normal(0, 0.1, 3).astype(np.float32),
+        "wf": w(3 * 5 * 5, 4).T.copy(),
+        "bf": rng.normal(0, 0.1, 4).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "wa", "ba"], ["za"], name="conv_a", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["za"], ["a"], name="relu_a"),
+        helper.make_node("Conv", ["a", "wb", "bb"], ["zb"], name="conv_b", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["zb", "x"], ["join"], name="join"),
+        helper.make_node("Relu", ["join"], ["out"], name="relu_out"),
+        helper.make_node("Flatten", ["out"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "wf", "bf"], ["logits"], name="fc", transB=1),
+    ]
     return make_model(nodes, [tensor("x", ["N", 3, 5, 5])], [tensor("logits", ["N", 4])], init)
 
 
@@ -124,16 +131,28 @@ def clipped_block(low: float = 0.0) -> onnx.ModelProto:
     activations pass 6 (where Clip's output is not z)."""
     rng = np.random.default_rng(6)
     w = lambda *s: (rng.standard_normal(s) * 3.0 / np.sqrt(np.prod(s[1:]))).astype(np.float32)
-    init = {"wa": w(6, 3, 1, 1), "ba": rng.normal(0, .5, 6).astype(np.float32), "wb": w(6, 1, 3, 3),
-            "wc": w(3, 6, 1, 1), "wf": w(4, 3 * 5 * 5), "bf": rng.normal(0, .1, 4).astype(np.float32),
-            "low": np.array(low, np.float32), "high": np.array(6.0, np.float32)}
+    init = {
+        "wa": w(6, 3, 1, 1),
+        "ba": rng.normal(0, 0.5, 6).astype(np.float32),
+        "wb": w(6, 1, 3, 3),
+        "wc": w(3, 6, 1, 1),
+        "wf": w(4, 3 * 5 * 5),
+        "bf": rng.normal(0, 0.1, 4).astype(np.float32),
+        "low": np.array(low, np.float32),
+        "high": np.array(6.0, np.float32),
+    }
     clip = lambda i, o: helper.make_node("Clip", [i, "low", "high"], [o], name="clip_" + o)
-    nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["za"], name="conv_a"), clip("za", "a"),
-             helper.make_node("Conv", ["a", "wb"], ["zb"], name="conv_b", group=6, pads=[1, 1, 1, 1]), clip("zb", "b"),
-             helper.make_node("Conv", ["b", "wc"], ["zc"], name="conv_c"),
-             helper.make_node("Add", ["zc", "x"], ["join"], name="join"), clip("join", "out"),
-             helper.make_node("Flatten", ["out"], ["flat"], name="flatten"),
-             helper.make_node("Gemm", ["flat", "wf", "bf"], ["logits"], name="fc", transB=1)]
+    nodes = [
+        helper.make_node("Conv", ["x", "wa", "ba"], ["za"], name="conv_a"),
+        clip("za", "a"),
+        helper.make_node("Conv", ["a", "wb"], ["zb"], name="conv_b", group=6, pads=[1, 1, 1, 1]),
+        clip("zb", "b"),
+        helper.make_node("Conv", ["b", "wc"], ["zc"], name="conv_c"),
+        helper.make_node("Add", ["zc", "x"], ["join"], name="join"),
+        clip("join", "out"),
+        helper.make_node("Flatten", ["out"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "wf", "bf"], ["logits"], name="fc", transB=1),
+    ]
     return make_model(nodes, [tensor("x", ["N", 3, 5, 5])], [tensor("logits", ["N", 4])], init)
 
 

@@ -66,5 +66,6 @@ def test_no_two_constant_factors_stand_next_to_each_other():
     assert scaled
     for node in scaled:
         inner = [producer.get(i) for i in node.input if i not in constants]
-        assert not any(p is not None and p.op_type == "Mul" and any(i in constants for i in p.input) for p in inner), \
+        assert not any(p is not None and p.op_type == "Mul" and any(i in constants for i in p.input) for p in inner), (
             node.name
+        )

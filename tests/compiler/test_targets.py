@@ -94,17 +94,26 @@ def test_inner_tensor_by_name_and_index():
 
 def two_output_model():
     """x → conv → relu → flatten ┬→ gemm → "class_logits" [N, 4]
-                                └→ gemm → "second" [N, 6]"""
+    └→ gemm → "second" [N, 6]"""
     rng = np.random.default_rng(4)
     w = lambda *s: rng.standard_normal(s).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("Flatten", ["r"], ["f"]),
-             helper.make_node("Gemm", ["f", "a"], ["class_logits"]), helper.make_node("Gemm", ["f", "b"], ["second"])]
-    graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info("x", 1, ["N", 2, 6, 6])],
-                              [helper.make_tensor_value_info("class_logits", 1, ["N", 4]),
-                               helper.make_tensor_value_info("second", 1, ["N", 6])],
-                              [onnx.numpy_helper.from_array(a, n) for n, a in
-                               dict(w=w(3, 2, 3, 3), a=w(48, 4), b=w(48, 6)).items()])
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["f"]),
+        helper.make_node("Gemm", ["f", "a"], ["class_logits"]),
+        helper.make_node("Gemm", ["f", "b"], ["second"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "two",
+        [helper.make_tensor_value_info("x", 1, ["N", 2, 6, 6])],
+        [
+            helper.make_tensor_value_info("class_logits", 1, ["N", 4]),
+            helper.make_tensor_value_info("second", 1, ["N", 6]),
+        ],
+        [onnx.numpy_helper.from_array(a, n) for n, a in dict(w=w(3, 2, 3, 3), a=w(48, 4), b=w(48, 6)).items()],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), rng
 
 
@@ -121,17 +130,20 @@ def test_output_chooses_among_several():
     assert meta["lrpc.explained"] == "second" and meta["lrpc.classes"] == "6"
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(output_name="nope"), "no output of that name; its outputs are class_logits, second"),
-    (dict(explain="nope"), "no tensor, node or layer of that name"),
-    (dict(explain="r:0", target="all"), "fixes the unit already"),
-    (dict(explain="r", output_name="second"), "not both"),
-    (dict(target=4), r"4 classes \(0–3\)"),
-    (dict(explain="r", target="3,0,0"), r"per-sample shape \[3, 4, 4\]"),
-    (dict(explain="r", target=48), "48 units per sample"),
-    (dict(target="1,2"), "4 classes"),
-    (dict(target="seven"), "--target takes"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(output_name="nope"), "no output of that name; its outputs are class_logits, second"),
+        (dict(explain="nope"), "no tensor, node or layer of that name"),
+        (dict(explain="r:0", target="all"), "fixes the unit already"),
+        (dict(explain="r", output_name="second"), "not both"),
+        (dict(target=4), r"4 classes \(0–3\)"),
+        (dict(explain="r", target="3,0,0"), r"per-sample shape \[3, 4, 4\]"),
+        (dict(explain="r", target=48), "48 units per sample"),
+        (dict(target="1,2"), "4 classes"),
+        (dict(target="seven"), "--target takes"),
+    ],
+)
 def test_what_is_explained_errors(kwargs, message):
     model, _ = two_output_model()
     with pytest.raises(LrpcError, match=message):
@@ -160,8 +172,11 @@ def test_runtime_reads_multi_index_and_all_modes():
     from lrpc_runtime import Explainer
 
     net = conv_net()
-    assert (Explainer(lrpc.compile(net.model(), RULE, target="1,2,3").SerializeToString()).metadata.fixed_target
-            == (1, 2, 3))
+    assert Explainer(lrpc.compile(net.model(), RULE, target="1,2,3").SerializeToString()).metadata.fixed_target == (
+        1,
+        2,
+        3,
+    )
     explainer = Explainer(lrpc.compile(net.model(), RULE, target="all").SerializeToString())
     assert explainer.metadata.target_mode == "all"
     with pytest.raises(ValueError, match="cannot be chosen per call"):

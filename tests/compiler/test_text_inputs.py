@@ -143,8 +143,9 @@ def lm_oracle(w, ids, position=-1, token=None):
     return R, zt
 
 
-@pytest.mark.parametrize("kw, token", [({}, None), ({"target": 3}, 3), ({"position": 1}, None),
-                                       ({"position": -2, "target": 5}, 5)])
+@pytest.mark.parametrize(
+    "kw, token", [({}, None), ({"target": 3}, 3), ({"position": 1}, None), ({"position": -2, "target": 5}, 5)]
+)
 def test_lm_head_at_a_position(kw, token):
     model, w = text_models.lm_head()
     proto = lrpc.compile(model, RULE, **kw)
@@ -186,9 +187,13 @@ def test_lm_head_all_and_mask_weigh_the_whole_tensor():
         lrpc.compile(model, RULE, target="all", position=0)
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"position": 5}, "has 4 positions"), ({"target": 52}, "one token id 0–12"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"position": 5}, "has 4 positions"),
+        ({"target": 52}, "one token id 0–12"),
+    ],
+)
 def test_lm_head_errors_static(kw, message):
     model, _ = text_models.lm_head(seq=4)
     with pytest.raises(LrpcError, match=message):

@@ -33,6 +33,7 @@ def model_config_module():
 
 def parse_config(path):
     from google.protobuf import text_format
+
     return text_format.Parse(path.read_text(), model_config_module().ModelConfig())
 
 
@@ -52,8 +53,10 @@ def test_config_parses_and_matches_the_model(tmp_path, explained):
     sess = ort.InferenceSession(str(folder / "1" / "model.onnx"))
     declared = {t.name: (mc.DataType.Name(t.data_type), list(t.dims)) for t in [*config.input, *config.output]}
     types = {"tensor(float)": "TYPE_FP32", "tensor(int64)": "TYPE_INT64"}
-    graph = {v.name: (types[v.type], [d if isinstance(d, int) else -1 for d in v.shape[1:]] or [1])
-             for v in [*sess.get_inputs(), *sess.get_outputs()]}
+    graph = {
+        v.name: (types[v.type], [d if isinstance(d, int) else -1 for d in v.shape[1:]] or [1])
+        for v in [*sess.get_inputs(), *sess.get_outputs()]
+    }
     assert declared == graph
     target = next(t for t in config.input if t.name == "target")
     assert list(target.reshape.shape) == []  # [batch] tensors are declared [1] and reshaped to a scalar
@@ -71,11 +74,15 @@ def test_external_weights_travel_with_the_model(tmp_path, monkeypatch):
     assert (path.parent / "explained.onnx.data").exists()
     folder = Path(export_triton(path, tmp_path / "repo", gpu=True))
     assert sorted(p.name for p in (folder / "1").iterdir()) == ["model.onnx", "model.onnx.data"]
-    assert (parse_config(folder / "config.pbtxt").instance_group[0].kind
-            == model_config_module().ModelInstanceGroup.KIND_GPU)
+    assert (
+        parse_config(folder / "config.pbtxt").instance_group[0].kind
+        == model_config_module().ModelInstanceGroup.KIND_GPU
+    )
     x = np.ones((1, 2, 8, 8), np.float32)
-    np.testing.assert_array_equal(ort.InferenceSession(str(folder / "1" / "model.onnx")).run(None, {"x": x})[-1],
-                                  ort.InferenceSession(str(path)).run(None, {"x": x})[-1])
+    np.testing.assert_array_equal(
+        ort.InferenceSession(str(folder / "1" / "model.onnx")).run(None, {"x": x})[-1],
+        ort.InferenceSession(str(path)).run(None, {"x": x})[-1],
+    )
 
 
 def test_cli_errors_leave_the_repository_as_it_was(tmp_path, explained, capsys):

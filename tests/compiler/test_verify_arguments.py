@@ -47,9 +47,12 @@ def test_samples_whose_inputs_exceed_the_memory_budget_are_refused(tmp_path, cap
     from onnx import helper
     import numpy as np
 
-    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"]), helper.make_node("Flatten", ["y"], ["f"])],
-                       [tensor("x", ["batch", 3, 512, 512])], [tensor("f", ["batch", 512 * 512])],
-                       {"w": np.ones((1, 3, 1, 1), np.float32)})
+    model = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"]), helper.make_node("Flatten", ["y"], ["f"])],
+        [tensor("x", ["batch", 3, 512, 512])],
+        [tensor("f", ["batch", 512 * 512])],
+        {"w": np.ones((1, 3, 1, 1), np.float32)},
+    )
     path = tmp_path / "big.onnx"
     lrpc.compile(model, rule="epsilon", output=path)
     error = error_of(["verify", str(path), "--samples", "200"], capsys)
@@ -67,12 +70,15 @@ def test_a_tolerance_must_be_finite_and_positive(explained, value, capsys):
         lrpc.verify(explained, conservation_tolerance=float(value))
 
 
-@pytest.mark.parametrize(("key", "value"), [
-    ("lrpc.relevance", '{"x": "relevance"} trailing'),
-    ("lrpc.options", '{"rule": "epsilon"'),
-    ("lrpc.preprocess", "scale=1/255"),
-    ("lrpc.relevance_outputs", "[1, 2"),
-])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("lrpc.relevance", '{"x": "relevance"} trailing'),
+        ("lrpc.options", '{"rule": "epsilon"'),
+        ("lrpc.preprocess", "scale=1/255"),
+        ("lrpc.relevance_outputs", "[1, 2"),
+    ],
+)
 def test_damaged_json_metadata_is_named(explained, tmp_path, key, value, capsys):
     path = edited(explained, tmp_path, key, value)
     error = error_of(["verify", str(path)], capsys)
@@ -80,12 +86,15 @@ def test_damaged_json_metadata_is_named(explained, tmp_path, key, value, capsys)
     assert error.rstrip().endswith("the file was edited or damaged — recompile it"), error
 
 
-@pytest.mark.parametrize(("key", "value", "what"), [
-    ("lrpc.relevance", '["x"]', "a JSON object of input → relevance output names"),
-    ("lrpc.relevance", '{"x": "no_such_output"}', "names output 'no_such_output', which the graph does not have"),
-    ("lrpc.classes", "five", "not a whole number"),
-    ("lrpc.target", "fixed:three", "not a target lrpc writes"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "what"),
+    [
+        ("lrpc.relevance", '["x"]', "a JSON object of input → relevance output names"),
+        ("lrpc.relevance", '{"x": "no_such_output"}', "names output 'no_such_output', which the graph does not have"),
+        ("lrpc.classes", "five", "not a whole number"),
+        ("lrpc.target", "fixed:three", "not a target lrpc writes"),
+    ],
+)
 def test_metadata_that_parses_but_is_not_lrpcs_is_named(explained, tmp_path, key, value, what, capsys):
     error = error_of(["verify", str(edited(explained, tmp_path, key, value))], capsys)
     assert f"its {key} metadata" in error and what in error and "recompile it" in error, error

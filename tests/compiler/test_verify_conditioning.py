@@ -55,10 +55,14 @@ def test_an_explanation_float32_cannot_resolve_is_ill_conditioned_not_failed(ill
     text = capsys.readouterr().out
     assert "ILL-CONDITIONED float64: relevance within 1.5e-02 of float64" in text, text
     verdict = text.rstrip().splitlines()[-1]
-    assert verdict.startswith("ILL-CONDITIONED: float32 cannot resolve this explanation: perturbing inputs and "
-                              "weights by float32 rounding alone moves the float64 relevance by "), verdict
-    assert "(lrpc's float32 is 1.5e-02 away); ε = 1e-06 is small against this model's pre-activations; " \
-           "try a larger ε (e.g. --rule epsilon:eps=1e-3) or the default composite" in verdict, verdict
+    assert verdict.startswith(
+        "ILL-CONDITIONED: float32 cannot resolve this explanation: perturbing inputs and "
+        "weights by float32 rounding alone moves the float64 relevance by "
+    ), verdict
+    assert (
+        "(lrpc's float32 is 1.5e-02 away); ε = 1e-06 is small against this model's pre-activations; "
+        "try a larger ε (e.g. --rule epsilon:eps=1e-3) or the default composite" in verdict
+    ), verdict
     report = lrpc.verify(path)
     assert report.ill_conditioned and not report.passed and float64_check(report).status == "ill-conditioned"
     error = max(row["error"] for row in report.rows)
@@ -93,6 +97,7 @@ def test_a_wrong_graph_is_still_a_plain_fail_on_the_same_model(ill, tmp_path, ed
 
 def test_the_floor_is_measured_only_when_the_check_fails(monkeypatch):
     """The perturbed float64 runs cost 2 more reference evaluations: a file that passes pays none."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("perturbed runs on a passing file")
 
@@ -104,8 +109,9 @@ def test_the_eps_hint_is_given_only_for_a_small_eps_an_option_sets():
     hint = lambda rule, **meta: eps_hint({"lrpc.rule": rule, "lrpc.convention": "lrpc", **meta})
     assert "--rule epsilon:eps=1e-3" in hint("epsilon:eps=1e-06") and "ε = 0 " in hint("zero")
     assert "--composite EpsilonPlusFlat:eps=1e-3,stabilizer=1e-3)" in hint("EpsilonPlusFlat")
-    assert "--composite EpsilonGammaBox:low=-1,high=1,eps=0.1,stabilizer=1e-3)" in \
-        hint("EpsilonGammaBox:low=-1,high=1,eps=0.1")  # the given parameters kept, the small one raised
+    assert "--composite EpsilonGammaBox:low=-1,high=1,eps=0.1,stabilizer=1e-3)" in hint(
+        "EpsilonGammaBox:low=-1,high=1,eps=0.1"
+    )  # the given parameters kept, the small one raised
     assert "--composite A:stabilizer=1e-3)" in hint("A")  # A's dense ε is 0.1; its joins' and pools' 1e-6
     assert "--rule-map dense=epsilon:eps=1e-3" in hint("zplus; dense=epsilon:eps=1e-07")
     assert hint("epsilon:eps=0.01") == hint("zplus") == hint("ExcitationBackprop:stabilizer=0.01") == ""
@@ -115,8 +121,8 @@ def test_the_eps_hint_is_given_only_for_a_small_eps_an_option_sets():
 def test_the_factor_grows_with_the_largest_fan_in():
     """K = max(10, 2√n): a [128, 128] Gemm weight gives n = 128, K = 22.6; small_cnn's largest is its
     96-wide Gemm (6·4·4 inputs), K = 19.6."""
-    assert largest_fan_in(sigmoid_net()) == 128 and factor(sigmoid_net()) == pytest.approx(2 * 128 ** 0.5)
+    assert largest_fan_in(sigmoid_net()) == 128 and factor(sigmoid_net()) == pytest.approx(2 * 128**0.5)
     assert largest_fan_in(small_cnn()) == 96
     x = np.full(10000, 3.0)
     moved = jitter(x, np.random.default_rng(0)) / x - 1
-    assert np.abs(moved).max() <= 2.0 ** -24 and np.abs(moved).max() > 0.9 * 2.0 ** -24
+    assert np.abs(moved).max() <= 2.0**-24 and np.abs(moved).max() > 0.9 * 2.0**-24

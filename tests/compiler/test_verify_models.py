@@ -25,8 +25,11 @@ def _small_vgg():
 
 
 BUILT = {"models/vgg.py small_vgg": _small_vgg, "nets.small_cnn": lambda: small_cnn().SerializeToString()}
-SOURCES = [pytest.param(path, id=str(path.relative_to(ROOT))) for path in FILES
-           if str(path.relative_to(ROOT)) not in NOT_COMPILED] + [pytest.param(b, id=name) for name, b in BUILT.items()]
+SOURCES = [
+    pytest.param(path, id=str(path.relative_to(ROOT)))
+    for path in FILES
+    if str(path.relative_to(ROOT)) not in NOT_COMPILED
+] + [pytest.param(b, id=name) for name, b in BUILT.items()]
 
 
 def test_the_model_files_are_found():

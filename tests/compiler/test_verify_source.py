@@ -40,8 +40,9 @@ def test_relevance_pointed_at_another_output_fails(compiled, tmp_path):
     """Read through the file's own lrpc.relevance, both the file and the fresh compile returned 'probs' as
     the relevance, and the file passed."""
     source, path = compiled
-    report = lrpc.verify(edited(path, tmp_path / "e.onnx", {"lrpc.relevance": '{"x": "probs"}'}), source=source,
-                         samples=2)
+    report = lrpc.verify(
+        edited(path, tmp_path / "e.onnx", {"lrpc.relevance": '{"x": "probs"}'}), source=source, samples=2
+    )
     assert statuses(report) == {"finite": "pass", "source": "fail", "float64": "pass", "conservation": "info"}
     text = detail(report, "source")
     assert "the file's lrpc.relevance entry differs from a fresh compile's" in text, text
@@ -51,8 +52,9 @@ def test_relevance_pointed_at_another_output_fails(compiled, tmp_path):
 
 def test_every_differing_entry_is_named(compiled, tmp_path):
     source, path = compiled
-    report = lrpc.verify(edited(path, tmp_path / "e.onnx", {"lrpc.target": "fixed:2", "lrpc.rule": "zplus"}),
-                         source=source, samples=2)
+    report = lrpc.verify(
+        edited(path, tmp_path / "e.onnx", {"lrpc.target": "fixed:2", "lrpc.rule": "zplus"}), source=source, samples=2
+    )
     text = detail(report, "source")
     assert statuses(report)["source"] == "fail" and "lrpc.rule, lrpc.target entries differ" in text, text
     assert "lrpc.target: file 'fixed:2', fresh 'max'" in text, text
@@ -61,6 +63,7 @@ def test_every_differing_entry_is_named(compiled, tmp_path):
 def test_a_renamed_relevance_output_is_not_comparable(compiled, tmp_path):
     """Output and metadata renamed together: before, the reference evaluator was asked for 'rel' and the
     float64 check was NOT RUN; it is a failure of the file."""
+
     def rename(graph):
         for node in graph.node:
             node.output[:] = ["rel" if o == "relevance" else o for o in node.output]
@@ -76,6 +79,7 @@ def test_a_renamed_relevance_output_is_not_comparable(compiled, tmp_path):
 def test_different_bytes_alone_are_reported_not_judged(compiled, tmp_path):
     """A file whose bytes are not a fresh compile's, same metadata (here a doc string): the note says why
     that is not a failure by itself, and float64 judges what it computes."""
+
     def document(graph):
         graph.node[0].doc_string = "annotated after compile"
 

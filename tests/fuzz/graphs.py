@@ -122,8 +122,10 @@ def conv_geometry(draw, spatial, same=False):
         out = [_out_len(n, kernel[a], strides[a], dil[a], pads[a], pads[nd + a]) for a, n in enumerate(spatial)]
     else:
         attrs["auto_pad"] = auto_pad
-        out = [-(-n // strides[a]) if auto_pad != "VALID" else _out_len(n, kernel[a], strides[a], dil[a], 0, 0)
-               for a, n in enumerate(spatial)]
+        out = [
+            -(-n // strides[a]) if auto_pad != "VALID" else _out_len(n, kernel[a], strides[a], dil[a], 0, 0)
+            for a, n in enumerate(spatial)
+        ]
     return attrs, tuple(out)
 
 
@@ -173,8 +175,7 @@ def avgpool(draw, g: Builder):
     C, *spatial = g.shape
     ceil = draw(st.booleans())
     attrs, out = draw(pool_geometry(spatial, dilated=False, ceil=ceil))
-    g.node("AveragePool", [g.cur], (C, *out), ceil_mode=int(ceil),
-           count_include_pad=draw(st.integers(0, 1)), **attrs)
+    g.node("AveragePool", [g.cur], (C, *out), ceil_mode=int(ceil), count_include_pad=draw(st.integers(0, 1)), **attrs)
 
 
 @st.composite
@@ -187,8 +188,12 @@ def residual(draw, g: Builder):
     g.at(x, shape)
     if project:
         w = g.weight((M, shape[0], *[1] * (len(shape) - 1)), shape[0])
-        g.node("Conv", [x, g.init("w", w), *g.bias(M, draw(st.booleans()))], (M, *shape[1:]),
-               kernel_shape=[1] * (len(shape) - 1))
+        g.node(
+            "Conv",
+            [x, g.init("w", w), *g.bias(M, draw(st.booleans()))],
+            (M, *shape[1:]),
+            kernel_shape=[1] * (len(shape) - 1),
+        )
     g.node("Add", [a, g.cur], (M, *shape[1:]))
     if draw(st.booleans()):
         g.node("Relu", [g.cur], g.shape)
@@ -263,10 +268,12 @@ def graphs(draw, bias=True, max_blocks=4):
 
 def make_model(g: Builder, input_shape) -> onnx.ModelProto:
     graph = helper.make_graph(
-        g.nodes, "fuzz",
+        g.nodes,
+        "fuzz",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", *input_shape])],
         [helper.make_tensor_value_info(g.cur, TensorProto.FLOAT, ["batch", *g.shape])],
-        [numpy_helper.from_array(a, n) for n, a in g.inits.items()])
+        [numpy_helper.from_array(a, n) for n, a in g.inits.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)  # the generator's own shapes agree with ONNX's

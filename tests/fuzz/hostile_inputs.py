@@ -80,16 +80,24 @@ def _net(shape: list, spatial: int) -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     channels = shape[1]
     kernel = [3] * spatial
-    init = {"w1": rng.standard_normal((4, channels, *kernel)).astype(np.float32) * 0.3,
-            "w2": rng.standard_normal((5, 4)).astype(np.float32)}
-    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1] * 2 * spatial),
-             helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("GlobalMaxPool", ["r1"], ["g"]),
-             helper.make_node("Flatten", ["g"], ["f"]),
-             helper.make_node("Gemm", ["f", "w2"], ["logits"], transB=1)]
-    graph = helper.make_graph(nodes, "net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 5])],
-                              [numpy_helper.from_array(a, n) for n, a in init.items()])
+    init = {
+        "w1": rng.standard_normal((4, channels, *kernel)).astype(np.float32) * 0.3,
+        "w2": rng.standard_normal((5, 4)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1] * 2 * spatial),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("GlobalMaxPool", ["r1"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "w2"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "net",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 5])],
+        [numpy_helper.from_array(a, n) for n, a in init.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model

@@ -39,8 +39,19 @@ from oracle_dag_onnx import LinearOp, forward
 
 ZBOX = f"zbox:low={oracle.ZBOX_LOW:g},high={oracle.ZBOX_HIGH:g}"
 GAMMA_BOX = "EpsilonGammaBox:low=-1,high=1"
-SPECS = ["zero", "epsilon", "zplus", "alpha1beta0", "alpha2beta1", "flat", "w2", "gamma", ZBOX,
-         "composite:EpsilonPlusFlat", f"composite:{GAMMA_BOX}"]
+SPECS = [
+    "zero",
+    "epsilon",
+    "zplus",
+    "alpha1beta0",
+    "alpha2beta1",
+    "flat",
+    "w2",
+    "gamma",
+    ZBOX,
+    "composite:EpsilonPlusFlat",
+    f"composite:{GAMMA_BOX}",
+]
 COMPOSITES = {  # class → oracle rule, as rules/assign.py's table
     "EpsilonPlusFlat": {"pool": "epsilon", "first": "flat", "conv": "zplus", "dense": "epsilon"},
     GAMMA_BOX: {"pool": "epsilon", "first": "zbox:low=-1,high=1", "conv": "gamma", "dense": "epsilon"},
@@ -59,10 +70,14 @@ def examples(default: int) -> int:
 def fuzz_settings(default_examples: int, fraction: int = 1):
     """examples(default_examples) // fraction (at least 4) examples, reproducible (derandomized, no example
     database), no hypothesis deadline: deadline() is the hard one."""
-    return settings(max_examples=max(4, examples(default_examples) // fraction), derandomize=True, database=None,
-                    deadline=None, print_blob=False,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.large_base_example])
+    return settings(
+        max_examples=max(4, examples(default_examples) // fraction),
+        derandomize=True,
+        database=None,
+        deadline=None,
+        print_blob=False,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+    )
 
 
 class Hang(BaseException):
@@ -101,8 +116,9 @@ def rule_map(net, model, spec: str) -> tuple[str, dict]:
     for op in net.ops:
         if isinstance(op, LinearOp):
             kind = producer.get(op.output, "AveragePool")  # "<avgpool>/depthwise" is no ONNX value
-            classes[op.output] = ("pool" if kind in ("AveragePool", "GlobalAveragePool")
-                                  else "conv" if kind == "Conv" else "dense")
+            classes[op.output] = (
+                "pool" if kind in ("AveragePool", "GlobalAveragePool") else "conv" if kind == "Conv" else "dense"
+            )
     if not spec.startswith("composite:"):
         return spec, {name: spec for name in classes}
     table = COMPOSITES[spec.split(":", 1)[1]]
@@ -140,9 +156,15 @@ def sensitivity(net, x, default, rules, rel=1e-7, seed=0) -> tuple[float, float]
     biases and x (see the module docstring)."""
     rng = np.random.default_rng(seed)
     jitter = lambda v: v * (1.0 + rel * rng.standard_normal(np.shape(v)))
-    noisy = replace(net, ops=[replace(op, L=oracle.Linear(jitter(op.L.W), jitter(op.L.b), op.L.S, op.L.in_shape,
-                                                          op.L.out_shape)) if isinstance(op, LinearOp) else op
-                              for op in net.ops])
+    noisy = replace(
+        net,
+        ops=[
+            replace(op, L=oracle.Linear(jitter(op.L.W), jitter(op.L.b), op.L.S, op.L.in_shape, op.L.out_shape))
+            if isinstance(op, LinearOp)
+            else op
+            for op in net.ops
+        ],
+    )
     values, R = explain_sample(net, x, default, rules)
     values2, R2 = explain_sample(noisy, jitter(np.asarray(x, np.float64)), default, rules)
     return _relative(R, R2), max(_relative(values[o], values2[o]) for o in net.outputs)

@@ -34,13 +34,47 @@ from onnx import TensorProto, helper, numpy_helper
 
 from graphs import graphs
 
-UNSUPPORTED_OPS = ["Erf", "Hardmax", "LRN", "NoSuchOp", "Cos", "Mul", "InstanceNormalization", "Loop", "If",
-                   "Einsum", "TopK", "Shape", "ConvInteger", "QLinearConv", "Attention"]
-WRONG_ATTRIBUTES = [("strides", [0, 0]), ("group", 0), ("group", 7), ("dilations", [0, 0]), ("kernel_shape", [5, 5]),
-                    ("kernel_shape", [1]), ("auto_pad", "BOGUS"), ("axis", 5), ("transB", 2), ("pads", [1]),
-                    ("alpha", float("nan")), ("ceil_mode", 3), ("count_include_pad", -1), ("storage_order", 1)]
-DTYPES = [TensorProto.INT64, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.STRING, TensorProto.UNDEFINED,
-          TensorProto.BFLOAT16]
+UNSUPPORTED_OPS = [
+    "Erf",
+    "Hardmax",
+    "LRN",
+    "NoSuchOp",
+    "Cos",
+    "Mul",
+    "InstanceNormalization",
+    "Loop",
+    "If",
+    "Einsum",
+    "TopK",
+    "Shape",
+    "ConvInteger",
+    "QLinearConv",
+    "Attention",
+]
+WRONG_ATTRIBUTES = [
+    ("strides", [0, 0]),
+    ("group", 0),
+    ("group", 7),
+    ("dilations", [0, 0]),
+    ("kernel_shape", [5, 5]),
+    ("kernel_shape", [1]),
+    ("auto_pad", "BOGUS"),
+    ("axis", 5),
+    ("transB", 2),
+    ("pads", [1]),
+    ("alpha", float("nan")),
+    ("ceil_mode", 3),
+    ("count_include_pad", -1),
+    ("storage_order", 1),
+]
+DTYPES = [
+    TensorProto.INT64,
+    TensorProto.DOUBLE,
+    TensorProto.FLOAT16,
+    TensorProto.STRING,
+    TensorProto.UNDEFINED,
+    TensorProto.BFLOAT16,
+]
 
 
 def _pick(draw, items):
@@ -56,7 +90,7 @@ def flip_bytes(draw, m: onnx.ModelProto) -> bytes:
 
 def truncate(draw, m):
     data = m.SerializeToString()
-    return data[:draw(st.integers(0, len(data) - 1))]
+    return data[: draw(st.integers(0, len(data) - 1))]
 
 
 def delete_node(draw, m):
@@ -178,10 +212,30 @@ def missing_weight(draw, m):
     del node.input[1:]
 
 
-MUTATIONS = {f.__name__: f for f in [
-    flip_bytes, truncate, delete_node, dangling_input, initializer_shape, unsupported_op, negative_pads, opset,
-    attribute, dtype, ssa, cycle, graph_output, input_shape, weight_as_input, ir_version, empty_graph,
-    nonfinite_weights, missing_weight]}
+MUTATIONS = {
+    f.__name__: f
+    for f in [
+        flip_bytes,
+        truncate,
+        delete_node,
+        dangling_input,
+        initializer_shape,
+        unsupported_op,
+        negative_pads,
+        opset,
+        attribute,
+        dtype,
+        ssa,
+        cycle,
+        graph_output,
+        input_shape,
+        weight_as_input,
+        ir_version,
+        empty_graph,
+        nonfinite_weights,
+        missing_weight,
+    ]
+}
 
 
 @st.composite

@@ -77,8 +77,14 @@ def _terminal_sigint() -> None:
 
 
 def start(args, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lrpc.cli", *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_terminal_sigint)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lrpc.cli", *map(str, args)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_terminal_sigint,
+    )
 
 
 def run(args, cwd: Path, point: Point | None = None, timeout: float = 300) -> Outcome:
@@ -128,8 +134,7 @@ def exit_problem(outcome: Outcome) -> str | None:
 
 def leftovers(folder: Path) -> list[str]:
     """Staging folders and temporary files anywhere under `folder`."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                  if p.name.endswith((".partial", ".tmp")))
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name.endswith((".partial", ".tmp")))
 
 
 def digest(path: Path) -> dict[str, str]:
@@ -138,5 +143,8 @@ def digest(path: Path) -> dict[str, str]:
         return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
     if not path.exists():
         return {}
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }

@@ -40,8 +40,7 @@ def _child(argv: list[str]) -> dict:
             status = main(argv)
         except SystemExit as stop:  # argparse's own errors
             status = stop.code
-    return {"status": status, "stdout": out.getvalue(), "stderr": err.getvalue(),
-            "seconds": time.monotonic() - start}
+    return {"status": status, "stdout": out.getvalue(), "stderr": err.getvalue(), "seconds": time.monotonic() - start}
 
 
 def run_case(argv: list[str]) -> dict:
@@ -53,8 +52,12 @@ def run_case(argv: list[str]) -> dict:
         try:
             result = _child(argv)
         except BaseException as error:  # noqa: BLE001 - whatever escapes is the finding
-            result = {"status": f"escaped: {type(error).__name__}: {error}", "stdout": "", "stderr": "",
-                      "seconds": None}
+            result = {
+                "status": f"escaped: {type(error).__name__}: {error}",
+                "stdout": "",
+                "stderr": "",
+                "seconds": None,
+            }
         with os.fdopen(write, "w") as pipe:
             json.dump(result, pipe)
         os._exit(0)
@@ -63,8 +66,12 @@ def run_case(argv: list[str]) -> dict:
         text = pipe.read()
     _, code = os.waitpid(pid, 0)
     if os.WIFSIGNALED(code):
-        return {"status": f"killed by {signal.Signals(os.WTERMSIG(code)).name}", "stdout": "", "stderr": "",
-                "seconds": None}
+        return {
+            "status": f"killed by {signal.Signals(os.WTERMSIG(code)).name}",
+            "stdout": "",
+            "stderr": "",
+            "seconds": None,
+        }
     return json.loads(text)
 
 

@@ -32,8 +32,18 @@ from hypothesis import strategies as st
 import lrpc
 import oracle
 from graphs import graphs
-from judge import (SPECS, TALLY, compile_kwargs, deadline, explain_sample, fuzz_settings, inputs, judged,
-                   relevance_tolerance, rule_map)
+from judge import (
+    SPECS,
+    TALLY,
+    compile_kwargs,
+    deadline,
+    explain_sample,
+    fuzz_settings,
+    inputs,
+    judged,
+    relevance_tolerance,
+    rule_map,
+)
 from oracle_dag_onnx import dag_oracle
 
 pytestmark = pytest.mark.fuzz
@@ -78,13 +88,13 @@ def test_generated_graphs_match_the_oracle(graph, spec):
     compared = 0
     for n, (R, outputs, tol_out, kappa) in enumerate(judged(net, X, default, rules)):
         for name, y in outputs.items():
-            oracle.assert_rel_close(got[name][n:n + 1], y[None], tol_out, what=f"output {name}, sample {n}")
+            oracle.assert_rel_close(got[name][n : n + 1], y[None], tol_out, what=f"output {name}, sample {n}")
         if kappa is not None and nu[n] > 10 * max(kappa, 1e-6):
             TALLY[f"graphs: lrpc's 1-ulp noise ν > 10·κ ({spec.split(':')[0]})"] += 1
         tol = relevance_tolerance(kappa, nu[n])
         if tol is None:
             continue
-        err = oracle.rel_err_per_sample(got["relevance"][n:n + 1], R[None])[0]
+        err = oracle.rel_err_per_sample(got["relevance"][n : n + 1], R[None])[0]
         assert err <= tol, f"{spec}, sample {n}: relative L2 error {err:.3g} > {tol:.3g} (κ {kappa:.2g}, ν {nu[n]:.2g})"
         compared += 1
         TALLY["graphs: samples compared at 1e-4" if tol == 1e-4 else "graphs: samples compared at 10·κ or 3·ν"] += 1
@@ -113,6 +123,7 @@ def test_lrp0_and_epsilon_conserve_on_bias_free_graphs(graph, spec):
         y_t, total = logits.max(), got["relevance"][n].sum(dtype=np.float64)
         absorbed = abs(R.sum() - y_t)  # by ε in exact arithmetic: Σⱼ Rⱼ·ε/(zⱼ + ε) per layer
         assert spec != "zero" or absorbed <= 1e-9 * abs(y_t), f"the oracle's LRP-0 does not conserve: {absorbed}"
-        assert abs(total - y_t) <= absorbed + 1e-4 * abs(y_t), \
+        assert abs(total - y_t) <= absorbed + 1e-4 * abs(y_t), (
             f"{spec}, sample {n}: Σ R = {total:.9g}, logit {y_t:.9g}, ε absorbs {absorbed:.3g}"
+        )
         TALLY[f"conservation: samples conserving ({spec})"] += 1

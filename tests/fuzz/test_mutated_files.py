@@ -33,8 +33,14 @@ from mutations import mutated_files
 pytestmark = pytest.mark.fuzz
 BATCH = 2
 COMPILE_SECONDS = 30.0
-NUMPY = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-         "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+NUMPY = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+}
 
 
 # bugs in files this test's author does not own, tolerated (and counted) until fixed
@@ -98,8 +104,13 @@ def test_the_cli_writes_a_valid_file_or_nothing(case):
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)
         (folder / "in.onnx").write_bytes(data)
-        done = subprocess.run([sys.executable, "-m", "lrpc.cli", "compile", "in.onnx", "-o", "out.onnx"],
-                              cwd=folder, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "lrpc.cli", "compile", "in.onnx", "-o", "out.onnx"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         note(f"exit {done.returncode}: {done.stderr}")
         assert done.returncode in (0, 2) and "Traceback" not in done.stderr
         if done.returncode == 0:

@@ -32,12 +32,19 @@ def _files(d: Path) -> dict[str, Path]:
     """Models and inputs for the cases (see hostile_inputs)."""
     import lrpc
     import text_models
-    f = {"rgb": make.explained(d, "rgb", ["batch", 3, 8, 8]), "free": make.explained(d, "free", ["batch", 3, "h", "w"]),
-         "images": d / "images", "cls": d / "cls.onnx", "source": ROOT / "models" / "digits_cnn.onnx"}
+
+    f = {
+        "rgb": make.explained(d, "rgb", ["batch", 3, 8, 8]),
+        "free": make.explained(d, "free", ["batch", 3, "h", "w"]),
+        "images": d / "images",
+        "cls": d / "cls.onnx",
+        "source": ROOT / "models" / "digits_cnn.onnx",
+    }
     f["vast_source"] = make.source(d / "vast_source.onnx", ["batch", 3, 100_000, 100_000])
     f["vast"] = make.with_input_dims(f["free"], d / "vast.onnx", {2: 100_000, 3: 100_000})
-    f["resize_in_file"] = make.with_metadata(f["rgb"], d / "resize_in_file.onnx", "lrpc.preprocess",
-                                             '{"resize":[100000,100000]}')
+    f["resize_in_file"] = make.with_metadata(
+        f["rgb"], d / "resize_in_file.onnx", "lrpc.preprocess", '{"resize":[100000,100000]}'
+    )
     f["images"].mkdir()
     for i in range(2):
         Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(f["images"] / f"p{i}.png")
@@ -74,20 +81,28 @@ CASES = {
     "bomb png 100M pixels": (lambda f, o: ["explain", f["rgb"], f["bomb100"], "-o", o], 2, "bomb100.png"),
     "npy header lies": (lambda f, o: ["explain", f["rgb"], f["lying"], "-o", o], 2, "header claims"),
     "npy large, wrong shape": (lambda f, o: ["explain", f["rgb"], f["big_valid"], "-o", o], 2, "big_valid.npy"),
-    "npy large vs batch-size": (lambda f, o: ["explain", f["free"], f["big_valid"], "-o", o, "--batch-size", 64],
-                                2, "--batch-size"),
+    "npy large vs batch-size": (
+        lambda f, o: ["explain", f["free"], f["big_valid"], "-o", o, "--batch-size", 64],
+        2,
+        "--batch-size",
+    ),
     "target npy header lies": (lambda f, o: _explain(f, o, "--target", f["lying"]), 2, "header claims"),
     "overlay-alpha nan": (lambda f, o: _explain(f, o, "--overlay-alpha", "nan"), 2, "--overlay-alpha"),
-    "overlay-alpha 2": (lambda f, o: _explain(f, o, "--overlay-alpha", 2, "--style", "overlay"), 2,
-                        "--overlay-alpha"),
+    "overlay-alpha 2": (lambda f, o: _explain(f, o, "--overlay-alpha", 2, "--style", "overlay"), 2, "--overlay-alpha"),
     "overlay-alpha -1": (lambda f, o: _explain(f, o, "--overlay-alpha", -1), 2, "--overlay-alpha"),
     "token json 10**8 ids": (lambda f, o: ["explain", f["cls"], f["many_ids"], "-o", o], 2, "many_ids.json"),
-    "token id out of vocabulary": (lambda f, o: ["explain", f["cls"], f["far_ids"], "-o", o], 2,
-                                   "outside the vocabulary"),
+    "token id out of vocabulary": (
+        lambda f, o: ["explain", f["cls"], f["far_ids"], "-o", o],
+        2,
+        "outside the vocabulary",
+    ),
     "token id beyond int64": (lambda f, o: ["explain", f["cls"], f["beyond_ids"], "-o", o], 2, "beyond_ids.json"),
     "token npy header lies": (lambda f, o: ["explain", f["cls"], f["lying_ids"], "-o", o], 2, "header claims"),
-    "vocabulary 16 GiB": (lambda f, o: ["explain", f["cls"], f["far_ids"], "-o", o, "--tokens", f["vocab"]], 2,
-                          "--tokens"),
+    "vocabulary 16 GiB": (
+        lambda f, o: ["explain", f["cls"], f["far_ids"], "-o", o, "--tokens", f["vocab"]],
+        2,
+        "--tokens",
+    ),
     "bench batch 10**8": (lambda f, o: _bench(f, "--batch", "1,100000000"), 2, "--batch"),
     "bench repeats 10**12": (lambda f, o: _bench(f, "--repeats", 10**12), 2, "--repeats"),
     "bench warmup 10**12": (lambda f, o: _bench(f, "--warmup", 10**12), 2, "--warmup"),
@@ -100,9 +115,14 @@ CASES = {
 def drive(cases: dict[str, list], folder: Path) -> dict:
     """What each command line did (size_driver.py), run in `folder`."""
     (folder / "cases.json").write_text(json.dumps({k: [str(a) for a in v] for k, v in cases.items()}))
-    done = subprocess.run([sys.executable, str(HERE / "size_driver.py"), str(folder / "cases.json")], cwd=folder,
-                          capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, str(HERE / "size_driver.py"), str(folder / "cases.json")],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
 
@@ -135,8 +155,10 @@ def test_a_long_thin_sample_gets_a_heatmap_of_bounded_size(tmp_path):
     picture; it is held to 16.7 M pixels."""
     model = make.explained(tmp_path, "signal", ["batch", 1, 16000])
     np.save(tmp_path / "wave.npy", np.sin(np.arange(16000, dtype=np.float32) / 50)[None])
-    got = drive({"signal": ["explain", model, tmp_path / "wave.npy", "-o", tmp_path / "out", "-q", "--style",
-                            "heatmap"]}, tmp_path)["signal"]
+    got = drive(
+        {"signal": ["explain", model, tmp_path / "wave.npy", "-o", tmp_path / "out", "-q", "--style", "heatmap"]},
+        tmp_path,
+    )["signal"]
     assert got["status"] == 0, got
     with Image.open(tmp_path / "out" / "wave.png") as picture:
         width, height = picture.size

@@ -101,8 +101,16 @@ def compile_case(workspace, tmp_path_factory, explained) -> Case:
     reference, duration = _reference(args, "explained.onnx", folder)
     model = onnx.load(folder / "reference" / "explained.onnx")
     assert any(p.key == "lrpc.relevance" for p in model.metadata_props)
-    return Case("compile", args, "explained.onnx", reference, Path(explained), duration, workspace / "inputs",
-                workspace / "source.onnx")
+    return Case(
+        "compile",
+        args,
+        "explained.onnx",
+        reference,
+        Path(explained),
+        duration,
+        workspace / "inputs",
+        workspace / "source.onnx",
+    )
 
 
 def _complete_explain(out: Path, reference: dict) -> bool:
@@ -173,8 +181,10 @@ def check_points(case: Case, tmp_path: Path, chosen: list[Point]) -> None:
     real = [p for p in found if not p.endswith(IMPORT_WINDOW)]
     assert not real, "\n".join(found)
     if found and not IMPORTS_HELD:
-        pytest.xfail("a SIGINT during `import lrpc` gives a traceback until compiler/__init__.py calls "
-                     "signals.quiet_start first:\n" + "\n".join(found))
+        pytest.xfail(
+            "a SIGINT during `import lrpc` gives a traceback until compiler/__init__.py calls "
+            "signals.quiet_start first:\n" + "\n".join(found)
+        )
     assert not found, "\n".join(found)
 
 

@@ -34,8 +34,7 @@ MODELS = ["mobilenet_v3_small", "efficientnet_b0", "convnext_tiny"]
 # at ε = 1e-4), ConvNeXtTiny 1.1e-3 (the others ≤ 3.3e-6; 1.5e-5 at ε = 1e-4), while the forward outputs
 # agree to 1.4e-5: float32 conditioning of the ε-rule on these nets, not a conversion error. Each is also
 # checked with the ε it needs.
-ILL_CONDITIONED = {("efficientnet_b0", "epsilon"): "epsilon:eps=1e-3",
-                   ("convnext_tiny", "epsilon"): "epsilon:eps=1e-4"}
+ILL_CONDITIONED = {("efficientnet_b0", "epsilon"): "epsilon:eps=1e-3", ("convnext_tiny", "epsilon"): "epsilon:eps=1e-4"}
 
 
 @functools.lru_cache(maxsize=None)

@@ -176,16 +176,23 @@ def test_one_file_two_sequence_lengths(tmp_path):
         assert rel_l2(relevance, reference_relevance(model, x)[0]) <= TOL
 
 
-@pytest.mark.parametrize("kind, options", [
-    ("transformer", {"composite": "CPLRP"}),
-    ("vit", {"rule": "epsilon:eps=1e-12", "rule_map": ["product=gate-constant"]})])
+@pytest.mark.parametrize(
+    "kind, options",
+    [
+        ("transformer", {"composite": "CPLRP"}),
+        ("vit", {"rule": "epsilon:eps=1e-12", "rule_map": ["product=gate-constant"]}),
+    ],
+)
 def test_cplrp_conserves_without_biases(tmp_path, kind, options):
     """No bias, no β: every addend is an activation, the softmax is held, GELU is the identity rule, so under
     CP-LRP (ε = 1e-12) the relevance sums to the explained logit. The ViT's position embedding is a constant
     addend: the CPLRP composite lets it absorb its share (as LXT's gradient gives it); a plain rule with the
     same product rule leaves its unit's relevance with x, and the sum is the logit again."""
-    model = kt.build("tiny_transformer", causal=True, bias=False) if kind == "transformer" else \
-        kt.build("tiny_vit", bias=False)
+    model = (
+        kt.build("tiny_transformer", causal=True, bias=False)
+        if kind == "transformer"
+        else kt.build("tiny_vit", bias=False)
+    )
     path = tmp_path / f"{model.name}.keras"
     model.save(path)
     explained = lrpc.compile(str(path), **options)
@@ -220,6 +227,7 @@ def test_attention_products_carry_the_keras_layer_name():
 
 def test_attention_over_two_axes_is_one_clear_error():
     from keras import Input, Model, layers
+
     inp = Input((4, 4, 8), name="grid")
     h = layers.MultiHeadAttention(2, 4, attention_axes=(1, 2), name="mha2d")(inp, inp)
     model = Model(inp, layers.Dense(3, name="logits")(layers.GlobalAveragePooling2D(name="gap")(h)))

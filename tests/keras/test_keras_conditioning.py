@@ -111,8 +111,13 @@ def postact_file(tmp_path_factory):
 
 @pytest.mark.parametrize("rule", RULES)
 def test_every_rule_is_finite_and_within_float64(postact_file, images, rule):
-    options = {} if rule == "EpsilonPlusFlat" else \
-        {"composite": rule} if rule.startswith("EpsilonGammaBox") else {"rule": rule}
+    options = (
+        {}
+        if rule == "EpsilonPlusFlat"
+        else {"composite": rule}
+        if rule.startswith("EpsilonGammaBox")
+        else {"rule": rule}
+    )
     report = lrpc.verify(lrpc.compile(postact_file, **options), inputs=images)
     status = {c.name: c for c in report.checks}
     assert status["finite"].status == "pass", status["finite"].detail

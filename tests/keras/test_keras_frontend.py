@@ -96,6 +96,7 @@ def test_same_model_same_bytes():
 
 def test_bench_times_a_keras_file_against_its_converted_forward(root):
     from lrpc.bench import bench
+
     result = bench(saved(root, "zoo_2d", "keras"), repeats=2, warmup=1, memory=False, rule="epsilon")
     assert result.model.endswith("zoo_2d.keras")
     assert result.batches[0].forward.median_ms > 0 and result.batches[0].explained.median_ms > 0

@@ -65,13 +65,24 @@ def test_modern_layers_convert_to_plain_onnx():
     onnx.checker.check_model(proto, full_check=True)
     ops = {n.op_type for n in proto.graph.node}
     assert not ops & {"PartitionedCall", "StatefulPartitionedCall", "Erfc"}, ops
-    groups = {n.name.split("/")[0]: a.i for n in proto.graph.node if n.op_type == "Conv"
-              for a in n.attribute if a.name == "group"}
+    groups = {
+        n.name.split("/")[0]: a.i
+        for n in proto.graph.node
+        if n.op_type == "Conv"
+        for a in n.attribute
+        if a.name == "group"
+    }
     assert groups["grouped"] == 3 and groups["grouped_dw"] == 12
     assert any(n.op_type == "Erf" and n.name.startswith("gelu/") for n in proto.graph.node)
     made = producers(proto)
-    centred = {n.name.split("/")[0] for n in proto.graph.node if n.op_type == "Sub"
-               and (m := made.get(n.input[1])) is not None and m.op_type == "ReduceMean" and m.input[0] == n.input[0]}
+    centred = {
+        n.name.split("/")[0]
+        for n in proto.graph.node
+        if n.op_type == "Sub"
+        and (m := made.get(n.input[1])) is not None
+        and m.op_type == "ReduceMean"
+        and m.input[0] == n.input[0]
+    }
     assert centred == {"ln", "ln_nobeta"}  # each LayerNorm centres x − mean(x) once
     x = np.random.default_rng(3).standard_normal((4, 8, 8, 6)).astype(np.float32)
     keras_forward_matches(model, proto, x, 1e-5)
@@ -137,8 +148,14 @@ def test_cli_unconvertible_op_one_line_without_tf2onnx_noise(tmp_path):
     log1p_model().save(tmp_path / "log1p.keras")
     out = tmp_path / "out.onnx"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}  # lrpc quiets TensorFlow itself
-    run = subprocess.run([sys.executable, "-c", CLI, str(tmp_path / "log1p.keras"), str(out)], env=env,
-                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", CLI, str(tmp_path / "log1p.keras"), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     err = run.stderr.strip().splitlines()
     assert run.returncode == 2, run.stderr[-3000:]
     assert len(err) == 1 and err[0].startswith("lrpc: error: ") and "Log1p" in err[0] and "soft_log" in err[0], err
@@ -178,8 +195,13 @@ def test_reset_batchnorm_sets_one_batch_statistics():
     np.testing.assert_allclose(y.mean((0, 1, 2)), 0.0, atol=1e-3)  # b2's output normalized on this batch
 
 
-APPS = ["mobilenet_v3_small", *[pytest.param(n, marks=pytest.mark.slow) for n in
-                                ("mobilenet_v3_large", "efficientnet_b0", "efficientnet_v2_b0", "convnext_tiny")]]
+APPS = [
+    "mobilenet_v3_small",
+    *[
+        pytest.param(n, marks=pytest.mark.slow)
+        for n in ("mobilenet_v3_large", "efficientnet_b0", "efficientnet_v2_b0", "convnext_tiny")
+    ],
+]
 
 
 @pytest.mark.parametrize("name", APPS)
@@ -213,8 +235,9 @@ def test_same_file_same_bytes_in_any_process(tmp_path):
     digests = []
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        run = subprocess.run([sys.executable, "-c", CONVERT, *paths], env=env, capture_output=True, text=True,
-                             cwd=ROOT, timeout=600)
+        run = subprocess.run(
+            [sys.executable, "-c", CONVERT, *paths], env=env, capture_output=True, text=True, cwd=ROOT, timeout=600
+        )
         assert run.returncode == 0, run.stderr[-2000:]
         digests.append(run.stdout.split())
     here = [hashlib.sha256(load(p).SerializeToString()).hexdigest() for p in paths]

@@ -54,13 +54,19 @@ def compare(name, spec, batch=2, output=None, explain_arg=None, target=None):
         units = net.shapes[tensor]
         mask = np.zeros((batch, *units))
         for n, (r, c) in enumerate(np.random.default_rng(5).integers(0, units[0] // 2, (batch, 2))):
-            mask[n, r:r + units[0] // 2, c:c + units[1] // 2] = 1.0
+            mask[n, r : r + units[0] // 2, c : c + units[1] // 2] = 1.0
         oracle_target = mask
     ill = spec in ILL[name]
     X = pick_inputs(net, spec, tensor, batch, oracle_target, limit=1e-4 if ill else oracle.SENSITIVITY_LIMIT)
     default, _, first = spec.partition(";first=")
-    compiled = lrpc.compile(proto, rule=default, rule_map=[f"first={first}"] if first else (), target=target,
-                            output_name=output, explain=explain_arg)
+    compiled = lrpc.compile(
+        proto,
+        rule=default,
+        rule_map=[f"first={first}"] if first else (),
+        target=target,
+        output_name=output,
+        explain=explain_arg,
+    )
     sess = oracle.session(compiled)
     feeds = {net.input_name: X} | ({} if mask is None else {"mask": mask.astype(np.float32)})
     got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
@@ -71,9 +77,19 @@ def compare(name, spec, batch=2, output=None, explain_arg=None, target=None):
     assert got["relevance"].shape == X.shape and np.abs(R).sum() > 0
     tol = 1e-5
     if ill:
-        tol = np.maximum(1e-5, 10 * np.array([max(sensitivity(net, x, spec, tensor, per_sample(oracle_target, n)),
-                                                  input_sensitivity(net, x, spec, tensor, per_sample(oracle_target, n)))
-                                              for n, x in enumerate(X)]))
+        tol = np.maximum(
+            1e-5,
+            10
+            * np.array(
+                [
+                    max(
+                        sensitivity(net, x, spec, tensor, per_sample(oracle_target, n)),
+                        input_sensitivity(net, x, spec, tensor, per_sample(oracle_target, n)),
+                    )
+                    for n, x in enumerate(X)
+                ]
+            ),
+        )
     err = oracle.rel_err_per_sample(got["relevance"], R)
     assert np.all(err <= tol), f"relevance: relative L2 error per sample {err} exceeds {tol}"
     return err
@@ -86,8 +102,10 @@ def input_sensitivity(net, x, spec, tensor, target, rel=1e-7, tries=3):
     rng = np.random.default_rng(7)
     batch_target = target[None] if isinstance(target, np.ndarray) else target  # a mask: one row per sample
     R = explain(net, x[None], spec, tensor, batch_target)[1]
-    moved = [explain(net, (x * (1 + rel * rng.standard_normal(x.shape)))[None], spec, tensor, batch_target)[1]
-             for _ in range(tries)]
+    moved = [
+        explain(net, (x * (1 + rel * rng.standard_normal(x.shape)))[None], spec, tensor, batch_target)[1]
+        for _ in range(tries)
+    ]
     return max(float(oracle.rel_err_per_sample(m, R)[0]) for m in moved)
 
 
@@ -97,15 +115,34 @@ def _layer_output(proto, layer):
 
 
 def test_converted_graphs_hold_every_layer_kind():
-    ops = {name: [(n.op_type, {a.name: a for a in n.attribute}) for n in converted(name)[1].graph.node]
-           for name in ("zoo_2d", "zoo_1d")}
+    ops = {
+        name: [(n.op_type, {a.name: a for a in n.attribute}) for n in converted(name)[1].graph.node]
+        for name in ("zoo_2d", "zoo_1d")
+    }
     kinds = {op for op, _ in ops["zoo_2d"] + ops["zoo_1d"]}
-    assert {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "Add", "Concat", "MatMul", "Relu", "LeakyRelu",
-            "GlobalAveragePool", "GlobalMaxPool", "ReduceMax", "Mul"} <= kinds
+    assert {
+        "Conv",
+        "ConvTranspose",
+        "MaxPool",
+        "AveragePool",
+        "Add",
+        "Concat",
+        "MatMul",
+        "Relu",
+        "LeakyRelu",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "ReduceMax",
+        "Mul",
+    } <= kinds
     groups = [a["group"].i for op, a in ops["zoo_2d"] if op == "Conv" and "group" in a]
     assert max(groups) > 1, "DepthwiseConv2D / SeparableConv2D should give grouped Convs"
-    padded = [op for name in ops for op, a in ops[name] if op in ("MaxPool", "AveragePool")
-              and "pads" in a and any(a["pads"].ints)]
+    padded = [
+        op
+        for name in ops
+        for op, a in ops[name]
+        if op in ("MaxPool", "AveragePool") and "pads" in a and any(a["pads"].ints)
+    ]
     assert {"MaxPool", "AveragePool"} <= set(padded), "padding='same' pools should carry pads"
     conv1d = [a["kernel_shape"].ints for op, a in ops["zoo_1d"] if op == "Conv"]
     assert conv1d and all(k[0] == 1 for k in conv1d), "Conv1D arrives as a 1×k Conv on an unsqueezed axis"

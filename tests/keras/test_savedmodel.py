@@ -48,24 +48,48 @@ MODELS = {
     "small_cnn_nobias": lambda: nets.small_cnn(bias=False, softmax=False),
     "small_vgg": vgg.small_vgg,
     "digits_cnn": lambda: str(ROOT / "models" / "digits_cnn.onnx"),
-    **{f"{folder}/{name}": (lambda p=FIXTURES / folder / f"{name}.onnx": str(p)) for folder, name in [
-        ("innvestigate", "cnn"), ("innvestigate", "cnn_bn"), ("keras", "avgpool_same_odd"), ("keras", "bn_first"),
-        ("keras", "cnn_avgpool_bn"), ("keras", "cnn_avgpool_bn_export"), ("keras", "cnn_avgpool_bn_softmax"),
-        ("keras", "dense_bn"), ("torch", "tiny_resnet_16"), ("torch", "tiny_bottleneck"), ("torch", "small_unet_8"),
-        ("torch", "autoencoder")]},
+    **{
+        f"{folder}/{name}": (lambda p=FIXTURES / folder / f"{name}.onnx": str(p))
+        for folder, name in [
+            ("innvestigate", "cnn"),
+            ("innvestigate", "cnn_bn"),
+            ("keras", "avgpool_same_odd"),
+            ("keras", "bn_first"),
+            ("keras", "cnn_avgpool_bn"),
+            ("keras", "cnn_avgpool_bn_export"),
+            ("keras", "cnn_avgpool_bn_softmax"),
+            ("keras", "dense_bn"),
+            ("torch", "tiny_resnet_16"),
+            ("torch", "tiny_bottleneck"),
+            ("torch", "small_unet_8"),
+            ("torch", "autoencoder"),
+        ]
+    },
 }
 
 BOX = "low=-1,high=1"  # inputs are drawn from [-1, 1]
 FULL = [dict(rule=r) for r in ["epsilon", "zplus", "alpha2beta1", "gamma", "flat", "w2", f"zbox:{BOX}"]] + [
-    dict(composite="EpsilonPlusFlat"), dict(composite=f"EpsilonGammaBox:{BOX}"),
-    dict(method="gradient"), dict(method="inputxgradient"), dict(method="guidedbackprop"),
-    dict(method="integratedgradients:steps=3,baseline_input=1"), dict(method="smoothgrad:samples=3,noise_input=1"),
-    dict(rule="epsilon", target="1"), dict(rule="epsilon", target="input"), dict(rule="zplus", target="mask")]
-CORE = [dict(composite=f"EpsilonGammaBox:{BOX}"), dict(rule="alpha2beta1", target="input"),
-        dict(method="smoothgrad:samples=2,noise_input=1")]
-AUTOENCODER = [dict(output_name="reconstruction", target="all", rule="epsilon"),
-               dict(output_name="reconstruction", target="mask", rule="zplus"),
-               dict(explain="latent:3", rule="epsilon")]
+    dict(composite="EpsilonPlusFlat"),
+    dict(composite=f"EpsilonGammaBox:{BOX}"),
+    dict(method="gradient"),
+    dict(method="inputxgradient"),
+    dict(method="guidedbackprop"),
+    dict(method="integratedgradients:steps=3,baseline_input=1"),
+    dict(method="smoothgrad:samples=3,noise_input=1"),
+    dict(rule="epsilon", target="1"),
+    dict(rule="epsilon", target="input"),
+    dict(rule="zplus", target="mask"),
+]
+CORE = [
+    dict(composite=f"EpsilonGammaBox:{BOX}"),
+    dict(rule="alpha2beta1", target="input"),
+    dict(method="smoothgrad:samples=2,noise_input=1"),
+]
+AUTOENCODER = [
+    dict(output_name="reconstruction", target="all", rule="epsilon"),
+    dict(output_name="reconstruction", target="mask", rule="zplus"),
+    dict(explain="latent:3", rule="epsilon"),
+]
 # The strided stem of tiny_bottleneck cannot be inverted for stacked path inputs (lrpc refuses to compile it).
 NOT_COMPILED = {("torch/tiny_bottleneck", "integratedgradients"), ("torch/tiny_bottleneck", "smoothgrad")}
 
@@ -116,8 +140,9 @@ def compare(proto, session, serve, names, feeds, key) -> None:
             exact = run_double(proto, feeds, [name])[name]
             ort_error = float(np.abs(expected - exact).max()) / scale
             tf_error = float(np.abs(actual - exact).max()) / scale
-            assert tf_error <= max(2 * ort_error, TOL), \
+            assert tf_error <= max(2 * ort_error, TOL), (
                 f"{name}: TF − ORT {gap:.2e}; against float64: TF {tf_error:.2e}, onnxruntime {ort_error:.2e}"
+            )
 
 
 @pytest.mark.parametrize(("model", "case"), _matrix())
@@ -142,6 +167,7 @@ def _write_gaps():
 # ---------------------------------------------------------------------------------------------------------
 # the signature, the CLI, errors, atomic writes
 # ---------------------------------------------------------------------------------------------------------
+
 
 def test_signature_names_and_metadata(tmp_path):
     proto = lrpc.compile(nets.small_cnn(), rule="epsilon", target="input")
@@ -183,22 +209,31 @@ def test_cli_refuses_to_replace_a_folder_that_is_not_a_savedmodel(tmp_path, caps
 
 
 def _explained_with(node: onnx.NodeProto, out_type=TensorProto.FLOAT) -> onnx.ModelProto:
-    return nets.make_model([helper.make_node("Relu", ["x"], ["r"], name="relu"), node],
-                           [nets.tensor("x", ["batch", 4])], [nets.tensor("y", ["batch", 4], out_type)], {})
+    return nets.make_model(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"), node],
+        [nets.tensor("x", ["batch", 4])],
+        [nets.tensor("y", ["batch", 4], out_type)],
+        {},
+    )
 
 
 def test_an_op_outside_the_table_is_a_user_error_naming_it(tmp_path, capsys):
     model = _explained_with(helper.make_node("Cos", ["r"], ["y"], name="angle"))
-    with pytest.raises(LrpcError,
-                       match=r"'angle' \(Cos\): the TensorFlow export has no function for Cos.*--format onnx"):
+    with pytest.raises(
+        LrpcError, match=r"'angle' \(Cos\): the TensorFlow export has no function for Cos.*--format onnx"
+    ):
         export_savedmodel(model, tmp_path / "sm")
     assert not (tmp_path / "sm").exists() and list(tmp_path.iterdir()) == []
 
 
 def test_an_attribute_variant_outside_the_table_is_a_user_error_naming_it(tmp_path):
     node = helper.make_node("ArgMax", ["r"], ["y"], name="pick", axis=1, select_last_index=1)
-    model = nets.make_model([helper.make_node("Relu", ["x"], ["r"], name="relu"), node],
-                            [nets.tensor("x", ["batch", 4])], [nets.tensor("y", ["batch", 1], TensorProto.INT64)], {})
+    model = nets.make_model(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"), node],
+        [nets.tensor("x", ["batch", 4])],
+        [nets.tensor("y", ["batch", 1], TensorProto.INT64)],
+        {},
+    )
     with pytest.raises(LrpcError, match=r"'pick' \(ArgMax\).*select_last_index=1 is not implemented"):
         export_savedmodel(model, tmp_path / "sm")
     assert list(tmp_path.iterdir()) == []

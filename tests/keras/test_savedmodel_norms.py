@@ -31,13 +31,29 @@ CASES = [  # (op, inputs, attributes, opset[, output type]: float unless given)
     ("GroupNormalization", [data(rand(2, 6, 3, 5)), const(rand(3)), const(rand(3))], {"num_groups": 3}, 18),
     ("QuantizeLinear", [data(40 * rand(2, 3, 5)), const(np.float32(0.7)), const(np.int8(3))], {}, 17, INT8),
     ("QuantizeLinear", [data(40 * rand(2, 3, 5)), const(np.float32(0.5)), const(np.uint8(128))], {}, 17, UINT8),
-    ("QuantizeLinear", [data(40 * rand(2, 3, 5)), const(np.array([0.5, 0.25, 1.0], np.float32)),
-                        const(np.array([1, -2, 0], np.int8))], {"axis": 1}, 17, INT8),
-    ("DequantizeLinear", [data(np.arange(-15, 15, dtype=np.int8).reshape(2, 3, 5)), const(np.float32(0.3)),
-                          const(np.int8(2))], {}, 17),
-    ("DequantizeLinear", [data(np.arange(30, dtype=np.uint8).reshape(2, 3, 5)),
-                          const(np.array([0.5, 0.25, 1.0], np.float32)), const(np.array([1, 2, 0], np.uint8))],
-     {"axis": 1}, 17),
+    (
+        "QuantizeLinear",
+        [data(40 * rand(2, 3, 5)), const(np.array([0.5, 0.25, 1.0], np.float32)), const(np.array([1, -2, 0], np.int8))],
+        {"axis": 1},
+        17,
+        INT8,
+    ),
+    (
+        "DequantizeLinear",
+        [data(np.arange(-15, 15, dtype=np.int8).reshape(2, 3, 5)), const(np.float32(0.3)), const(np.int8(2))],
+        {},
+        17,
+    ),
+    (
+        "DequantizeLinear",
+        [
+            data(np.arange(30, dtype=np.uint8).reshape(2, 3, 5)),
+            const(np.array([0.5, 0.25, 1.0], np.float32)),
+            const(np.array([1, 2, 0], np.uint8)),
+        ],
+        {"axis": 1},
+        17,
+    ),
 ]
 
 

@@ -54,16 +54,29 @@ TIES = np.floor(RNG.uniform(0, 3, (2, 3, 6, 6))).astype(np.float32)  # many equa
 
 CASES = [
     # convolution
-    case("Conv", [data(rand(2, 4, 9, 8)), const(rand(6, 2, 3, 3)), const(rand(6))], group=2, strides=[2, 2],
-         dilations=[2, 2], pads=[1, 0, 2, 1]),
+    case(
+        "Conv",
+        [data(rand(2, 4, 9, 8)), const(rand(6, 2, 3, 3)), const(rand(6))],
+        group=2,
+        strides=[2, 2],
+        dilations=[2, 2],
+        pads=[1, 0, 2, 1],
+    ),
     case("Conv", [data(rand(2, 3, 7, 7)), const(rand(6, 1, 3, 3))], group=3, auto_pad="SAME_UPPER"),
     case("Conv", [data(rand(2, 3, 7, 7)), const(rand(3, 1, 2, 2))], group=3, strides=[2, 1], pads=[1, 1, 0, 0]),
     case("Conv", [data(rand(2, 3, 11)), const(rand(4, 3, 3)), const(rand(4))], auto_pad="SAME_LOWER", strides=[2]),
     case("Conv", [data(rand(2, 3, 9)), const(rand(4, 3, 3))], dilations=[2], pads=[2, 1]),
     case("Conv", [data(rand(1, 2, 5, 6, 4)), const(rand(3, 2, 2, 3, 2))], pads=[1, 0, 1, 0, 1, 1], strides=[1, 2, 1]),
     case("Conv", [data(rand(2, 3, 7, 7)), const(rand(4, 3, 3, 3))], auto_pad="VALID", strides=[2, 2]),
-    case("ConvTranspose", [data(rand(2, 4, 5, 4)), const(rand(4, 3, 3, 2)), const(rand(6))], group=2, strides=[2, 2],
-         output_padding=[1, 1], pads=[1, 0, 0, 1], dilations=[2, 1]),
+    case(
+        "ConvTranspose",
+        [data(rand(2, 4, 5, 4)), const(rand(4, 3, 3, 2)), const(rand(6))],
+        group=2,
+        strides=[2, 2],
+        output_padding=[1, 1],
+        pads=[1, 0, 0, 1],
+        dilations=[2, 1],
+    ),
     case("ConvTranspose", [data(rand(2, 3, 5, 5)), const(rand(3, 2, 3, 3))], strides=[2, 2], auto_pad="SAME_UPPER"),
     case("ConvTranspose", [data(rand(2, 3, 5, 5)), const(rand(3, 2, 3, 3))], strides=[2, 2], auto_pad="SAME_LOWER"),
     case("ConvTranspose", [data(rand(2, 3, 4, 4)), const(rand(3, 2, 3, 3))], strides=[2, 2], output_shape=[10, 9]),
@@ -76,30 +89,69 @@ CASES = [
     case("MaxPool", [data(rand(2, 3, 10))], (F, I64), kernel_shape=[3], strides=[2], auto_pad="SAME_UPPER"),
     case("MaxPool", [data(TIES)], (F, I64), kernel_shape=[3, 3], strides=[1, 1]),
     case("MaxPool", [data(rand(2, 3, 8, 8))], (F,), kernel_shape=[2, 2], strides=[2, 2]),
-    case("MaxUnpool", [data(rand(2, 3, 4, 4)), const(unpool_indices()), const(ints(2, 3, 8, 8))], kernel_shape=[2, 2],
-         strides=[2, 2]),
+    case(
+        "MaxUnpool",
+        [data(rand(2, 3, 4, 4)), const(unpool_indices()), const(ints(2, 3, 8, 8))],
+        kernel_shape=[2, 2],
+        strides=[2, 2],
+    ),
     case("GlobalMaxPool", [data(rand(2, 3, 5, 4))]),
     case("GlobalAveragePool", [data(rand(2, 3, 5, 4))]),
     # resizing
-    case("Resize", [data(rand(2, 3, 4, 5)), None, const(np.array([1, 1, 2, 2], np.float32))], mode="nearest",
-         coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+    case(
+        "Resize",
+        [data(rand(2, 3, 4, 5)), None, const(np.array([1, 1, 2, 2], np.float32))],
+        mode="nearest",
+        coordinate_transformation_mode="asymmetric",
+        nearest_mode="floor",
+    ),
     case("Resize", [data(rand(2, 3, 4, 5)), None, const(np.array([1, 1, 1.5, 2], np.float32))], mode="linear"),
-    case("Resize", [data(rand(2, 3, 4, 5)), None, None, const(ints(2, 3, 7, 3))], mode="linear",
-         coordinate_transformation_mode="align_corners"),
-    case("Resize", [data(rand(2, 3, 4, 5)), None, const(np.array([1, 1, 2, 1.5], np.float32))], mode="cubic",
-         cubic_coeff_a=-0.5, coordinate_transformation_mode="asymmetric"),
-    case("Resize", [data(rand(2, 3, 8, 6)), None, const(np.array([1, 1, 0.5, 0.5], np.float32))], mode="nearest",
-         nearest_mode="round_prefer_ceil"),
+    case(
+        "Resize",
+        [data(rand(2, 3, 4, 5)), None, None, const(ints(2, 3, 7, 3))],
+        mode="linear",
+        coordinate_transformation_mode="align_corners",
+    ),
+    case(
+        "Resize",
+        [data(rand(2, 3, 4, 5)), None, const(np.array([1, 1, 2, 1.5], np.float32))],
+        mode="cubic",
+        cubic_coeff_a=-0.5,
+        coordinate_transformation_mode="asymmetric",
+    ),
+    case(
+        "Resize",
+        [data(rand(2, 3, 8, 6)), None, const(np.array([1, 1, 0.5, 0.5], np.float32))],
+        mode="nearest",
+        nearest_mode="round_prefer_ceil",
+    ),
     # dense
     case("Gemm", [data(rand(5, 3)), const(rand(5, 4)), const(rand(4))], transA=1, alpha=0.5, beta=2.0),
     case("Gemm", [data(rand(3, 5)), const(rand(4, 5))], transB=1),
     case("MatMul", [data(rand(2, 3, 5)), const(rand(5, 4))]),
     # element-wise
-    *[case(op, [data(rand(3, 4))], **attrs) for op, attrs in [
-        ("LeakyRelu", {"alpha": 0.1}), ("Elu", {"alpha": 0.9}), ("Celu", {"alpha": 1.3}), ("Selu", {}),
-        ("HardSigmoid", {"alpha": 1 / 6}), ("Softplus", {}), ("Erf", {}), ("Sign", {}), ("Abs", {}), ("Neg", {}),
-        ("Sigmoid", {}), ("Tanh", {}), ("Exp", {}), ("Relu", {}), ("Softmax", {"axis": 1}), ("LogSoftmax", {"axis": 1}),
-        ("Identity", {})]],
+    *[
+        case(op, [data(rand(3, 4))], **attrs)
+        for op, attrs in [
+            ("LeakyRelu", {"alpha": 0.1}),
+            ("Elu", {"alpha": 0.9}),
+            ("Celu", {"alpha": 1.3}),
+            ("Selu", {}),
+            ("HardSigmoid", {"alpha": 1 / 6}),
+            ("Softplus", {}),
+            ("Erf", {}),
+            ("Sign", {}),
+            ("Abs", {}),
+            ("Neg", {}),
+            ("Sigmoid", {}),
+            ("Tanh", {}),
+            ("Exp", {}),
+            ("Relu", {}),
+            ("Softmax", {"axis": 1}),
+            ("LogSoftmax", {"axis": 1}),
+            ("Identity", {}),
+        ]
+    ],
     case("PRelu", [data(rand(2, 3, 4)), const(rand(3, 1))]),
     case("Clip", [data(rand(3, 4)), const(np.float32(-0.5)), const(np.float32(0.5))]),
     case("Clip", [data(rand(3, 4)), None, const(np.float32(0.2))]),
@@ -141,14 +193,20 @@ CASES = [
     case("Concat", [data(rand(2, 3)), const(rand(1, 3))], axis=0),
     case("Split", [data(rand(2, 7)), const(ints(2, 5))], (F, F), axis=1),
     case("Split", [data(rand(2, 6))], (F, F, F), axis=1),
-    case("Slice", [data(rand(2, 6, 5)), const(ints(-1, 1)), const(ints(-100, 100)), const(ints(1, 2)),
-                   const(ints(-2, 2))]),
+    case(
+        "Slice",
+        [data(rand(2, 6, 5)), const(ints(-1, 1)), const(ints(-100, 100)), const(ints(1, 2)), const(ints(-2, 2))],
+    ),
     case("Slice", [data(rand(2, 6, 5)), const(ints(1)), const(ints(4)), const(ints(1))]),
     case("Gather", [data(rand(2, 5, 3)), const(ints(-1, 0, 2))], axis=1),
     case("GatherElements", [data(rand(2, 5)), const(np.array([[4, 0], [1, -1]], np.int64))], axis=1),
     case("GatherND", [data(rand(2, 3, 4)), const(np.array([[0, 1], [1, 2]], np.int64))]),
-    case("ScatterElements", [data(rand(2, 5)), const(np.array([[1, 1, 3], [0, 0, 0]], np.int64)), const(rand(2, 3))],
-         axis=1, reduction="add"),
+    case(
+        "ScatterElements",
+        [data(rand(2, 5)), const(np.array([[1, 1, 3], [0, 0, 0]], np.int64)), const(rand(2, 3))],
+        axis=1,
+        reduction="add",
+    ),
     case("ScatterElements", [data(rand(3, 4)), const(np.array([[2, 0, 1, 0]], np.int64)), const(rand(1, 4))], axis=0),
     case("Expand", [data(rand(2, 1, 4)), const(ints(3, 1))]),
     case("Tile", [data(rand(2, 3)), const(ints(1, 2))]),
@@ -156,7 +214,13 @@ CASES = [
     case("Pad", [data(rand(2, 3, 4)), const(ints(0, 2, 1, 0, 1, 3))], mode="reflect"),
     case("Pad", [data(rand(2, 3, 4)), const(ints(0, 2, 1, 0, 1, 3))], mode="edge"),
     case("Pad", [data(rand(2, 3, 4)), const(ints(0, -1, 2, 0, 1, -1))]),
-    case("ConstantOfShape", [data(np.ones((2, 3), np.float32)), ], (F,)),
+    case(
+        "ConstantOfShape",
+        [
+            data(np.ones((2, 3), np.float32)),
+        ],
+        (F,),
+    ),
     case("EyeLike", [data(rand(4, 5))], k=1),
     case("Range", [const(np.float32(0.5)), data(np.float32(4)), const(np.float32(1.5))]),
 ]
@@ -184,8 +248,9 @@ def single_node_model(op, inputs, outputs, attrs) -> tuple[onnx.ModelProto, dict
     else:
         nodes = [helper.make_node(op, names, [f"out{i}" for i in range(len(outputs))], name="node", **attrs)]
     outs = [helper.make_tensor_value_info(f"out{i}", t, None) for i, t in enumerate(outputs)]
-    model = helper.make_model(helper.make_graph(nodes, "op", graph_inputs, outs, inits),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(
+        helper.make_graph(nodes, "op", graph_inputs, outs, inits), opset_imports=[helper.make_opsetid("", 17)]
+    )
     model.ir_version = 8
     return model, feeds
 
@@ -200,8 +265,9 @@ def test_op_matches_onnxruntime(op, inputs, outputs, attrs):
         actual = got[names["outputs"][f"out{i}"]].numpy()
         assert actual.shape == expected.shape, f"output {i}: shape {actual.shape}, onnxruntime {expected.shape}"
         if expected.dtype.kind == "f":
-            gap = (np.abs(actual.astype(np.float64) - expected).max(initial=0)
-                   / max(np.abs(expected).max(initial=0), 1e-30))
+            gap = np.abs(actual.astype(np.float64) - expected).max(initial=0) / max(
+                np.abs(expected).max(initial=0), 1e-30
+            )
             assert gap <= 1e-5, f"output {i}: relative gap {gap:.2e}"
         else:
             np.testing.assert_array_equal(actual, expected, err_msg=f"output {i}")
@@ -213,5 +279,6 @@ def test_every_op_lrpc_explains_has_a_tensorflow_function():
     from lrpc.methods.table import GRADIENTS
     from lrpc.rules.table import RULES
     from lrpc.savedmodel import op_table
+
     assert len(RULES) > 20 and len(GRADIENTS) > 20  # the tables are filled on import
     assert set(RULES) | set(GRADIENTS) <= set(op_table())

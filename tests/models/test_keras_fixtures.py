@@ -23,8 +23,13 @@ CASES = {
     "bn_first": ("bn_first", "logits"),
     "avgpool_same_odd": ("avgpool_same_odd", "logits"),
 }
-BN_LAYER = {"cnn_avgpool_bn": "bn1", "cnn_avgpool_bn_softmax": "bn1", "cnn_avgpool_bn_export": "bn1",
-            "dense_bn": "bn1", "bn_first": "bn0"}
+BN_LAYER = {
+    "cnn_avgpool_bn": "bn1",
+    "cnn_avgpool_bn_softmax": "bn1",
+    "cnn_avgpool_bn_export": "bn1",
+    "dense_bn": "bn1",
+    "bn_first": "bn0",
+}
 KERAS_BN_EPSILON = 1e-3
 
 
@@ -91,8 +96,9 @@ def test_batchnorm_appears_as_precomputed_mul_add(stem):
     (mul,) = [n for n in model.graph.node if n.op_type == "Mul"]
     (add,) = [n for n in model.graph.node if n.op_type == "Add" and mul.output[0] in n.input]
     npz, _ = CASES[stem]
-    p = {k.split(".", 1)[1]: v for k, v in np.load(FIXTURES / f"{npz}.npz").items()
-         if k.startswith(BN_LAYER[stem] + ".")}
+    p = {
+        k.split(".", 1)[1]: v for k, v in np.load(FIXTURES / f"{npz}.npz").items() if k.startswith(BN_LAYER[stem] + ".")
+    }
     scale = p["gamma"] / np.sqrt(p["moving_variance"] + KERAS_BN_EPSILON)
     shift = p["beta"] - p["moving_mean"] * scale
     assert (p["gamma"] != 1).all() and (p["moving_mean"] != 0).all() and (p["moving_variance"] != 1).all()
@@ -123,5 +129,7 @@ def test_same_padding_avgpool_with_asymmetric_pads():
     pools = [n for n in model.graph.node if n.op_type == "AveragePool"]
     attrs = [{a.name: helper.get_attribute_value(a) for a in n.attribute} for n in pools]
     assert [(a["kernel_shape"], a["strides"], a["pads"]) for a in attrs] == [
-        ([2, 2], [2, 2], [0, 0, 1, 1]), ([3, 3], [1, 1], [1, 1, 1, 1])]
+        ([2, 2], [2, 2], [0, 0, 1, 1]),
+        ([3, 3], [1, 1], [1, 1, 1, 1]),
+    ]
     assert all(a.get("count_include_pad", 0) == 0 for a in attrs)

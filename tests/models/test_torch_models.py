@@ -132,8 +132,7 @@ def test_small_unet_matches_torch(tmp_path):
     # Each Concat joins an encoder activation (the skip) with an upsampled decoder value.
     producers = {o: n.op_type for n in proto.graph.node for o in n.output}
     concats = [n for n in proto.graph.node if n.op_type == "Concat"]
-    assert [[producers[i] for i in n.input] for n in concats] == [["Relu", "ConvTranspose"],
-                                                                  ["Relu", "Conv"]]
+    assert [[producers[i] for i in n.input] for n in concats] == [["Relu", "ConvTranspose"], ["Relu", "Conv"]]
     x, (logits,) = _assert_matches_torch(model, tmp_path / "unet.onnx", ["logits"])
     assert logits.shape == (3, 2, 32, 32)
 
@@ -166,8 +165,7 @@ def test_autoencoder_two_outputs_and_named_latent(tmp_path):
     assert ops["Conv"] == 2 and ops["ConvTranspose"] == 3 and ops["Gemm"] == 3
     assert ops["Selu"] == 6 and ops["Tanh"] == 1 and ops["Reshape"] == 2
     assert "Dropout" not in ops
-    shapes = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]
-              for o in proto.graph.output}
+    shapes = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in proto.graph.output}
     assert shapes == {"class_logits": ["batch", 2], "reconstruction": ["batch", 1, 16, 16]}
     # The latent: one SELU's output, read by the class head and the decoder's first Linear.
     (producer,) = [n for n in proto.graph.node if "latent" in n.output]
@@ -190,8 +188,7 @@ def test_autoencoder_decoding_from_logits(tmp_path):
     proto = _export_and_check(autoencoder.save, model, tmp_path / "ae8.onnx")
     (dense2,) = [n for n in proto.graph.node if n.name == "/dense2/Gemm"]
     assert dense2.input[0] == "class_logits"
-    _, (_, rec) = _assert_matches_torch(model, tmp_path / "ae8.onnx",
-                                        ["class_logits", "reconstruction"])
+    _, (_, rec) = _assert_matches_torch(model, tmp_path / "ae8.onnx", ["class_logits", "reconstruction"])
     assert rec.shape == (3, 1, 8, 8)
     with pytest.raises(ValueError, match="decode_from"):
         autoencoder.autoencoder(decode_from="softmax")

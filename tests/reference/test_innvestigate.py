@@ -20,14 +20,21 @@ import lrpc
 pytestmark = pytest.mark.reference
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "innvestigate"
 CASES = [
-    ("lrp.z", dict(rule="zero")), ("lrp.epsilon", dict(rule="epsilon")),
-    ("lrp.alpha_1_beta_0", dict(rule="alpha1beta0")), ("lrp.alpha_2_beta_1", dict(rule="alpha2beta1")),
-    ("lrp.flat", dict(rule="flat")), ("lrp.w_square", dict(rule="w2")), ("lrp.z_plus", dict(rule="zplus")),
-    ("lrp.sequential_preset_a", dict(composite="A")), ("lrp.sequential_preset_b", dict(composite="B")),
+    ("lrp.z", dict(rule="zero")),
+    ("lrp.epsilon", dict(rule="epsilon")),
+    ("lrp.alpha_1_beta_0", dict(rule="alpha1beta0")),
+    ("lrp.alpha_2_beta_1", dict(rule="alpha2beta1")),
+    ("lrp.flat", dict(rule="flat")),
+    ("lrp.w_square", dict(rule="w2")),
+    ("lrp.z_plus", dict(rule="zplus")),
+    ("lrp.sequential_preset_a", dict(composite="A")),
+    ("lrp.sequential_preset_b", dict(composite="B")),
     ("lrp.sequential_preset_a_flat", dict(composite="AFlat")),
     ("lrp.sequential_preset_b_flat", dict(composite="BFlat")),
-    ("gradient", dict(method="gradient")), ("input_t_gradient", dict(method="inputxgradient")),
-    ("guided_backprop", dict(method="guidedbackprop")), ("deconvnet", dict(method="deconvnet")),
+    ("gradient", dict(method="gradient")),
+    ("input_t_gradient", dict(method="inputxgradient")),
+    ("guided_backprop", dict(method="guidedbackprop")),
+    ("deconvnet", dict(method="deconvnet")),
 ]
 
 

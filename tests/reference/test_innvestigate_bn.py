@@ -43,8 +43,9 @@ def case():
 @pytest.mark.parametrize("batch", [1, 4])
 def test_difference_from_innvestigate_is_exactly_its_bn_formula(case, analyzer, batch):
     model, layers, reference = case
-    exact, theirs = BN.compare(model, layers, reference["x"][:batch], reference[analyzer][:batch], analyzer,
-                               float64=True)
+    exact, theirs = BN.compare(
+        model, layers, reference["x"][:batch], reference[analyzer][:batch], analyzer, float64=True
+    )
     assert exact > 1e-5, f"{analyzer} batch {batch}: lrpc with the exact BN fold is only {exact:.2e} away"
     assert theirs <= 1e-9, f"{analyzer} batch {batch}: lrpc with iNNvestigate's BN rule is {theirs:.2e} away"
 
@@ -53,7 +54,8 @@ def test_split_model_keeps_the_forward(case):
     """The surrogate and the restoring layer together compute the BN exactly: same logits in float32."""
     model, layers, reference = case
     run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        ["logits"], {"input": reference["x"]})[0]
+        ["logits"], {"input": reference["x"]}
+    )[0]
     want = run(model)
     for preset in (False, True):
         split = BN.split_bn(model, layers, preset)

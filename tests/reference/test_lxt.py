@@ -37,8 +37,10 @@ from torch import nn  # noqa: E402
 pytestmark = [pytest.mark.reference, pytest.mark.torch]
 
 GOAL, GOAL_RULES = 1e-5, 1e-6
-_F32 = ("float32 conditioning: lrpc's float32 file is {lrpc} from LXT float64 and LXT's own float32 map "
-        "{lxt} from its float64 one; in float64 (ε = 1e-12) lrpc is {fine} from LXT")
+_F32 = (
+    "float32 conditioning: lrpc's float32 file is {lrpc} from LXT float64 and LXT's own float32 map "
+    "{lxt} from its float64 one; in float64 (ε = 1e-12) lrpc is {fine} from LXT"
+)
 XFAIL = {  # measured at 4 samples (worst sample); benchmarks/lxt_layers.py shows them layer by layer
     ("efficientnet_like", "half"): _F32.format(lrpc="1.1e-4", lxt="6.2e-5", fine="5.8e-7")
     + " (half sends relevance through the SE's pre-gate logits s ≈ 0, R/s)",
@@ -70,8 +72,9 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = channels * expand
         self.expand = nn.Sequential(nn.Conv2d(channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), act())
-        self.dw = nn.Sequential(nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False),
-                                nn.BatchNorm2d(hidden), act())
+        self.dw = nn.Sequential(
+            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), act()
+        )
         self.se = SqueezeExcite(hidden, max(channels // 2, 4), se_act, gate)
         self.project = nn.Sequential(nn.Conv2d(hidden, channels, 1, bias=False), nn.BatchNorm2d(channels))
 
@@ -136,8 +139,10 @@ def _compare(model, size, product):
     """(ε = 1e-9: the issue's comparison, ε = 1e-12: what is left when ε → 0) for a prepared model."""
     source = lxt_ref.export_onnx(model, torch.zeros(1, 3, size, size))
     x = modern_zoo.samples(size)
-    return (lxt_ref.compare(model, source, x, product=product),
-            lxt_ref.compare(model, source, x, product=product, eps=1e-12))
+    return (
+        lxt_ref.compare(model, source, x, product=product),
+        lxt_ref.compare(model, source, x, product=product, eps=1e-12),
+    )
 
 
 def _judge(key, result, fine):
@@ -150,8 +155,9 @@ def _judge(key, result, fine):
 
 
 @pytest.mark.parametrize("product", ["gate-constant", "half"])
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n == "mobilenetv3_like" else [])
-                                  for n in BLOCKS])  # 15–21 s each; efficientnet_like covers both product rules
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[pytest.mark.slow] if n == "mobilenetv3_like" else []) for n in BLOCKS]
+)  # 15–21 s each; efficientnet_like covers both product rules
 def test_blocks_match_lxt(name, product):
     if product == "half" and name == "convnext_like":
         pytest.skip("no product of two activations in a ConvNeXt block")

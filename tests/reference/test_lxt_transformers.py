@@ -30,9 +30,13 @@ import onnxruntime as ort  # noqa: E402
 import lrpc  # noqa: E402
 import lxt_hf  # noqa: E402
 
-pytestmark = [pytest.mark.reference, pytest.mark.torch,
-              pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
-              pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::FutureWarning")]
+pytestmark = [
+    pytest.mark.reference,
+    pytest.mark.torch,
+    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+]
 COMPOSITES = {"attnlrp": "AttnLRP", "cplrp": "CPLRP"}
 
 
@@ -46,6 +50,7 @@ def exports(tmp_path_factory):
             made[name, dynamo, attn] = folder / f"{name}{'_dynamo' if dynamo else ''}_{attn}.onnx"
             lxt_hf.export(name, made[name, dynamo, attn], opset=18 if dynamo else 17, dynamo=dynamo, attn=attn)
         return made[name, dynamo, attn]
+
     return get
 
 
@@ -65,8 +70,14 @@ EXPORTS = {"torchscript": (False, "eager"), "dynamo": (True, "eager"), "dynamo-s
 
 @pytest.mark.parametrize("mode", COMPOSITES)
 @pytest.mark.parametrize("name", lxt_hf.NAMES)
-@pytest.mark.parametrize("exporter", ["torchscript", pytest.param("dynamo", marks=pytest.mark.slow),
-                                      pytest.param("dynamo-sdpa", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "exporter",
+    [
+        "torchscript",
+        pytest.param("dynamo", marks=pytest.mark.slow),
+        pytest.param("dynamo-sdpa", marks=pytest.mark.slow),
+    ],
+)
 def test_matches_lxt(exports, name, mode, exporter):
     """TorchScript exports at opset 17; torch.export (dynamo) at opset 18 (Split with num_outputs), with eager
     attention and with sdpa (decomposed by the exporter: Where(IsNaN(A), 0, A) after the softmax)."""
@@ -87,8 +98,9 @@ def test_default_convention_matches_lxt_and_keeping_constants_does_not(exports):
     x = lxt_hf.make_input("bert", 2, 7, seed=4)
     want, targets, _ = lxt_hf.lxt_relevance("bert", "cplrp", x)
     assert _rel_l2(_lrpc(exports("bert"), "cplrp", x, targets, convention="lrpc"), want) <= 1e-5
-    model = lrpc.compile(str(exports("bert")), rule="epsilon:eps=1e-12", rule_map=["product=gate-constant"],
-                         target="input")
+    model = lrpc.compile(
+        str(exports("bert")), rule="epsilon:eps=1e-12", rule_map=["product=gate-constant"], target="input"
+    )
     session = ort.InferenceSession(model.SerializeToString())
     kept = session.run(None, {"x": x, "target": np.asarray(targets, np.int64)})[1]
     assert _rel_l2(kept, want) > 0.1
@@ -120,18 +132,29 @@ def _export_ids(name, path):
             return self.model(input_ids=ids, **({"attention_mask": mask[0]} if mask else {})).logits
 
     ids = torch.randint(0, 100, (2, 7), generator=torch.Generator().manual_seed(0))
-    args, names = (((ids, torch.ones_like(ids)), ["input_ids", "attention_mask"]) if with_mask
-                   else ((ids,), ["input_ids"]))
+    args, names = (
+        ((ids, torch.ones_like(ids)), ["input_ids", "attention_mask"]) if with_mask else ((ids,), ["input_ids"])
+    )
     axes = {n: {0: "batch", 1: "seq"} for n in names}
     mu = lxt_hf.transformers.masking_utils
     with torch.no_grad(), lxt_hf._swap(mu, "sdpa_mask", lxt_hf._causal_mask if name in lxt_hf.LMS else mu.sdpa_mask):
-        torch.onnx.export(Ids(), args, str(path), input_names=names, output_names=["logits"], opset_version=17,
-                          dynamo=False, dynamic_axes={**axes, "logits": {0: "batch"}})
+        torch.onnx.export(
+            Ids(),
+            args,
+            str(path),
+            input_names=names,
+            output_names=["logits"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes={**axes, "logits": {0: "batch"}},
+        )
     return model
 
 
-@pytest.mark.parametrize("name, mode", [("bert", "attnlrp"), ("gpt2", "attnlrp"), ("llama", "attnlrp"),
-                                        ("gpt2", "cplrp"), ("llama", "cplrp")])
+@pytest.mark.parametrize(
+    "name, mode",
+    [("bert", "attnlrp"), ("gpt2", "attnlrp"), ("llama", "attnlrp"), ("gpt2", "cplrp"), ("llama", "cplrp")],
+)
 def test_token_ids_explained_at_their_lookup_match_lxt(tmp_path, name, mode):
     """input_ids → Gather(word table) (GPT-2: of ids.view(-1, seq)) → …: lrpc's relevance per token equals
     LXT's relevance at inputs_embeds = table[ids], summed over the hidden axis. Under CP-LRP the attention

@@ -36,26 +36,44 @@ GOAL = 1e-5
 FAST = ["digits_cnn", "small_vgg", "tiny_resnet_bn", "autoencoder"]
 SLOW = ["vgg16", "resnet18_bn"]  # single rules here; their composite and method cells are in FIDELITY.md
 
-_RESIDUAL = ("float32 conditioning: {rule} sends input-independent relevance into residual Adds whose sum "
-             "z ≈ 0; R/z amplifies round-off — Zennit's own float32 result is as far from its float64 one")
-_SELU = ("onnxruntime's Selu computes α(eˣ−1) (rel. error 2e-4 at x = −1e-4, torch uses expm1) and ε-LRP "
-         "divides by the next layer's small pre-activations (min |z| ≈ 2e-4): forward round-off, not the rule")
+_RESIDUAL = (
+    "float32 conditioning: {rule} sends input-independent relevance into residual Adds whose sum "
+    "z ≈ 0; R/z amplifies round-off — Zennit's own float32 result is as far from its float64 one"
+)
+_SELU = (
+    "onnxruntime's Selu computes α(eˣ−1) (rel. error 2e-4 at x = −1e-4, torch uses expm1) and ε-LRP "
+    "divides by the next layer's small pre-activations (min |z| ≈ 2e-4): forward round-off, not the rule"
+)
 XFAIL = {
     **{("tiny_resnet_bn", rule, b): _RESIDUAL.format(rule=rule) for rule in ("flat", "wsquare") for b in (1, 8)},
-    **{("tiny_resnet_bn", "zbox", b): "float32 conditioning: zᴮ bounds [0, 1] on hidden layers make "
-       "z = Wx − W⁺l − W⁻h cancel; Zennit's own float32 result is as far from its float64 one" for b in (1, 8)},
+    **{
+        ("tiny_resnet_bn", "zbox", b): "float32 conditioning: zᴮ bounds [0, 1] on hidden layers make "
+        "z = Wx − W⁺l − W⁻h cancel; Zennit's own float32 result is as far from its float64 one"
+        for b in (1, 8)
+    },
     **{("autoencoder", rule, b): _SELU for rule in ("epsilon", *Z.COMPOSITES) for b in (1, 8)},
-    **{("autoencoder", "ExcitationBackprop", b): "by design: Zennit's ExcitationBackprop sends relevance through "
-       "SELU by its gradient (no Pass rule); lrpc passes it unchanged (identical on ReLU nets)" for b in (1, 8)},
+    **{
+        ("autoencoder", "ExcitationBackprop", b): "by design: Zennit's ExcitationBackprop sends relevance through "
+        "SELU by its gradient (no Pass rule); lrpc passes it unchanged (identical on ReLU nets)"
+        for b in (1, 8)
+    },
     ("small_vgg", "integrated_gradients", 8): "max-pool near-tie at the path point α = 0.1: torch float32 picks "
     "another pool2 winner than float64 (lrpc is 1.5e-7 from Zennit float64, Zennit float32 7.4e-4)",
 }
 # slow models: VGG-16 on 224x224 and ResNet-18 (measured in benchmarks/FIDELITY.md)
-_POOL = ("max-pool near-ties: a window or a few (of 802,816 in pool1) pick another winner in onnxruntime's "
-         "float32 forward than in torch's, and that unit's relevance lands on a neighbouring pixel")
+_POOL = (
+    "max-pool near-ties: a window or a few (of 802,816 in pool1) pick another winner in onnxruntime's "
+    "float32 forward than in torch's, and that unit's relevance lands on a neighbouring pixel"
+)
 _DEEP = "float32 conditioning: Zennit's own float32 result is as far from its float64 one (deep random net)"
-XFAIL.update({("vgg16", rule, b): _POOL + ("" if b == 1 and rule not in ("epsilon", "flat") else "; " + _DEEP)
-              for rule in Z.RULES for b in (1, 8) if (rule, b) != ("gamma", 1)})
+XFAIL.update(
+    {
+        ("vgg16", rule, b): _POOL + ("" if b == 1 and rule not in ("epsilon", "flat") else "; " + _DEEP)
+        for rule in Z.RULES
+        for b in (1, 8)
+        if (rule, b) != ("gamma", 1)
+    }
+)
 XFAIL.update({("resnet18_bn", rule, b): _DEEP for rule in ("epsilon", "flat", "wsquare", "zbox") for b in (1, 8)})
 XFAIL[("resnet18_bn", "gamma", 8)] = _DEEP
 
@@ -90,8 +108,10 @@ def cells(models, kinds, marks=()):
 
 def check(model, rule, batch):
     r = Z.compare(case_and_export(model)[0], Z.METHODS[rule], session(model, rule), batch)
-    assert r["rel"] <= GOAL, (f"{model} {rule} batch {batch}: relative L2 error {r['rel']:.2e} "
-                              f"(worst sample {r['worst']:.2e}, max abs {r['max_abs']:.2e})")
+    assert r["rel"] <= GOAL, (
+        f"{model} {rule} batch {batch}: relative L2 error {r['rel']:.2e} "
+        f"(worst sample {r['worst']:.2e}, max abs {r['max_abs']:.2e})"
+    )
 
 
 @pytest.mark.parametrize("model, rule, batch", cells(FAST, ("rule", "composite", "method")))
@@ -114,4 +134,3 @@ def test_every_linear_layer_gets_the_rule_in_zennit():
         modules = [m for m in view.modules() if isinstance(m, kinds)]
         assert all(any(isinstance(m, kind) for m in modules) for kind in kinds)
         assert all(m._forward_hooks for m in modules)
-

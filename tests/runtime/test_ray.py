@@ -36,8 +36,9 @@ def ray_cluster(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAY_AUTH_MODE", "disabled")
         patch.setenv("HOME", str(home))
-        context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                           _temp_dir=str(tmp_path_factory.mktemp("ray")))
+        context = ray.init(
+            num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=str(tmp_path_factory.mktemp("ray"))
+        )
         try:
             yield context.address_info["gcs_address"]
         finally:
@@ -63,33 +64,64 @@ def relevance_files(folder: pathlib.Path) -> dict[str, np.ndarray]:
 
 
 def test_a_ray_job_gives_what_a_local_run_gives(ray_cluster, explained, digit_inputs, tmp_path):
-    local = explain_files(explained, digit_inputs, tmp_path / "local", save_relevance=True, table="json",
-                          progress=False)
-    on_ray = explain_files_ray(explained, digit_inputs, tmp_path / "ray", actors=2, batch_size=16,
-                               save_relevance=True, table="json", progress=False)
+    local = explain_files(
+        explained, digit_inputs, tmp_path / "local", save_relevance=True, table="json", progress=False
+    )
+    on_ray = explain_files_ray(
+        explained,
+        digit_inputs,
+        tmp_path / "ray",
+        actors=2,
+        batch_size=16,
+        save_relevance=True,
+        table="json",
+        progress=False,
+    )
     assert len(on_ray) == ARRAY_SAMPLES + IMAGE_SAMPLES
-    assert (sorted(p.name for p in (tmp_path / "ray").iterdir())
-            == sorted(p.name for p in (tmp_path / "local").iterdir()))
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(
+        p.name for p in (tmp_path / "local").iterdir()
+    )
     exact = ("input", "source", "index", "predicted", "target", "heatmap")
     assert [{k: r.get(k) for k in exact} for r in on_ray] == [{k: r.get(k) for k in exact} for r in local]
     assert json.loads((tmp_path / "ray" / "predictions.json").read_text())[0]["input"] == local[0]["input"]
-    np.testing.assert_allclose([r["relevance_sum"] for r in on_ray], [r["relevance_sum"] for r in local],
-                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        [r["relevance_sum"] for r in on_ray], [r["relevance_sum"] for r in local], rtol=1e-6, atol=1e-9
+    )
     np.testing.assert_allclose([r["score"] for r in on_ray], [r["score"] for r in local], rtol=1e-6)
     ours, theirs = relevance_files(tmp_path / "ray"), relevance_files(tmp_path / "local")
     assert ours.keys() == theirs.keys() and len(ours) == ARRAY_SAMPLES + IMAGE_SAMPLES
     for name, relevance in theirs.items():
         np.testing.assert_allclose(ours[name], relevance, rtol=1e-6, atol=1e-7 * np.abs(relevance).max(), err_msg=name)
     predicted = np.array([r["predicted"] for r in on_ray])
-    assert (predicted == DIGITS["y"][:len(predicted)]).mean() > 0.9  # the digits the model was tested on
+    assert (predicted == DIGITS["y"][: len(predicted)]).mean() > 0.9  # the digits the model was tested on
 
 
 def test_the_cli_runs_on_a_cluster_address(ray_cluster, explained, digit_inputs, tmp_path):
     out = tmp_path / "heatmaps"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "lrpc.cli", "explain", str(explained), str(digit_inputs[1]),
-                           "-o", str(out), "--ray", "--address", ray_cluster, "--actors", "2", "--batch-size", "4"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lrpc.cli",
+            "explain",
+            str(explained),
+            str(digit_inputs[1]),
+            "-o",
+            str(out),
+            "--ray",
+            "--address",
+            ray_cluster,
+            "--actors",
+            "2",
+            "--batch-size",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert f"explained {IMAGE_SAMPLES} samples" in done.stdout and "Ray Data, 2 actors on cpu" in done.stdout
     with open(out / "predictions.csv", newline="") as f:
@@ -121,16 +153,18 @@ def test_an_old_outdir_is_kept_by_a_failed_job_and_replaced_whole(ray_cluster, e
         explain_files_ray(explained, [image], out, actors=1, progress=False)
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match=r"broken\.png: cannot read the image"):
-        explain_files_ray(explained, [image, tmp_path / "broken.png"], out, actors=2, batch_size=1, progress=False,
-                          overwrite=True)
+        explain_files_ray(
+            explained, [image, tmp_path / "broken.png"], out, actors=2, batch_size=1, progress=False, overwrite=True
+        )
     assert sorted(p.name for p in out.iterdir()) == ["old.png"]
     explain_files_ray(explained, [image], out, actors=1, progress=False, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == [image.name, "predictions.csv"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.png", "out"]
 
 
-@pytest.mark.parametrize("samples, batch, actors, blocks", [(300, 32, 2, 10), (40, 32, 2, 2), (1, 32, 4, 1),
-                                                            (5, 1, 2, 5), (3, 32, 8, 3)])
+@pytest.mark.parametrize(
+    "samples, batch, actors, blocks", [(300, 32, 2, 10), (40, 32, 2, 2), (1, 32, 4, 1), (5, 1, 2, 5), (3, 32, 8, 3)]
+)
 def test_every_actor_gets_a_block(samples, batch, actors, blocks):
     assert block_count(samples, batch, actors) == blocks
 
@@ -161,8 +195,7 @@ def test_ray_options_need_ray(explained, digit_inputs, tmp_path, capsys):
 
 
 @pytest.mark.slow  # 15–18 s: a Ray cluster of its own
-def test_the_cli_starts_a_local_cluster_without_an_address(ray_cluster, explained, digit_inputs, tmp_path,
-                                                            request):
+def test_the_cli_starts_a_local_cluster_without_an_address(ray_cluster, explained, digit_inputs, tmp_path, request):
     """The default: no --address, so `lrpc explain --ray` starts its own Ray for the run and stops it."""
     out = tmp_path / "heatmaps"
     # Short, outside pytest's folders (pytest-xdist adds popen-gwN/): Ray's socket paths under it must stay
@@ -170,9 +203,26 @@ def test_the_cli_starts_a_local_cluster_without_an_address(ray_cluster, explaine
     ray_tmp = pathlib.Path(tempfile.mkdtemp(prefix="lrpc-ray-"))
     request.addfinalizer(lambda: shutil.rmtree(ray_tmp, ignore_errors=True))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HOME": str(tmp_path), "RAY_TMPDIR": str(ray_tmp)}
-    done = subprocess.run([sys.executable, "-m", "lrpc.cli", "explain", str(explained), str(digit_inputs[0]),
-                           "-o", str(out), "--ray", "--format", "json", "-q"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lrpc.cli",
+            "explain",
+            str(explained),
+            str(digit_inputs[0]),
+            "-o",
+            str(out),
+            "--ray",
+            "--format",
+            "json",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert f"explained {ARRAY_SAMPLES} samples" in done.stdout
     saved = json.loads((out / "predictions.json").read_text())

@@ -12,8 +12,9 @@ from lrpc_runtime import Explainer, explain_files
 def test_feature_vectors_get_a_table_and_no_pictures(single_model, tmp_path, rng):
     x = rng.standard_normal((5, 4)).astype(np.float32)
     np.save(tmp_path / "rows.npy", x)
-    rows = explain_files(single_model("max"), [tmp_path / "rows.npy"], tmp_path / "out", table="json",
-                         batch_size=2, progress=False)
+    rows = explain_files(
+        single_model("max"), [tmp_path / "rows.npy"], tmp_path / "out", table="json", batch_size=2, progress=False
+    )
     assert [r["heatmap"] for r in rows] == [None] * 5
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["predictions.json"]
     saved = json.loads((tmp_path / "out" / "predictions.json").read_text())
@@ -22,8 +23,9 @@ def test_feature_vectors_get_a_table_and_no_pictures(single_model, tmp_path, rng
     assert [r["predicted"] for r in saved] == Explainer(single_model("max")).explain(x).output.argmax(1).tolist()
 
 
-@pytest.mark.parametrize("kwargs, message", [({"style": "sketch"}, "style must be one of"),
-                                             ({"table": "xlsx"}, "table must be csv or json")])
+@pytest.mark.parametrize(
+    "kwargs, message", [({"style": "sketch"}, "style must be one of"), ({"table": "xlsx"}, "table must be csv or json")]
+)
 def test_bad_arguments(single_model, tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         explain_files(single_model("max"), [tmp_path], tmp_path / "out", **kwargs)

@@ -24,8 +24,9 @@ def png16(path, values: np.ndarray) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 16, color, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    )
 
 
 def test_colliding_names_stay_unique_and_the_table_names_the_right_file(explained, tmp_path):
@@ -37,15 +38,20 @@ def test_colliding_names_stay_unique_and_the_table_names_the_right_file(explaine
         Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / name, quality=100)
     refs = collect([folder], input_rank=4)
     assert [(r.name, r.source.rsplit("/", 1)[1]) for r in refs] == [
-        ("A", "A.bmp"), ("a-2", "a-2.png"), ("a-3", "a.jpg"), ("a-4", "a.png")]
+        ("A", "A.bmp"),
+        ("a-2", "a-2.png"),
+        ("a-3", "a.jpg"),
+        ("a-4", "a.png"),
+    ]
     rows = explain_files(explained, [folder], tmp_path / "out", save_relevance=True, progress=False)
     assert len({r["heatmap"].casefold() for r in rows}) == 4
     explainer = Explainer(explained)
     spec = Preprocessing.from_json(explainer.metadata.preprocess)
     for row in rows:
         expected = explainer.explain(load_image(row["source"], spec, ("n", 1, 8, 8))[None]).relevance_map[0]
-        np.testing.assert_allclose(np.load(tmp_path / "out" / f"{row['input']}.relevance.npy"), expected,
-                                   rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(
+            np.load(tmp_path / "out" / f"{row['input']}.relevance.npy"), expected, rtol=1e-5, atol=1e-7
+        )
 
 
 def test_a_name_taken_later_by_a_stem_is_not_reused(tmp_path):
@@ -75,11 +81,14 @@ def test_16_bit_colour_pngs_are_scaled_not_clipped(tmp_path):
     np.testing.assert_allclose(x[:, 0, 0], [3 / 255, 117 / 255, 1.0], rtol=1e-6)  # Pillow's 8 bits: v >> 8
 
 
-@pytest.mark.parametrize("array, message", [
-    (np.ones((2, 4), np.complex64), "complex64, complex numbers"),
-    (np.zeros((2,), [("a", "f4", (4,))]), ".*, records \\(a structured dtype\\)"),
-    (np.array([["a", "b", "c", "d"]]), "<U1, text"),
-])
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.ones((2, 4), np.complex64), "complex64, complex numbers"),
+        (np.zeros((2,), [("a", "f4", (4,))]), ".*, records \\(a structured dtype\\)"),
+        (np.array([["a", "b", "c", "d"]]), "<U1, text"),
+    ],
+)
 def test_arrays_that_are_not_real_numbers_are_refused(single_model, tmp_path, array, message):
     np.save(tmp_path / "odd.npy", array)
     with pytest.raises(ValueError, match=f"odd.npy: an array of dtype {message}"):
@@ -87,8 +96,9 @@ def test_arrays_that_are_not_real_numbers_are_refused(single_model, tmp_path, ar
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.npy"]
 
 
-@pytest.mark.parametrize("value, dtype", [(np.nan, np.float32), (np.inf, np.float32), (-np.inf, np.float64),
-                                          (1e300, np.float64)])
+@pytest.mark.parametrize(
+    "value, dtype", [(np.nan, np.float32), (np.inf, np.float32), (-np.inf, np.float64), (1e300, np.float64)]
+)
 def test_non_finite_features_are_refused_with_the_file_name(single_model, tmp_path, value, dtype):
     rows = np.ones((5, 4), dtype)
     rows[3, 1] = value

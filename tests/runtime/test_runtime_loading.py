@@ -101,5 +101,6 @@ def test_sessions_run_without_the_memory_pattern_planner_unless_told(single_mode
     """PROFILE.md §7: the planner's one block cost an explained VGG-16 1.3 GB at batch 16, and no time."""
     assert Explainer(single_model("max"))._session.get_session_options().enable_mem_pattern is False
     given = ort.SessionOptions()
-    assert (Explainer(single_model("max"), session_options=given)._session.get_session_options().enable_mem_pattern
-            is True)
+    assert (
+        Explainer(single_model("max"), session_options=given)._session.get_session_options().enable_mem_pattern is True
+    )

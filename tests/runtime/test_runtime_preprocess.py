@@ -15,8 +15,9 @@ from lrpc_runtime.progress import Progress, bar_line
 
 
 def test_spec_parses_and_round_trips_through_json():
-    spec = Preprocessing.parse("resize=224,224; scale=1/255; mean=0.485,0.456,0.406; std=0.229,0.224,0.225; "
-                               "layout=nhwc; color=RGB; invert=1")
+    spec = Preprocessing.parse(
+        "resize=224,224; scale=1/255; mean=0.485,0.456,0.406; std=0.229,0.224,0.225; layout=nhwc; color=RGB; invert=1"
+    )
     assert spec.resize == (224, 224) and spec.scale == pytest.approx(1 / 255)
     assert spec.mean == (0.485, 0.456, 0.406) and spec.layout == "NHWC" and spec.color == "rgb" and spec.invert
     assert Preprocessing.from_json(spec.to_json()) == spec
@@ -24,16 +25,19 @@ def test_spec_parses_and_round_trips_through_json():
     assert "resize 224×224" in spec.describe() and spec.describe().endswith("invert")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("size=3", "KEY one of resize"),
-    ("resize=8", "height and width"),
-    ("scale=abc", "'abc' is not a number"),
-    ("scale=1/0", "is not a number"),
-    ("layout=CHW", "choose NCHW or NHWC"),
-    ("std=0", "divides by zero"),
-    ("invert=maybe", "give 1 or 0"),
-    ("scale=1;scale=2", "given twice"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("size=3", "KEY one of resize"),
+        ("resize=8", "height and width"),
+        ("scale=abc", "'abc' is not a number"),
+        ("scale=1/0", "is not a number"),
+        ("layout=CHW", "choose NCHW or NHWC"),
+        ("std=0", "divides by zero"),
+        ("invert=maybe", "give 1 or 0"),
+        ("scale=1;scale=2", "given twice"),
+    ],
+)
 def test_bad_specs_name_the_problem(text, message):
     with pytest.raises(ValueError, match=message):
         Preprocessing.parse(text)
@@ -70,17 +74,20 @@ def test_rgb_normalization_and_layouts(tmp_path):
     nchw = load_image(path, spec, ("n", 3, 4, 6))
     nhwc = load_image(path, spec, ("n", 4, 6, 3))
     assert nchw.shape == (3, 4, 6) and nhwc.shape == (4, 6, 3)
-    np.testing.assert_allclose(nchw[:, 0, 0], [(1 - .5) / .5, (128 / 255 - .5) / .25, -0.5], rtol=1e-6)
+    np.testing.assert_allclose(nchw[:, 0, 0], [(1 - 0.5) / 0.5, (128 / 255 - 0.5) / 0.25, -0.5], rtol=1e-6)
     np.testing.assert_array_equal(np.moveaxis(nchw, 0, -1), nhwc)
     resized = load_image(path, Preprocessing(resize=(8, 12)), ("n", 3, "h", "w"))
     assert resized.shape == (3, 8, 12)
 
 
-@pytest.mark.parametrize("spec, shape, message", [
-    (Preprocessing(color="rgb"), ("n", 1, 8, 8), "the model input has 1"),
-    (Preprocessing(mean=(0.1, 0.2)), ("n", 3, 4, 6), "2 values for a 3-channel input"),
-    (Preprocessing(), ("n", 3, "h", "w"), "give resize=H,W"),
-])
+@pytest.mark.parametrize(
+    "spec, shape, message",
+    [
+        (Preprocessing(color="rgb"), ("n", 1, 8, 8), "the model input has 1"),
+        (Preprocessing(mean=(0.1, 0.2)), ("n", 3, 4, 6), "2 values for a 3-channel input"),
+        (Preprocessing(), ("n", 3, "h", "w"), "give resize=H,W"),
+    ],
+)
 def test_image_errors(tmp_path, spec, shape, message):
     path = _png(tmp_path / "c.png", np.zeros((4, 6), np.uint8))
     with pytest.raises(ValueError, match=message):
@@ -108,10 +115,15 @@ def test_collect_expands_folders_and_batches_with_unique_names(tmp_path):
     np.testing.assert_array_equal(batch[:, 0, 0, 0], [1, 1, 1, 0, 2])
 
 
-@pytest.mark.parametrize("setup, message", [
-    ("empty", "has no images"), ("missing", "no such file or folder"), ("txt", "not an image"),
-    ("rank", "the model input has rank 4"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        ("empty", "has no images"),
+        ("missing", "no such file or folder"),
+        ("txt", "not an image"),
+        ("rank", "the model input has rank 4"),
+    ],
+)
 def test_collect_errors(tmp_path, setup, message):
     target = tmp_path / "thing"
     if setup == "empty":

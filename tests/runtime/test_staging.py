@@ -154,25 +154,30 @@ def test_only_staging_of_dead_processes_of_this_host_is_removed(tmp_path):
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         host = socket.gethostname()
-        names = {"dead": f".out.{host}-{dead.pid}.aaaaaaaa.partial",
-                 "alive": f".out.{host}-{alive.pid}.bbbbbbbb.partial",
-                 "remote": f".out.elsewhere-{dead.pid}.cccccccc.partial",
-                 "other": f".img.{host}-{dead.pid}.dddddddd.partial",
-                 "old-style": ".out.eeeeeeee.partial"}
+        names = {
+            "dead": f".out.{host}-{dead.pid}.aaaaaaaa.partial",
+            "alive": f".out.{host}-{alive.pid}.bbbbbbbb.partial",
+            "remote": f".out.elsewhere-{dead.pid}.cccccccc.partial",
+            "other": f".img.{host}-{dead.pid}.dddddddd.partial",
+            "old-style": ".out.eeeeeeee.partial",
+        }
         for name in names.values():
             (tmp_path / name).mkdir()
             (tmp_path / name / "a.png").write_text("x")
         (tmp_path / f".out.{host}-{dead.pid}.ffffffff.tmp").write_text("x")
         assert remove_stale(tmp_path, "out", ".partial") == [tmp_path / names["dead"]]
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-            [n for k, n in names.items() if k != "dead"] + [f".out.{host}-{dead.pid}.ffffffff.tmp"])
+            [n for k, n in names.items() if k != "dead"] + [f".out.{host}-{dead.pid}.ffffffff.tmp"]
+        )
     finally:
         alive.kill()
         alive.wait()
 
 
-@pytest.mark.parametrize("out, relation", [("photos", "is"), (".", "contains"), ("photos/heatmaps", "is inside"),
-                                           ("link", "is"), ("one.png/x", "is inside")])
+@pytest.mark.parametrize(
+    "out, relation",
+    [("photos", "is"), (".", "contains"), ("photos/heatmaps", "is inside"), ("link", "is"), ("one.png/x", "is inside")],
+)
 def test_an_output_folder_among_the_inputs_is_refused(tmp_path, monkeypatch, out, relation):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "photos").mkdir()

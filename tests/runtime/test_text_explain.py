@@ -45,8 +45,21 @@ def test_explainer_keeps_the_per_feature_map_out_of_the_outputs(files):
 
 def test_table_with_npy_and_json(files, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["explain", str(files / "cls.onnx"), str(files / "batch.npy"), str(files / "ids.json"),
-                 str(files / "one.npy"), "-o", str(out), "-q"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                str(files / "cls.onnx"),
+                str(files / "batch.npy"),
+                str(files / "ids.json"),
+                str(files / "one.npy"),
+                "-o",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert "explained 5 samples of token ids" in capsys.readouterr().out
     rows = list(csv.DictReader(open(out / "predictions.csv")))
     assert [r["input"] for r in rows] == ["batch_0", "batch_1", "ids_0", "ids_1", "one"]
@@ -61,13 +74,28 @@ def test_table_with_npy_and_json(files, tmp_path, capsys):
 @pytest.mark.parametrize("vocab", ["vocab.txt", "vocab.json"])
 def test_tokens_write_html_and_png(files, tmp_path, vocab):
     out = tmp_path / "out"
-    assert main(["explain", str(files / "lm.onnx"), str(files / "ids.json"), "-o", str(out), "-q",
-                 "--tokens", str(files / vocab), "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                str(files / "lm.onnx"),
+                str(files / "ids.json"),
+                "-o",
+                str(out),
+                "-q",
+                "--tokens",
+                str(files / vocab),
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     rows = json.loads((out / "predictions.json").read_text())
     assert [r["html"] for r in rows] == ["ids_0.html", "ids_1.html"]
     page = (out / "ids_1.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "<title>ids_1: relevance per token" in page
-    assert page.count("<span title=\"id ") == 5
+    assert page.count('<span title="id ') == 5
     if vocab == "vocab.txt":
         assert "tok&lt;8&gt;" in page  # escaped
     assert rows[1]["relevance"][-1] == pytest.approx(rows[1]["score"], rel=1e-4)  # the last position
@@ -77,8 +105,16 @@ def test_tokens_write_html_and_png(files, tmp_path, vocab):
 
 def test_no_overwrite_without_the_flag(files, tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["explain", str(files / "cls.onnx"), str(files / "one.npy"), "-o", str(out), "-q",
-            "--tokens", str(files / "vocab.txt")]
+    args = [
+        "explain",
+        str(files / "cls.onnx"),
+        str(files / "one.npy"),
+        "-o",
+        str(out),
+        "-q",
+        "--tokens",
+        str(files / "vocab.txt"),
+    ]
     assert main(args) == 0
     before = (out / "one.html").read_bytes()
     assert main([*args[:2], str(files / "batch.npy"), *args[3:]]) == 2
@@ -90,13 +126,16 @@ def test_no_overwrite_without_the_flag(files, tmp_path, capsys):
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging left
 
 
-@pytest.mark.parametrize("content, message", [
-    (np.array([[1.0, 2.0]]), "token ids must be integers, got dtype float64"),
-    (np.zeros((1, 2, 3), np.int64), "token ids of shape [1, 2, 3]; give [seq]"),
-    (np.array([1, 11]), "token id 11 is outside the vocabulary (ids 0–10)"),
-    ([1, -1], "token id -1 is outside the vocabulary"),
-    ({"ids": [1]}, "holds a list of integers or a list of such lists"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (np.array([[1.0, 2.0]]), "token ids must be integers, got dtype float64"),
+        (np.zeros((1, 2, 3), np.int64), "token ids of shape [1, 2, 3]; give [seq]"),
+        (np.array([1, 11]), "token id 11 is outside the vocabulary (ids 0–10)"),
+        ([1, -1], "token id -1 is outside the vocabulary"),
+        ({"ids": [1]}, "holds a list of integers or a list of such lists"),
+    ],
+)
 def test_bad_ids_are_one_line_errors(files, tmp_path, capsys, content, message):
     path = tmp_path / ("bad.npy" if isinstance(content, np.ndarray) else "bad.json")
     np.save(path, content) if isinstance(content, np.ndarray) else path.write_text(json.dumps(content))
@@ -108,16 +147,42 @@ def test_bad_ids_are_one_line_errors(files, tmp_path, capsys, content, message):
 
 def test_token_ids_beyond_the_given_vocabulary(files, tmp_path, capsys):
     (tmp_path / "small.txt").write_text("a\nb\n")
-    assert main(["explain", str(files / "cls.onnx"), str(files / "one.npy"), "-o", str(tmp_path / "out"), "-q",
-                 "--tokens", str(tmp_path / "small.txt")]) == 2
+    assert (
+        main(
+            [
+                "explain",
+                str(files / "cls.onnx"),
+                str(files / "one.npy"),
+                "-o",
+                str(tmp_path / "out"),
+                "-q",
+                "--tokens",
+                str(tmp_path / "small.txt"),
+            ]
+        )
+        == 2
+    )
     assert "token id 3 is outside the vocabulary (ids 0–1)" in capsys.readouterr().err
 
 
 def test_tokens_on_an_image_model_is_refused(tmp_path, capsys):
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "compiler"))
     import oracle
+
     lrpc.compile(oracle.Net((4,), seed=0).gemm(3).model(), RULE, output=tmp_path / "x.onnx")
     np.save(tmp_path / "x.npy", np.ones((1, 4), np.float32))
-    assert main(["explain", str(tmp_path / "x.onnx"), str(tmp_path / "x.npy"), "-o", str(tmp_path / "o"),
-                 "--tokens", str(tmp_path / "x.npy")]) == 2
+    assert (
+        main(
+            [
+                "explain",
+                str(tmp_path / "x.onnx"),
+                str(tmp_path / "x.npy"),
+                "-o",
+                str(tmp_path / "o"),
+                "--tokens",
+                str(tmp_path / "x.npy"),
+            ]
+        )
+        == 2
+    )
     assert "has no token-id input" in capsys.readouterr().err

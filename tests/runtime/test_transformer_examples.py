@@ -39,8 +39,12 @@ def test_text_example(tiny, tmp_path, name, options):
     explained = tmp_path / f"{name}_x.onnx"
     assert main(["compile", str(tiny / f"{name}.onnx"), "-o", str(explained), *options]) == 0
     out = tmp_path / "out"
-    assert main(["explain", str(explained), str(tiny / "prompt.json"), "--tokens", str(tiny / "vocab.txt"),
-                 "-o", str(out)]) == 0
+    assert (
+        main(
+            ["explain", str(explained), str(tiny / "prompt.json"), "--tokens", str(tiny / "vocab.txt"), "-o", str(out)]
+        )
+        == 0
+    )
     rows = _rows(out / "predictions.csv")
     assert [int(r["tokens"]) for r in rows] == [7, 5]  # the two prompts' lengths: one file, two lengths
     for r in rows:
