@@ -11,7 +11,8 @@
     Resize:       g_x = Aᵀ g, A the interpolation matrix (rules/resample.py builds Aᵀ per axis)
 
 Shape ops, Concat/Split/Slice/Pad/Gather/Expand/Tile, MaxPool, ReduceMax and GlobalMaxPool reuse their
-LRP rule, which routes exactly (table.py), as do Where and a float Cast. AveragePool never arrives
+LRP rule, which routes exactly (table.py), as do Where, a float Cast, Identity and Dropout: each is
+registered in rules/ with `exact_gradient=True`. AveragePool never arrives
 here: the passes turn it into a depthwise Conv (and a constant Mul at the borders), BatchNormalization
 into a Conv's weights.
 """
@@ -26,29 +27,10 @@ from ..rules.combine import unbroadcast
 from ..rules.linear import LAYERS
 from ..rules.reduce import _rank, _reduced_axes, slab_fraction
 from ..rules.resample import resize_adjoint, resize_axes
+from ..rules.table import EXACT_GRADIENT
 from .table import gradient_rule, reuse_lrp_rule
 
-reuse_lrp_rule(
-    "Reshape",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Transpose",
-    "Slice",
-    "Gather",
-    "GatherElements",
-    "GatherND",
-    "Expand",
-    "Tile",
-    "Pad",
-    "Concat",
-    "Split",
-    "MaxPool",
-    "ReduceMax",
-    "GlobalMaxPool",
-    "Where",
-    "Cast",
-)
+reuse_lrp_rule(*EXACT_GRADIENT)  # routing: the rules registered with exact_gradient=True (rules/table.py)
 
 
 @gradient_rule(*LAYERS)

@@ -52,7 +52,7 @@ def unpool_geometry(node: ir.Node) -> dict | None:
     return dict(kernel_shape=kernel, strides=strides, pads=pads)
 
 
-@relevance_rule("MaxPool")
+@relevance_rule("MaxPool", exact_gradient=True)
 def max_to_winner(node, rel_out, b, cfg):
     if node.attributes.get_int("storage_order", 0) != 0:
         raise LrpcError(f"{node_label(node)}: MaxPool with storage_order=1 (column-major indices) is not supported")

@@ -80,7 +80,7 @@ def to_winner(b, x: ir.Value, r: ir.Value, axes: list[int], rank: int, keepdims:
     return placed if moved is x else b.op("Transpose", placed, perm=[int(i) for i in np.argsort(perm)])
 
 
-@relevance_rule("ReduceMax")
+@relevance_rule("ReduceMax", exact_gradient=True)
 def reduce_max_to_winner(node, rel_out, b, cfg):
     rank = _rank(node)
     axes, rest = _reduced_axes(node, rank), [None] * (len(node.inputs) - 1)
@@ -90,7 +90,7 @@ def reduce_max_to_winner(node, rel_out, b, cfg):
     return [to_winner(b, node.inputs[0], rel_out[0], axes, rank, keepdims)] + rest
 
 
-@relevance_rule("GlobalMaxPool")
+@relevance_rule("GlobalMaxPool", exact_gradient=True)
 def global_max_to_winner(node, rel_out, b, cfg):
     rank = _rank(node)
     return [to_winner(b, node.inputs[0], rel_out[0], list(range(2, rank)), rank, True)]

@@ -73,7 +73,7 @@ def _axis(node: ir.Node, value: ir.Value, default: int | None = None) -> int:
     return axis % len(value.shape)
 
 
-@relevance_rule("Slice", "Gather", "GatherElements", "GatherND", "Expand", "Tile")
+@relevance_rule("Slice", "Gather", "GatherElements", "GatherND", "Expand", "Tile", exact_gradient=True)
 def route_by_index(node, rel_out, b, cfg):
     x, rest = node.inputs[0], [None] * (len(node.inputs) - 1)
     if x.const_value is not None:  # a table looked up by input-dependent indices: no relevance to route
@@ -83,7 +83,7 @@ def route_by_index(node, rel_out, b, cfg):
     return [scatter_back(b, x, src, rel_out[0])] + rest
 
 
-@relevance_rule("Pad")
+@relevance_rule("Pad", exact_gradient=True)
 def pad_back(node, rel_out, b, cfg):
     x, pads = node.inputs[0], node.inputs[1]
     mode = node.attributes.get_string("mode", "constant")
@@ -95,7 +95,7 @@ def pad_back(node, rel_out, b, cfg):
     return [scatter_back(b, x, src, rel_out[0])] + rest
 
 
-@relevance_rule("Concat")
+@relevance_rule("Concat", exact_gradient=True)
 def concat_back(node, rel_out, b, cfg):
     axis = _axis(node, node.outputs[0])
     dims = [x.shape[axis] if x.shape is not None else None for x in node.inputs]
@@ -107,14 +107,14 @@ def concat_back(node, rel_out, b, cfg):
     return [None if x.const_value is not None else r for x, r in zip(node.inputs, parts)]
 
 
-@relevance_rule("Split", partial_outputs=True)
+@relevance_rule("Split", partial_outputs=True, exact_gradient=True)
 def split_back(node, rel_out, b, cfg):
     axis = _axis(node, node.inputs[0], 0)
     parts = [r if r is not None else zeros_like(b, y) for r, y in zip(rel_out, node.outputs)]
     return [b.op("Concat", *parts, axis=axis)] + [None] * (len(node.inputs) - 1)
 
 
-@relevance_rule("Where")
+@relevance_rule("Where", exact_gradient=True)
 def where(node, rel_out, b, cfg):
     """Where(c, X, Y): each unit's relevance goes to the operand it was taken from (c is a mask, or a
     condition on the input held fixed): R_X = unbroadcast(R ⊙ c), R_Y = unbroadcast(R ⊙ ¬c)."""

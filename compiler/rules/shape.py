@@ -11,13 +11,13 @@ import numpy as np
 from .table import relevance_rule
 
 
-@relevance_rule("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+@relevance_rule("Reshape", "Flatten", "Squeeze", "Unsqueeze", exact_gradient=True)
 def reshape_back(node, rel_out, b, cfg):
     x = node.inputs[0]
     return [b.op("Reshape", rel_out[0], b.op("Shape", x))] + [None] * (len(node.inputs) - 1)
 
 
-@relevance_rule("Transpose")
+@relevance_rule("Transpose", exact_gradient=True)
 def transpose_back(node, rel_out, b, cfg):
     perm = node.attributes.get_ints("perm", None)
     if perm is None:

@@ -7,6 +7,10 @@ weights, constants and shape inputs). It builds nodes only through `b` and has n
 
 A rule is called with a None entry in `rel_out` only if it was registered with `partial_outputs=True`
 (Split: an output nobody explains contributes zeros); for the others the driver reports the node.
+
+A rule registered with `exact_gradient=True` is the op's exact gradient, g_x = Jᵀ g_y (routing: every
+output element is a copy of one input element, so Jᵀ routes it back and sums copies); the gradient
+table of methods/ reuses it, so a routing op is declared once, here.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from __future__ import annotations
 from typing import Callable
 
 RULES: dict[str, Callable] = {}
+EXACT_GRADIENT: list[str] = []  # the ops whose rule is also their gradient rule
 
 
-def relevance_rule(*op_types: str, partial_outputs: bool = False):
+def relevance_rule(*op_types: str, partial_outputs: bool = False, exact_gradient: bool = False):
     """Register the decorated function as the relevance rule of `op_types`; `partial_outputs`: it
-    accepts relevance at only some of a multi-output node's outputs (None for the others)."""
+    accepts relevance at only some of a multi-output node's outputs (None for the others);
+    `exact_gradient`: the rule is g_x = Jᵀ g_y as well (it ignores its config), the gradient rule too."""
 
     def register(fn):
         fn.partial_outputs = partial_outputs
@@ -26,6 +32,8 @@ def relevance_rule(*op_types: str, partial_outputs: bool = False):
             if op in RULES:
                 raise ValueError(f"two relevance rules for {op}")
             RULES[op] = fn
+            if exact_gradient:
+                EXACT_GRADIENT.append(op)
         return fn
 
     return register

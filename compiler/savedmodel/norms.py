@@ -1,7 +1,6 @@
-"""TensorFlow functions for the self-gated activations and the normalization layers (SavedModel export).
+"""TensorFlow functions for the normalization layers (SavedModel export); the activations are declared
+in activations.py.
 
-    HardSwish  x·clip(x/6 + ½, 0, 1)          Gelu  x·Φ(x) (approximate "tanh": ½x(1 + tanh(√(2/π)(x + 0.044715x³))))
-    Mish       x·tanh(softplus x)              Swish x·σ(αx)          Softsign x / (1 + |x|)
     LayerNormalization      (x − mean_A x)/√(var_A x + ε)·γ + β, A = axis … rank−1
     InstanceNormalization   the same over the spatial axes, γ and β per channel
     GroupNormalization      the same over each group's channels and the spatial axes; γ and β per channel
@@ -11,42 +10,9 @@ Means and variances are taken as ONNX defines them (population variance, ε insi
 
 from __future__ import annotations
 
-import math
-
 import tensorflow as tf
 
 from .ops import Unsupported, _scalar, tf_op
-
-
-@tf_op("HardSwish")
-def _hard_swish(x, at):
-    return x[0] * tf.clip_by_value(
-        x[0] / _scalar(6.0, x[0]) + _scalar(0.5, x[0]), _scalar(0.0, x[0]), _scalar(1.0, x[0])
-    )
-
-
-@tf_op("Gelu")
-def _gelu(x, at):
-    v = x[0]
-    if at.get("approximate", "none") == "tanh":
-        inner = _scalar(math.sqrt(2.0 / math.pi), v) * (v + _scalar(0.044715, v) * v * v * v)
-        return _scalar(0.5, v) * v * (_scalar(1.0, v) + tf.tanh(inner))
-    return _scalar(0.5, v) * v * (_scalar(1.0, v) + tf.math.erf(v / _scalar(math.sqrt(2.0), v)))
-
-
-@tf_op("Mish")
-def _mish(x, at):
-    return x[0] * tf.tanh(tf.math.softplus(x[0]))
-
-
-@tf_op("Swish")
-def _swish(x, at):
-    return x[0] * tf.sigmoid(_scalar(at.get("alpha", 1.0), x[0]) * x[0])
-
-
-@tf_op("Softsign")
-def _softsign(x, at):
-    return x[0] / (_scalar(1.0, x[0]) + tf.abs(x[0]))
 
 
 def _normalize(v, axes, eps):

@@ -6,8 +6,9 @@ the ONNX operator's definition for the opsets lrpc emits (16–26) and raises `U
 attribute variant it does not implement, so that the export stops with the node named instead of
 writing a model that computes something else.
 
-This module holds the table and the element-wise, reduction and random ops; shape and indexing ops
-are in shape.py, convolution, pooling and resizing (NCHW) in spatial.py.
+This module holds the table and the element-wise, reduction and random ops — the activations and
+element-wise ops declared in activations.py are registered from their declarations —; shape and
+indexing ops are in shape.py, convolution, pooling and resizing (NCHW) in spatial.py.
 Importing it imports TensorFlow: lrpc imports it only when a SavedModel is asked for.
 """
 
@@ -16,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 from onnx import helper, numpy_helper
+
+from ..activations import ELEMENTWISE
 
 TF_OPS: dict = {}
 
@@ -120,11 +123,6 @@ def _binary(x, at):
     return BINARY[at.op](x[0], x[1])
 
 
-@tf_op("Pow")
-def _pow(x, at):
-    return tf.pow(x[0], tf.cast(x[1], x[0].dtype))
-
-
 VARIADIC = {"Max": tf.maximum, "Min": tf.minimum, "Sum": tf.add}
 
 
@@ -137,21 +135,11 @@ def _variadic(x, at):
 
 
 UNARY = {
-    "Neg": tf.negative,
-    "Abs": tf.abs,
     "Sign": tf.sign,
-    "Sqrt": tf.sqrt,
-    "Exp": tf.exp,
-    "Log": tf.math.log,
-    "Reciprocal": tf.math.reciprocal,
-    "Erf": tf.math.erf,
     "Not": tf.logical_not,
     "Floor": tf.floor,
     "Ceil": tf.math.ceil,
     "Relu": tf.nn.relu,
-    "Sigmoid": tf.sigmoid,
-    "Tanh": tf.tanh,
-    "Softplus": tf.math.softplus,
     "Identity": tf.identity,
 }
 
@@ -161,52 +149,16 @@ def _unary(x, at):
     return UNARY[at.op](x[0])
 
 
+def _declared(e):
+    return lambda x, at: e.tf(tf, x, at)
+
+
+for _e in ELEMENTWISE.values():  # the activations and other element-wise ops of activations.py
+    tf_op(_e.op)(_declared(_e))
+
+
 def _scalar(value, like):
     return tf.constant(value, like.dtype)
-
-
-@tf_op("LeakyRelu")
-def _leaky_relu(x, at):
-    return tf.where(x[0] >= 0, x[0], x[0] * _scalar(at.get("alpha", 0.01), x[0]))
-
-
-@tf_op("PRelu")
-def _prelu(x, at):
-    return tf.where(x[0] >= 0, x[0], x[0] * x[1])
-
-
-@tf_op("Elu")
-def _elu(x, at):
-    return tf.where(x[0] >= 0, x[0], _scalar(at.get("alpha", 1.0), x[0]) * tf.math.expm1(x[0]))
-
-
-@tf_op("Celu")
-def _celu(x, at):  # max(0, x) + min(0, α(exp(x/α) − 1))
-    alpha = _scalar(at.get("alpha", 1.0), x[0])
-    return tf.nn.relu(x[0]) + tf.minimum(tf.zeros_like(x[0]), alpha * tf.math.expm1(x[0] / alpha))
-
-
-@tf_op("Selu")
-def _selu(x, at):
-    alpha = _scalar(at.get("alpha", 1.67326319217681884765625), x[0])
-    gamma = _scalar(at.get("gamma", 1.05070102214813232421875), x[0])
-    return gamma * tf.where(x[0] > 0, x[0], alpha * (tf.exp(x[0]) - 1))
-
-
-@tf_op("HardSigmoid")
-def _hard_sigmoid(x, at):
-    y = _scalar(at.get("alpha", 0.2), x[0]) * x[0] + _scalar(at.get("beta", 0.5), x[0])
-    return tf.clip_by_value(y, _scalar(0.0, y), _scalar(1.0, y))
-
-
-@tf_op("Clip")
-def _clip(x, at):
-    y = x[0]
-    if len(x) > 1 and x[1] is not None:
-        y = tf.maximum(y, x[1])
-    if len(x) > 2 and x[2] is not None:
-        y = tf.minimum(y, x[2])
-    return y
 
 
 @tf_op("Where")

@@ -1,6 +1,8 @@
 """The op tables agree: every op with an LRP rule has a gradient rule, a TensorFlow implementation in the
-SavedModel emitter (read from its source here, without TensorFlow) and a line in the README; every op
-a rule *emits* is in the TensorFlow table too. A failure names the op and the file that lacks it."""
+SavedModel emitter (read here without TensorFlow: the @tf_op functions from their source, and the ops
+declared in compiler/activations.py, each of which carries its TF expression) and a line in the README;
+every op a rule *emits* is in the TensorFlow table too. A failure names the op and the file that lacks it
+(docs/adding-an-op.md says what each file holds)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import lrpc
+from lrpc.activations import ELEMENTWISE
 from lrpc.methods import GRADIENTS
 from lrpc.rules import RULES
 
@@ -28,8 +31,9 @@ def _strings(node) -> list[str]:
 
 def tensorflow_table() -> set[str]:
     """The op types registered with @tf_op(...) in the SavedModel emitter, literal or `*NAME` of a module-level
-    dict/tuple/set of names."""
-    ops = set()
+    dict/tuple/set of names, and those declared in activations.py (savedmodel/ops.py registers their TF
+    expressions)."""
+    ops = {op for op, e in ELEMENTWISE.items() if callable(e.tf)}
     for path in SAVEDMODEL:
         tree = ast.parse(path.read_text())
         named = {
@@ -54,21 +58,50 @@ def test_the_tensorflow_table_is_read():
     assert {"Conv", "Add", "Relu", "Reshape", "ReduceSum", "MaxPool"} <= table, sorted(table)
 
 
+def test_the_declared_ops_are_in_every_table():
+    declared = sorted(ELEMENTWISE)
+    assert {"Tanh", "Gelu", "Erf"} <= set(declared), declared
+    assert all(op in GRADIENTS for op in declared)
+    assert all((op in RULES) == e.passes_relevance for op, e in ELEMENTWISE.items())
+
+
 @pytest.mark.parametrize("op", sorted(RULES))
 def test_lrp_op_has_a_gradient_rule(op):
-    assert op in GRADIENTS, f"{op} has an LRP rule but no gradient rule: add one in compiler/methods/"
+    assert op in GRADIENTS, (
+        f"{op} has an LRP rule but no gradient rule: compiler/methods/ lacks it — declare an element-wise op "
+        "with activation(...) in compiler/activations.py, register a routing rule with "
+        "@relevance_rule(..., exact_gradient=True), or write a @gradient_rule in compiler/methods/"
+    )
 
 
 @pytest.mark.parametrize("op", sorted(set(RULES) | set(GRADIENTS)))
 def test_explained_op_has_a_tensorflow_implementation(op):
     """A model op that lrpc explains stays in the explained graph, so --format savedmodel must run it."""
-    assert op in tensorflow_table(), f"{op} is explained but the SavedModel emitter lacks it: add a @tf_op"
+    assert op in tensorflow_table(), (
+        f"{op} is explained but the SavedModel emitter lacks it: compiler/savedmodel/ has no @tf_op({op!r}) "
+        "(or declare it in compiler/activations.py with its TF expression)"
+    )
+
+
+def _readme() -> str:
+    return (ROOT / "README.md").read_text()
 
 
 @pytest.mark.parametrize("op", sorted(RULES))
 def test_lrp_op_is_in_the_readme(op):
-    readme = (ROOT / "README.md").read_text()
-    assert re.search(rf"\b{op}\b", readme, re.IGNORECASE), f"{op} has an LRP rule but README.md never names it"
+    assert re.search(rf"\b{op}\b", _readme(), re.IGNORECASE), (
+        f"{op} has an LRP rule but README.md never names it: add it to the list of operators under ## Rules"
+    )
+
+
+def test_the_readme_activation_list_names_only_ops_lrpc_passes():
+    """README's line of activations that pass relevance names no op without the rule (its names are
+    case-insensitive: ReLU, tanh)."""
+    line = next(line for line in _readme().splitlines() if line.startswith("- ReLU, "))
+    listed = re.split(r", | and ", line[2 : line.index(" pass relevance")])
+    known = {op.lower(): op for op in RULES}
+    assert all(name.lower() in known for name in listed), [n for n in listed if n.lower() not in known]
+    assert all(RULES[known[name.lower()]] is RULES["Relu"] for name in listed)
 
 
 def test_ops_the_rules_emit_have_a_tensorflow_implementation(tmp_path):
