@@ -81,8 +81,9 @@ def run_double(model, feeds: dict, names: list[str]) -> dict:
     from onnx.reference import ReferenceEvaluator
 
     from lrpc.verify.float64 import as_double
-    from lrpc.verify.reference_maxpool import MaxPool
+    from lrpc.verify.reference_maxpool import MaxPool, MaxUnpool
+    from lrpc.verify.reference_pad import Pad
 
-    evaluator = ReferenceEvaluator(as_double(model), new_ops=[MaxPool, Conv, ConvTranspose])
+    evaluator = ReferenceEvaluator(as_double(model), new_ops=[MaxPool, MaxUnpool, Pad, Conv, ConvTranspose])
     feeds = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()}
     return dict(zip(names, evaluator.run(names, feeds)))

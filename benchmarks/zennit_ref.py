@@ -220,16 +220,27 @@ def lrpc_spec(method: Method, case: Case) -> str:
     return method.lrpc.format(low=case.low, high=case.high)
 
 
-def lrpc_session(case: Case, method: Method, proto=None):
-    """Compile the case's ONNX export under the method's rule; an onnxruntime session on the result."""
+def lrpc_explained(case: Case, method: Method, proto=None) -> onnx.ModelProto:
+    """The case's ONNX export compiled under the method's rule, its explained logits (R₀'s values) an output."""
     import lrpc
 
     explained = lrpc.compile(
         proto if proto is not None else case.onnx_model(), **{method.kind: lrpc_spec(method, case)}
     )
-    scores = {p.key: p.value for p in explained.metadata_props}["lrpc.explained"]
-    if scores not in [o.name for o in explained.graph.output]:  # expose the explained logits (R₀'s values)
-        explained.graph.output.append(onnx.helper.make_tensor_value_info(scores, onnx.TensorProto.FLOAT, None))
+    scores = explained_scores(explained)
+    if scores not in [o.name for o in explained.graph.output]:
+        dtype = explained.graph.input[0].type.tensor_type.elem_type  # float64 for compare_float64's file
+        explained.graph.output.append(onnx.helper.make_tensor_value_info(scores, dtype, None))
+    return explained
+
+
+def explained_scores(explained: onnx.ModelProto) -> str:
+    return {p.key: p.value for p in explained.metadata_props}["lrpc.explained"]
+
+
+def lrpc_session(case: Case, method: Method, proto=None, explained: onnx.ModelProto | None = None):
+    """An onnxruntime session on lrpc_explained(case, method, proto), or on `explained` when given."""
+    explained = explained if explained is not None else lrpc_explained(case, method, proto)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     return ort.InferenceSession(explained.SerializeToString(), opts, providers=["CPUExecutionProvider"])
@@ -302,3 +313,24 @@ def compare(case: Case, method: Method, sess, batch: int, floor: bool = False) -
         out["floor"] = errors(rel_zennit, rel64)[0]
         out["vs64"] = errors(rel_lrpc, rel64)[0]
     return out
+
+
+def compare_float64(case: Case, method: Method, proto: onnx.ModelProto, batch: int, samples: int) -> float:
+    """Relative L2 error of lrpc against Zennit with both in float64, on the first `samples` inputs of a `batch`
+    cell: the case's export converted to float64 (lrpc.verify.float64.as_double), compiled — so BatchNorm
+    folds and every constant lrpc computes are exact in float64 too — and run by benchmarks/double_ops.py,
+    against Zennit on the float64 model. What remains is a difference between the rules, not float32's
+    round-off, cancellations or max-pool near-ties. No float64 twin for SmoothGrad (Zennit draws its noise in
+    the model's dtype)."""
+    import double_ops
+    from lrpc.verify.float64 import as_double
+
+    if method.attributor is not None and method.attributor[0] is zennit.attribution.SmoothGrad:
+        raise ValueError("SmoothGrad has no float64 twin: Zennit draws other noise in float64")
+    explained = lrpc_explained(case, method, as_double(proto))
+    x = case.inputs(batch)[:samples]
+    scores = explained_scores(explained)
+    out = double_ops.run_double(explained, {"input": x}, ["relevance", scores])
+    target = out[scores].argmax(axis=1)
+    start = np.ones(len(x)) if method.starts_at_one else out[scores][np.arange(len(x)), target]
+    return errors(out["relevance"], zennit_relevance(case, method, x, target, start, torch.float64))[0]
