@@ -84,9 +84,10 @@ def evaluate(double: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[
     """Run a model already in float64 (as_double's) on `feeds` (float32 arrays cast up)."""
     from onnx.reference import ReferenceEvaluator
 
+    from .reference_conv_transpose import ConvTranspose  # onnx's: wrong for groups of several channels
     from .reference_maxpool import MaxPool, MaxUnpool  # onnx's: wrong indices with padding, no output_shape
     from .reference_pad import Pad  # onnx's own refuses negative pads (crops)
 
-    evaluator = ReferenceEvaluator(double, new_ops=[MaxPool, MaxUnpool, Pad])
+    evaluator = ReferenceEvaluator(double, new_ops=[ConvTranspose, MaxPool, MaxUnpool, Pad])
     feeds = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()}
     return dict(zip(names, evaluator.run(names, feeds)))
