@@ -11,8 +11,8 @@ the forward, layer by layer from the top: a quotient s = R / stab(a) finds its R
 stab(a), and onnxruntime computes stab(a) — forward values only — during the forward pass, keeping a
 full activation-sized tensor alive per layer until the backward reaches it. Placed by level, stab(a)
 comes right after a, before the relevance R that reaches it, so onnxruntime computes it last, next to
-the division. Measured on VGG-16 ε, batch 4: the live set in onnxruntime's order 532 → 268 MB (the
-ideal for the graph: 271 MB), peak RSS 2304 → 2063 MB.
+the division. The measured effect (VGG-16 ε: onnxruntime's live set about halved) and the command that
+reproduces it are in benchmarks/PROFILE.md §6.
 """
 
 from __future__ import annotations
