@@ -24,7 +24,7 @@ bash scripts/setup.sh demo test
 # Two pytest-xdist workers (the 2-core CI machine; -n 0 runs in one process): the quick lane
 # (-m "not slow") takes ~4.5 + 1.5 min instead of ~6.5 + 3. The signals sent at random points
 # (tests/fuzz/test_signals.py) judge timing windows, so they run alone, after, without a second worker's load.
-.venv/bin/python -m pytest -n 2 --ignore=tests/fuzz/test_signals.py "$@"
+.venv/bin/python -m pytest -n 2 --dist loadgroup --ignore=tests/fuzz/test_signals.py "$@"
 .venv/bin/python -m pytest tests/fuzz/test_signals.py "$@"
 # The Keras front end and the SavedModel emitter need TensorFlow, which lives in its own environment
 # (.venv-keras; in .venv those tests skip). Extra arguments go to both runs: give options, not paths.
