@@ -1,7 +1,13 @@
+import os
 import pathlib
 import sys
 
 import pytest
+
+# Two pytest-xdist workers on two cores: torch's OpenMP threads busy-wait between parallel regions, and
+# with both workers' pools spinning at once the LXT timm checks ran 233 s instead of 12 (4 tests, -n 2).
+# Waiting threads sleep instead; set before any test module imports torch (workers inherit it).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # tests/compiler/nets.py and models/*.py are imported as plain modules by the tests.
 ROOT = pathlib.Path(__file__).resolve().parent.parent
