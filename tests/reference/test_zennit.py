@@ -39,6 +39,10 @@ GOAL = 1e-5
 GOAL_RULES = 1e-6  # lrpc against Zennit, both in float64
 FAST = ["digits_cnn", "small_vgg", "tiny_resnet_bn", "autoencoder"]
 SLOW = ["vgg16", "resnet18_bn"]  # single rules here; their composite and method cells are in FIDELITY.md
+# VGG-16's float64 check (the onnx reference evaluator holds every intermediate) takes 8.5–24 GB per rule and
+# was OOM-killed on the 24 GB CI machine: only its cells that meet the goal in float32 are tests; those that
+# miss it are measured, with their causes, by `python benchmarks/fidelity.py` (benchmarks/FIDELITY.md).
+FLOAT64_TOO_LARGE = {"vgg16"}
 
 _RESIDUAL = (
     "float32 conditioning: {rule} sends input-independent relevance into residual Adds whose sum "
@@ -102,6 +106,8 @@ def cells(models, kinds, marks=()):
     for model in models:
         for rule in [name for name, m in Z.METHODS.items() if m.kind in kinds]:
             for batch in (1, 8):
+                if model in FLOAT64_TOO_LARGE and (model, rule, batch) in XFAIL:
+                    continue
                 why = BY_DESIGN.get((model, rule, batch))
                 extra = [pytest.mark.xfail(strict=True, reason=why)] if why else []
                 if batch > 1 and Z.METHODS[rule].points > 1:  # a path method: 20 stacked passes; batch 1 covers it
@@ -112,7 +118,7 @@ def cells(models, kinds, marks=()):
 
 @functools.cache
 def float64_error(model, rule):
-    """lrpc against Zennit, both in float64, on 8 samples (1 of the 224×224 slow models: 40 s, 8 GB each)."""
+    """lrpc against Zennit, both in float64, on 8 samples (1 of ResNet-18 at 224×224: 5 s, 2 GB)."""
     case, proto = case_and_export(model)
     samples = 1 if model in SLOW else 8
     return Z.compare_float64(case, Z.METHODS[rule], proto, samples, samples)
@@ -139,8 +145,8 @@ def test_matches_zennit(model, rule, batch):
     check(model, rule, batch)
 
 
-# One pytest-xdist worker for all of them (scripts/test.sh: --dist loadgroup): VGG-16's float64 check holds
-# 8.5 GB, two at once would fill a 24 GB machine.
+# One pytest-xdist worker for all of them (scripts/test.sh: --dist loadgroup): one 224×224 model in memory
+# at a time (VGG-16 is 0.5 GB per copy, Zennit's and onnxruntime's besides).
 @pytest.mark.parametrize(
     "model, rule, batch", cells(SLOW, ("rule",), marks=[pytest.mark.slow, pytest.mark.xdist_group("zennit_large")])
 )
