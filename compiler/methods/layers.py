@@ -24,7 +24,7 @@ import numpy as np
 from ..passes.recognize_products import KIND
 from ..rules.attention import _batch_unbroadcast, _swap_last
 from ..rules.combine import unbroadcast
-from ..rules.linear import LAYERS
+from ..rules.linear_layers import LAYERS
 from ..rules.reduce import _rank, _reduced_axes, slab_fraction
 from ..rules.resample import resize_adjoint, resize_axes
 from ..rules.table import EXACT_GRADIENT
