@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import pathlib
 import sys
@@ -14,6 +15,12 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 for folder in (ROOT / "tests" / "compiler", ROOT / "models"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
+# tests/oracle is the package `oracle` (tests/ itself stays off sys.path: its folders keras/, fixtures/
+# ... would import as namespace packages).
+if "oracle" not in sys.modules:
+    _spec = importlib.util.spec_from_file_location("oracle", ROOT / "tests" / "oracle" / "__init__.py")
+    sys.modules["oracle"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["oracle"])
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """Whole architectures from models/ (torch.onnx exports), compiled by lrpc and run in onnxruntime, against
-the float64 DAG oracle (oracle_dag_onnx.py: the exported ONNX read at the matrix level, BN composed
+the float64 DAG oracle (oracle/onnx_reader.py: the exported ONNX read at the matrix level, BN composed
 into its conv, no lrpc code) and against conservation:
 
 - ResNets (basic blocks of tiny_resnet, bottlenecks of the ResNet-50 shape; BN, identity and
@@ -28,7 +28,8 @@ import pytest
 
 import lrpc
 import oracle
-from oracle_dag_onnx import dag_oracle, explain, forward, per_sample, pick_inputs, sensitivity
+from oracle.dag import explain, forward, per_sample, pick_inputs, sensitivity
+from oracle.onnx_reader import read_model
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
@@ -53,7 +54,7 @@ RULES = [
     f"gamma;first={ZBOX}",
 ]  # ;first=R: lrpc's rule_map ["first=R"]
 # Some explanations are ill-conditioned in float32 on every input, so pick_inputs finds none whose
-# sensitivity (oracle_dag_onnx.sensitivity) is ≤ 1e-6, a tenth of the 1e-5 tolerance:
+# sensitivity (oracle.dag.sensitivity) is ≤ 1e-6, a tenth of the 1e-5 tolerance:
 # - flat, w2 and zbox on every layer of a residual net: with flat/w2, relevance reaches ReLU units that
 #   are off and is split at a residual Add by x_i / (x_1 + x_2) where that sum is near 0; zbox's
 #   hidden-layer denominators cancel. (As a first-layer rule, ";first=", they are well conditioned.)
@@ -123,7 +124,7 @@ def exported(name, bias=True):
 
 @functools.lru_cache(maxsize=None)
 def oracle_net(name, bias=True):
-    return dag_oracle(exported(name, bias)[1])
+    return read_model(exported(name, bias)[1])
 
 
 def run(proto, feeds):

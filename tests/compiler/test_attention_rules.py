@@ -1,4 +1,4 @@
-"""Attention under AttnLRP and CP-LRP against the float64 oracle (tests/compiler/oracle_attention.py), with
+"""Attention under AttnLRP and CP-LRP against the float64 oracle (tests/oracle/attention.py), with
 a dynamic sequence length, multi-query attention, a causal mask built from the input's shape; conservation
 of CP-LRP; and which composite a graph with attention gets."""
 
@@ -11,7 +11,7 @@ import pytest
 
 import lrpc
 from lrpc.errors import LrpcError
-from oracle_attention import Block
+from oracle.attention import Block
 
 
 def _explain(block, composite, xs, **kw):

@@ -1,5 +1,5 @@
 """Canonized models explain exactly: lrpc's relevance equals the float64 oracle applied to the
-canonized network (oracle_onnx.py builds it at the matrix level, without lrpc), for tf2onnx/Keras 3
+canonized network (oracle/onnx_reader.py builds it at the matrix level, without lrpc), for tf2onnx/Keras 3
 fixtures and torch.onnx exports; average pooling keeps channels apart under every rule."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from nets import make_model, tensor
 
 import lrpc
 import oracle
-from oracle_onnx import oracle_layers
+from oracle import dag
+from oracle.onnx_reader import read_model
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "keras"
 RULES = ["epsilon", "zero", "alpha2beta1", "zplus", "flat", "w2", "gamma", "zbox:low=-1.5,high=2"]
@@ -23,12 +24,11 @@ RULES = ["epsilon", "zero", "alpha2beta1", "zplus", "flat", "w2", "gamma", "zbox
 def compare(model: onnx.ModelProto, rule: str, batch=4, seed=0, tol=1e-5, **compile_args):
     """Compile, run in onnxruntime on well-conditioned inputs, and compare with the oracle."""
     input_ = model.graph.input[0]
-    shape = tuple(d.dim_value for d in input_.type.tensor_type.shape.dim[1:])
-    layers = oracle_layers(model, shape)
-    X = oracle.pick_inputs(layers, rule, shape, batch, seed)
+    net = read_model(model)
+    X = dag.pick_inputs(net, rule, None, batch, seed=seed)
     sess = oracle.session(lrpc.compile(model, rule=rule, **compile_args))
     outputs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {input_.name: X})))
-    logits, R = oracle.explain(layers, X.astype(np.float64), oracle.RULES[rule])
+    logits, R = dag.explain(net, X.astype(np.float64), rule)
     first = outputs[model.graph.output[0].name]
     expected = oracle.softmax(logits) if model.graph.node[-1].op_type == "Softmax" else logits
     oracle.assert_rel_close(first, expected, 1e-5, what="model output")

@@ -118,10 +118,7 @@ def test_ops_the_rules_emit_have_a_tensorflow_implementation(tmp_path):
             except lrpc.LrpcError:
                 continue  # e.g. a rule map whose pattern matches nothing in this net
             emitted |= {n.op_type for n in proto.graph.node}
-    try:
-        from oracle.attention import Block  # the oracle package, tests/oracle/
-    except ImportError:  # before the oracle's move to tests/oracle/ (tests/compiler/oracle*.py)
-        from oracle_attention import Block
+    from oracle.attention import Block
 
     for kv_heads in (1, 2):
         for options in ({"composite": "AttnLRP"}, {"composite": "CPLRP"}, {"method": "gradient"}):

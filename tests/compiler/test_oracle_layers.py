@@ -1,4 +1,4 @@
-"""Each linear layer type under each LRP rule, against the float64 oracle (tests/compiler/oracle.py).
+"""Each linear layer type under each LRP rule, against the float64 oracle (tests/oracle/).
 
 Two models per layer: the layer alone (its output, flattened, are the logits: R_out = onehot * z)
 and layer -> Relu -> Gemm (so the tested layer receives a non-trivial R_out). lrpc's float32 graph

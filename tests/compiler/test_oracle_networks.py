@@ -1,4 +1,4 @@
-"""Small CNNs end to end under every rule, against the float64 oracle (tests/compiler/oracle.py):
+"""Small CNNs end to end under every rule, against the float64 oracle (tests/oracle/):
 relevance, batching, the three target modes, and conservation.
 """
 

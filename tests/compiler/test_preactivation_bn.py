@@ -6,7 +6,7 @@ node. Both become one depthwise 1×1 Conv (weight s, bias t), whose bias takes i
 relevance; before that fix the Add passed relevance unchanged and ResNet50V2's maps summed to 1e24
 (benchmarks/KERAS_VERIFY.md, bug 1). Checked against:
 
-- the float64 DAG oracle (oracle_dag_onnx.py: the BN is a diagonal Linear there), every rule, both forms;
+- the float64 DAG oracle (oracle/onnx_reader.py: the BN is a diagonal Linear there), every rule, both forms;
 - torch's gradient × input in float64: on a ReLU net LRP-0 is x ⊙ ∇f exactly, biases and all;
 - what must stay as it is: an input normalization before the first layer (zbox reads it and its
   relevance is the input's) and a lone per-channel scale (relevance passes it unchanged).
@@ -24,7 +24,8 @@ from onnx import TensorProto, helper, numpy_helper
 import lrpc
 import oracle
 from lrpc.api import plan
-from oracle_dag_onnx import dag_oracle, explain, pick_inputs
+from oracle.dag import explain, pick_inputs
+from oracle.onnx_reader import read_model
 
 C = 4
 RULES = ["zero", "epsilon", "alpha2beta1", "zplus", "gamma", "epsilon;first=flat", "zplus;first=w2"]
@@ -103,7 +104,7 @@ def torch_gradient_x_input(w, x):
 @pytest.mark.parametrize("bn", ["mul_add", "bn"])
 def test_both_forms_match_the_float64_oracle(bn, rule):
     model = residual_net(bn)
-    net = dag_oracle(model)
+    net = read_model(model)
     X = pick_inputs(net, rule, "y", 3)
     _, want = explain(net, X, rule, "y")
     default, _, first = rule.partition(";first=")

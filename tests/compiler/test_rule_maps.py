@@ -270,9 +270,9 @@ def test_innvestigate_convention_drops_the_bias_in_zplus_and_w2():
 
 
 def _residual_net():
-    import oracle_graph
+    from oracle import graphnet
 
-    g = oracle_graph.GraphNet((2, 5, 5), seed=4)
+    g = graphnet.GraphNet((2, 5, 5), seed=4)
     h = g.relu(g.conv("x", 3, (3, 3), pads=[1, 1, 1, 1]))
     h = g.relu(g.combine("Add", g.conv(h, 3, (3, 3), pads=[1, 1, 1, 1]), h))
     return g, g.gemm(g.flatten(h), 4)

@@ -1,5 +1,5 @@
 """Add / Sub / Sum of activations (residual connections), with broadcasting, and Add/Sub/Mul/Div by
-constants, against the float64 graph oracle (tests/compiler/oracle_graph.py).
+constants, against the float64 graph oracle (tests/oracle/graphnet.py).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 
 import lrpc
 import oracle
-import oracle_graph
+from oracle import graphnet
 from lrpc.builder import Builder
 from lrpc.rules.combine import unbroadcast
-from oracle_graph import Cases
+from oracle.graphnet import Cases
 
 RULES = [r for r in oracle.RULES if r != "alpha1beta0"]  # = zplus
 
@@ -101,7 +101,7 @@ def test_emitted_file_passes_the_checker():
 def test_product_without_a_gate_under_gate_constant_is_reported_by_name():
     """Products of two activations have rules of their own (test_rules_gates_norms.py); one that cannot
     take the rule asked for names its node (neither factor here is a gate or an activation's output)."""
-    g = oracle_graph.GraphNet((6,))
+    g = graphnet.GraphNet((6,))
     a, b = g.gemm(g.relu(g.gemm("x", 4)), 4), g.gemm("x", 4)
     out = g.gemm(g.combine("Mul", a, b), 3)
     with pytest.raises(lrpc.LrpcError, match=r"'mul\d+' \(Mul\): rule gate-constant"):
@@ -117,10 +117,10 @@ def _float64_net(g):
 
 @pytest.mark.parametrize("rule", ["zero", "epsilon", "alpha2beta1", "gamma"])
 def test_float64_model_matches_tightly(rule):
-    g = oracle_graph.GraphNet((10,), seed=5)
+    g = graphnet.GraphNet((10,), seed=5)
     out = _float64_net(g)
-    X = oracle_graph.pick_inputs(g, out, rule, 3, seed=4)
-    oracle_graph.check(g, out, X, rule, tol=1e-12, dtype=np.float64)
+    X = graphnet.pick_inputs(g, out, rule, 3, seed=4)
+    graphnet.check(g, out, X, rule, tol=1e-12, dtype=np.float64)
 
 
 @pytest.mark.parametrize("v_shape, axes", [((3, 1), (0, 2)), ((2, 3, 4), ()), ((1, 3, 4), (0,)), ((4,), (0, 1))])

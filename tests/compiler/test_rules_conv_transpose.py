@@ -1,5 +1,5 @@
 """ConvTranspose as a linear layer under every LRP rule, against the float64 graph oracle, whose
-explicit ConvTranspose matrices (oracle_graph.conv_transpose_layer) are checked against torch.
+explicit ConvTranspose matrices (oracle.layers.conv_transpose_layer) are checked against torch.
 
 Two models per geometry: the layer alone (its flattened output are the logits) and
 layer → Relu → Gemm (the layer receives a non-trivial R_out).
@@ -12,8 +12,8 @@ import pytest
 
 import lrpc
 import oracle
-import oracle_graph
-from oracle_graph import Cases
+from oracle import graphnet
+from oracle.graphnet import Cases
 
 RULES = [r for r in oracle.RULES if r != "alpha1beta0"]
 
@@ -88,7 +88,7 @@ def test_flat_rule_keeps_depthwise_channels_apart():
 
 
 def test_output_padding_not_smaller_than_stride_is_reported():
-    g = oracle_graph.GraphNet((2, 4, 4))
+    g = graphnet.GraphNet((2, 4, 4))
     w = g.const(np.ones((2, 2, 3, 3), np.float32))
     y = g.node("ConvTranspose", ["x", w], strides=[1, 1], dilations=[2, 2], output_padding=[1, 0])
     g.shapes[y] = (2, 9, 8)
@@ -113,7 +113,7 @@ def test_oracle_conv_transpose_matrix_matches_torch(in_shape, w_shape, kw):
     bias = rng.standard_normal(w_shape[1] * kw["groups"])
     nd = len(in_shape) - 1
     vec = lambda v: list(np.broadcast_to(v, nd))
-    L = oracle_graph.conv_transpose_layer(
+    L = oracle.layers.conv_transpose_layer(
         w,
         bias,
         in_shape,

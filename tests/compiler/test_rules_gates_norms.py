@@ -1,5 +1,5 @@
 """Self-gated activations, squeeze-excitation gates and norms against the float64 oracle
-(tests/compiler/oracle_modern.py), conservation, the unchanged forward pass, and what is refused."""
+(tests/oracle/modern.py), conservation, the unchanged forward pass, and what is refused."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ import pytest
 
 import lrpc
 import oracle
-import oracle_graph
-import oracle_modern
+from oracle import graphnet
+from oracle import modern
 from lrpc.errors import LrpcError
-from oracle_graph import Cases
+from oracle.graphnet import Cases
 
 RULES = ["epsilon", "zero", "zplus", "alpha2beta1"]
 
 
 def _act_net(name):
     def build(g):
-        h = oracle_modern.activation(g, name, g.conv("x", 4, (3, 3), pads=[1, 1, 1, 1]))
-        h = oracle_modern.activation(g, name, g.conv(h, 4, (3, 3), strides=[2, 2]))
+        h = modern.activation(g, name, g.conv("x", 4, (3, 3), pads=[1, 1, 1, 1]))
+        h = modern.activation(g, name, g.conv(h, 4, (3, 3), strides=[2, 2]))
         return g.gemm(g.flatten(h), 5)
 
     opset = 20 if name.startswith("gelu") and name.endswith("_op") else 18 if name == "mish_op" else 17
@@ -29,8 +29,8 @@ def _act_net(name):
 
 def _se_net(rule, upsampled=False):
     def build(g):
-        h = oracle_modern.activation(g, "silu", g.conv("x", 4, (3, 3), pads=[1, 1, 1, 1]))
-        h = oracle_modern.gate(g, g.conv(h, 4, (3, 3), pads=[1, 1, 1, 1]), rule, upsampled=upsampled)
+        h = modern.activation(g, "silu", g.conv("x", 4, (3, 3), pads=[1, 1, 1, 1]))
+        h = modern.gate(g, g.conv(h, 4, (3, 3), pads=[1, 1, 1, 1]), rule, upsampled=upsampled)
         return g.gemm(g.flatten(g.relu(g.conv(h, 3, (3, 3), strides=[2, 2]))), 5)
 
     return (2, 6, 6), build
@@ -39,14 +39,14 @@ def _se_net(rule, upsampled=False):
 def _norm_net(kind, decomposed=False):
     def build(g):
         h = g.conv("x", 4, (3, 3), pads=[1, 1, 1, 1])
-        h = oracle_modern.norm(g, h, kind, decomposed=decomposed) if kind != "rms" else oracle_modern.rms_norm(g, h)
-        h = oracle_modern.activation(g, "gelu", h)
+        h = modern.norm(g, h, kind, decomposed=decomposed) if kind != "rms" else modern.rms_norm(g, h)
+        h = modern.activation(g, "gelu", h)
         return g.gemm(g.flatten(g.conv(h, 3, (3, 3), strides=[2, 2])), 5)
 
     return (2, 6, 6), build, 21 if kind == "group" else 17
 
 
-ACTIVATIONS = sorted(oracle_modern.ACTIVATIONS)
+ACTIVATIONS = sorted(modern.ACTIVATIONS)
 NORMS = {
     "layernorm": _norm_net("layer"),
     "layernorm_decomposed": _norm_net("layer", True),
@@ -87,7 +87,7 @@ def _compiled_se(product_rule, rule, bias=True):
 @pytest.mark.parametrize("rule", RULES)
 def test_squeeze_excitation_gate_matches_oracle(product_rule, rule):
     net, out, compiled = _compiled_se(product_rule, rule)
-    oracle_graph.check(net, out, CASES.inputs(f"se_{product_rule}", rule, 3), rule, compiled)
+    graphnet.check(net, out, CASES.inputs(f"se_{product_rule}", rule, 3), rule, compiled)
 
 
 @pytest.mark.parametrize("product_rule", ["gate-constant", "half"])
@@ -96,7 +96,7 @@ def test_a_gate_upsampled_by_resize_is_a_gate(product_rule, rule):
     """ghostnetv2: x ⊙ Resize(σ(·)); gate-constant holds the resized gate fixed, as any other gate."""
     net, out = CASES.net(f"ghost_{product_rule}")
     compiled = lrpc.compile(net.model(out), rule=rule, rule_map=[f"product={product_rule}"])
-    oracle_graph.check(net, out, CASES.inputs(f"ghost_{product_rule}", rule, 3), rule, compiled)
+    graphnet.check(net, out, CASES.inputs(f"ghost_{product_rule}", rule, 3), rule, compiled)
 
 
 @pytest.mark.parametrize("product_rule", ["gate-constant", "half"])
@@ -163,7 +163,7 @@ def test_gate_constant_needs_a_gate():
         b = g.relu(g.conv("x", 3, (3, 3), pads=[1, 1, 1, 1]))
         return g.gemm(g.flatten(g.combine("Mul", a, b)), 4)
 
-    net = oracle_graph.GraphNet((2, 5, 5))
+    net = graphnet.GraphNet((2, 5, 5))
     model = net.model(build(net))
     with pytest.raises(LrpcError, match="neither factor .* is a gate"):
         lrpc.compile(model, rule="epsilon", rule_map=["product=gate-constant"])

@@ -12,8 +12,8 @@ from onnx import helper, numpy_helper
 
 import lrpc
 import oracle
-import oracle_graph
-from oracle_graph import Cases
+from oracle import graphnet
+from oracle.graphnet import Cases
 
 RULES = [r for r in oracle.RULES if r != "alpha1beta0"]
 
@@ -129,16 +129,16 @@ def test_oracle_resize_matrices_are_interpolations():
         ("linear", "align_corners"),
         ("cubic", "half_pixel"),
     ]:
-        A = oracle_graph.resize_matrix(5, 8, 1.6, mode, coord)
+        A = oracle.layers.resize_matrix(5, 8, 1.6, mode, coord)
         np.testing.assert_allclose(A.sum(axis=1), 1.0, rtol=1e-12)
         assert mode == "cubic" or A.min() >= 0
     assert (
-        oracle_graph.resize_matrix(4, 8, 2.0, "nearest", "asymmetric", "floor").argmax(axis=1) == np.arange(8) // 2
+        oracle.layers.resize_matrix(4, 8, 2.0, "nearest", "asymmetric", "floor").argmax(axis=1) == np.arange(8) // 2
     ).all()
 
 
 def test_crop_and_resize_is_reported():
-    g = oracle_graph.GraphNet((2, 4, 4))
+    g = graphnet.GraphNet((2, 4, 4))
     a = g.relu(g.conv("x", 2, (3, 3), pads=[1, 1, 1, 1]))
     roi = g.const(np.array([0, 0, 0.1, 0.1, 1, 1, 0.9, 0.9], np.float32))
     y = g.node(

@@ -9,8 +9,8 @@ import onnx
 import pytest
 
 import oracle
-import oracle_graph
-from oracle_graph import Cases
+from oracle import graphnet
+from oracle.graphnet import Cases
 
 RULES = [r for r in oracle.RULES if r != "alpha1beta0"]
 
@@ -125,7 +125,7 @@ def _float64_net(g):
 
 @pytest.mark.parametrize("rule", ["zero", "epsilon", "alpha2beta1", "flat"])
 def test_float64_model_matches_tightly(rule):
-    g = oracle_graph.GraphNet((10,), seed=5)
+    g = graphnet.GraphNet((10,), seed=5)
     out = _float64_net(g)
-    X = oracle_graph.pick_inputs(g, out, rule, 3, seed=4)
-    oracle_graph.check(g, out, X, rule, tol=1e-12, dtype=np.float64)
+    X = graphnet.pick_inputs(g, out, rule, 3, seed=4)
+    graphnet.check(g, out, X, rule, tol=1e-12, dtype=np.float64)

@@ -16,7 +16,8 @@ from onnx.reference import ReferenceEvaluator
 import lrpc
 import oracle
 from nets import make_model, tensor
-from oracle_dag_onnx import dag_oracle, explain
+from oracle.dag import explain
+from oracle.onnx_reader import read_model
 from test_rule_maps import layer_rules, lrpc_relevance, oracle_relevance, vgg_like
 
 R = oracle.RULES
@@ -113,7 +114,7 @@ def test_a_residual_join_reads_its_relu_output_and_matches_the_dag_oracle(rule):
     x = np.random.default_rng(5).uniform(-1, 1, (3, 3, 5, 5)).astype(np.float32)
     session = oracle.session(explained)
     got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"x": x})))["relevance"]
-    _, expected = explain(dag_oracle(model), x, rule, "logits")
+    _, expected = explain(read_model(model), x, rule, "logits")
     oracle.assert_rel_close(got, expected, 1e-5)
 
 
@@ -183,7 +184,7 @@ def test_a_clip_at_zero_reads_relu_of_z_and_matches_the_dag_oracle(rule):
         session = oracle.session(explained)
         outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"x": x})))
         forward = oracle.session(model).run(None, {"x": x})[0]
-        _, expected = explain(dag_oracle(model), x, rule, "logits")
+        _, expected = explain(read_model(model), x, rule, "logits")
         oracle.assert_rel_close(outputs["relevance"], expected, 1e-5)
         np.testing.assert_array_equal(outputs["logits"], forward)
     hidden = ReferenceEvaluator(clipped_block(0.0)).run(["za", "zb", "join"], {"x": x})

@@ -160,7 +160,7 @@ def test_attention_with_a_free_sequence_axis_and_token_ids_is_verified(tmp_path)
     """A free axis besides the batch (a sequence) takes the length FREE_AXIS; token ids are drawn from the
     vocabulary, an attention mask is all ones; a doubled relevance fails the float64 check."""
     import text_models
-    from oracle_attention import Block
+    from oracle.attention import Block
 
     source = Block(kv_heads=1).onnx_model().SerializeToString()
     attention = lrpc.compile(source)

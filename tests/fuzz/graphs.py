@@ -20,7 +20,7 @@ A quarter of the graphs leave every node name empty, as hand-built and some expo
 
 Every pooling window holds at least one real input element (a window all in the padding would make
 MaxPool −inf and a count_include_pad=0 average 0/0: an invalid model, not a fuzz case). Tensors stay
-small (≤ ~400 values per sample) so that the dense float64 oracle of tests/compiler/oracle_dag_onnx.py
+small (≤ ~400 values per sample) so that the dense float64 oracle of tests/oracle/
 stays fast.
 """
 

@@ -9,7 +9,7 @@ the conv rule, Gemm/MatMul the dense rule; the residual Add's split uses ε = 1e
 
 Agreement: per sample, ‖R_lrpc − R_oracle‖₂ / ‖R_oracle‖₂ ≤ max(1e-4, 10·κ, 3·ν), where
 - κ is the relative change of the oracle's R when every weight, bias and input is perturbed by 1e-7
-  relative noise (float32's roundoff; oracle.float32_sensitivity's method, with the composite's rule map):
+  relative noise (float32's roundoff; oracle.dag.perturbed_pair, with the composite's rule map):
   how much the exact answer depends on float32-sized changes of the model;
 - ν is the relative change of lrpc's own float32 R when the input moves by one ulp: the rounding noise of
   the explained graph's arithmetic. κ misses noise that arises inside that arithmetic: zᴮ on a hidden
@@ -28,14 +28,13 @@ import os
 import signal
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import replace
-from functools import partial
 
 import numpy as np
 from hypothesis import HealthCheck, settings
 
 import oracle
-from oracle_dag_onnx import LinearOp, forward
+from oracle import dag
+from oracle.ops import LinearOp
 
 ZBOX = f"zbox:low={oracle.ZBOX_LOW:g},high={oracle.ZBOX_HIGH:g}"
 GAMMA_BOX = "EpsilonGammaBox:low=-1,high=1"
@@ -56,7 +55,6 @@ COMPOSITES = {  # class → oracle rule, as rules/assign.py's table
     "EpsilonPlusFlat": {"pool": "epsilon", "first": "flat", "conv": "zplus", "dense": "epsilon"},
     GAMMA_BOX: {"pool": "epsilon", "first": "zbox:low=-1,high=1", "conv": "gamma", "dense": "epsilon"},
 }
-ORACLE_RULES = {**oracle.RULES, "zbox:low=-1,high=1": partial(oracle.rule_zbox, low=-1.0, high=1.0)}
 INPUT_RANGE = {ZBOX: (oracle.ZBOX_LOW, oracle.ZBOX_HIGH), f"composite:{GAMMA_BOX}": (-1.0, 1.0)}
 ILL = 1e-3  # κ or ν above which a sample is not compared
 TALLY: Counter = Counter()  # what happened, for LRPC_FUZZ_STATS (tests/fuzz/conftest.py)
@@ -126,48 +124,11 @@ def rule_map(net, model, spec: str) -> tuple[str, dict]:
     return "epsilon", {name: table["first" if name == first else c] for name, c in classes.items()}
 
 
-def explain_sample(net, x, default: str, rules: dict):
-    """(values, R at the input) of one sample, relevance starting at the first output's logits (max unit)."""
-    values = forward(net, x)
-    start = net.stripped.get(net.outputs[0], net.outputs[0])
-    y = values[start]
-    t = int(np.argmax(y))
-    rel = {start: np.where(np.arange(y.size) == t, y.reshape(-1), 0.0).reshape(y.shape)}
-    for op in reversed(net.ops):
-        if op.output not in rel:
-            continue
-        xs, R = [values[n] for n in op.inputs], rel.pop(op.output)
-        if isinstance(op, LinearOp):
-            R_in = [ORACLE_RULES[rules[op.output]](op.L, xs[0].reshape(-1), R.reshape(-1)).reshape(xs[0].shape)]
-        else:
-            R_in = op.relevance(xs, values[op.output], R, default)
-        for name, r in zip(op.inputs, R_in):
-            rel[name] = rel[name] + r if name in rel else r
-    return values, rel.get(net.input_name, np.zeros(np.shape(x)))
-
-
-def _relative(a, b) -> float:
-    den = np.linalg.norm(a)
-    return float(np.linalg.norm(b - a) / den) if den > 0 else float(np.linalg.norm(b) > 0)
-
-
 def sensitivity(net, x, default, rules, rel=1e-7, seed=0) -> tuple[float, float]:
     """(κ of R, κ of the model outputs): their relative change under relative noise `rel` on weights,
-    biases and x (see the module docstring)."""
-    rng = np.random.default_rng(seed)
-    jitter = lambda v: v * (1.0 + rel * rng.standard_normal(np.shape(v)))
-    noisy = replace(
-        net,
-        ops=[
-            replace(op, L=oracle.Linear(jitter(op.L.W), jitter(op.L.b), op.L.S, op.L.in_shape, op.L.out_shape))
-            if isinstance(op, LinearOp)
-            else op
-            for op in net.ops
-        ],
-    )
-    values, R = explain_sample(net, x, default, rules)
-    values2, R2 = explain_sample(noisy, jitter(np.asarray(x, np.float64)), default, rules)
-    return _relative(R, R2), max(_relative(values[o], values2[o]) for o in net.outputs)
+    biases and x (dag.perturbed_pair; see the module docstring)."""
+    (values, R), (values2, R2) = dag.perturbed_pair(net, x, (default, rules), None, None, rel, seed)
+    return dag.relative(R, R2), max(dag.relative(values[o], values2[o]) for o in net.outputs)
 
 
 def relevance_tolerance(kappa, nu) -> float | None:
@@ -182,8 +143,8 @@ def judged(net, X, default, rules):
     logit is ill-conditioned). Outputs are held to max(1e-5, 10·κ_out)."""
     out = []
     for x in X.astype(np.float64):
-        values, R = explain_sample(net, x, default, rules)
-        logits = values[net.stripped.get(net.outputs[0], net.outputs[0])]
+        values, R = dag.explain_sample(net, x, (default, rules))
+        logits = values[dag.explained(net)]
         kappa, kappa_out = sensitivity(net, x, default, rules)
         kappa = kappa if oracle.well_conditioned(logits.reshape(1, -1))[0] else None
         out.append((R, {name: values[name] for name in net.outputs}, max(1e-5, 10 * kappa_out), kappa))

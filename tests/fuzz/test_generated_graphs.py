@@ -7,7 +7,7 @@ compiled with every rule and two composites (judge.SPECS), then:
 3. the model's outputs equal the float64 oracle's forward pass (relative L2 ≤ max(1e-5, 10·κ_out) per
    sample, κ_out their float32 conditioning: judge.py);
 4. the relevance is finite and, per sample, within max(1e-4, 10·κ, 3·ν) relative L2 of the float64 DAG
-   oracle (oracle_dag_onnx's ops under the same rule map; κ, ν and the samples left out: judge.py);
+   oracle (oracle.onnx_reader's ops under the same rule map; κ, ν and the samples left out: judge.py);
 5. conservation on bias-free graphs: LRP-0 gives Σᵢ Rᵢ = y_t, the explained logit, within 1e-4·|y_t|;
    LRP-ε (ε = 1e-6) within 1e-4·|y_t| plus what ε absorbs in exact arithmetic (|Σ R − y_t| of the float64
    oracle: up to ~1e-4·|y_t| where |z| ~ 1e-2, so it cannot be left out of the bound). Every op
@@ -37,14 +37,14 @@ from judge import (
     TALLY,
     compile_kwargs,
     deadline,
-    explain_sample,
     fuzz_settings,
     inputs,
     judged,
     relevance_tolerance,
     rule_map,
 )
-from oracle_dag_onnx import dag_oracle
+from oracle import dag
+from oracle.onnx_reader import read_model
 
 pytestmark = pytest.mark.fuzz
 BATCH = 4
@@ -83,7 +83,7 @@ def test_generated_graphs_match_the_oracle(graph, spec):
     X = inputs(spec, graph.input_shape, BATCH, graph.seed)
     got, sess = compiled_and_run(graph, spec, X)
     nu = ulp_noise(sess, X, got["relevance"], graph.seed)
-    net = dag_oracle(graph.model)
+    net = read_model(graph.model)
     default, rules = rule_map(net, graph.model, spec)
     compared = 0
     for n, (R, outputs, tol_out, kappa) in enumerate(judged(net, X, default, rules)):
@@ -112,10 +112,10 @@ def test_lrp0_and_epsilon_conserve_on_bias_free_graphs(graph, spec):
     note(onnx.printer.to_text(graph.model.graph))
     X = inputs(spec, graph.input_shape, BATCH, graph.seed)
     got = compiled_and_run(graph, spec, X)[0]
-    net = dag_oracle(graph.model)
+    net = read_model(graph.model)
     start = net.stripped.get(net.outputs[0], net.outputs[0])
     for n, x in enumerate(X.astype(np.float64)):
-        values, R = explain_sample(net, x, spec, rule_map(net, graph.model, spec)[1])
+        values, R = dag.explain_sample(net, x, (spec, rule_map(net, graph.model, spec)[1]))
         logits = values[start].reshape(1, -1)
         if not oracle.well_conditioned(logits)[0]:
             TALLY["conservation: samples skipped (ill-conditioned logit)"] += 1

@@ -1,5 +1,5 @@
 """Keras 3 models, converted by lrpc's Keras frontend, explained by lrpc and compared with the float64 DAG
-oracle (tests/compiler/oracle_dag_onnx.py: the converted ONNX read at the matrix level, BN composed into
+oracle (tests/oracle/onnx_reader.py: the converted ONNX read at the matrix level, BN composed into
 its conv, no lrpc code); the converted forward pass equals Keras' own.
 
 - zoo_2d / zoo_1d (models/keras_models.py): Conv1D/2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose,
@@ -22,7 +22,8 @@ import keras_models  # models/, on sys.path through tests/conftest.py
 import lrpc
 import oracle
 from lrpc.frontend.keras import from_keras_model
-from oracle_dag_onnx import dag_oracle, explain, forward, per_sample, pick_inputs, sensitivity
+from oracle.dag import explain, forward, per_sample, pick_inputs, sensitivity
+from oracle.onnx_reader import read_model
 
 ZBOX = f"zbox:low={oracle.ZBOX_LOW:g},high={oracle.ZBOX_HIGH:g}"
 RULES = ["epsilon", "zero", "zplus", "alpha2beta1", "gamma", "flat", "w2", ZBOX, "zplus;first=flat"]
@@ -38,7 +39,7 @@ def converted(name):
     """(Keras model, its ONNX conversion, the oracle of that ONNX)."""
     model = keras_models.build(name)
     proto = from_keras_model(model)
-    return model, proto, dag_oracle(proto)
+    return model, proto, read_model(proto)
 
 
 def compare(name, spec, batch=2, output=None, explain_arg=None, target=None):
@@ -97,7 +98,7 @@ def compare(name, spec, batch=2, output=None, explain_arg=None, target=None):
 
 def input_sensitivity(net, x, spec, tensor, target, rel=1e-7, tries=3):
     """The oracle's own relative change of R when x moves by float32 round-off (x·(1 + rel·ξ)), the
-    largest of `tries` draws. oracle_dag_onnx.sensitivity jitters weights and x together once; near a
+    largest of `tries` draws. oracle.dag.sensitivity jitters weights and x together once; near a
     ReLU or max-pool switch (zoo_2d under flat, relevance reaching off units) x alone moves R 30× more."""
     rng = np.random.default_rng(7)
     batch_target = target[None] if isinstance(target, np.ndarray) else target  # a mask: one row per sample

@@ -1,6 +1,6 @@
 """The float64 graph oracle's modern layers: self-gated activations, gates, norms (numpy only).
 
-Each builder adds to a GraphNet (oracle_graph.py) the ONNX nodes an exporter writes and one oracle op
+Each builder adds to a GraphNet (graphnet.py) the ONNX nodes an exporter writes and one oracle op
 that knows what the layer is by construction — no pattern matching — with the rule in matrix form:
 
   activation  y = x·f(x) (SiLU, GELU erf and tanh, QuickGELU, Mish, HardSwish; written out of primitive
@@ -18,7 +18,8 @@ import math
 
 import numpy as np
 
-from oracle_graph import FnOp, divide, sum_to
+from .ops import FnOp, passes, sum_to
+from .rules import divide
 
 ERF = np.vectorize(math.erf)
 SIGMOID = lambda x: 1.0 / (1.0 + np.exp(-x))
@@ -62,11 +63,11 @@ def _pattern(g, name, x):
 
 def activation(g, name, x):
     out = _pattern(g, name, x)
-    return g._add(FnOp([x], out, lambda xs: ACTIVATIONS[name](xs[0]), lambda xs, y, R, eps: [R]), g.shapes[x])
+    return g._add(FnOp([x], out, lambda xs: ACTIVATIONS[name](xs[0]), passes), g.shapes[x])
 
 
 def sigmoid(g, x):
-    return g._add(FnOp([x], g.node("Sigmoid", [x]), lambda xs: SIGMOID(xs[0]), lambda xs, y, R, eps: [R]), g.shapes[x])
+    return g._add(FnOp([x], g.node("Sigmoid", [x]), lambda xs: SIGMOID(xs[0]), passes), g.shapes[x])
 
 
 def gate(g, x, rule, hidden=2, upsampled=False):
@@ -153,4 +154,4 @@ def rms_norm(g, x, eps=1e-6):
     r = g.node("Reciprocal", [g.node("Sqrt", [g.node("Add", [ms, c(eps)])])])
     out = g.node("Mul", [c(gamma), g.node("Mul", [x, r])])
     fwd = lambda xs: xs[0] / np.sqrt(np.mean(xs[0] ** 2, axis=-1, keepdims=True) + eps) * gamma.astype(np.float64)
-    return g._add(FnOp([x], out, fwd, lambda xs, y, R, eps_rule: [R]), shape)
+    return g._add(FnOp([x], out, fwd, passes), shape)
