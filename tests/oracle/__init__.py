@@ -13,6 +13,7 @@ Layout (each module's docstring has the details):
   net.py          chain networks (`Net`: an ONNX model and its layer list; `chain` makes it a DagNet)
   graphnet.py     `GraphNet`: DAG networks built twice (ONNX nodes and oracle ops); `Cases`
   onnx_reader.py  `read_model`: any supported ONNX model as a DagNet, canonized (BN/affine folding)
+  shapes.py       the reader's shape-only ops and constant folding
   modern.py       modern layers for GraphNet: self-gated activations, gates, norms
   attention.py    one attention block, its ONNX graph and AttnLRP / CP-LRP relevance
 

@@ -46,6 +46,7 @@ from .layers import (
     mean_layer,
     reads_padding,
 )
+from .shapes import axes_of, fold_constant, reshaped, spatial_axes
 from .ops import FnOp, LinearOp, RouteOp, maxpool_op, passthrough, reduce_max_op, resize_op, sum_op
 
 OUTPUT_ACTIVATIONS = ("Softmax", "LogSoftmax", "Sigmoid")
@@ -288,7 +289,7 @@ def _reduce_max(r, node, a, c, shape):
     if node.op_type == "GlobalMaxPool":
         axes, keep = list(range(1, len(shape))), 1
     else:
-        given = _axes(a, c)
+        given = axes_of(a, c)
         assert given is not None and all(int(x) % (len(shape) + 1) > 0 for x in given), "ReduceMax over the batch"
         axes, keep = sorted(int(x) % (len(shape) + 1) - 1 for x in given), a.get("keepdims", 1)
     op = reduce_max_op(node.input[0], node.output[0], axes, keep)
@@ -305,12 +306,12 @@ def _avgpool(r, node, a, c, shape):
 
 def _mean(r, node, a, c, shape):
     keep = node.op_type == "GlobalAveragePool" or a.get("keepdims", 1)
-    if node.op_type == "GlobalAveragePool" or _spatial_axes(a, c, shape):
+    if node.op_type == "GlobalAveragePool" or spatial_axes(a, c, shape):
         r.linear(node, mean_layer(shape, keep))
-    elif _spatial_axes(a, c, shape, channels_last=True):
+    elif spatial_axes(a, c, shape, channels_last=True):
         r.linear(node, mean_layer(shape, keep, channels_last=True))
     else:
-        raise NotImplementedError(f"onnx_reader: ReduceMean over axes {_axes(a, c)} ({node.name})")
+        raise NotImplementedError(f"onnx_reader: ReduceMean over axes {axes_of(a, c)} ({node.name})")
 
 
 def _resize(r, node, a, c, shape):
@@ -335,7 +336,7 @@ def _concat(r, node, a, c, shape):
 
 def _reshape(r, node, a, c, shape):
     src, out = node.input[0], node.output[0]
-    r.route([src], out, r.iota(src).reshape(_reshaped(r, node, a, c, shape)))
+    r.route([src], out, r.iota(src).reshape(reshaped(r, node, a, c, shape)))
 
 
 def _transpose(r, node, a, c, shape):
@@ -350,66 +351,6 @@ def _transpose(r, node, a, c, shape):
         index = r.net.ops[-1].index.reshape(-1)
         r.net.shapes[out] = r.net.shapes[moved]
         r.pending[out] = Pending(moved, p.s[index], p.t[index], p.layer, p.raw)
-
-
-def _reshaped(r, node, a, c, shape):
-    """The per-sample output shape of a shape-only op on a sample of `shape` (batch axis 1 for numpy)."""
-    op, probe = node.op_type, np.empty((1, *shape))
-    if op == "Flatten":
-        assert a.get("axis", 1) == 1, "Flatten with axis ≠ 1"
-        return (probe[0].size,)
-    if op == "Reshape" and c[1] is None:  # a shape computed from Shape: ONNX shape inference knows it
-        return r.inferred(node.output[0])
-    if op == "Reshape":
-        target = [probe.shape[i] if d == 0 and not a.get("allowzero", 0) else int(d) for i, d in enumerate(c[1])]
-        out = probe.reshape(target).shape
-        assert out[0] == 1, "Reshape moves values across samples"
-        return out[1:]
-    axes = _axes(a, c)
-    if op == "Squeeze":
-        return tuple(d for d in shape if d != 1) if axes is None else np.squeeze(probe, tuple(axes)).shape[1:]
-    if op == "Unsqueeze":
-        return np.expand_dims(probe, tuple(axes)).shape[1:]
-    return shape  # Identity, Dropout
-
-
-def _axes(a, c):
-    return a.get("axes") if len(c) < 2 or c[1] is None else [int(v) for v in c[1]]
-
-
-def _spatial_axes(a, c, shape, channels_last=False) -> bool:
-    """Whether a Reduce's axes are all the spatial axes: 2..rank-1 (NC…), or 1..rank-2 (N…C)."""
-    axes = _axes(a, c)
-    spatial = range(1, len(shape)) if channels_last else range(2, len(shape) + 1)
-    return axes is not None and sorted(int(x) % (len(shape) + 1) for x in axes) == list(spatial)
-
-
-def fold_constant(r, node, a):
-    """The value of a node that only constants and shapes feed (a Shape's batch dimension is 1, as the
-    probes of _reshaped take it), or None where the oracle does not evaluate the op."""
-    c = [r.consts.get(v) if v else None for v in node.input]
-    if node.op_type == "Shape":
-        return np.array([1, *r.net.shapes[node.input[0]]], np.int64)
-    if any(v is None for v in c[:1]) or any(v is None and name for v, name in zip(c, node.input)):
-        return None
-    op = node.op_type
-    if op == "Gather":
-        return np.take(c[0], c[1], axis=a.get("axis", 0))
-    if op == "Cast":
-        return c[0].astype(helper.tensor_dtype_to_np_dtype(a["to"]))
-    if op == "Concat":
-        return np.concatenate(c, axis=a["axis"])
-    if op == "Slice":
-        axes = c[3] if len(c) > 3 and c[3] is not None else range(len(c[1]))
-        steps = c[4] if len(c) > 4 and c[4] is not None else [1] * len(c[1])
-        at = [slice(None)] * c[0].ndim
-        for s, e, ax, st in zip(c[1], c[2], axes, steps):
-            at[int(ax)] = slice(int(s), int(e), int(st))
-        return c[0][tuple(at)]
-    if op in ("Squeeze", "Unsqueeze"):
-        axes = tuple(int(v) for v in _axes(a, c))
-        return np.squeeze(c[0], axes) if op == "Squeeze" else np.expand_dims(c[0], axes)
-    return None
 
 
 HANDLERS = {
