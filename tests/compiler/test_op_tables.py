@@ -1,12 +1,16 @@
 """The op tables agree: every op with an LRP rule has a gradient rule, a TensorFlow implementation in the
 SavedModel emitter (read here without TensorFlow: the @tf_op functions from their source, and the ops
-declared in compiler/activations.py, each of which carries its TF expression) and a line in the README;
-every op a rule *emits* is in the TensorFlow table too. A failure names the op and the file that lacks it
-(docs/adding-an-op.md says what each file holds)."""
+declared in compiler/activations.py, each of which carries its TF expression), a line in the README and a
+float64 oracle case (tests/oracle/: an op its ONNX reader handles or one in the graphs of the oracle cases
+in tests/compiler/test_rules_*.py), unless ORACLE_GAPS names it; every op a rule *emits* is in the
+TensorFlow table too. A failure names the op and the file that lacks it (docs/adding-an-op.md says what
+each file holds)."""
 
 from __future__ import annotations
 
 import ast
+import functools
+import importlib
 import re
 from pathlib import Path
 
@@ -51,6 +55,45 @@ def tensorflow_table() -> set[str]:
                     elif isinstance(arg, ast.Starred) and isinstance(arg.value, ast.Name):
                         ops.update(named.get(arg.value.id, []))
     return ops
+
+
+# ops with an LRP rule that no float64 oracle case runs yet (each checked by other tests, named here)
+ORACLE_GAPS = {
+    "Cast": "a float-to-float Cast routes; test_attention_rules.py and text_models.py run it, not against the oracle",
+    "Neg": "routes with a sign flip; tests/compiler/test_schedule.py compiles it",
+    "GatherElements": "its indices carry the batch axis, which the oracle's batched nets (constant indices) lack",
+    "GatherND": "its indices carry the batch axis, which the oracle's batched nets (constant indices) lack",
+    "QuantizeLinear": "tests/compiler/test_quantized.py compares a QDQ model with its float twin",
+    "DequantizeLinear": "tests/compiler/test_quantized.py compares a QDQ model with its float twin",
+}
+ORACLE_CASES = ["test_rules_combine", "test_rules_gates_norms", "test_rules_routing", "test_rules_resample"]
+
+
+@functools.cache
+def oracle_table() -> frozenset[str]:
+    """The op types the float64 oracle compares lrpc on: those its ONNX reader handles, those in the graphs
+    of the oracle cases (GraphNet builders of tests/compiler/test_rules_*.py), and the attention block's."""
+    from oracle.attention import Block
+    from oracle.onnx_reader import HANDLERS
+
+    ops = set(HANDLERS) | {n.op_type for n in Block().onnx_model().graph.node}
+    for module in map(importlib.import_module, ORACLE_CASES):
+        for cases in (v for v in vars(module).values() if type(v).__name__ == "Cases"):
+            for name in cases.builders:
+                net, out = cases.net(name)
+                ops |= {n.op_type for n in net.model(out).graph.node}
+    return frozenset(ops)
+
+
+@pytest.mark.parametrize("op", sorted(RULES))
+def test_lrp_op_has_a_float64_oracle_case(op):
+    if op in ORACLE_GAPS:
+        assert op not in oracle_table(), f"{op} now has an oracle case: remove it from ORACLE_GAPS"
+        pytest.skip(f"no float64 oracle case for {op} yet: {ORACLE_GAPS[op]}")
+    assert op in oracle_table(), (
+        f"{op} has an LRP rule but the float64 oracle never runs it: add it to tests/oracle/ (modern.py, ops.py "
+        "or onnx_reader.py's HANDLERS) and a case to a tests/compiler/test_rules_*.py (docs/adding-an-op.md, step 5)"
+    )
 
 
 def test_the_tensorflow_table_is_read():

@@ -19,11 +19,14 @@ RULES = ["epsilon", "zero", "zplus", "alpha2beta1"]
 
 def _act_net(name):
     def build(g):
+        if name in SHIFTED:  # f(0) ≠ 0: after a linear layer, R/z with z → 0 would blow up (as LRP does)
+            return g.gemm(g.flatten(g.relu(g.conv(modern.activation(g, name, "x"), 4, (3, 3), strides=[2, 2]))), 5)
         h = modern.activation(g, name, g.conv("x", 4, (3, 3), pads=[1, 1, 1, 1]))
         h = modern.activation(g, name, g.conv(h, 4, (3, 3), strides=[2, 2]))
         return g.gemm(g.flatten(h), 5)
 
     opset = 20 if name.startswith("gelu") and name.endswith("_op") else 18 if name == "mish_op" else 17
+    opset = 24 if name == "swish_op" else opset
     return (2, 7, 7), build, opset
 
 
@@ -47,6 +50,7 @@ def _norm_net(kind, decomposed=False):
 
 
 ACTIVATIONS = sorted(modern.ACTIVATIONS)
+SHIFTED = {"hardsigmoid_op"}  # activations with f(0) ≠ 0 read the model input
 NORMS = {
     "layernorm": _norm_net("layer"),
     "layernorm_decomposed": _norm_net("layer", True),

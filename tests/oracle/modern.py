@@ -4,7 +4,8 @@ Each builder adds to a GraphNet (graphnet.py) the ONNX nodes an exporter writes 
 that knows what the layer is by construction — no pattern matching — with the rule in matrix form:
 
   activation  y = x·f(x) (SiLU, GELU erf and tanh, QuickGELU, Mish, HardSwish; written out of primitive
-              ops or as the ONNX op):  R_x = R
+              ops or as the ONNX op) and the one-op activations (Celu, Softsign, Swish, HardSigmoid,
+              PRelu, ThresholdedRelu):  R_x = R
   gate        y = x ⊙ g, g = σ(W₂ relu(W₁ pool x)) broadcast over space:
               gate-constant  R_x = R, R_g = 0;   half  R_x = sum_to(R/2), R_g = sum_to(R/2)
   norm        y = J x + β with σ held fixed: J = diag(γ·inv) (I − 𝟙𝟙ᵀ/n) per normalized group, as an
@@ -32,6 +33,16 @@ ACTIVATIONS = {  # name → float64 forward
     "hardswish": lambda x: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
 }
 ACTIVATIONS.update({f"{k}_op": v for k, v in ACTIVATIONS.items() if k in ("gelu", "gelu_tanh", "mish", "hardswish")})
+PRELU_SLOPE = 0.25
+ONE_OP = {  # name → (ONNX op, attributes, float64 forward): the activations that are one op in every exporter
+    "celu_op": ("Celu", {"alpha": 0.7}, lambda x: np.maximum(x, 0) + np.minimum(0, 0.7 * np.expm1(x / 0.7))),
+    "softsign_op": ("Softsign", {}, lambda x: x / (1.0 + np.abs(x))),
+    "swish_op": ("Swish", {"alpha": 1.5}, lambda x: x * SIGMOID(1.5 * x)),  # opset 24
+    "hardsigmoid_op": ("HardSigmoid", {"alpha": 0.1, "beta": 0.5}, lambda x: np.clip(0.1 * x + 0.5, 0.0, 1.0)),
+    "prelu_op": ("PRelu", {}, lambda x: np.where(x >= 0, x, PRELU_SLOPE * x)),  # the slope a second input
+    "thresholdedrelu_op": ("ThresholdedRelu", {"alpha": 0.2}, lambda x: np.where(x > 0.2, x, 0.0)),
+}
+ACTIVATIONS.update({name: forward for name, (_, _, forward) in ONE_OP.items()})
 
 
 def _pattern(g, name, x):
@@ -52,6 +63,10 @@ def _pattern(g, name, x):
         return n("Mul", [x, n("Tanh", [n("Softplus", [x])])])
     if name == "hardswish":  # x·relu6(x + 3)/6, as Keras writes it
         return n("Div", [n("Mul", [x, n("Clip", [n("Add", [x, c(3.0)]), c(0.0), c(6.0)])]), c(6.0)])
+    if name == "prelu_op":
+        return n("PRelu", [x, c(np.full((g.shapes[x][0], 1, 1), PRELU_SLOPE))])
+    if name in ONE_OP:
+        return n(ONE_OP[name][0], [x], **ONE_OP[name][1])
     op = {
         "gelu_op": ("Gelu", {}),
         "gelu_tanh_op": ("Gelu", {"approximate": "tanh"}),
