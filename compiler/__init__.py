@@ -10,9 +10,9 @@ Running the explained file on data is lrpc_runtime's job (Explainer, explain_fil
 
 __version__ = "0.1.0"
 
-from .signals import quiet_start  # noqa: E402
+from .startup import quiet_start  # noqa: E402
 
-quiet_start(__name__)  # the lrpc program: a signal during the imports below ends it with one line
+quiet_start()  # the lrpc program: a signal during the imports below ends it with one line
 
 from .api import compile  # noqa: E402
 from .errors import LrpcError  # noqa: E402

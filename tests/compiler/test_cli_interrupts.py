@@ -172,13 +172,13 @@ def test_a_killed_compile_is_cleaned_up_by_the_next_one(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["explained.onnx"]
 
 
-# The lrpc program's start and end (signals.quiet_start): `lrpc_program` is forced true, as under
+# The lrpc program's start and end (startup.quiet_start): `lrpc_program` is forced true, as under
 # `python -m lrpc.cli`, then a signal during a command raises, and one after it ends the process at once.
 QUIET = """
 import os, signal, sys, time
-from lrpc import signals
-signals.lrpc_program = lambda *args: True
-signals.quiet_start("test")
+from lrpc import signals, startup
+startup.lrpc_program = lambda *args: True
+startup.quiet_start()
 with signals.signals_raise():
     try:
         os.kill(os.getpid(), signal.SIGHUP)
@@ -207,7 +207,7 @@ def test_outside_a_command_a_signal_ends_the_program_with_one_line(number):
 def test_as_a_library_lrpc_leaves_the_signal_handlers_alone():
     code = (
         "import signal; before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]; "
-        "import lrpc.cli, lrpc.signals as s; s.quiet_start('test'); "
+        "import lrpc.cli, lrpc.startup as s; s.quiet_start(); "
         "print(before == [signal.getsignal(n) for n in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -8,9 +8,11 @@ the command's measured duration D: early (the first 50 ms: CPython starting, the
 The exit is judged against lrpc's contract: 0 (it finished), or 128 + N with exactly the one line
 `lrpc: interrupted by SIGx; no partial output left` on stderr and no traceback. A run that died from the
 signal's own default action (status −N), or in CPython's start-up (`Fatal Python error: init_…`), is
-accepted only when no frame of lrpc's code shows on stderr: lrpc had not started, or had finished, so it
-had nothing to clean up. A KeyboardInterrupt traceback whose lrpc frames are all module bodies is
-reported apart (IMPORT_WINDOW): the signal came while `import lrpc` ran, before lrpc could catch it.
+accepted only when lrpc had not yet caught signals or had finished: no frame of lrpc's code shows on stderr,
+or the only ones are the package's `__init__` up to its `quiet_start(…)` line and lrpc/startup.py (a
+KeyboardInterrupt before quiet_start installed its handlers: no package can act before its first line; the
+window is kept short, see lrpc.startup). A KeyboardInterrupt traceback from module bodies after that
+is a problem: the signal came while `import lrpc` ran, and quiet_start should have caught it.
 """
 
 from __future__ import annotations
@@ -26,13 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lrpc
+import lrpc.startup
 import lrpc_runtime
 
 CODE_FOLDERS = tuple(str(Path(m.__file__).resolve().parent) for m in (lrpc, lrpc_runtime))
+PACKAGE_INIT, STARTUP = (str(Path(m.__file__).resolve()) for m in (lrpc, lrpc.startup))
+QUIET_LINE = next(
+    number
+    for number, line in enumerate(Path(PACKAGE_INIT).read_text().splitlines(), 1)
+    if line.startswith("quiet_start()")
+)
 CAUGHT = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 EARLY_S, LATE_S = 0.05, 0.5
-FRAME = re.compile(r'^\s*File "([^"]+)", line \d+, in (\S+)', re.M)
-IMPORT_WINDOW = "import window"
+FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+), in (\S+)', re.M)
 
 
 @dataclass(frozen=True)
@@ -104,9 +112,14 @@ def timed(args, cwd: Path) -> tuple[Outcome, float]:
     return outcome, time.monotonic() - begin
 
 
-def lrpc_frames(stderr: str) -> list[tuple[str, str]]:
-    """(file, function) of the traceback frames on stderr that are lrpc's own code."""
-    return [(path, where) for path, where in FRAME.findall(stderr) if path.startswith(CODE_FOLDERS)]
+def lrpc_frames(stderr: str) -> list[tuple[str, int, str]]:
+    """(file, line, function) of the traceback frames on stderr that are lrpc's own code."""
+    return [(path, int(line), where) for path, line, where in FRAME.findall(stderr) if path.startswith(CODE_FOLDERS)]
+
+
+def before_quiet_start(frames: list[tuple[str, int, str]]) -> bool:
+    """Whether the frames show lrpc only up to the moment quiet_start installed its handlers."""
+    return all((path == PACKAGE_INIT and line <= QUIET_LINE) or path == STARTUP for path, line, _ in frames)
 
 
 def interrupt_line(signum: int) -> str:
@@ -114,7 +127,7 @@ def interrupt_line(signum: int) -> str:
 
 
 def exit_problem(outcome: Outcome) -> str | None:
-    """What breaks the exit contract (see the module docstring), IMPORT_WINDOW, or None."""
+    """What breaks the exit contract (see the module docstring), or None."""
     code, err = outcome.returncode, outcome.stderr
     signum = outcome.point.signum if outcome.point else None
     if code == 0:
@@ -125,10 +138,10 @@ def exit_problem(outcome: Outcome) -> str | None:
         return None if err == interrupt_line(signum) else f"exit {code} but stderr is {err[-400:]!r}"
     frames = lrpc_frames(err)
     outside = code == -signum or (code == 1 and "Fatal Python error: init_" in err)  # CPython's own start-up
-    if outside and not frames:
+    if outside and before_quiet_start(frames):
         return None
-    if frames and all(where == "<module>" for _, where in frames) and err.rstrip().endswith("KeyboardInterrupt"):
-        return IMPORT_WINDOW
+    if frames and all(where == "<module>" for _, _, where in frames) and err.rstrip().endswith("KeyboardInterrupt"):
+        return f"a KeyboardInterrupt traceback from `import lrpc` after quiet_start: {frames[-1]}"
     return f"exit {code}; stderr ends {err[-400:]!r}"
 
 
