@@ -33,14 +33,27 @@ def window_geometry(node: ir.Node, x_shape, kernel: list[int]) -> dict:
         size = [static_dim(x_shape[2 + i]) if x_shape is not None else None for i in range(n)]
         if None in size:
             raise LrpcError(f"{node_label(node)}: auto_pad={auto_pad} needs static spatial input dims")
-        begin, end = [], []
-        for i in range(n):
-            total = max((-(-size[i] // strides[i]) - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size[i], 0)
-            small, large = total // 2, total - total // 2
-            begin.append(small if auto_pad == "SAME_UPPER" else large)
-            end.append(large if auto_pad == "SAME_UPPER" else small)
+        begin, end = same_pads(auto_pad, size, kernel, strides, dilations)
         pads = begin + end
     return dict(kernel_shape=list(kernel), strides=strides, dilations=dilations, pads=pads)
+
+
+def same_pads(auto_pad: str, sizes, kernel, strides, dilations=None) -> tuple[list[int], list[int]]:
+    """(begin, end) pads per spatial axis for auto_pad SAME_UPPER or SAME_LOWER (the module docstring).
+
+    Example::
+
+        >>> same_pads("SAME_UPPER", [5], [2], [2]), same_pads("SAME_LOWER", [5], [2], [2])
+        (([0], [1]), ([1], [0]))
+    """
+    begin, end = [], []
+    for i, (size, k, s) in enumerate(zip(sizes, kernel, strides)):
+        span = (k - 1) * (dilations[i] if dilations else 1) + 1
+        total = max((-(-size // s) - 1) * s + span - size, 0)
+        small, large = total // 2, total - total // 2
+        begin.append(small if auto_pad == "SAME_UPPER" else large)
+        end.append(large if auto_pad == "SAME_UPPER" else small)
+    return begin, end
 
 
 def output_padding(node: ir.Node, geo: dict) -> list[int]:

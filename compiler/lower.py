@@ -9,8 +9,8 @@ import onnx_ir as ir
 
 from . import rules  # noqa: F401  (registers every rule module)
 from .builder import Builder
+from .ops import LINEAR_OPS
 from .rules.assign import ProductRule, default_product_rule
-from .rules.linear_layers import LAYERS as LINEAR_OPS
 from .rules.lrp import Rule
 from .rules.sparsity import relu_stand_ins
 from .rules.table import RULES

@@ -42,11 +42,10 @@ import numpy as np
 import onnx
 from onnx import helper, shape_inference
 
+from .ops import RANDOM_OPS, VIEW_OPS
 from .text import PER_FEATURE_SUFFIX
 
 MB = 2**20
-RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
-VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
 _SMALL = 4096  # initializers with more elements go to shape inference as typed inputs, without their data
 
 

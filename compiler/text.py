@@ -31,11 +31,11 @@ import numpy as np
 import onnx_ir as ir
 
 from .errors import LrpcError, node_label
+from .ops import VIEW_OPS
 
 INT_TYPES = (ir.DataType.INT64, ir.DataType.INT32)
 ALLOWED_USES = ("Shape", "Size", "Equal", "Not", "Greater", "Less", "GreaterOrEqual", "LessOrEqual")
 PER_FEATURE_SUFFIX = "_per_feature"
-VIEWS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def id_views(ids: ir.Value) -> list[ir.Value]:
     """`ids` and its views: Reshape/Squeeze/Unsqueeze/Flatten of it (GPT-2's ids.view(-1, seq))."""
     views = [ids]
     for v in views:
-        views += [u.node.outputs[0] for u in v.uses() if u.node.op_type in VIEWS and u.idx == 0]
+        views += [u.node.outputs[0] for u in v.uses() if u.node.op_type in VIEW_OPS and u.idx == 0]
     return views
 
 
@@ -88,7 +88,9 @@ def _other_uses(ids: ir.Value, lookups: list[ir.Node]) -> list[ir.Node]:
         u.node
         for v in id_views(ids)
         for u in v.uses()
-        if u.node not in lookups and u.node.op_type not in ALLOWED_USES and not (u.node.op_type in VIEWS and u.idx == 0)
+        if u.node not in lookups
+        and u.node.op_type not in ALLOWED_USES
+        and not (u.node.op_type in VIEW_OPS and u.idx == 0)
     ]
 
 

@@ -16,7 +16,8 @@ import onnx_ir as ir
 
 from ..errors import LrpcError, node_label
 from .base import Canonization, bypass, const_array, sole_use
-from .linear_fold import LINEAR_OPS, depthwise_affine, fold_into_input, fold_into_output
+from ..ops import LINEAR_OPS
+from .linear_fold import depthwise_affine, fold_into_input, fold_into_output
 
 
 def bn_affine(node: ir.Node) -> tuple[np.ndarray, np.ndarray]:

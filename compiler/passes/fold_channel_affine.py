@@ -25,7 +25,8 @@ import onnx_ir as ir
 
 from ..errors import node_label
 from .base import Canonization, bypass, const_array, sole_use
-from .linear_fold import LINEAR_OPS, depthwise_affine, fold_into_input, fold_into_output
+from ..ops import LINEAR_OPS
+from .linear_fold import depthwise_affine, fold_into_input, fold_into_output
 from .recognize_products import ABSORB
 
 AFFINE_OPS = ("Mul", "Div", "Add", "Sub")

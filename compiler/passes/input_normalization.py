@@ -14,6 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from ..errors import node_label
+from ..ops import LINEAR_OPS
 from .base import const_array, sole_use
 
 INPUT_AFFINE = "lrpc.input_affine"
@@ -67,12 +68,7 @@ class RecordInputNormalizationPass(ir.passes.InPlacePass):
                 else:
                     break
                 value = reader.outputs[0]
-            if (
-                steps
-                and reader is not None
-                and reader.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose")
-                and reader.inputs[0] is value
-            ):
+            if steps and reader is not None and reader.op_type in LINEAR_OPS and reader.inputs[0] is value:
                 reader.meta[INPUT_AFFINE] = (scale[None], shift[None])
                 self.changes.append(
                     f"input normalization of '{x.name}' before {node_label(reader)}: "

@@ -22,18 +22,15 @@ import numpy as np
 import onnx_ir as ir
 
 from ..geometry import window_geometry
+from ..ops import BIAS_INPUT_OPS, DENSE_OPS
 from .base import const_array, fresh_name, replace_node
 from .fold_constants import new_constant
-
-LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def _params(layer: ir.Node):
     """(W, b or None) as arrays when both are constants, else None."""
     w = const_array(layer.inputs[1]) if len(layer.inputs) > 1 else None
-    has_bias = (
-        layer.op_type in ("Conv", "ConvTranspose", "Gemm") and len(layer.inputs) > 2 and layer.inputs[2] is not None
-    )
+    has_bias = layer.op_type in BIAS_INPUT_OPS and len(layer.inputs) > 2 and layer.inputs[2] is not None
     b = const_array(layer.inputs[2]) if has_bias else None
     if w is None or (has_bias and b is None) or layer.inputs[0].const_value is not None:
         return None
@@ -88,7 +85,7 @@ def _channels(layer: ir.Node, w: np.ndarray) -> tuple[int, int]:
 
 def fold_into_output(graph: ir.Graph, layer: ir.Node, scale: np.ndarray, shift: np.ndarray) -> bool:
     params = _params(layer)
-    if params is None or (layer.op_type in ("Gemm", "MatMul") and not _gemm_ok(layer)):
+    if params is None or (layer.op_type in DENSE_OPS and not _gemm_ok(layer)):
         return False
     w, b = params
     if _channels(layer, w)[1] != scale.size:
@@ -107,7 +104,7 @@ def fold_into_output(graph: ir.Graph, layer: ir.Node, scale: np.ndarray, shift: 
     bias = _bias_vector(layer, b, scale.size)
     if bias is None:
         return False
-    if layer.op_type in ("Gemm", "MatMul"):
+    if layer.op_type in DENSE_OPS:
         _to_gemm_with_bias(layer)
     _set(graph, layer, w, scale * bias + shift)
     return True

@@ -28,6 +28,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from ..errors import node_label
+from ..ops import VIEW_OPS
 from .base import const_array
 from .mark_static import is_static
 
@@ -66,7 +67,7 @@ UNARY = {
 }
 BINARY = {"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max"}
 REDUCTIONS = {"ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2"}
-ROUTING = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Expand", "Transpose", "Identity", "Cast"}
+ROUTING = {*VIEW_OPS, "Expand", "Transpose", "Cast"}
 GATES = {"Sigmoid", "HardSigmoid", "Tanh", "Softmax", "Clip"}  # bounded outputs: a factor in (0, 1) or so
 ACTIVATION_NAMES = [  # (ops in the gate's cone, name): the first whose ops are all present
     ({"Tanh", "Softplus"}, "Mish"),

@@ -56,14 +56,14 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from ..errors import LrpcError
+from ..ops import CONV_OPS, DENSE_OPS, LINEAR_OPS
 from ..specs import split_spec
 from ..passes.quantized import is_constant
 from ..passes.recognize_products import GATE, KIND
 from .gates import PRODUCT_RULES
 from .lrp import Rule, parse_rule
 
-LINEAR = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-CLASSES = {"conv": ("Conv", "ConvTranspose"), "dense": ("Gemm", "MatMul")}
+CLASSES = {"conv": CONV_OPS, "dense": DENSE_OPS}
 ORIGIN = "lrpc.origin"
 PRODUCT = "product"  # the class pattern of products of two activations
 JOIN = "join"  # the class pattern of sums of activations (residual joins), whose rules give their ε
@@ -152,7 +152,7 @@ class RuleMap:
     def assign(self, graph: ir.Graph) -> dict[ir.Node, Rule | ProductRule]:
         """The rule of every linear layer and every product of two activations; a pattern given by the
         user that matches none is an error."""
-        layers = [n for n in graph if n.op_type in LINEAR]
+        layers = [n for n in graph if n.op_type in LINEAR_OPS]
         real = [n for n in layers if n.meta.get(ORIGIN) != "pool"]
         ends = {"first": real[:1], "last": real[-1:]}
         chosen, used = {}, set()
@@ -200,7 +200,7 @@ def matches(node: ir.Node, pattern: str, ends: dict) -> bool:
         return (
             pattern == JOIN
             and is_join(node)
-            or pattern not in (*ends, "pool", *CLASSES, *LINEAR)
+            or pattern not in (*ends, "pool", *CLASSES, *LINEAR_OPS)
             and name_matches(node.name, pattern)
         )
     if pattern in ends:
@@ -209,7 +209,7 @@ def matches(node: ir.Node, pattern: str, ends: dict) -> bool:
         return pool
     if pattern in CLASSES:
         return not pool and node.op_type in CLASSES[pattern]
-    if pattern in LINEAR:
+    if pattern in LINEAR_OPS:
         return not pool and node.op_type == pattern
     return name_matches(node.name, pattern)
 

@@ -16,6 +16,7 @@ import numpy as np
 import onnx_ir as ir
 
 from ..builder import Builder
+from ..ops import NONNEGATIVE_OPS, SELECTING_OPS
 from ..passes.input_normalization import INPUT_AFFINE
 from ..passes.recognize_products import KIND
 from .attention import bilinear
@@ -26,28 +27,6 @@ from .squares import squares_in_range
 from .table import relevance_rule
 
 _VANISHES = object()  # an input modifier that is identically zero here (x⁻ of a non-negative x)
-
-_NONNEG_OPS = {"Relu", "Sigmoid", "Softmax", "Abs"}
-# ops whose output values are all values of their first input (a max, a copy, a selection)
-_ROUTING_OPS = {
-    "MaxPool",
-    "Flatten",
-    "Reshape",
-    "Transpose",
-    "Squeeze",
-    "Unsqueeze",
-    "Identity",
-    "Dropout",
-    "GlobalMaxPool",
-    "ReduceMax",
-    "Split",
-    "Slice",
-    "Gather",
-    "GatherElements",
-    "GatherND",
-    "Expand",
-    "Tile",
-}
 
 
 def _keeps_sign(node: ir.Node) -> bool:
@@ -64,7 +43,7 @@ def _keeps_sign(node: ir.Node) -> bool:
             node.attributes.get_string("mode", "nearest") != "cubic"
             and node.attributes.get_string("coordinate_transformation_mode", "half_pixel") != "tf_crop_and_resize"
         )
-    return node.op_type in _ROUTING_OPS
+    return node.op_type in SELECTING_OPS
 
 
 def is_nonnegative(value: ir.Value) -> bool:
@@ -75,7 +54,7 @@ def is_nonnegative(value: ir.Value) -> bool:
         node = node.inputs[0].producer()
     if node is not None and node.op_type == "Concat":
         return all(is_nonnegative(v) for v in node.inputs)
-    return node is not None and node.op_type in _NONNEG_OPS
+    return node is not None and node.op_type in NONNEGATIVE_OPS
 
 
 def _transform(b: Builder, w: ir.Value, key: tuple) -> ir.Value:

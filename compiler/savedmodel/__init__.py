@@ -34,10 +34,10 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import LrpcError, node_label
+from ..ops import RANDOM_OPS
 
 INSTALL = 'pip install "lrpc[keras]"'
 VARIABLE_MIN_SIZE = 1024  # constants with more values become variables (stored in the checkpoint)
-RANDOM_OPS = {"RandomNormalLike", "RandomUniformLike", "RandomNormal", "RandomUniform", "Bernoulli", "Multinomial"}
 
 
 def require_tensorflow():

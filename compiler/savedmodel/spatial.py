@@ -26,6 +26,7 @@ import onnx
 import tensorflow as tf
 from onnx import helper
 
+from ..geometry import same_pads
 from .ops import Unsupported, static, tf_op
 
 # --- dense layers ------------------------------------------------------------------------------------
@@ -91,14 +92,9 @@ def _pads(at_value, auto_pad, sizes, kernel, strides):
         return [(pads[i], pads[i + n]) for i in range(n)]
     if auto_pad == "VALID":
         return [(0, 0)] * n
-    result = []
-    for size, k, s in zip(sizes, kernel, strides):
-        if size is None:
-            raise Unsupported(f"auto_pad={auto_pad} needs static spatial sizes")
-        total = max((-(-size // s) - 1) * s + k - size, 0)
-        small = total // 2
-        result.append((small, total - small) if auto_pad == "SAME_UPPER" else (total - small, small))
-    return result
+    if None in sizes:
+        raise Unsupported(f"auto_pad={auto_pad} needs static spatial sizes")
+    return list(zip(*same_pads(auto_pad, sizes, kernel, strides)))
 
 
 def _pad_spatial_last(t, pads, value=0.0):

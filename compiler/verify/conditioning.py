@@ -34,13 +34,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from ..ops import LINEAR_OPS
 from .float64 import as_double, evaluate
 
 U = 2.0**-24  # float32's unit roundoff: the largest relative rounding error of a stored value
 TRIALS = 2
 MIN_FACTOR, PER_ROOT_FAN_IN = 10.0, 2.0
 SHAPE_INPUTS = {"Resize": (1, 2), "Upsample": (1,), "Range": (0, 1, 2)}  # float inputs that set a shape
-WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def jitter(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -94,7 +94,7 @@ def largest_fan_in(model: onnx.ModelProto) -> int:
     for node in model.graph.node:
         shape = (
             next((weights[i] for i in node.input[:2] if i in weights and len(weights[i]) >= 2), None)
-            if node.op_type in WEIGHTED
+            if node.op_type in LINEAR_OPS
             else None
         )
         if shape is not None:

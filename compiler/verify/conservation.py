@@ -15,23 +15,17 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..ops import BIAS_INPUT_OPS, LINEAR_OPS, VIEW_OPS
 from .compare import per_sample
 from .report import Check
 
 CONSERVING_OPS = {
-    "Conv",
-    "ConvTranspose",
-    "Gemm",
-    "MatMul",
+    *LINEAR_OPS,
+    *VIEW_OPS,
     "Relu",
     "MaxPool",
     "GlobalMaxPool",
-    "Flatten",
-    "Reshape",
     "Transpose",
-    "Squeeze",
-    "Unsqueeze",
-    "Identity",
     "Concat",
     "Split",
     "Slice",
@@ -101,7 +95,7 @@ def conserving(proto: onnx.ModelProto, meta: dict[str, str]) -> tuple[bool, str]
             return False, f"the forward graph has a {node.op_type}"
         biases = (
             node.input[2:3]
-            if node.op_type in ("Conv", "ConvTranspose", "Gemm")
+            if node.op_type in BIAS_INPUT_OPS
             else [i for i in node.input if i in constants]
             if node.op_type in ("Add", "Sum")
             else []

@@ -18,6 +18,8 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto, numpy_helper
 
+from ..ops import RANDOM_OPS
+
 FLOAT, DOUBLE = TensorProto.FLOAT, TensorProto.DOUBLE
 TYPE_ATTRIBUTES = {
     "Cast": "to",
@@ -28,7 +30,6 @@ TYPE_ATTRIBUTES = {
     "EyeLike": "dtype",
     "Multinomial": "dtype",
 }
-RANDOM_OPS = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli")
 
 
 def _double_tensor(tensor: TensorProto) -> TensorProto:

@@ -24,17 +24,13 @@ import itertools
 import numpy as np
 from onnx.reference.op_run import OpRun
 
+from ..geometry import same_pads
+
 
 def _pads(auto_pad: str, dims, kernel, strides, dilations, pads) -> tuple[list[int], list[int]]:
     rank = len(dims)
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        begin, end = [], []
-        for d, k, s, dl in zip(dims, kernel, strides, dilations):
-            total = max(0, (-(-d // s) - 1) * s + (k - 1) * dl + 1 - d)
-            small, large = total // 2, total - total // 2
-            begin.append(small if auto_pad == "SAME_UPPER" else large)
-            end.append(large if auto_pad == "SAME_UPPER" else small)
-        return begin, end
+        return same_pads(auto_pad, dims, kernel, strides, dilations)
     if auto_pad == "VALID" or not pads:
         return [0] * rank, [0] * rank
     return list(pads[:rank]), list(pads[rank:])

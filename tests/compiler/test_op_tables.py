@@ -168,3 +168,34 @@ def test_ops_the_rules_emit_have_a_tensorflow_implementation(tmp_path):
             emitted |= {n.op_type for n in lrpc.compile(Block(kv_heads=kv_heads).onnx_model(), **options).graph.node}
     missing = sorted(emitted - tensorflow_table())
     assert not missing, f"the explained graphs use {missing}, which the SavedModel emitter lacks"
+
+
+def _literal_sets(path: Path):
+    """(line, names) of every tuple, list or set literal of three or more strings in a source file."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = _strings(node) if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else []
+        if len(names) >= 3 and len(names) == len(node.elts):
+            yield node.lineno, frozenset(names)
+
+
+def test_each_op_family_is_written_once():
+    """The op families of lrpc/ops.py are read from there: no other source file spells one out again."""
+    from lrpc import ops
+
+    families = {frozenset(v): k for k, v in vars(ops).items() if k.endswith("_OPS") and len(v) >= 3}
+    again = [
+        f"{path.relative_to(ROOT)}:{line} writes out {families[names]}: import it from lrpc.ops"
+        for path in sorted((ROOT / "compiler").rglob("*.py"))
+        if path.name != "ops.py" or path.parent.name != "compiler"
+        for line, names in _literal_sets(path)
+        if names in families
+    ]
+    assert not again, "\n".join(again)
+    assert len(families) >= 4, "the families of lrpc/ops.py were not read"
+
+
+def test_the_linear_layers_are_the_linear_ops():
+    from lrpc.ops import LINEAR_OPS
+    from lrpc.rules.linear_layers import LAYERS
+
+    assert sorted(LAYERS) == sorted(LINEAR_OPS)
