@@ -12,6 +12,7 @@ import onnx
 import onnx.version_converter
 import onnx_ir as ir
 
+from lrpc_runtime.metadata import KEY_RELEVANCE
 from lrpc_runtime.preprocess import Preprocessing
 
 from . import __version__
@@ -88,7 +89,7 @@ def plan(
     if explain is not None and output_name is not None:
         raise LrpcError("give either --output (a model output) or --explain (an inner tensor), not both")
     m = frontend.load(model)  # ONNX, or a Keras file / SavedModel folder through tf2onnx
-    if "lrpc.relevance" in m.metadata_props:
+    if KEY_RELEVANCE in m.metadata_props:
         raise LrpcError(
             "this is an explained file (written by lrpc compile: it has lrpc.* metadata and relevance "
             "outputs); compile the model it came from instead"

@@ -17,6 +17,7 @@ import numpy as np
 from lrpc_runtime import DeviceUnavailableError, NotExplainedError
 from lrpc_runtime.inputs import open_array
 from lrpc_runtime.limits import MAX_BATCH_BYTES, size_text
+from lrpc_runtime.metadata import KEY_EXPLAINED, KEY_METHOD, KEY_RULE, KEY_TARGET
 
 from .api import checked_method, compile, plan
 from .bench import bench, format_table
@@ -75,7 +76,7 @@ def _compile(args) -> int:
     if savedmodel:
         names = export_savedmodel(proto, args.out_file)
     meta = {p.key: p.value for p in proto.metadata_props}
-    what = f"method {meta['lrpc.method']}" if "lrpc.method" in meta else f"rule {meta['lrpc.rule']}"
+    what = f"method {meta[KEY_METHOD]}" if KEY_METHOD in meta else f"rule {meta[KEY_RULE]}"
     kind = (
         f" (TensorFlow SavedModel, signature serving_default → {', '.join(names['outputs'].values())})"
         if savedmodel
@@ -83,8 +84,8 @@ def _compile(args) -> int:
     )
     print(
         printable(
-            f"wrote {args.out_file}{kind}: {what}, target {meta['lrpc.target']}, "
-            f"explains '{meta['lrpc.explained']}', opset {proto.opset_import[0].version}"
+            f"wrote {args.out_file}{kind}: {what}, target {meta[KEY_TARGET]}, "
+            f"explains '{meta[KEY_EXPLAINED]}', opset {proto.opset_import[0].version}"
         )
     )
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import onnx
 
+from lrpc_runtime.metadata import KEY_PREPROCESS, KEY_VERSION
 from lrpc_runtime.preprocess import Preprocessing
 
 from .api import starts_at_value
@@ -42,7 +43,7 @@ def explained_metadata(path) -> dict[str, str]:
 
 def _readable(key: str, value: str) -> str:
     """A metadata value for people: the preprocessing spec spelled out, JSON kept as stored."""
-    if key == "lrpc.preprocess":
+    if key == KEY_PREPROCESS:
         try:
             return f"{Preprocessing.from_json(value).describe()}  {value}"
         except ValueError:
@@ -52,12 +53,12 @@ def _readable(key: str, value: str) -> str:
 
 def describe_metadata(path, meta: dict[str, str]) -> str:
     """What an explained file records (its lrpc.* metadata), one key per line."""
-    lines = [f"{path}: an explained file (lrpc {meta.get('lrpc.version', '?')})"]
+    lines = [f"{path}: an explained file (lrpc {meta.get(KEY_VERSION, '?')})"]
     width = max((len(key) - 5 for key in meta), default=0)
     lines += [
-        f"  {key[5:]:<{width}}  {_readable(key, value)}" for key, value in sorted(meta.items()) if key != "lrpc.version"
+        f"  {key[5:]:<{width}}  {_readable(key, value)}" for key, value in sorted(meta.items()) if key != KEY_VERSION
     ]
-    if "lrpc.preprocess" not in meta:
+    if KEY_PREPROCESS not in meta:
         lines.append(
             f"  {'preprocess':<{width}}  (none stored: `lrpc explain` resizes images to the input and "
             "scales pixels by 1/255)"

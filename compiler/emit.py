@@ -16,6 +16,7 @@ import tempfile
 import numpy as np
 import onnx
 import onnx_ir as ir
+from lrpc_runtime.metadata import KEY_RELEVANCE, KEY_VERSION
 from lrpc_runtime.staging import remove_stale, signals_deferred, staging_prefix
 
 from .errors import LrpcError
@@ -74,8 +75,8 @@ def finish(
     b.drop_unused()
     model.opset_imports[""] = opset
     model.ir_version = ir_version_for(opset)
-    model.producer_name, model.producer_version = "lrpc", metadata["lrpc.version"]
-    model.metadata_props.update({**metadata, "lrpc.relevance": json.dumps(names)})
+    model.producer_name, model.producer_version = "lrpc", metadata[KEY_VERSION]
+    model.metadata_props.update({**metadata, KEY_RELEVANCE: json.dumps(names)})
     proto = ir.serde.serialize_model(model)
     order_by_level(proto.graph)  # the order onnxruntime keeps least alive in (schedule.py)
     if check and payload_bytes(proto) < _PROTOBUF_LIMIT:  # a larger one is checked when saved

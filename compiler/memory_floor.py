@@ -42,6 +42,8 @@ import numpy as np
 import onnx
 from onnx import helper, shape_inference
 
+from lrpc_runtime.metadata import KEY_EXPLAINED, KEY_RELEVANCE, KEY_RELEVANCE_OUTPUTS
+
 from .ops import RANDOM_OPS, VIEW_OPS
 from .text import PER_FEATURE_SUFFIX
 
@@ -213,8 +215,8 @@ def alias_views(nodes: list[Node], skip: set[int]) -> tuple[list[Node], dict[str
 def forward_outputs(model: onnx.ModelProto) -> list[str]:
     """The graph outputs that are not relevance (lrpc.relevance, lrpc.relevance_outputs, their per-feature maps)."""
     meta = {p.key: p.value for p in model.metadata_props}
-    relevance = set(json.loads(meta.get("lrpc.relevance", "{}")).values())
-    relevance |= set(json.loads(meta.get("lrpc.relevance_outputs", "{}")))
+    relevance = set(json.loads(meta.get(KEY_RELEVANCE, "{}")).values())
+    relevance |= set(json.loads(meta.get(KEY_RELEVANCE_OUTPUTS, "{}")))
     relevance |= {name + PER_FEATURE_SUFFIX for name in relevance}
     return [o.name for o in model.graph.output if o.name not in relevance]
 
@@ -330,7 +332,7 @@ def memory_floor(model: onnx.ModelProto | str, batch: int, outputs: list[str] | 
     nodes, root = alias_views(nodes, skip)
     outputs = [root.get(name, name) for name in (outputs if outputs is not None else forward_outputs(model))]
     meta = {p.key: p.value for p in model.metadata_props}
-    seeds = [root.get(meta["lrpc.explained"], meta["lrpc.explained"])] if "lrpc.explained" in meta else outputs
+    seeds = [root.get(meta[KEY_EXPLAINED], meta[KEY_EXPLAINED])] if KEY_EXPLAINED in meta else outputs
     forward, backward = parts(nodes, skip, outputs, seeds)
     returned = [root.get(name, name) for name in graph_outputs]
     kept = kept_at_forward_end(nodes, skip, forward, backward, returned, constants | inputs, sizes)

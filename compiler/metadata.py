@@ -17,7 +17,8 @@
     lrpc.options        JSON: the compile options that differ from the defaults (a rule map file's
                         TOML text inline), so `lrpc verify --source` can compile the source again
 
-No timestamps and no paths: compiling the same model with the same options gives the same bytes.
+No timestamps and no paths: compiling the same model with the same options gives the same bytes. Each key
+is spelled once, as a KEY_* constant of lrpc_runtime.metadata (the runtime reads what the compiler writes).
 """
 
 from __future__ import annotations
@@ -29,6 +30,22 @@ import os
 import onnx
 import onnx_ir as ir
 
+from lrpc_runtime.metadata import (
+    KEY_CLASSES,
+    KEY_CONVENTION,
+    KEY_EXPLAINED,
+    KEY_METHOD,
+    KEY_OPTIONS,
+    KEY_OUTPUT,
+    KEY_POSITION,
+    KEY_PREPROCESS,
+    KEY_RELEVANCE,
+    KEY_RELEVANCE_OUTPUTS,
+    KEY_RULE,
+    KEY_SOURCE_SHA256,
+    KEY_TARGET,
+    KEY_VERSION,
+)
 from lrpc_runtime.preprocess import Preprocessing, image_layout
 
 from .errors import LrpcError
@@ -37,18 +54,18 @@ from .errors import LrpcError
 # from which inputs, and what each relevance output holds. `verify --source` requires a fresh compile of the
 # source to write the same ones (lrpc.version may differ; lrpc.source_sha256 is checked on its own).
 MEANING_KEYS = (
-    "lrpc.rule",
-    "lrpc.method",
-    "lrpc.target",
-    "lrpc.convention",
-    "lrpc.explained",
-    "lrpc.output",
-    "lrpc.classes",
-    "lrpc.relevance",
-    "lrpc.relevance_outputs",
-    "lrpc.position",
-    "lrpc.preprocess",
-    "lrpc.options",
+    KEY_RULE,
+    KEY_METHOD,
+    KEY_TARGET,
+    KEY_CONVENTION,
+    KEY_EXPLAINED,
+    KEY_OUTPUT,
+    KEY_CLASSES,
+    KEY_RELEVANCE,
+    KEY_RELEVANCE_OUTPUTS,
+    KEY_POSITION,
+    KEY_PREPROCESS,
+    KEY_OPTIONS,
 )
 
 
@@ -119,23 +136,23 @@ def file_metadata(
 ) -> dict[str, str]:
     """The lrpc.* entries of an explained file (lrpc.relevance is added by emit.finish)."""
     meta = {
-        "lrpc.version": version,
-        "lrpc.rule": rule_spec,
-        "lrpc.target": target_spec,
-        "lrpc.convention": convention,
-        "lrpc.explained": explained,
-        **({} if classes is None else {"lrpc.classes": str(classes)}),
-        "lrpc.source_sha256": sha256,
-        "lrpc.options": options,
+        KEY_VERSION: version,
+        KEY_RULE: rule_spec,
+        KEY_TARGET: target_spec,
+        KEY_CONVENTION: convention,
+        KEY_EXPLAINED: explained,
+        **({} if classes is None else {KEY_CLASSES: str(classes)}),
+        KEY_SOURCE_SHA256: sha256,
+        KEY_OPTIONS: options,
     }
     if method_spec is not None:  # lrpc.rule names what the relevance output holds
-        meta.update({"lrpc.rule": method_spec, "lrpc.method": method_spec})
+        meta.update({KEY_RULE: method_spec, KEY_METHOD: method_spec})
     if output is not None:
-        meta["lrpc.output"] = output
+        meta[KEY_OUTPUT] = output
     if preprocess is not None:
-        meta["lrpc.preprocess"] = preprocess
+        meta[KEY_PREPROCESS] = preprocess
     if relevance_outputs is not None:
-        meta["lrpc.relevance_outputs"] = json.dumps(relevance_outputs, sort_keys=True, separators=(",", ":"))
+        meta[KEY_RELEVANCE_OUTPUTS] = json.dumps(relevance_outputs, sort_keys=True, separators=(",", ":"))
     if position is not None:
-        meta["lrpc.position"] = str(position)
+        meta[KEY_POSITION] = str(position)
     return meta

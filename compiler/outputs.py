@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from lrpc_runtime.metadata import KEY_RELEVANCE
+
 from .errors import LrpcError
 from .describe import explained_metadata
 
@@ -35,7 +37,7 @@ def check_output(source, out: str, overwrite: bool, savedmodel: bool = False) ->
         return
     if os.path.isdir(out):
         raise LrpcError(f"-o {out} is a folder; give a file path (a folder is written only by --format savedmodel)")
-    if not overwrite and not explained_metadata(out).get("lrpc.relevance"):
+    if not overwrite and not explained_metadata(out).get(KEY_RELEVANCE):
         raise LrpcError(
             f"-o {out} exists and is not an explained file (lrpc compile's output, with lrpc metadata); "
             "add --overwrite to replace it, or choose another path"

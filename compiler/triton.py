@@ -17,6 +17,8 @@ import tempfile
 
 import onnx
 
+from lrpc_runtime.metadata import KEY_RELEVANCE
+
 from .errors import LrpcError
 
 TRITON_TYPES = {
@@ -92,7 +94,7 @@ def export_triton(
         model = onnx.load(explained, load_external_data=False)
     except Exception as e:  # protobuf's DecodeError and friends
         raise LrpcError(f"{explained}: not an ONNX model ({type(e).__name__})") from e
-    if not any(p.key == "lrpc.relevance" for p in model.metadata_props):
+    if not any(p.key == KEY_RELEVANCE for p in model.metadata_props):
         raise LrpcError(f"{explained}: not an explained file (no lrpc.relevance metadata); run lrpc compile first")
     if max_batch < 1:
         raise LrpcError("--max-batch must be ≥ 1 (the explained graph's batch axis is dynamic)")

@@ -42,18 +42,36 @@ __all__ = [
     "KEY_RELEVANCE",
     "KEY_PREPROCESS",
     "KEY_OUTPUT",
+    "KEY_RELEVANCE_OUTPUTS",
+    "KEY_CLASSES",
+    "KEY_CONVENTION",
+    "KEY_METHOD",
+    "KEY_EXPLAINED",
+    "KEY_POSITION",
+    "KEY_SOURCE_SHA256",
+    "KEY_OPTIONS",
     "TARGET_INPUT_NAME",
     "MASK_INPUT_NAME",
     "ExplainedMetadata",
     "parse_metadata",
 ]
 
+# The metadata_props keys of an explained file, each written once here (the compiler writes them,
+# lrpc/metadata.py says what each holds).
 KEY_VERSION = "lrpc.version"
 KEY_RULE = "lrpc.rule"
 KEY_TARGET = "lrpc.target"
 KEY_RELEVANCE = "lrpc.relevance"
+KEY_RELEVANCE_OUTPUTS = "lrpc.relevance_outputs"
 KEY_PREPROCESS = "lrpc.preprocess"
 KEY_OUTPUT = "lrpc.output"
+KEY_CLASSES = "lrpc.classes"
+KEY_CONVENTION = "lrpc.convention"
+KEY_METHOD = "lrpc.method"
+KEY_EXPLAINED = "lrpc.explained"
+KEY_POSITION = "lrpc.position"
+KEY_SOURCE_SHA256 = "lrpc.source_sha256"
+KEY_OPTIONS = "lrpc.options"
 REQUIRED_KEYS = (KEY_VERSION, KEY_RULE, KEY_TARGET, KEY_RELEVANCE)
 
 #: Name of the extra graph input added by ``lrpc compile --target input``.
@@ -163,12 +181,12 @@ def parse_metadata(meta: Mapping[str, str], source: str = "model") -> ExplainedM
         rule=meta[KEY_RULE],
         target_mode=mode,
         relevance=_parse_relevance(meta[KEY_RELEVANCE], source),
-        classes=int(meta["lrpc.classes"]) if meta.get("lrpc.classes", "").isdigit() else None,
+        classes=int(meta[KEY_CLASSES]) if meta.get(KEY_CLASSES, "").isdigit() else None,
         preprocess=meta.get(KEY_PREPROCESS),
         output=meta.get(KEY_OUTPUT),
         extra={
             k: v
             for k, v in meta.items()
-            if k.startswith("lrpc.") and k not in (*REQUIRED_KEYS, KEY_PREPROCESS, KEY_OUTPUT, "lrpc.classes")
+            if k.startswith("lrpc.") and k not in (*REQUIRED_KEYS, KEY_PREPROCESS, KEY_OUTPUT, KEY_CLASSES)
         },
     )

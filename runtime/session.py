@@ -26,7 +26,7 @@ import onnxruntime as ort
 from .errors import DeviceUnavailableError, NotExplainedError
 from .feeds import InputSpec, batch_size_of, ort_dtype, prepare_inputs, prepare_target
 from .limits import MAX_BATCH_SIZE, MAX_THREADS, bounded_int
-from .metadata import MASK_INPUT_NAME, TARGET_INPUT_NAME, ExplainedMetadata, parse_metadata
+from .metadata import KEY_RELEVANCE_OUTPUTS, MASK_INPUT_NAME, TARGET_INPUT_NAME, ExplainedMetadata, parse_metadata
 
 __all__ = ["Explainer", "Explanation"]
 
@@ -94,7 +94,7 @@ def _described_outputs(meta: ExplainedMetadata) -> dict:
     """``lrpc.relevance_outputs`` (files with token-id inputs): every relevance output, the per-feature
     map of a token input included, so none of them counts as a model output."""
     try:
-        described = json.loads(meta.extra.get("lrpc.relevance_outputs", "{}") or "{}")
+        described = json.loads(meta.extra.get(KEY_RELEVANCE_OUTPUTS, "{}") or "{}")
     except json.JSONDecodeError:
         return {}
     return described if isinstance(described, dict) else {}

@@ -31,6 +31,7 @@ from .inputs import _unique, open_array
 from .limits import MAX_TOKEN_IDS, MAX_TOKEN_JSON_BYTES, MAX_VOCABULARY_BYTES, size_text
 from .session import Explainer
 from .staging import check_out_dir, guard_inputs, staged_folder
+from .metadata import KEY_POSITION, KEY_RELEVANCE_OUTPUTS
 
 __all__ = ["explain_token_files", "load_vocabulary", "read_ids", "token_input"]
 
@@ -39,7 +40,7 @@ TOKEN_SUFFIXES = (".npy", ".json")
 
 def token_input(explainer: Explainer) -> tuple[str, int | None] | None:
     """(name of the token-id input, vocabulary size) of an explained file, or None for one without."""
-    described = json.loads(explainer.metadata.extra.get("lrpc.relevance_outputs", "{}") or "{}")
+    described = json.loads(explainer.metadata.extra.get(KEY_RELEVANCE_OUTPUTS, "{}") or "{}")
     for entry in described.values():
         if entry.get("kind") == "token" and entry.get("input") in explainer.input_names:
             vocab = entry.get("vocab")
@@ -248,7 +249,7 @@ def explain_token_files(
     if not inputs:
         raise ValueError("give at least one .npy or .json file of token ids")
     files = [(Path(p), read_ids(p, vocab)) for p in inputs]
-    position = int(explainer.metadata.extra.get("lrpc.position", "-1"))
+    position = int(explainer.metadata.extra.get(KEY_POSITION, "-1"))
     rows, taken = [], set()
     with staged_folder(Path(out_dir), overwrite) as staging:
         for path, ids, names in _named_batches(files, taken):

@@ -30,6 +30,8 @@ import os
 import numpy as np
 import onnx
 
+from lrpc_runtime.metadata import KEY_CONVENTION, KEY_EXPLAINED, KEY_RELEVANCE, KEY_RULE, KEY_TARGET, KEY_VERSION
+
 from .arguments import check_samples, check_tolerance
 from .compare import compare_float64, per_sample
 from .conservation import check_conservation, conserving
@@ -75,8 +77,8 @@ def verify(
     ref = reference(proto, meta, source)
     meaning = ref.meta  # with a source, the fresh compile's: what the outputs mean
     header = [
-        f"verify {name or where}: {meaning.get('lrpc.rule')}, target {meaning['lrpc.target']}, convention "
-        f"{meaning.get('lrpc.convention', 'lrpc')} (lrpc {meta.get('lrpc.version', '?')})"
+        f"verify {name or where}: {meaning.get(KEY_RULE)}, target {meaning[KEY_TARGET]}, convention "
+        f"{meaning.get(KEY_CONVENTION, 'lrpc')} (lrpc {meta.get(KEY_VERSION, '?')})"
     ]
     absent = lacking(proto, ref.model or proto, meaning)
     if absent:
@@ -88,9 +90,9 @@ def verify(
         return VerifyReport(header, [], [*ref.checks, missing])
     feeds, what = make_feeds(proto, meaning, inputs, samples, np.random.default_rng(seed))
     header += [f"inputs: {what.format(seed=seed)}", f"float64 reference: {ref.described}"]
-    relevance_names = list(json.loads(meaning["lrpc.relevance"]).values())
+    relevance_names = list(json.loads(meaning[KEY_RELEVANCE]).values())
     output_names = [o.name for o in (ref.model or proto).graph.output if o.name not in relevance_names]
-    got = run_float32(proto, feeds, meaning["lrpc.explained"])
+    got = run_float32(proto, feeds, meaning[KEY_EXPLAINED])
     relevance = np.concatenate([per_sample(got[n]) for n in relevance_names], axis=1)
     finite = np.array(
         [
@@ -106,7 +108,7 @@ def verify(
         )
         checks.append(float64_check)
     ratios, start, conservation = check_conservation(
-        proto, meaning, feeds, got[meaning["lrpc.explained"]], relevance, conservation_tolerance
+        proto, meaning, feeds, got[meaning[KEY_EXPLAINED]], relevance, conservation_tolerance
     )
     checks.append(conservation)
     return VerifyReport(header, _rows(relevance, start, ratios, errors, finite), checks)

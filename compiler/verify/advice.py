@@ -10,6 +10,8 @@ get no hint, since no ε the user could set is at fault.
 
 from __future__ import annotations
 
+from lrpc_runtime.metadata import KEY_CONVENTION, KEY_METHOD, KEY_RULE
+
 from ..errors import LrpcError
 from ..specs import split_spec
 
@@ -58,10 +60,10 @@ def _raised(composite: str, params) -> str:
 
 def eps_hint(meta: dict[str, str]) -> str:
     """A sentence naming the file's smallest settable ε and how to raise it, or "" when none is small."""
-    if "lrpc.method" in meta:
+    if KEY_METHOD in meta:
         return ""
     try:
-        found = tunable_eps(meta.get("lrpc.rule", ""), meta.get("lrpc.convention", "lrpc"))
+        found = tunable_eps(meta.get(KEY_RULE, ""), meta.get(KEY_CONVENTION, "lrpc"))
     except (LrpcError, ValueError, KeyError):  # a spec this lrpc does not read: no advice rather than a wrong one
         return ""
     small = sorted((e for e in found if e[0] < SMALL_EPS), key=lambda e: e[0])
@@ -72,5 +74,5 @@ def eps_hint(meta: dict[str, str]) -> str:
         from ..rules.assign import STABILIZERS
 
         params = sorted({o.removeprefix(PARAMETER) for _, o in small if o.startswith(PARAMETER)}, key=STABILIZERS.index)
-        option = f"--composite {_raised(meta['lrpc.rule'].split(';')[0].strip(), params)})"
+        option = f"--composite {_raised(meta[KEY_RULE].split(';')[0].strip(), params)})"
     return f"ε = {eps:g} is small against this model's pre-activations; try a larger ε (e.g. {option}"

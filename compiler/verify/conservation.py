@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from lrpc_runtime.metadata import KEY_CONVENTION, KEY_EXPLAINED, KEY_METHOD, KEY_RULE, KEY_TARGET
+
 from ..ops import BIAS_INPUT_OPS, LINEAR_OPS, VIEW_OPS
 from .compare import per_sample
 from .report import Check
@@ -84,13 +86,13 @@ def upstream(graph: onnx.GraphProto, name: str) -> list[onnx.NodeProto]:
 
 def conserving(proto: onnx.ModelProto, meta: dict[str, str]) -> tuple[bool, str]:
     """Whether LRP conserves exactly on this file, and why (not)."""
-    if "lrpc.method" in meta:
+    if KEY_METHOD in meta:
         return False, "a gradient method"
-    eps = eps_of(meta.get("lrpc.rule", ""))
+    eps = eps_of(meta.get(KEY_RULE, ""))
     if eps is None or eps > MAX_CONSERVING_EPS:
-        return False, f"rule {meta.get('lrpc.rule')} (only zero and epsilon with ε ≤ 1e-4 conserve exactly)"
+        return False, f"rule {meta.get(KEY_RULE)} (only zero and epsilon with ε ≤ 1e-4 conserve exactly)"
     constants = {t.name: t for t in proto.graph.initializer}
-    for node in upstream(proto.graph, meta["lrpc.explained"]):
+    for node in upstream(proto.graph, meta[KEY_EXPLAINED]):
         if node.op_type not in CONSERVING_OPS:
             return False, f"the forward graph has a {node.op_type}"
         biases = (
@@ -109,11 +111,11 @@ def check_conservation(
     proto, meta, feeds, scores, relevance, tolerance
 ) -> tuple[np.ndarray | None, np.ndarray | None, Check]:
     """(per-sample ratios, start relevances S₀, the conservation check)."""
-    if "lrpc.method" in meta:
+    if KEY_METHOD in meta:
         return None, None, Check("conservation", "info", "not applicable: gradient methods do not conserve relevance")
     strict, why = conserving(proto, meta)
-    weights = selection(scores.astype(np.float64), meta["lrpc.target"], feeds)
-    from_value = meta.get("lrpc.convention", "lrpc") != "zennit"
+    weights = selection(scores.astype(np.float64), meta[KEY_TARGET], feeds)
+    from_value = meta.get(KEY_CONVENTION, "lrpc") != "zennit"
     start = (weights * per_sample(scores)).sum(1) if from_value else weights.sum(1)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = relevance.sum(1) / start

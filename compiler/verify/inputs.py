@@ -17,6 +17,7 @@ import json
 import numpy as np
 import onnx
 
+from lrpc_runtime.metadata import KEY_CLASSES, KEY_PREPROCESS, KEY_RELEVANCE, KEY_RELEVANCE_OUTPUTS, KEY_TARGET
 from lrpc_runtime.text import side_input_fill
 
 from ..errors import LrpcError
@@ -48,7 +49,7 @@ def check_input_budget(proto: onnx.ModelProto, samples: int) -> None:
 
 def token_vocab(meta) -> dict[str, int]:
     """Token-id input → its vocabulary size (lrpc.relevance_outputs of a text model)."""
-    entries = json.loads(meta.get("lrpc.relevance_outputs", "{}")).values()
+    entries = json.loads(meta.get(KEY_RELEVANCE_OUTPUTS, "{}")).values()
     return {e["input"]: int(e["vocab"]) for e in entries if e.get("kind") == "token"}
 
 
@@ -74,7 +75,7 @@ def pixel_like(shape: tuple[int, ...], preprocess: str | None, rng: np.random.Ge
 def make_feeds(proto, meta, inputs, samples: int, rng) -> tuple[dict[str, np.ndarray], str]:
     """Every graph input: the given arrays, else random ones; random targets and masks. Also what they
     are, in words ("{seed}" left to fill)."""
-    explained = list(json.loads(meta["lrpc.relevance"]))
+    explained = list(json.loads(meta[KEY_RELEVANCE]))
     if inputs is not None and not isinstance(inputs, dict):
         inputs = {explained[0]: inputs} if len(explained) == 1 else None
         if inputs is None:
@@ -86,11 +87,11 @@ def make_feeds(proto, meta, inputs, samples: int, rng) -> tuple[dict[str, np.nda
         name = value.name
         if name in given:
             feeds[name] = given[name].astype(np.float32) if given[name].dtype.kind in "fiu" else given[name]
-        elif name == "target" and meta["lrpc.target"] == "input":  # the input lrpc added, not a model's own
-            feeds[name] = rng.integers(0, int(meta.get("lrpc.classes", "1")), batch).astype(np.int64)
+        elif name == "target" and meta[KEY_TARGET] == "input":  # the input lrpc added, not a model's own
+            feeds[name] = rng.integers(0, int(meta.get(KEY_CLASSES, "1")), batch).astype(np.int64)
         elif value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
             feeds[name] = (
-                pixel_like(input_shape(value, batch), meta.get("lrpc.preprocess"), rng)
+                pixel_like(input_shape(value, batch), meta.get(KEY_PREPROCESS), rng)
                 if name in explained
                 else rng.random(input_shape(value, batch)).astype(np.float32)
             )

@@ -15,11 +15,20 @@ import re
 
 import onnx
 
+from lrpc_runtime.metadata import (
+    KEY_CLASSES,
+    KEY_EXPLAINED,
+    KEY_OPTIONS,
+    KEY_PREPROCESS,
+    KEY_RELEVANCE,
+    KEY_RELEVANCE_OUTPUTS,
+    KEY_TARGET,
+)
 from lrpc_runtime.preprocess import Preprocessing
 
 from ..errors import LrpcError
 
-JSON_ENTRIES = ("lrpc.relevance", "lrpc.options", "lrpc.preprocess", "lrpc.relevance_outputs")
+JSON_ENTRIES = (KEY_RELEVANCE, KEY_OPTIONS, KEY_PREPROCESS, KEY_RELEVANCE_OUTPUTS)
 TARGET = re.compile(r"max|all|mask|input|fixed:\d+(,\d+)*")  # targets.py's specs, as lrpc.target holds them
 
 
@@ -48,7 +57,7 @@ def load(model) -> tuple[onnx.ModelProto, str]:
 def lrpc_metadata(proto: onnx.ModelProto, where: str) -> dict[str, str]:
     """The file's lrpc.* entries, checked; an error when it is not an explained file or they are damaged."""
     meta = {p.key: p.value for p in proto.metadata_props if p.key.startswith("lrpc.")}
-    missing = [k for k in ("lrpc.relevance", "lrpc.target", "lrpc.explained") if k not in meta]
+    missing = [k for k in (KEY_RELEVANCE, KEY_TARGET, KEY_EXPLAINED) if k not in meta]
     if missing:
         raise LrpcError(
             f"{where} is not an explained file (no {', '.join(missing)} in its metadata); "
@@ -74,33 +83,33 @@ def _json(meta: dict[str, str], key: str, where: str):
 
 def _problem(meta: dict[str, str], parsed: dict, outputs: set[str]) -> tuple[str, str] | None:
     """(entry, what is wrong with it) for the first entry that is not what lrpc writes, else None."""
-    relevance = parsed["lrpc.relevance"]
+    relevance = parsed[KEY_RELEVANCE]
     if (
         not isinstance(relevance, dict)
         or not relevance
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in relevance.items())
     ):
-        return "lrpc.relevance", "is not a JSON object of input → relevance output names"
+        return KEY_RELEVANCE, "is not a JSON object of input → relevance output names"
     absent = [v for v in relevance.values() if v not in outputs]
     if absent:
-        return "lrpc.relevance", f"names output '{absent[0]}', which the graph does not have"
-    for key in ("lrpc.options", "lrpc.relevance_outputs"):
+        return KEY_RELEVANCE, f"names output '{absent[0]}', which the graph does not have"
+    for key in (KEY_OPTIONS, KEY_RELEVANCE_OUTPUTS):
         if key in parsed and not isinstance(parsed[key], dict):
             return key, "is not a JSON object"
-    entries = parsed.get("lrpc.relevance_outputs", {}).values()
+    entries = parsed.get(KEY_RELEVANCE_OUTPUTS, {}).values()
     if not all(isinstance(e, dict) and (e.get("kind") != "token" or _is_token_entry(e)) for e in entries):
-        return "lrpc.relevance_outputs", "has an entry that is not {input, kind, shape[, vocab]}"
-    if "lrpc.preprocess" in meta:
+        return KEY_RELEVANCE_OUTPUTS, "has an entry that is not {input, kind, shape[, vocab]}"
+    if KEY_PREPROCESS in meta:
         try:
-            Preprocessing.from_json(meta["lrpc.preprocess"])
+            Preprocessing.from_json(meta[KEY_PREPROCESS])
         except (ValueError, TypeError) as e:
-            return "lrpc.preprocess", f"is not a preprocessing spec ({e})"
-    if "lrpc.classes" in meta and not (meta["lrpc.classes"].isdigit() and int(meta["lrpc.classes"]) >= 1):
-        return "lrpc.classes", f"'{meta['lrpc.classes'][:40]}' is not a whole number ≥ 1"
-    if not TARGET.fullmatch(meta["lrpc.target"]):
+            return KEY_PREPROCESS, f"is not a preprocessing spec ({e})"
+    if KEY_CLASSES in meta and not (meta[KEY_CLASSES].isdigit() and int(meta[KEY_CLASSES]) >= 1):
+        return KEY_CLASSES, f"'{meta[KEY_CLASSES][:40]}' is not a whole number ≥ 1"
+    if not TARGET.fullmatch(meta[KEY_TARGET]):
         return (
-            "lrpc.target",
-            f"'{meta['lrpc.target'][:40]}' is not a target lrpc writes (max, all, mask, input, fixed:K)",
+            KEY_TARGET,
+            f"'{meta[KEY_TARGET][:40]}' is not a target lrpc writes (max, all, mask, input, fixed:K)",
         )
     return None
 

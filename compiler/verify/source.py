@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from lrpc_runtime.metadata import KEY_EXPLAINED, KEY_OPTIONS, KEY_PREPROCESS, KEY_SOURCE_SHA256, KEY_VERSION
 from lrpc_runtime.preprocess import Preprocessing
 
 from .. import __version__
@@ -45,7 +46,7 @@ def reference(proto: onnx.ModelProto, meta: dict[str, str], source) -> Reference
     """The file itself, or a fresh compile of `source` with the file's options and its "source" check."""
     if source is None:
         return Reference(proto, meta, [], "this file's graph in float64 (onnx reference evaluator)")
-    recorded, actual = meta.get("lrpc.source_sha256"), source_sha256(source)
+    recorded, actual = meta.get(KEY_SOURCE_SHA256), source_sha256(source)
     if recorded != actual:
         return Reference(
             None,
@@ -86,7 +87,7 @@ def lacking(proto: onnx.ModelProto, expected: onnx.ModelProto, meta: dict[str, s
     outputs = {o.name for o in proto.graph.output}
     produced = outputs | {i.name for i in proto.graph.input} | {o for n in proto.graph.node for o in n.output}
     names = [o.name for o in expected.graph.output if o.name not in outputs]
-    return names + ([meta["lrpc.explained"]] if meta["lrpc.explained"] not in produced else [])
+    return names + ([meta[KEY_EXPLAINED]] if meta[KEY_EXPLAINED] not in produced else [])
 
 
 def _describe(changed: list[str], meta: dict[str, str], fresh_meta: dict[str, str]) -> str:
@@ -102,7 +103,7 @@ def _bytes_note(same: bool, meta: dict[str, str]) -> str:
     if same:
         return "a fresh compile is byte-identical to the file"
     return (
-        f"a fresh compile's bytes differ from the file's (written by lrpc {meta.get('lrpc.version')}, this is "
+        f"a fresh compile's bytes differ from the file's (written by lrpc {meta.get(KEY_VERSION)}, this is "
         f"lrpc {__version__}; not judged: they also depend on onnx, onnx_ir and tf2onnx versions the file "
         "does not record — the float64 check compares what the two compute)"
     )
@@ -116,9 +117,9 @@ def recompile(source, meta) -> onnx.ModelProto:
     """`source` compiled with the options the file records."""
     from ..api import compile as compile_model
 
-    if "lrpc.options" not in meta:
+    if KEY_OPTIONS not in meta:
         raise LrpcError("the file records no lrpc.options (compiled by an older lrpc): cannot recompile its source")
-    preprocess = meta.get("lrpc.preprocess") and Preprocessing.from_json(meta["lrpc.preprocess"])
+    preprocess = meta.get(KEY_PREPROCESS) and Preprocessing.from_json(meta[KEY_PREPROCESS])
     with tempfile.TemporaryDirectory() as folder:
-        options = CompileOptions.from_record(meta["lrpc.options"], preprocess, folder)
+        options = CompileOptions.from_record(meta[KEY_OPTIONS], preprocess, folder)
         return compile_model(source, **options.as_dict())

@@ -88,3 +88,25 @@ def test_inspect_and_the_runtime_read_it_back(tmp_path, capsys):
     assert Preprocessing.from_json(explainer.metadata.preprocess) == Preprocessing.parse(SPEC)
     assert explainer.metadata.output == "probs" and explainer.input_shapes == {"input": ("batch", 1, 8, 8)}
     assert explainer.metadata.extra["lrpc.convention"] == "lrpc"
+
+
+def test_each_file_key_is_spelled_once():
+    """The lrpc.* metadata keys are lrpc_runtime.metadata's KEY_* constants: no other source spells one out
+    (a key mistyped in one reader would read as absent), and every key a compile writes is declared."""
+    import ast
+
+    from lrpc_runtime import metadata as declared
+
+    keys = {v for k, v in vars(declared).items() if k.startswith("KEY_")}
+    spelled = [
+        f"{path.relative_to(ROOT)}:{node.lineno} spells {node.value!r}"
+        for folder in ("compiler", "runtime")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if path != ROOT / "runtime" / "metadata.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value in keys
+    ]
+    assert not spelled, "import the KEY_* constant from lrpc_runtime.metadata instead:\n" + "\n".join(spelled)
+    written = metadata(lrpc.compile(DIGITS_MODEL, target="input", preprocess=SPEC, position=None))
+    assert set(written) <= keys, set(written) - keys
+    assert len(keys) >= 14
