@@ -20,6 +20,7 @@ savedmodel/ops.py register every declaration in their tables.
     HardSigmoid   clip(αx + β, 0, 1)                  α if 0 < y < 1 else 0
     Clip(lo, hi)  min(max(x, lo), hi)                 [lo < x < hi]
     ThresholdedRelu(α)  x if x > α else 0             [x > α]
+    Shrink(λ, β)  x − β if x > λ, x + β if x < −λ, else 0   [|x| > λ]
     HardSwish     x·clip(x/6 + ½, 0, 1)               0, x/3 + ½, 1 for x < −3, ≤ 3, > 3
     Gelu          x·Φ(x); tanh form ½x(1 + t), t = tanh(√(2/π)(x + 0.044715x³))
                                                       Φ(x) + x·φ(x); ½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²)
@@ -31,7 +32,7 @@ savedmodel/ops.py register every declaration in their tables.
     Abs, Reciprocal, Pow(x, p), p constant            sign(x), −y², p·x^(p−1)
 
 At a kink the one-sided value PyTorch uses is taken: f′ = 0 at Relu's 0, Clip's bounds (ReLU6,
-hardtanh), ThresholdedRelu's α and where HardSigmoid saturates.
+hardtanh), ThresholdedRelu's α, Shrink's ±λ and where HardSigmoid saturates.
 """
 
 from __future__ import annotations
@@ -197,6 +198,11 @@ activation("Clip", _clip_mask, _tf_clip)
 activation("ThresholdedRelu",
            lambda b, n, x, y: b.op("Cast", b.op("Greater", x, b.const(_attr(n, "alpha", 1.0))), to=b.dtype),
            lambda tf, x, at: tf.where(x[0] > at.get("alpha", 1.0), x[0], tf.zeros_like(x[0])))
+activation("Shrink",
+           lambda b, n, x, y: b.op("Cast", b.op("Greater", b.op("Abs", x), b.const(_attr(n, "lambd", 0.5))),
+                                   to=b.dtype),
+           lambda tf, x, at: tf.where(tf.abs(x[0]) > at.get("lambd", 0.5),
+                                      x[0] - tf.sign(x[0]) * at.get("bias", 0.0), tf.zeros_like(x[0])))
 activation("HardSwish", _hard_swish, lambda tf, x, at: x[0] * tf.clip_by_value(x[0] / 6.0 + 0.5, 0.0, 1.0))
 activation("Gelu", _gelu, _tf_gelu)
 activation("Mish", _mish, lambda tf, x, at: x[0] * tf.tanh(tf.math.softplus(x[0])))

@@ -41,6 +41,11 @@ ONE_OP = {  # name → (ONNX op, attributes, float64 forward): the activations t
     "hardsigmoid_op": ("HardSigmoid", {"alpha": 0.1, "beta": 0.5}, lambda x: np.clip(0.1 * x + 0.5, 0.0, 1.0)),
     "prelu_op": ("PRelu", {}, lambda x: np.where(x >= 0, x, PRELU_SLOPE * x)),  # the slope a second input
     "thresholdedrelu_op": ("ThresholdedRelu", {"alpha": 0.2}, lambda x: np.where(x > 0.2, x, 0.0)),
+    "shrink_op": (
+        "Shrink",
+        {"lambd": 0.3, "bias": 0.1},
+        lambda x: np.where(np.abs(x) > 0.3, x - 0.1 * np.sign(x), 0.0),
+    ),
 }
 ACTIVATIONS.update({name: forward for name, (_, _, forward) in ONE_OP.items()})
 
