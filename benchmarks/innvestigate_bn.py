@@ -3,7 +3,7 @@
 Runs in the project's .venv; reads the files benchmarks/innvestigate_ref.py writes (``cnn_bn.onnx``,
 ``cnn_bn.npz``). A BN layer computes, per channel, from its input c (the Conv's output here):
 
-    exact (lrpc, DESIGN §6):   y = k·c + b,     k  = γ/√(σ² + ε),   b  = β − γμ/√(σ² + ε)
+    exact (lrpc, docs/design.md §2.2):   y = k·c + b,     k  = γ/√(σ² + ε),   b  = β − γμ/√(σ² + ε)
     iNNvestigate:              y' = k'·c + b',  k' = γ/√(σ⁴ + ε),   b' = β − μ/√(σ⁴ + ε)
 
 (innvestigate/backend/graph.py `apply_mapping_to_fused_bn_layer`, fuse_mode "one_linear": it squares

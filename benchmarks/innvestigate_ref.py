@@ -15,7 +15,7 @@ For each seeded tf.keras model MODEL this writes, into --out-dir:
   Keras' floatx float64 (the same float32 weights, cast), and the BN parameters (see below);
 * ``versions.json``: tensorflow, innvestigate, tf2onnx, numpy.
 
-The models in MODELS are BN-free (iNNvestigate folds BatchNormalization wrongly, DESIGN §6) and put
+The models in MODELS are BN-free (iNNvestigate folds BatchNormalization wrongly, docs/design.md §2.2) and put
 ReLU inside Conv2D/Dense (``activation="relu"``): iNNvestigate passes relevance through a layer's own activation
 and through ``Activation`` layers, but sends it through a ``ReLU`` layer by its gradient. ``cnn`` has
 biases, ``cnn_nobias`` none: iNNvestigate's α-β, z⁺ and w² rules treat biases differently from

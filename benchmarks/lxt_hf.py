@@ -1,5 +1,5 @@
 """LXT 2.1's AttnLRP and CP-LRP on tiny Hugging Face transformers: the independent reference that lrpc's
-attention rules are checked against (DESIGN §10; conventions in benchmarks/LXT_TRANSFORMERS.md).
+attention rules are checked against (docs/design.md §3.4; conventions in benchmarks/LXT_TRANSFORMERS.md).
 
 What is computed. `build(name)` makes a tiny model (hidden 32, 2 layers, 4 heads, intermediate 64,
 vocab 100, 64 positions; Llama/Qwen2 with 2 key-value heads; ViT 32×32 images, patch 8) with seeded

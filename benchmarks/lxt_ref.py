@@ -1,5 +1,5 @@
 """LXT 2.1's own rules (AttnLRP / CP-LRP) on torch convnets: an independent reference for lrpc's rules of
-self-gated activations, squeeze-excitation products and LayerNorm (issue 19, DESIGN §10).
+self-gated activations, squeeze-excitation products and LayerNorm (docs/design.md §3.4).
 
 LXT computes relevance as input ⊙ (modified gradient): relevance = x ⊙ x.grad after a backward pass
 from the target logit, with the gradient of some modules changed by LXT's rule functions

@@ -1,7 +1,7 @@
 """A stub `torchvision` for the reference libraries that import it but never use it here.
 
 torchvision has no CPU wheel matching torch 2.13.0+cpu on this index, and installing it pulls CUDA,
-so it is never installed (DESIGN §8). Three libraries import it at import time:
+so it is never installed. Three libraries import it at import time:
 
 * zennit 0.5.1 (`zennit/torchvision.py`): `torchvision.models.resnet.BasicBlock` and `Bottleneck`, for
   isinstance checks in its ResNet canonizer (which the harness does not use);

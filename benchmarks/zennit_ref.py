@@ -2,7 +2,7 @@
 
 Each case is a torch model; it is exported with torch.onnx (TorchScript exporter, opset 17, eval mode,
 dynamic batch), compiled by lrpc and run in onnxruntime, and the same torch weights are explained by
-Zennit. What is compared, and how the conventions are lined up (DESIGN §4):
+Zennit. What is compared, and how the conventions are lined up (docs/design.md §4):
 
 * Start relevance. lrpc starts at the explained logit's value y_t (zeros elsewhere); Zennit starts at
   whatever `grad_output` it is given, usually the one-hot 1. Zennit is given grad_output = onehot(t)·y_t
@@ -24,7 +24,7 @@ Zennit. What is compared, and how the conventions are lined up (DESIGN §4):
 * zᴮ: lrpc's `zbox:low,high` applies to every linear layer with the same bounds, so Zennit gets
   `ZBox(low, high)` on every linear layer too (not the first only, as in EpsilonGammaBox).
 * Average pooling: lrpc canonizes GlobalAveragePool into a depthwise conv with weights 1/k and the
-  rule applies to it (DESIGN §6); Zennit's view of the model gets the same depthwise conv.
+  rule applies to it (docs/design.md §2.2); Zennit's view of the model gets the same depthwise conv.
 * Modules, not functions: Zennit hooks only modules, so the autoencoder's functional F.selu become
   nn.SELU modules in Zennit's view (its eval-mode dropouts, identities, are left out).
 

@@ -8,7 +8,7 @@ handler in HANDLERS (as the compiler's op tables).
   s = γ/√(var+ε), t = β − μ s). Right after a Linear that has no other reader (or after an order-keeping
   reshape of it: Conv1D's Squeeze) one is composed into it: W' = diag(s) W, b' = s⊙b + t. Otherwise it
   waits (consecutive ones compose) for its one reader: a Linear reading no padding, directly or through
-  a Transpose, takes it in: W' = W diag(s), b' = b + W t (DESIGN §6). Anywhere else a BatchNormalization,
+  a Transpose, takes it in: W' = W diag(s), b' = b + W t (docs/design.md §2.2). Anywhere else a BatchNormalization,
   or a nonzero per-channel shift (with the scale before it), is a diagonal Linear of its own (W = diag(s),
   bias t); the rest, and an affine map of the model input (a normalization), pass relevance unchanged.
 - AveragePool → a depthwise Linear 1/K and a scale K/n(o) that passes relevance; GlobalAveragePool and a
