@@ -180,6 +180,7 @@ def _error(e: Exception) -> str:
 
 def compile_and_verify(source: bytes, **options) -> dict:
     import lrpc
+    from lrpc.verify.report import LABELS
 
     t = time.perf_counter()
     try:
@@ -188,8 +189,8 @@ def compile_and_verify(source: bytes, **options) -> dict:
         return {"compiled": False, "error": _error(e)}
     seconds = time.perf_counter() - t
     report = lrpc.verify(explained, source=source, samples=2)
-    failed = [f"{c.name} ({c.status}: {c.detail})" for c in report.checks if c.status in ("fail", "skipped")]
-    verdict = "pass" if report.passed else "FAIL " + "; ".join(failed)
+    failed = [f"{LABELS[c.status]} {c.name} ({c.detail})" for c in report.checks if c.status not in ("pass", "info")]
+    verdict = "pass" if report.passed else "; ".join(failed) or "FAIL (no check names a reason)"
     return {"compiled": True, "seconds": round(seconds, 2), "verify": verdict}
 
 
