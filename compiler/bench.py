@@ -65,13 +65,15 @@ class BenchResult:
     peak_rss_mb: dict  # {"forward": MB, "explained": MB} (None where not measured)
     batches: list = field(default_factory=list)
     memory_floor: dict | None = None  # Floor.summary at the largest batch (MB), peak over floor if measured
+    low_memory: bool = False  # both sessions without weight prepacking (lrpc_runtime.Explainer's low_memory)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
 
 
-def _session(path: str, threads: int):
+def _session(path: str, threads: int, low_memory: bool = False):
     import onnxruntime as ort
+    from lrpc_runtime.session import NO_PREPACKING
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -81,6 +83,8 @@ def _session(path: str, threads: int):
     # from the other (a small CNN at batch 8: forward 4.6 ms alone, 10.7 ms interleaved with spinning,
     # 5.0 ms without — PROFILE.md §10), so both sleep between runs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if low_memory:
+        options.add_session_config_entry(NO_PREPACKING, "1")
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
@@ -166,10 +170,10 @@ def time_interleaved(forward, explained, batch: int, repeats: int, warmup: int) 
     return BatchResult(batch, f, e, e.median_ms / f.median_ms)
 
 
-def _child_peak_rss(path: str, threads: int, batch: int, runs: int, queue) -> None:
+def _child_peak_rss(path: str, threads: int, batch: int, runs: int, low_memory: bool, queue) -> None:
     """In a child process: RSS growth (MB) from before the session to the peak over creation and runs."""
     before = _rss_now_kb()
-    session = _session(path, threads)
+    session = _session(path, threads, low_memory)
     feeds = _feeds(session, batch)
     for _ in range(runs):
         session.run(None, feeds)
@@ -186,20 +190,27 @@ def _status_kb(field: str) -> float:
         return next(float(line.split()[1]) for line in f if line.startswith(field))
 
 
-def peak_rss_mb(path: str, threads: int, batch: int, runs: int = 3) -> float | None:
+def peak_rss_mb(path: str, threads: int, batch: int, runs: int = 3, low_memory: bool = False) -> float | None:
     """Peak memory of one session (creation and `runs` runs at `batch`), measured in a fresh process."""
     if not os.path.exists("/proc/self/status"):
         return None
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    child = context.Process(target=_child_peak_rss, args=(path, threads, batch, runs, queue))
+    child = context.Process(target=_child_peak_rss, args=(path, threads, batch, runs, low_memory, queue))
     child.start()
     child.join()
     return queue.get() if child.exitcode == 0 and not queue.empty() else None
 
 
 def bench(
-    model_path: str, batches=(1,), threads: int = 1, repeats: int = 20, warmup: int = 3, memory: bool = True, **options
+    model_path: str,
+    batches=(1,),
+    threads: int = 1,
+    repeats: int = 20,
+    warmup: int = 3,
+    memory: bool = True,
+    low_memory: bool = False,
+    **options,
 ) -> BenchResult:
     """Compile `model_path` with `options` (as lrpc.compile takes them) and measure it against the model.
     A Keras source is converted to ONNX first (not in the compile time): the plain forward runs that.
@@ -218,7 +229,7 @@ def bench(
         sessions, session_s = {}, {}
         for name, path in (("forward", model_path), ("explained", explained_path)):
             start = time.perf_counter()
-            sessions[name] = _session(str(path), threads)
+            sessions[name] = _session(str(path), threads, low_memory)
             session_s[name] = time.perf_counter() - start
         result = BenchResult(
             source,
@@ -227,13 +238,14 @@ def bench(
             compile_s,
             session_s,
             {"forward": None, "explained": None},
+            low_memory=low_memory,
         )
         for batch in batches:
             result.batches.append(time_interleaved(sessions["forward"], sessions["explained"], batch, repeats, warmup))
         if memory:
             del sessions
             result.peak_rss_mb = {
-                name: peak_rss_mb(str(path), threads, max(batches))
+                name: peak_rss_mb(str(path), threads, max(batches), low_memory=low_memory)
                 for name, path in (("forward", model_path), ("explained", explained_path))
             }
         result.memory_floor = memory_floor(explained_path, max(batches)).summary(result.peak_rss_mb["explained"])
@@ -245,7 +257,8 @@ def format_table(result: BenchResult) -> str:
     chosen = {k: v for k, v in result.options.items() if k in ("rule", "composite", "method", "rule_map")}
     what = ", ".join(f"{k} {v}" for k, v in chosen.items()) or "the default composite"
     lines = [
-        f"{result.model}: {what}; {result.threads} thread(s), onnxruntime CPU",
+        f"{result.model}: {what}; {result.threads} thread(s), onnxruntime CPU"
+        + (", weight prepacking off (--low-memory)" if result.low_memory else ""),
         f"compile {result.compile_s:.2f} s; session creation: forward {result.session_s['forward']:.2f} s, "
         f"explained {result.session_s['explained']:.2f} s",
     ]

@@ -120,6 +120,7 @@ def _bench(args) -> int:
         args.repeats,
         args.warmup,
         not args.no_memory,
+        args.low_memory,
         **CompileOptions.from_args(args).as_dict(),
     )
     print(format_table(result))

@@ -62,6 +62,7 @@ def explain_command(args) -> int:
         device="cpu" if args.ray else args.device,
         batch_size=args.batch_size,
         threads=1 if args.ray else None,
+        low_memory=args.low_memory,
     )
     if token_input(explainer) is not None:
         return _explain_tokens(args, explainer)
@@ -82,7 +83,14 @@ def explain_command(args) -> int:
     actors = 2 if args.actors is None else args.actors
     if args.ray:
         rows = explain_files_ray(
-            args.model, args.inputs, args.out_dir, address=args.address, device=args.device, actors=actors, **options
+            args.model,
+            args.inputs,
+            args.out_dir,
+            address=args.address,
+            device=args.device,
+            actors=actors,
+            low_memory=args.low_memory,
+            **options,
         )
     else:
         rows = explain_files(explainer, args.inputs, args.out_dir, **options)

@@ -297,6 +297,7 @@ def explain_files(
     table: str = "csv",
     progress: bool | None = None,
     overwrite: bool = False,
+    low_memory: bool = False,
 ) -> list[dict]:
     """Explain every sample in ``inputs`` (files and folders) and write the results into ``out_dir``.
 
@@ -305,7 +306,8 @@ def explain_files(
     ``side-by-side`` (input left, heatmap right), ``overlay`` or ``heatmap``; ``save_relevance``
     also writes ``NAME.relevance.npy``; ``table`` is ``csv`` or ``json``; ``progress`` draws a bar
     on stderr (None: only on a terminal); ``overwrite`` replaces a non-empty ``out_dir`` as a whole (else
-    it is refused). Returns the table's rows.
+    it is refused); ``low_memory`` is :class:`Explainer`'s (for a model given as a path or bytes). Returns the
+    table's rows.
 
     Example::
 
@@ -320,7 +322,11 @@ def explain_files(
         overlay_alpha=overlay_alpha,
         batch_size=batch_size,
     )
-    explainer = model if isinstance(model, Explainer) else Explainer(model, device=device, batch_size=batch_size)
+    explainer = (
+        model
+        if isinstance(model, Explainer)
+        else Explainer(model, device=device, batch_size=batch_size, low_memory=low_memory)
+    )
     plan = plan_files(explainer, inputs, preprocess)
     writing = SampleWriting(style, overlay_alpha, save_relevance)
     with staged_folder(out_dir, overwrite) as staging:

@@ -82,8 +82,9 @@ class ChunkWorker:
         target: Any,
         folder: str,
         writing: SampleWriting,
+        low_memory: bool = False,
     ) -> None:
-        self.explainer = Explainer(model, device=device, threads=threads, batch_size=batch_size)
+        self.explainer = Explainer(model, device=device, threads=threads, batch_size=batch_size, low_memory=low_memory)
         self.plan, self.target, self.folder, self.writing = plan, target, Path(folder), writing
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -188,6 +189,7 @@ def explain_files_ray(
     table: str = "csv",
     progress: bool | None = None,
     overwrite: bool = False,
+    low_memory: bool = False,
 ) -> list[dict]:
     """:func:`~lrpc_runtime.explain_files` on Ray: the same files in ``out_dir``, the same rows returned.
 
@@ -237,6 +239,7 @@ def explain_files_ray(
                 target,
                 str(staging.resolve()),
                 SampleWriting(style, overlay_alpha, save_relevance),
+                low_memory,
             ),
         )
         results: list[tuple[int, str]] = []

@@ -32,6 +32,9 @@ __all__ = ["Explainer", "Explanation"]
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
+# onnxruntime packs a constant weight for each node that reads it (a dense layer: once for Wx, once for
+# Wᵀs); this session option keeps the weights as stored instead (Explainer(low_memory=True)).
+NO_PREPACKING = "session.disable_prepacking"
 
 ModelSource = Union[str, os.PathLike, bytes]
 ProviderSpec = Union[str, tuple[str, dict[str, Any]]]
@@ -118,7 +121,9 @@ class Explainer:
     list overrides it. CUDA never falls back silently to the CPU:
     :class:`DeviceUnavailableError` is raised instead. ``threads`` sets
     ``intra_op_num_threads``; ``batch_size`` is the largest chunk
-    :meth:`explain` sends to the session at once.
+    :meth:`explain` sends to the session at once. ``low_memory`` turns off
+    onnxruntime's weight prepacking: a dense layer's weights are then held once
+    instead of packed for both Wx and Wᵀs (VGG-16: see the README's "Memory").
 
     Example::
 
@@ -135,6 +140,7 @@ class Explainer:
         batch_size: int = 64,
         threads: int | None = None,
         session_options: ort.SessionOptions | None = None,
+        low_memory: bool = False,
     ) -> None:
         self.batch_size = bounded_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
         chosen, wants_cuda, requested = _resolve_providers(device, providers)
@@ -151,6 +157,8 @@ class Explainer:
             options.enable_mem_pattern = False
         if threads is not None:
             options.intra_op_num_threads = bounded_int("threads", threads, 0, MAX_THREADS)
+        if low_memory:
+            options.add_session_config_entry(NO_PREPACKING, "1")
         if isinstance(model, (bytes, bytearray)):
             source, payload = "<model bytes>", bytes(model)
         else:

@@ -96,6 +96,23 @@ def test_npy_inputs_json_table_and_overlay(explained, tmp_path):
     assert np.asarray(Image.open(out / "one.png")).shape == (128, 128, 3)  # overlay: one panel
 
 
+def test_low_memory_explains_the_same(explained, tmp_path):
+    """--low-memory (weight prepacking off) gives the same predictions and the relevance to round-off."""
+    np.save(tmp_path / "batch.npy", DIGITS["x"][:4])
+    for name, extra in (("packed", []), ("low", ["--low-memory"])):
+        argv = ["explain", str(explained), str(tmp_path / "batch.npy"), "-o", str(tmp_path / name), "-q"]
+        assert main([*argv, "--save-relevance", *extra]) == 0
+    packed, low = ((tmp_path / n / "predictions.csv").read_text() for n in ("packed", "low"))
+    assert low == packed
+    for i in range(4):
+        np.testing.assert_allclose(
+            np.load(tmp_path / "low" / f"batch_{i}.relevance.npy"),
+            np.load(tmp_path / "packed" / f"batch_{i}.relevance.npy"),
+            rtol=1e-5,
+            atol=1e-7,
+        )
+
+
 def test_target_input_files_take_the_class_from_the_command_line(tmp_path):
     path = tmp_path / "t.onnx"
     lrpc.compile(ROOT / "models" / "digits_cnn.onnx", composite="EpsilonPlus", target="input", output=path)

@@ -116,6 +116,7 @@ def test_the_cli_runs_on_a_cluster_address(ray_cluster, explained, digit_inputs,
             "2",
             "--batch-size",
             "4",
+            "--low-memory",  # each actor's session without weight prepacking: the same files
         ],
         capture_output=True,
         text=True,

@@ -168,3 +168,19 @@ def test_raw_run(single_model):
     out = ex.run({"input": x, "target": np.array([1, 3], dtype=np.int64)})
     assert list(out) == ["logits", "relevance"]
     np.testing.assert_allclose(out["relevance"], [[1] * 4, [3] * 4])
+
+
+def test_low_memory_turns_weight_prepacking_off_and_keeps_the_numbers(single_model, rng):
+    from lrpc_runtime.session import NO_PREPACKING
+
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    default, low = Explainer(single_model("max")), Explainer(single_model("max"), low_memory=True)
+
+    def prepacking_off(ex) -> bool:
+        try:
+            return ex._session.get_session_options().get_session_config_entry(NO_PREPACKING) == "1"
+        except RuntimeError:  # onnxruntime: no such entry set
+            return False
+
+    assert prepacking_off(low) and not prepacking_off(default)
+    np.testing.assert_allclose(low.explain(x).relevance_map, default.explain(x).relevance_map, rtol=1e-6)
