@@ -4,7 +4,7 @@ once with the CLI's one line, `lrpc: interrupted by SIGx; no partial output left
 Until :func:`quiet_start` has run, a SIGINT is CPython's KeyboardInterrupt and prints a traceback from
 inside an import; no package can act earlier than its own first line. So this module keeps that window
 short: it imports only what the interpreter loaded while it started (`os`, `sys`, and `_signal`, the C
-module under `signal`: the `signal` module builds enums, 0.4–0.6 ms) and defines little. Measured with
+module under `signal`: the `signal` module builds enums, 0.4–0.7 ms) and defines little. Measured with
 `python -X importtime -m lrpc.cli --help`: this module takes 0.12 ms with cached bytecode (0.7–1.2 ms when
 it is compiled), where importing the old lrpc.signals first took 0.6 ms (1.5–2.4 ms).
 """

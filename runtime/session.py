@@ -123,7 +123,7 @@ class Explainer:
     ``intra_op_num_threads``; ``batch_size`` is the largest chunk
     :meth:`explain` sends to the session at once. ``low_memory`` turns off
     onnxruntime's weight prepacking: a dense layer's weights are then held once
-    instead of packed for both Wx and Wᵀs (VGG-16: see the README's "Memory").
+    instead of packed for both Wx and Wᵀs (VGG-16: the README's "Speed").
 
     Example::
 
