@@ -32,7 +32,6 @@ import argparse
 import hashlib
 import json
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lxt_ref  # noqa: E402
+from zoo_cells import cell_text, compile_and_verify, error_text, short  # noqa: E402
 from torchvision_stub import stub_torchvision  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,26 +174,6 @@ def build(name: str, kwargs: dict, size: int, seed: int = 0) -> tuple[nn.Module,
 # ------------------------------------------------------------------------------------------ cells
 
 
-def _error(e: Exception) -> str:
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-
-
-def compile_and_verify(source: bytes, **options) -> dict:
-    import lrpc
-    from lrpc.verify.report import LABELS
-
-    t = time.perf_counter()
-    try:
-        explained = lrpc.compile(source, **options)
-    except Exception as e:  # noqa: BLE001  (any failure is a table cell)
-        return {"compiled": False, "error": _error(e)}
-    seconds = time.perf_counter() - t
-    report = lrpc.verify(explained, source=source, samples=2)
-    failed = [f"{LABELS[c.status]} {c.name} ({c.detail})" for c in report.checks if c.status not in ("pass", "info")]
-    verdict = "pass" if report.passed else "; ".join(failed) or "FAIL (no check names a reason)"
-    return {"compiled": True, "seconds": round(seconds, 2), "verify": verdict}
-
-
 def samples(size: int, n: int = 4) -> np.ndarray:
     """The zoo's inputs: n samples of N(0, 1), seeded."""
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(7)).numpy()
@@ -205,7 +185,7 @@ def run_model(name: str, kwargs: dict, size: int, samples_n: int = 4) -> dict:
     try:
         model, source = build(name, kwargs, size)
     except Exception as e:  # noqa: BLE001
-        return {**row, "export_error": _error(e)}
+        return {**row, "export_error": error_text(e)}
     graph = onnx.load_from_string(source).graph
     row["ops"] = sorted({n.op_type for n in graph.node})
     row["params_m"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 2)
@@ -221,7 +201,7 @@ def run_model(name: str, kwargs: dict, size: int, samples_n: int = 4) -> dict:
                 fine = lxt_ref.compare(model, source, x, product=product, eps=1e-12)
                 cell["eps1e-12"] = {k: fine[k] for k in ("rel_l2", "rel_l2_float64") if k in fine}
         except Exception as e:  # noqa: BLE001
-            cell = {"error": _error(e)}
+            cell = {"error": error_text(e)}
         row["lxt"][product] = cell
     row["seconds"] = round(time.perf_counter() - t, 1)
     return row
@@ -240,7 +220,7 @@ def _lxt_cells(row: dict, product: str) -> list[str]:
     if cell is None:
         return ["—"] * 6
     if "error" in cell:
-        return [f"`{_short(cell['error'])}`"] + [""] * 5
+        return [f"`{short(cell['error'])}`"] + [""] * 5
     ratio = max(abs(a / b - 1) for a, b in zip(cell["lrpc_sum"], cell["logit"]))
     fine = cell.get("eps1e-12", {})
     return [
@@ -251,22 +231,6 @@ def _lxt_cells(row: dict, product: str) -> list[str]:
         _worst(cell["rel_l2_lxt32"]),
         f"{ratio:.1e}",
     ]
-
-
-def _short(error: str, limit: int = 160) -> str:
-    """An error for a table cell: lrpc's list of unexplained nodes cut to its first entry, at most `limit`."""
-    head, sep, rest = error.partition(" cannot be explained: ")
-    count = re.search(r"(\d+) nodes?$", head)
-    if sep and count:
-        more = int(count.group(1)) - 1
-        error = f"{head} cannot be explained: {rest.split('; ')[0]}" + (f" (+{more} more)" if more else "")
-    return error if len(error) <= limit else error[: limit - 1] + "…"
-
-
-def _compiled(cell: dict) -> str:
-    if not cell["compiled"]:
-        return f"no: `{_short(cell['error'])}`"
-    return "yes, verify " + ("pass" if cell["verify"] == "pass" else _short(cell["verify"], 120).replace("|", "\\|"))
 
 
 def render(rows: list[dict], command: str, minutes: float) -> str:
@@ -294,7 +258,7 @@ def render(rows: list[dict], command: str, minutes: float) -> str:
             continue
         out.append(
             f"| {r['model']} | {r['size']} | {r['params_m']} | {', '.join(r['ops'])} | "
-            f"{_compiled(r['composite'])} | {_compiled(r['epsilon'])} |"
+            f"{cell_text(r['composite'])} | {cell_text(r['epsilon'])} |"
         )
     out += [
         "",

@@ -136,10 +136,11 @@ def images(shape, seed: int = 0, n: int = 8) -> np.ndarray:
 
 
 def application(name: str, size: int = 32, classes: int = 10, seed: int = 0, classifier_activation=None) -> keras.Model:
-    """keras.applications model `name` of APPLICATIONS (weights=None, seeded), BatchNorm reset on one batch.
+    """keras.applications model `name` (a key of APPLICATIONS or a constructor's own name, e.g. "EfficientNetB3";
+    weights=None, seeded), BatchNorm reset on one batch.
     Logits out by default (a softmax of these random nets saturates: probabilities 0 or 1 say little)."""
     keras.utils.set_random_seed(seed)
-    model = getattr(keras.applications, APPLICATIONS[name])(
+    model = getattr(keras.applications, APPLICATIONS.get(name, name))(
         weights=None, input_shape=(size, size, 3), classes=classes, classifier_activation=classifier_activation
     )
     n = min(256, max(16, 256 * 32 * 32 // (size * size)))  # 256 at 32×32: late 1×1 maps need many samples

@@ -1,7 +1,9 @@
 """keras.applications modern convnets explained end to end from their `.keras` files, as a user runs lrpc:
-MobileNetV3Small (hard-swish, hard-sigmoid squeeze-excitation), EfficientNetB0 (swish, sigmoid SE) and
-ConvNeXtTiny (grouped 7×7 Conv2D, LayerNormalization, exact gelu), weights=None, BatchNorm statistics reset
-on one batch (models/keras_models.py), 32×32 inputs, 10 classes.
+MobileNetV3Small and MobileNetV3Large (hard-swish, hard-sigmoid squeeze-excitation), EfficientNetB0 and
+EfficientNetV2B0 (swish, sigmoid SE; V2's fused MBConv blocks) and ConvNeXtTiny (grouped 7×7 Conv2D,
+LayerNormalization, exact gelu), weights=None, BatchNorm statistics reset on one batch
+(models/keras_models.py), 32×32 inputs, 10 classes. Larger members of these families, at 64×64:
+benchmarks/KERAS_ZOO.md.
 
 - `lrpc compile` with the default composite (EpsilonPlusFlat) and with `--rule epsilon` (and a larger ε where
   ε = 1e-6 is ill-conditioned in float32: ILL_CONDITIONED, which verify must say), then `lrpc verify
@@ -28,7 +30,7 @@ from test_savedmodel import compare
 
 pytestmark = pytest.mark.slow
 
-MODELS = ["mobilenet_v3_small", "efficientnet_b0", "convnext_tiny"]
+MODELS = ["mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "efficientnet_v2_b0", "convnext_tiny"]
 # ε = 1e-6 (lrpc's default) is too small a stabilizer for float32 on one of the four images of these two
 # (measured, float32 vs float64 relevance): EfficientNetB0 1.8e-3 (the others 1.2e-5 … 4.7e-4; still 1.3e-3
 # at ε = 1e-4), ConvNeXtTiny 1.1e-3 (the others ≤ 3.3e-6; 1.5e-5 at ε = 1e-4), while the forward outputs
