@@ -1,7 +1,7 @@
 """Why a float32 relevance map can sit far from its float64 one on a ReLU network: units whose forward
 value is near 0 come out of the float32 forward with another sign (or exactly 0) than in float64.
 
-    python benchmarks/relu_flips.py seresnext26d_32x4d --samples 64     # ~1.5 min on 2 cores
+    python benchmarks/relu_flips.py seresnext26d_32x4d --samples 64     # ~35 s on 2 cores (timm cached)
 
 LXT's map (and lrpc's at ε → 0) is R = x ⊙ ∂y/∂x, and through a ReLU ∂relu(z)/∂z = 𝟙[z > 0]. Where a
 residual sum z = a + b cancels (|z| below the forward's round-off, ~1e-6·|a| in float32), float32 and
