@@ -23,7 +23,11 @@ Then export (TorchScript, opset 17, dynamic batch, cached in out/modern_zoo/), a
 * lrpc `epsilon:eps=1e-9` against LXT (float64 torch) on 4 N(0, 1) samples, `product=gate-constant`
   and `product=half` where the model has SE products: per-sample relative L2 of lrpc's float32 map
   (onnxruntime) and of the same explained graph run in float64 (benchmarks/double_ops.py), LXT's own
-  float32 error, and, as a diagnostic of what ε itself contributes, the figures again with ε = 1e-12.
+  float32 error, and the gate-constant figures again with ε = 1e-12.
+
+The goal (≤ 1e-5) is judged on lrpc's float32 map at ε = 1e-12: LXT computes gradient × input, the
+ε → 0 limit on linear layers, and 1e-12 is what `--convention lxt` compiles; the ε = 1e-9 columns show
+what ε itself moves (R/(z + ε) differs from the gradient by ε/|z| where |z| is tiny).
 """
 
 from __future__ import annotations
@@ -233,6 +237,14 @@ def _lxt_cells(row: dict, product: str) -> list[str]:
     ]
 
 
+def _goal(cell: dict) -> str:
+    """The goal verdict of a gate-constant cell: lrpc's float32 map at ε = 1e-12 (LXT's ε → 0) within GOAL."""
+    fine = cell.get("eps1e-12", {}).get("rel_l2")
+    if "error" in cell or not fine:
+        return ""
+    return "met" if max(fine) <= GOAL else "**missed**"
+
+
 def render(rows: list[dict], command: str, minutes: float) -> str:
     from importlib.metadata import version
 
@@ -271,7 +283,9 @@ def render(rows: list[dict], command: str, minutes: float) -> str:
         "in float64; *ε=1e-12*: the same two recompiled with ε = 1e-12 (what ε itself moves); *LXT f32*: LXT's own "
         "float32 map against its float64 one (what float32 alone costs on this net); *|ΣR/y−1|*: lrpc's relevance "
         "sum against the explained logit (biases absorb some; not a check). `half` only where the model has SE "
-        "products (f32, f64, |ΣR/y−1|). The goal column judges gate-constant f32. Per-sample figures: the JSON.",
+        "products (f32, f64, |ΣR/y−1|). The goal column judges gate-constant *f32, ε=1e-12*, the like-for-like "
+        "comparison: LXT computes gradient × input (ε → 0), and ε = 1e-12 is what `--convention lxt` compiles; the "
+        "ε = 1e-9 columns are the diagnostic of what ε moves. Per-sample figures: the JSON.",
         "",
         "| model | f32 | f64 | f32, ε=1e-12 | f64, ε=1e-12 | LXT f32 | \\|ΣR/y−1\\| | half f32 | half f64 "
         "| half \\|ΣR/y−1\\| | goal |",
@@ -282,8 +296,7 @@ def render(rows: list[dict], command: str, minutes: float) -> str:
             continue
         gc, half = _lxt_cells(r, "gate-constant"), _lxt_cells(r, "half")
         gated = r["model"].startswith(GOAL_FAMILIES)
-        cell = r["lxt"]["gate-constant"]
-        goal = "" if not gated or "error" in cell else ("met" if max(cell["rel_l2"]) <= GOAL else "**missed**")
+        goal = _goal(r["lxt"]["gate-constant"]) if gated else ""
         out.append(f"| {r['model']} | {' | '.join(gc)} | {half[0]} | {half[1]} | {half[5]} | {goal} |")
     notes = sorted(
         {
