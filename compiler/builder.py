@@ -52,6 +52,11 @@ class Builder:
         self._nodes.append(node)
         return list(node.outputs)
 
+    @property
+    def added(self) -> list[ir.Node]:
+        """The nodes this builder added (the explanation's), in order."""
+        return list(self._nodes)
+
     def drop_unused(self) -> int:
         """Remove the nodes this builder added whose outputs nothing reads (a stand-in a rule did not
         need, …), last first so that chains go too, and the constants it added that nothing reads then;

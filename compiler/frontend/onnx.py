@@ -13,6 +13,7 @@ import onnx
 import onnx_ir as ir
 
 from ..errors import LrpcError, root_cause
+from ..passes.quantized import check_not_qoperator
 
 MIN_OPSET = 13
 MAX_OPSET = 26  # the newest opset onnxruntime 1.31 runs (emit.py pins the same)
@@ -110,6 +111,8 @@ def _check_opset(model: ir.Model) -> None:
             f"the model uses opset {opset}; lrpc reads opsets {MIN_OPSET}–{MAX_OPSET} ({MAX_OPSET} is the "
             "newest onnxruntime 1.31 runs). Export it with an older opset (e.g. opset_version=17)"
         )
+    for node in model.graph.all_nodes():  # QGemm, QLinearAdd… are com.microsoft ops: the clearer message first
+        check_not_qoperator(node)
     used = {n.domain for n in model.graph.all_nodes()} - {"", "ai.onnx"}
     if used:
         raise LrpcError(

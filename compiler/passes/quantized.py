@@ -11,6 +11,12 @@ forward keeps the DequantizeLinear node: onnxruntime still runs the quantized mo
 never folds Quantize/DequantizeLinear, so the BatchNorm and channel-affine folds see no constant weight
 there and leave a quantized layer as it is.
 
+onnxruntime runs a QDQ model by fusing each DequantizeLinear → layer → QuantizeLinear unit into an integer
+kernel (QLinearConv, QLinearAdd, …) whose requantization rounds differently from the float math (ResNet-18
+with per-tensor weights: logits 1.6e-2 apart). It fuses a unit only when nothing else reads the layer's
+float output z, and the rules read z; `fusable_forward` gives the rules their own copy of such a layer,
+so the explained file's forward fuses as the quantized model's does and computes its outputs exactly.
+
 QOperator files (QLinearConv, ConvInteger, QLinearAdd, ...) compute in integers inside one node, with no
 float weight or activation to explain: `check_not_qoperator` refuses them, naming the node.
 """
@@ -21,6 +27,7 @@ import numpy as np
 import onnx_ir as ir
 
 from ..errors import LrpcError, node_label
+from ..ops import RANDOM_OPS
 from .mark_static import STATIC
 
 QOPERATOR_OPS = {
@@ -82,3 +89,29 @@ def check_not_qoperator(node: ir.Node) -> None:
             "with no float weight to explain; quantize the float model with "
             "quantize_static(..., quant_format=QuantFormat.QDQ) and compile that file"
         )
+
+
+def fusable_forward(graph: ir.Graph, b) -> int:
+    """Give the nodes the builder `b` added their own copy of each forward layer whose output a forward QuantizeLinear
+    quantizes, so that the forward's Dequantize → layer → Quantize units stay fusable; returns how many."""
+    added_set = set(b.added)
+    copies = 0
+    for node in [n for n in graph if n not in added_set]:
+        if (
+            len(node.outputs) != 1
+            or node.op_type in RANDOM_OPS
+            or node.op_type in ("QuantizeLinear", "DequantizeLinear")
+        ):
+            continue
+        z = node.outputs[0]
+        users = [(n, i) for n, i in z.uses() if n in added_set]
+        if not users or not any(n.op_type == "QuantizeLinear" and n not in added_set for n, _ in z.uses()):
+            continue
+        name = b.fresh_name(f"lrp/quantized/{node.op_type}")
+        twin = ir.Node(node.domain, node.op_type, list(node.inputs), attributes=node.attributes.values(), name=name)
+        twin.outputs[0].name, twin.outputs[0].type, twin.outputs[0].shape = name, z.type, z.shape
+        graph.insert_after(node, twin)
+        for user, i in users:
+            user.replace_input_with(i, twin.outputs[0])
+        copies += 1
+    return copies

@@ -19,6 +19,7 @@
 The other modules: arguments.py checks the arguments, load.py reads the file and its metadata,
 inputs.py draws the inputs, float32.py runs the file in onnxruntime, float64.py (with
 reference_maxpool.py and reference_pad.py, two ops onnx's evaluator gets wrong) runs the reference,
+quantized.py what it runs of a QDQ file (the deployed quantizers' integers, the rest in float64),
 report.py holds and prints the result.
 """
 
@@ -38,6 +39,7 @@ from .conservation import check_conservation, conserving
 from .float32 import run_float32
 from .inputs import check_input_budget, make_feeds
 from .load import load, lrpc_metadata
+from .quantized import activation_quantizers, forced
 from .report import Check, VerifyReport
 from .source import lacking, reference
 
@@ -92,7 +94,9 @@ def verify(
     header += [f"inputs: {what.format(seed=seed)}", f"float64 reference: {ref.described}"]
     relevance_names = list(json.loads(meaning[KEY_RELEVANCE]).values())
     output_names = [o.name for o in (ref.model or proto).graph.output if o.name not in relevance_names]
-    got = run_float32(proto, feeds, meaning[KEY_EXPLAINED])
+    reference_model = ref.model or proto
+    quantizers = activation_quantizers(reference_model, proto)
+    got = run_float32(proto, feeds, meaning[KEY_EXPLAINED], quantizers)
     relevance = np.concatenate([per_sample(got[n]) for n in relevance_names], axis=1)
     finite = np.array(
         [
@@ -103,8 +107,16 @@ def verify(
     checks = [_finite_check(finite), *ref.checks]
     errors = None
     if ref.model is not None:
+        integers = {name: got[name] for name in quantizers}  # the deployed quantizers' (verify/quantized.py)
         errors, float64_check = compare_float64(
-            ref.model, feeds, got, output_names, relevance_names, tolerance, meaning, seed
+            forced(ref.model, integers),
+            {**feeds, **integers},
+            got,
+            output_names,
+            relevance_names,
+            tolerance,
+            meaning,
+            seed,
         )
         checks.append(float64_check)
     ratios, start, conservation = check_conservation(

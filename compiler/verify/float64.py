@@ -88,7 +88,9 @@ def evaluate(double: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[
     from .reference_conv_transpose import ConvTranspose  # onnx's: wrong for groups of several channels
     from .reference_maxpool import MaxPool, MaxUnpool  # onnx's: wrong indices with padding, no output_shape
     from .reference_pad import Pad  # onnx's own refuses negative pads (crops)
+    from .quantized import DequantizeLinear, QuantizeLinear  # onnx's: opset 19 and newer only
 
-    evaluator = ReferenceEvaluator(double, new_ops=[ConvTranspose, MaxPool, MaxUnpool, Pad])
+    ops = [ConvTranspose, MaxPool, MaxUnpool, Pad, QuantizeLinear, DequantizeLinear]
+    evaluator = ReferenceEvaluator(double, new_ops=ops)
     feeds = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()}
     return dict(zip(names, evaluator.run(names, feeds)))
