@@ -20,6 +20,7 @@ from .builder import Builder
 from .emit import choose_opset, finish, relevance_output_name, save
 from .errors import LrpcError
 from . import frontend
+from .gradient_form import usable as gradient_form_usable
 from .lower import LoweringConfig, propagate
 from .metadata import checked_preprocess, file_metadata, source_sha256
 from .methods import lower_method, parse_method
@@ -35,7 +36,7 @@ from .targets import (
     parse_target,
     resolve_explain,
     sequence_position,
-    start_relevance,
+    start_signals,
     unit_count,
 )
 from .text import (
@@ -210,8 +211,9 @@ def compile(
     graph = p.model.graph
     b = Builder(graph, p.explained.dtype)
     b.scope = "lrp/start"
-    model_inputs = list(graph.inputs)  # before start_relevance adds `target` or `mask`
-    r0 = start_relevance(b, p.scores, p.target, graph, scaled=starts_at_value(convention, method), position=p.position)
+    model_inputs = list(graph.inputs)  # before start_signals adds `target` or `mask`
+    scaled = starts_at_value(convention, method)
+    r0, seed = start_signals(b, p.scores, p.target, graph, scaled=scaled, position=p.position)
     float_inputs = [v for v in model_inputs if v.dtype is not None and v.dtype.is_floating_point()]
     tokens, passing = token_inputs(graph, skip=tuple(v.name for v in graph.inputs if v not in model_inputs))
     if not float_inputs and not tokens:
@@ -221,15 +223,8 @@ def compile(
         if method is not None:
             reached = lower_method(graph, p.scores, r0, method, b, sources)
         else:
-            reached = propagate(
-                graph,
-                p.explained,
-                r0,
-                LoweringConfig(
-                    p.rules.default, p.assigned, absorb_constants=convention == "lxt" or p.rules.absorb_constants
-                ),
-                b,
-            )
+            cfg, gradient = lowering(p)
+            reached = propagate(graph, p.explained, r0, cfg, b, seed=seed if gradient else None)
         b.scope = "lrp/tokens"
         per_token = {t.ids: token_relevance(b, t, reached, stand_ins) for t in tokens}
     relevance = {
@@ -296,6 +291,14 @@ def checked_method(method, rule=None, composite=None, rule_map=(), rule_map_file
             "(they choose LRP rules)"
         )
     return method
+
+
+def lowering(p: Plan) -> tuple[LoweringConfig, bool]:
+    """The LRP rules' configuration for plan `p`, and whether the gradient form may stand in for the
+    relevance form (gradient_form.py: lower.propagate then tries it first)."""
+    absorb = p.convention == "lxt" or p.rules.absorb_constants
+    cfg = LoweringConfig(p.rules.default, p.assigned, absorb_constants=absorb)
+    return cfg, gradient_form_usable(cfg, starts_at_value(p.convention, None), p.explained, p.scores)
 
 
 def starts_at_value(convention: str, method) -> bool:

@@ -7,10 +7,11 @@ import onnx
 from lrpc_runtime.metadata import KEY_PREPROCESS, KEY_VERSION
 from lrpc_runtime.preprocess import Preprocessing
 
-from .api import starts_at_value
+from .api import lowering, starts_at_value
 from .builder import Builder
 from .errors import node_label
-from .lower import LoweringConfig, propagate
+from .gradient_form import gradient_form
+from .lower import propagate
 from .methods import GRADIENTS
 from .methods.backward import backward
 from .passes.mark_static import is_static
@@ -90,6 +91,19 @@ def _layer_treatment(node, p, method) -> str:
     return p.assigned[node].spec if node in p.assigned else getattr(RULES.get(node.op_type), "__name__", "no rule")
 
 
+def gradient_form_taken(p) -> bool:
+    """Whether compile builds plan `p`'s LRP rules in gradient form (a dry run on the plan's graph)."""
+    cfg, usable = lowering(p)
+    if not usable:
+        return False
+    graph = p.model.graph
+    try:
+        gradient_form(graph, p.explained, p.explained, cfg, Builder(graph, p.explained.dtype), list(graph.inputs))
+    except Unexplained:
+        return False
+    return True
+
+
 def dry_run(p, method=None) -> tuple[set, dict]:
     """(the nodes relevance or the gradient passes through, the nodes a compile would refuse with why):
     a dry run of the reverse walk on the plan's graph, which it extends — call it after reading the graph."""
@@ -97,14 +111,7 @@ def dry_run(p, method=None) -> tuple[set, dict]:
     b = Builder(graph, p.explained.dtype)
     try:
         if method is None:
-            propagate(
-                graph,
-                p.explained,
-                p.explained,
-                LoweringConfig(p.rules.default, p.assigned, absorb_constants=p.rules.absorb_constants),
-                b,
-                visited,
-            )
+            propagate(graph, p.explained, p.explained, lowering(p)[0], b, visited)
         else:
             floats = [v for v in graph.inputs if v.dtype is not None and v.dtype.is_floating_point()]
             backward(list(graph), p.scores, p.scores, floats, b, method.relu, visited=visited)
@@ -125,6 +132,11 @@ def describe_plan(path, p, method=None) -> tuple[str, int]:
         f"explains: '{p.scores.name}' {_shape(p.scores)}, target {p.target.spec}, start relevance = {start}"
         + (f" (at '{p.explained.name}')" if p.explained is not p.scores else ""),
         (f"method: {method.spec}" if method else f"rules: {p.rules.spec}") + f"; convention {p.convention}",
+        *(
+            ["lowering: gradient form, R = x ⊙ g (every rule here is LRP-0-like: lrpc/gradient_form.py)"]
+            if method is None and gradient_form_taken(p)
+            else []
+        ),
         "canonization:" + ("" if p.changes else " nothing to change"),
     ]
     lines += [f"  {line}" for line in p.changes]

@@ -9,12 +9,13 @@ import onnx_ir as ir
 
 from . import rules  # noqa: F401  (registers every rule module)
 from .builder import Builder
+from .gradient_form import gradient_form
 from .ops import LINEAR_OPS
 from .rules.assign import ProductRule, default_product_rule
 from .rules.lrp import Rule
 from .rules.sparsity import relu_stand_ins
 from .rules.table import RULES
-from .walk import reverse_walk
+from .walk import Unexplained, reverse_walk
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,22 @@ class LoweringConfig:
 
 
 def propagate(
-    graph: ir.Graph, start: ir.Value, r0: ir.Value, cfg: LoweringConfig, b: Builder, visited: set | None = None
+    graph: ir.Graph,
+    start: ir.Value,
+    r0: ir.Value,
+    cfg: LoweringConfig,
+    b: Builder,
+    visited: set | None = None,
+    seed: ir.Value | None = None,
 ) -> dict:
     """Relevance at each graph input reached from `start` (value → relevance value); `visited` collects
-    the nodes relevance passed through."""
+    the nodes relevance passed through. Given the gradient `seed` (w, where r0 = w ⊙ start), an LRP-0
+    lowering is built in gradient form (gradient_form.py) where every node has one."""
+    if seed is not None:
+        try:
+            return gradient_form(graph, start, seed, cfg, b, list(graph.inputs))
+        except Unexplained:
+            pass  # what it built is read by nothing: emit.finish drops it
     cfg = replace(cfg, relu_stand_ins=relu_stand_ins(graph, cfg.rule_for, LINEAR_OPS))  # before rules add nodes
     return reverse_walk(
         list(graph),

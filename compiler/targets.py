@@ -282,15 +282,21 @@ def _at_position(b: Builder, y: ir.Value, target: Target, graph: ir.Graph, posit
     return b.op("Mul", column, b.op("Unsqueeze", tokens, _int64(b, [1])))
 
 
-def start_relevance(
+def start_signals(
     b: Builder, y: ir.Value, target: Target, graph: ir.Graph, scaled: bool = True, position: int | None = None
-) -> ir.Value:
-    """R₀ = w ⊙ y (lrpc's and iNNvestigate's convention), or w itself when not `scaled` (Zennit's,
-    and the gradient seed), for the selection w of `target` (at `position`, for a sequence)."""
+) -> tuple[ir.Value, ir.Value]:
+    """(R₀, the gradient seed w shaped like y) for the selection w of `target` (at `position`, for a
+    sequence): R₀ = w ⊙ y (lrpc's and iNNvestigate's convention), or w itself when not `scaled`
+    (Zennit's). One selection, so a `target` or `mask` input is added once; the builder drops whichever
+    of the two nothing reads."""
     w = selection(b, y, target, graph, position)
     if w is None:
-        return y if scaled else b.op("ConstantOfShape", b.op("Shape", y), value=ir.tensor(np.ones(1, b.dtype.numpy())))
-    return b.op("Mul", y, w) if scaled else b.op("Expand", w, b.op("Shape", y))
+        seed = b.op("ConstantOfShape", b.op("Shape", y), value=ir.tensor(np.ones(1, b.dtype.numpy())))
+    else:
+        seed = b.op("Expand", w, b.op("Shape", y))
+    if not scaled:
+        return seed, seed
+    return (y if w is None else b.op("Mul", y, w)), seed
 
 
 def upstream(value: ir.Value) -> set[ir.Node]:

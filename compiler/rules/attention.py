@@ -51,22 +51,32 @@ def _batch_unbroadcast(b, r, v, out):
     return summed if lead == 0 else b.op("Reshape", summed, b.op("Shape", v))
 
 
-def bilinear(node, rel_out, b, cfg):
-    """The relevance of O = A·B to both factors (module docstring)."""
-    a, bb = node.inputs
-    out = node.outputs[0]
-    s = b.divide(rel_out[0], out, cfg.rule_for(node).eps)
-    rule = cfg.product_rule_for(node)
-    held = node.meta.get(GATE)
+def receiving_factors(node, cfg) -> list[int]:
+    """The factors of O = A·B that receive relevance: both under "half", under "gate-constant" the one
+    that is not a softmax output (the attention weights, held fixed)."""
+    rule, held = cfg.product_rule_for(node), node.meta.get(GATE)
     if rule == "gate-constant" and held is None:
         raise LrpcError(
             f"{node_label(node)}: rule gate-constant, but neither factor of this "
             f"{node.meta.get(NAME, 'product')} is a softmax output (attention weights) to hold "
             "fixed; give it the rule half, e.g. --rule-map 'product=half'"
         )
-    terms = [i for i in (0, 1) if rule == "half" or held == 1 - i]
+    return [i for i in (0, 1) if rule == "half" or held == 1 - i]
+
+
+def halve_quotient(out, a, bb) -> bool:
+    """Whether ½ is cheaper applied once at O's side than on each factor's term (exact either way)."""
+    return _matrix_size(out) <= _matrix_size(a) + _matrix_size(bb)
+
+
+def bilinear(node, rel_out, b, cfg):
+    """The relevance of O = A·B to both factors (module docstring)."""
+    a, bb = node.inputs
+    out = node.outputs[0]
+    s = b.divide(rel_out[0], out, cfg.rule_for(node).eps)
+    rule, terms = cfg.product_rule_for(node), receiving_factors(node, cfg)
     # ½ is exact in floating point: once on s, or on each term, whichever touches fewer elements
-    halve_s = rule == "half" and _matrix_size(out) <= _matrix_size(a) + _matrix_size(bb)
+    halve_s = rule == "half" and halve_quotient(out, a, bb)
     if halve_s:
         s = b.op("Mul", s, b.const(0.5))
     back = {

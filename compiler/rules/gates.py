@@ -29,24 +29,32 @@ PRODUCT_RULES = {  # name → doc (the rule of a product of two activations)
 }
 
 
+def signal_operand(node, cfg) -> int | None:
+    """The operand of a product or quotient of two activations that takes all relevance (the other
+    held fixed), or None where the product rule is half (both take half)."""
+    kind = node.meta.get(KIND)
+    if kind in ("activation", "normalizer", "quotient"):
+        return node.meta[SIGNAL]
+    if cfg.product_rule_for(node) != "gate-constant":
+        return None
+    gate = node.meta.get(GATE, node.meta.get(ACTIVATED))
+    if gate is None:
+        raise LrpcError(
+            f"{node_label(node)}: rule gate-constant, but neither factor of this "
+            f"{node.meta.get(NAME, 'product')} is a gate (a Sigmoid, HardSigmoid, Tanh or Clip "
+            "output) or the one computed by an activation; give it the rule half, e.g. "
+            "--rule-map 'product=half'"
+        )
+    return 1 - gate
+
+
 @relevance_rule("Mul", "Div")
 def product(node, rel_out, b, cfg):
     live, r = _activations(node), rel_out[0]
     if len(live) == 1:
         return _keep_with_unit(node, r, b, live[0])
-    kind = node.meta.get(KIND)
-    if kind in ("activation", "normalizer", "quotient"):
-        return _keep_with_unit(node, r, b, node.meta[SIGNAL])
-    rule = cfg.product_rule_for(node)
-    if rule == "gate-constant":
-        gate = node.meta.get(GATE, node.meta.get(ACTIVATED))
-        if gate is None:
-            raise LrpcError(
-                f"{node_label(node)}: rule gate-constant, but neither factor of this "
-                f"{node.meta.get(NAME, 'product')} is a gate (a Sigmoid, HardSigmoid, Tanh or Clip "
-                "output) or the one computed by an activation; give it the rule half, e.g. "
-                "--rule-map 'product=half'"
-            )
-        return _keep_with_unit(node, r, b, 1 - gate)
+    signal = signal_operand(node, cfg)
+    if signal is not None:
+        return _keep_with_unit(node, r, b, signal)
     half = b.op("Mul", r, b.const(0.5))
     return [unbroadcast(b, half, v, node.outputs[0]) for v in node.inputs]

@@ -33,9 +33,14 @@ def _mean(b, t, axes):
     return b.op("ReduceMean", t, _int64(b, axes), keepdims=1)
 
 
+def centred(b, s, axes):
+    """s − mean_axes s: the centring (I − 𝟙𝟙ᵀ/n), its own transpose, applied to the quotient s."""
+    return b.op("Sub", s, _mean(b, s, axes))
+
+
 def centred_relevance(b, x, s, axes):
-    """x ⊙ (s − mean_axes s): LRP-0 through the centring (I − 𝟙𝟙ᵀ/n) applied to the quotient s."""
-    return b.op("Mul", x, b.op("Sub", s, _mean(b, s, axes)))
+    """x ⊙ (s − mean_axes s): LRP-0 through the centring."""
+    return b.op("Mul", x, centred(b, s, axes))
 
 
 def inverse_std(b, x, axes, eps):
@@ -68,16 +73,25 @@ def per_channel(b, value, rank):
     return b.op("Reshape", value, _int64(b, [-1] + [1] * (rank - 2)))
 
 
-@relevance_rule("LayerNormalization", "InstanceNormalization")
-def layer_norm(node, rel_out, b, cfg):
-    x, scale = node.inputs[0], node.inputs[1]
-    axes, rank = norm_axes(node), _rank(node)
-    eps = node.attributes.get_float("epsilon", 1e-5)
-    if node.op_type == "InstanceNormalization":
-        scale = per_channel(b, scale, rank)
-    s = b.divide(rel_out[0], node.outputs[0], cfg.rule_for(node).eps)
-    u = b.op("Mul", b.op("Mul", s, scale), inverse_std(b, x, axes, eps))
-    return [centred_relevance(b, x, u, axes)] + [None] * (len(node.inputs) - 1)
+def held_norm_adjoint(node, s, b):
+    """Jᵀ s of a norm with inv held fixed, J = diag(γ·inv)(I − 𝟙𝟙ᵀ/n) per sample (per group): the
+    relevance rule is x ⊙ Jᵀ(R / stab(y)); gradient_form.py applies Jᵀ to the gradient itself."""
+    x, scale = node.inputs[:2]
+    rank, eps = _rank(node), node.attributes.get_float("epsilon", 1e-5)
+    if node.op_type != "GroupNormalization":
+        axes = norm_axes(node)
+        if node.op_type == "InstanceNormalization":
+            scale = per_channel(b, scale, rank)
+        return centred(b, b.op("Mul", b.op("Mul", s, scale), inverse_std(b, x, axes, eps)), axes)
+    groups, channelwise = grouped(node)
+    if channelwise:
+        s = b.op("Mul", s, per_channel(b, scale, rank))
+    split = _int64(b, [0, groups, -1])
+    sg = b.op("Reshape", s, split)
+    if not channelwise:
+        sg = b.op("Mul", sg, b.op("Reshape", scale, _int64(b, [groups, 1])))
+    u = b.op("Mul", sg, inverse_std(b, b.op("Reshape", x, split), [2], eps))
+    return b.op("Reshape", centred(b, u, [2]), b.op("Shape", x))
 
 
 def grouped(node):
@@ -90,17 +104,7 @@ def grouped(node):
     return groups, scale.shape[0] == channels
 
 
-@relevance_rule("GroupNormalization")
-def group_norm(node, rel_out, b, cfg):
-    x, scale = node.inputs[:2]
-    rank, (groups, channelwise) = _rank(node), grouped(node)
-    eps = node.attributes.get_float("epsilon", 1e-5)
+@relevance_rule("LayerNormalization", "InstanceNormalization", "GroupNormalization")
+def layer_norm(node, rel_out, b, cfg):
     s = b.divide(rel_out[0], node.outputs[0], cfg.rule_for(node).eps)
-    if channelwise:
-        s = b.op("Mul", s, per_channel(b, scale, rank))
-    split = _int64(b, [0, groups, -1])
-    xg, sg = b.op("Reshape", x, split), b.op("Reshape", s, split)
-    if not channelwise:
-        sg = b.op("Mul", sg, b.op("Reshape", scale, _int64(b, [groups, 1])))
-    u = b.op("Mul", sg, inverse_std(b, xg, [2], eps))
-    return [b.op("Reshape", centred_relevance(b, xg, u, [2]), b.op("Shape", x))] + [None] * (len(node.inputs) - 1)
+    return [b.op("Mul", node.inputs[0], held_norm_adjoint(node, s, b))] + [None] * (len(node.inputs) - 1)

@@ -147,14 +147,16 @@ BLOCKS = {
 }
 
 
+@pytest.mark.parametrize("options", [dict(rule="epsilon:eps=1e-9"), dict(composite="AttnLRP")])
 @pytest.mark.parametrize("name", list(BLOCKS))
-def test_transformer_norms_match_the_gradient_form(name):
-    """Dynamic token count; LRP-0 (ε = 1e-9) equals x ⊙ ∇ of the block with σ, rsqrt and the SiLU gate
-    detached and, for the gate·up product under `half`, half the gradient into each factor."""
+def test_transformer_norms_match_the_gradient_form(name, options):
+    """Dynamic token count; LRP-0 (ε = 1e-9, built in relevance form; AttnLRP, ε = 1e-12, built in gradient
+    form: lrpc/gradient_form.py) equals x ⊙ ∇ of the block with σ, rsqrt and the SiLU gate detached and, for
+    the gate·up product under `half`, half the gradient into each factor."""
     torch.manual_seed(1)
     block = BLOCKS[name]().eval()
     x = torch.randn(2, 5, 8)
-    model = lrpc.compile(_export(block, x, dynamic={"input": {0: "batch", 1: "tokens"}}), rule="epsilon:eps=1e-9")
+    model = lrpc.compile(_export(block, x, dynamic={"input": {0: "batch", 1: "tokens"}}), **options)
     for tokens in (5, 7):
         xt = torch.randn(3, tokens, 8)
         y, got = _run(model, {"input": xt.numpy()})
