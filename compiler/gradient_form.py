@@ -29,14 +29,15 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from .activations import passing_ops
 from .builder import Builder
 from .errors import LrpcError, node_label
 from .methods.backward import GRADIENTS
+from .ops import LINEAR_OPS
 from .passes.recognize_products import KIND
 from .rules.attention import halve_quotient, receiving_factors
 from .rules.combine import _activations
 from .rules.gates import signal_operand
-from .ops import LINEAR_OPS
 from .rules.lrp import Rule, parse_rule
 from .rules.norms import held_norm_adjoint
 from .rules.table import EXACT_GRADIENT
@@ -49,11 +50,8 @@ PLAIN = {  # ops whose relevance rule, at ε = 0, is x ⊙ Jᵀ(R / y) with J th
     *("Add", "Sub", "Sum", "Softmax", "ReduceMean", "ReduceSum", "Resize"),
     *("Conv", "ConvTranspose", "Gemm", "Relu", "LeakyRelu", "PRelu", "Neg"),
 }
-CHECKED = {*LINEAR_OPS, "Add", "Sub", "Sum", "ReduceMean", "ReduceSum"}
-IDENTITY = (  # activations whose rule passes relevance unchanged (rules/elementwise.py), other than PLAIN's
-    *("Celu", "Clip", "Elu", "Gelu", "HardSigmoid", "HardSwish", "Mish", "Selu", "Shrink", "Sigmoid"),
-    *("Softplus", "Softsign", "Swish", "Tanh", "ThresholdedRelu"),
-)
+CHECKED = {*LINEAR_OPS, "Add", "Sub", "Sum", "ReduceMean", "ReduceSum", "Resize"}  # their rules read ε
+IDENTITY = [op for op in passing_ops() if op not in PLAIN]  # R_x = R_y (rules/elementwise.py): Gelu, Tanh, …
 
 
 class NotLrp0(LrpcError):
@@ -80,7 +78,7 @@ def _halved(b, g_out):
 
 def plain(node, g_out, b, cfg):
     if node.op_type in CHECKED:
-        _check_lrp0(node, cfg)  # a layer, a join, a reduction: their relevance rule's ε
+        _check_lrp0(node, cfg)
     return _plain(node, g_out, b)
 
 
