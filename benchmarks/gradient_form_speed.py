@@ -27,12 +27,14 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")
     p.add_argument("--composite", default="AttnLRP")
+    p.add_argument("--rule", help="one rule for every layer instead of the composite (e.g. epsilon)")
     p.add_argument("--convention", default="lrpc")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    options = dict(composite=args.composite, convention=args.convention)
+    options = dict(rule=args.rule) if args.rule else dict(composite=args.composite)
+    options["convention"] = args.convention
     files = {"gradient form": lrpc.compile(args.model, **options)}
     with mock.patch.object(lrpc.api, "gradient_form_usable", lambda *a: False):
         files["relevance form"] = lrpc.compile(args.model, **options)
