@@ -396,14 +396,14 @@ FINDINGS = """## Findings
   float64 (≤ 9.2e-7 in float32 onnxruntime), for both AttnLRP and CP-LRP. vit_tiny and deit_tiny are the same
   architecture with the same seed here (identical rows). Other ViT-like models (PiT's conv pooling, BEiT's relative
   bias, EVA's RoPE/SwiGLU, …) are not compared: their modules are not all covered by the LXT view.
-* **`lrpc verify` passes its float64 check on every compiled model but PiT** (max|R32 − R64|/max|R64| ≤ 2e-5;
-  outputs ~1e-6). Until lrpc's AttnLRP/CPLRP took ε = 1e-12 for every rule they govern and let constant addends
+* **`lrpc verify` passes its float64 check on every compiled model** (max|R32 − R64|/max|R64| ≤ 2.4e-5 under
+  AttnLRP and CPLRP, 4.6e-4 for MLP-Mixer under EpsilonPlusFlat; outputs ~1e-6). Until lrpc's AttnLRP/CPLRP took ε = 1e-12 for every rule they govern and let constant addends
   absorb their share (commit "AttnLRP and CPLRP: eps 1e-12 …"), 13 of 21 failed (1e-3 … 5.8e-2): a position
   table's unit relevance was left with x and later divided by a near-zero pre-addend value, and ε = 1e-6 at
   LayerNorm outputs near 0 followed their float32 rounding.
-* **verify cannot run PiT**: onnx's reference evaluator raises `cannot reshape array of size 9 into shape
-  (1,2,9)` on the explained graph at batch 2 (onnxruntime runs it at batch 4 fine) — the check is reported
-  "skipped", which verify counts as not passed.
+* **PiT**: onnx's reference evaluator raised `cannot reshape array of size 9 into shape (1,2,9)` on the
+  relevance form's graph at batch 2 (reported "skipped", which verify counts as not passed); the gradient
+  form's graph (lrpc/gradient_form.py, since 2026-12-07) it runs, and PiT passes.
 * **|ΣR/logit − 1|** is far from 0 everywhere (biases, LayerNorm β, cls/position tables absorb or inject
   relevance; LXT's own ViT figure is 0.89 / 0.54), and explodes on CaiT (18), NesT (63 / 230) and Visformer
   (18 / 76): relevance sums of 20–200× the logit.
