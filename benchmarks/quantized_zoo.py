@@ -41,7 +41,8 @@ import onnx
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from modern_zoo import _commit, _error, _short, build, samples  # noqa: E402
+from modern_zoo import _commit, build, samples  # noqa: E402
+from zoo_cells import error_text, short  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "out" / "quantized_zoo"
@@ -111,7 +112,7 @@ def verdict(explained: onnx.ModelProto, source: bytes) -> str:
     try:
         report = lrpc.verify(explained, source=source, samples=2)
     except Exception as e:  # noqa: BLE001  (any failure is a table cell)
-        return f"verify raised {_error(e)}"
+        return f"verify raised {error_text(e)}"
     if report.passed:
         return "pass"
     shown = [f"{LABELS[c.status]} {c.name} ({c.detail})" for c in report.checks if c.status not in ("pass", "info")]
@@ -126,7 +127,7 @@ def compile_cell(quantized: bytes, options: dict, x: np.ndarray, float_relevance
     try:
         explained = lrpc.compile(quantized, **options)
     except Exception as e:  # noqa: BLE001
-        return {"compiled": False, "error": _error(e)}
+        return {"compiled": False, "error": error_text(e)}
     cell = {"compiled": True, "seconds": round(time.perf_counter() - t, 2)}
     deployed, got = run_ort(quantized, x)["logits"], run_ort(explained, x)
     cell["max_abs_output_diff"] = float(np.abs(got["logits"].astype(np.float64) - deployed).max())
@@ -149,7 +150,7 @@ def float_cells(source: bytes, x: np.ndarray) -> dict:
             got = run_ort(lrpc.compile(source, **options), x)
             out[label] = {"relevance": got["relevance"], "class": got["logits"].argmax(1).tolist()}
         except Exception as e:  # noqa: BLE001
-            out[label] = {"error": _error(e)}
+            out[label] = {"error": error_text(e)}
     return out
 
 
@@ -160,12 +161,12 @@ def qoperator_refusal(source: bytes, size: int) -> str:
     try:
         qop = quantize(source, size, per_channel=False, qdq=False)
     except Exception as e:  # noqa: BLE001
-        return f"quantization failed: {_error(e)}"
+        return f"quantization failed: {error_text(e)}"
     ops = sorted({n.op_type for n in onnx.load_from_string(qop).graph.node if n.op_type.startswith(("QLinear", "Q"))})
     try:
         lrpc.compile(qop)
     except Exception as e:  # noqa: BLE001
-        return f"refused ({', '.join(ops)} in the file): {_error(e)}"
+        return f"refused ({', '.join(ops)} in the file): {error_text(e)}"
     return f"COMPILED (not refused; {', '.join(ops)} in the file)"
 
 
@@ -175,7 +176,7 @@ def run_model(name: str, size: int = SIZE) -> dict:
     try:
         _, source = build(name, {}, size)
     except Exception as e:  # noqa: BLE001
-        return {**row, "export_error": _error(e)}
+        return {**row, "export_error": error_text(e)}
     x = samples(size, SAMPLES)
     floats = float_cells(source, x)
     row["quantized"] = {}
@@ -184,7 +185,7 @@ def run_model(name: str, size: int = SIZE) -> dict:
         try:
             quantized = quantize(source, size, per_channel)
         except Exception as e:  # noqa: BLE001
-            row["quantized"][mode] = {"quantization_error": _error(e)}
+            row["quantized"][mode] = {"quantization_error": error_text(e)}
             continue
         ops = [n.op_type for n in onnx.load_from_string(quantized).graph.node]
         cells = {"quantizers": ops.count("QuantizeLinear"), "dequantizers": ops.count("DequantizeLinear")}
@@ -211,7 +212,7 @@ def _span(values: list[float], fmt: str = ".1e") -> str:
 def _cells(cell: dict) -> list[str]:
     """compiled, Δ outputs, verify, relative L2 vs float (median / worst, same class), ΣR / y."""
     if not cell["compiled"]:
-        return [f"no: `{_short(cell['error'])}`", "", "", "", ""]
+        return [f"no: `{short(cell['error'])}`", "", "", "", ""]
     versus = cell.get("rel_l2_vs_float")
     against = (
         f"{np.median(versus):.2f} / {max(versus):.2f} ({cell.get('same_class', '?')}/{len(versus)})" if versus else "—"
@@ -219,7 +220,7 @@ def _cells(cell: dict) -> list[str]:
     return [
         "yes",
         f"{cell['max_abs_output_diff']:.1e}",
-        _short(cell["verify"], 200).replace("|", "\\|"),
+        short(cell["verify"], 200).replace("|", "\\|"),
         against,
         _span(cell["sum_over_logit"], ".3f"),
     ]
