@@ -2,15 +2,16 @@
 explained file compute the deployed quantized model's outputs, does `lrpc verify` pass, and how far does
 quantization move the relevance from lrpc's relevance of the float model?
 
-    python benchmarks/quantized_zoo.py --out benchmarks/QUANTIZED_ZOO.md        # ~10 min on 2 cores
+    python benchmarks/quantized_zoo.py --out benchmarks/QUANTIZED_ZOO.md        # ~3.5 min on 2 cores
     python benchmarks/quantized_zoo.py --models resnet18 --out /tmp/qzoo.md
+    python benchmarks/quantized_zoo.py --copy-cost mobilenetv2_100              # the copies' cost (copy_cost)
 
 Needs timm in `.venv` (`bash benchmarks/timm_env.sh`). Each model is built as benchmarks/modern_zoo.py
 builds it (seeded random weights, `pretrained=False`; norm affines drawn, BatchNorm statistics from one
 batch, BNs merged into their convs; TorchScript export at opset 17, dynamic batch; 64×64 input) and then
 quantized by onnxruntime's `quantize_static` into QDQ format twice, with per-channel and with per-tensor
 weights. Both: MinMax calibration on CALIBRATION_BATCHES seeded batches of N(0, 1) input, onnxruntime's
-defaults otherwise (activations uint8 asymmetric, weights int8 symmetric, the op types it quantizes by
+defaults otherwise (activations int8 asymmetric, weights int8 symmetric, the op types it quantizes by
 default), no `quant_pre_process`. Per quantized file and per option (the default composite,
 EpsilonPlusFlat, and `--rule epsilon`), on SAMPLES seeded N(0, 1) inputs:
 
@@ -41,7 +42,8 @@ import onnx
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from modern_zoo import _commit, _error, _short, build, samples  # noqa: E402
+from modern_zoo import _commit, build, samples  # noqa: E402
+from zoo_cells import error_text, short  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "out" / "quantized_zoo"
@@ -111,7 +113,7 @@ def verdict(explained: onnx.ModelProto, source: bytes) -> str:
     try:
         report = lrpc.verify(explained, source=source, samples=2)
     except Exception as e:  # noqa: BLE001  (any failure is a table cell)
-        return f"verify raised {_error(e)}"
+        return f"verify raised {error_text(e)}"
     if report.passed:
         return "pass"
     shown = [f"{LABELS[c.status]} {c.name} ({c.detail})" for c in report.checks if c.status not in ("pass", "info")]
@@ -126,7 +128,7 @@ def compile_cell(quantized: bytes, options: dict, x: np.ndarray, float_relevance
     try:
         explained = lrpc.compile(quantized, **options)
     except Exception as e:  # noqa: BLE001
-        return {"compiled": False, "error": _error(e)}
+        return {"compiled": False, "error": error_text(e)}
     cell = {"compiled": True, "seconds": round(time.perf_counter() - t, 2)}
     deployed, got = run_ort(quantized, x)["logits"], run_ort(explained, x)
     cell["max_abs_output_diff"] = float(np.abs(got["logits"].astype(np.float64) - deployed).max())
@@ -149,7 +151,7 @@ def float_cells(source: bytes, x: np.ndarray) -> dict:
             got = run_ort(lrpc.compile(source, **options), x)
             out[label] = {"relevance": got["relevance"], "class": got["logits"].argmax(1).tolist()}
         except Exception as e:  # noqa: BLE001
-            out[label] = {"error": _error(e)}
+            out[label] = {"error": error_text(e)}
     return out
 
 
@@ -160,12 +162,12 @@ def qoperator_refusal(source: bytes, size: int) -> str:
     try:
         qop = quantize(source, size, per_channel=False, qdq=False)
     except Exception as e:  # noqa: BLE001
-        return f"quantization failed: {_error(e)}"
+        return f"quantization failed: {error_text(e)}"
     ops = sorted({n.op_type for n in onnx.load_from_string(qop).graph.node if n.op_type.startswith(("QLinear", "Q"))})
     try:
         lrpc.compile(qop)
     except Exception as e:  # noqa: BLE001
-        return f"refused ({', '.join(ops)} in the file): {_error(e)}"
+        return f"refused ({', '.join(ops)} in the file): {error_text(e)}"
     return f"COMPILED (not refused; {', '.join(ops)} in the file)"
 
 
@@ -175,7 +177,7 @@ def run_model(name: str, size: int = SIZE) -> dict:
     try:
         _, source = build(name, {}, size)
     except Exception as e:  # noqa: BLE001
-        return {**row, "export_error": _error(e)}
+        return {**row, "export_error": error_text(e)}
     x = samples(size, SAMPLES)
     floats = float_cells(source, x)
     row["quantized"] = {}
@@ -184,7 +186,7 @@ def run_model(name: str, size: int = SIZE) -> dict:
         try:
             quantized = quantize(source, size, per_channel)
         except Exception as e:  # noqa: BLE001
-            row["quantized"][mode] = {"quantization_error": _error(e)}
+            row["quantized"][mode] = {"quantization_error": error_text(e)}
             continue
         ops = [n.op_type for n in onnx.load_from_string(quantized).graph.node]
         cells = {"quantizers": ops.count("QuantizeLinear"), "dequantizers": ops.count("DequantizeLinear")}
@@ -201,6 +203,54 @@ def run_model(name: str, size: int = SIZE) -> dict:
     return row
 
 
+# ------------------------------------------------------------------------------------------ speed
+
+
+def copy_cost(name: str, batch: int = 16, repeats: int = 30, threads: int = 1) -> dict:
+    """What the explained file's own copies of the quantized layers cost (passes/quantized.py `fusable_forward`):
+    median wall time of the quantized model, of its explained file (default composite), and of the explained
+    file compiled with fusable_forward switched off (the rules read the forward's values, so onnxruntime
+    fuses none of its units), run interleaved on one batch after 3 uncounted runs each."""
+    import onnxruntime as ort
+
+    import lrpc
+    import lrpc.emit
+
+    _, source = build(name, {}, SIZE)
+    quantized = quantize(source, SIZE, per_channel=True)
+    kept = lrpc.emit.fusable_forward
+    explained = lrpc.compile(quantized)
+    lrpc.emit.fusable_forward = lambda graph, b: 0
+    try:
+        unfused = lrpc.compile(quantized)
+    finally:
+        lrpc.emit.fusable_forward = kept
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    models = {"forward": quantized, "explained": explained, "explained, no copies": unfused}
+    sessions = {
+        k: ort.InferenceSession(m if isinstance(m, bytes) else m.SerializeToString(), options)
+        for k, m in models.items()
+    }
+    x = {"input": samples(SIZE, batch)}
+    times = {k: [] for k in sessions}
+    for i in range(repeats + 3):
+        for k, session in sessions.items():
+            t = time.perf_counter()
+            session.run(None, x)
+            if i >= 3:
+                times[k].append(time.perf_counter() - t)
+    ms = {k: float(np.median(v) * 1e3) for k, v in times.items()}
+    return {
+        "model": name,
+        "batch": batch,
+        "threads": threads,
+        "ms": ms,
+        "ratio": {k: v / ms["forward"] for k, v in ms.items()},
+    }
+
+
 # ------------------------------------------------------------------------------------------ report
 
 
@@ -211,7 +261,7 @@ def _span(values: list[float], fmt: str = ".1e") -> str:
 def _cells(cell: dict) -> list[str]:
     """compiled, Δ outputs, verify, relative L2 vs float (median / worst, same class), ΣR / y."""
     if not cell["compiled"]:
-        return [f"no: `{_short(cell['error'])}`", "", "", "", ""]
+        return [f"no: `{short(cell['error'])}`", "", "", "", ""]
     versus = cell.get("rel_l2_vs_float")
     against = (
         f"{np.median(versus):.2f} / {max(versus):.2f} ({cell.get('same_class', '?')}/{len(versus)})" if versus else "—"
@@ -219,7 +269,7 @@ def _cells(cell: dict) -> list[str]:
     return [
         "yes",
         f"{cell['max_abs_output_diff']:.1e}",
-        _short(cell["verify"], 200).replace("|", "\\|"),
+        short(cell["verify"], 200).replace("|", "\\|"),
         against,
         _span(cell["sum_over_logit"], ".3f"),
     ]
@@ -240,8 +290,9 @@ def render(rows: list[dict], command: str, minutes: float) -> str:
         "",
         f"Random weights (`pretrained=False`, seeded), prepared and exported as in MODERN_ZOO.md ({SIZE}×{SIZE}, "
         f"opset 17), then `quantize_static(..., quant_format=QuantFormat.QDQ)`: MinMax calibration on "
-        f"{CALIBRATION_BATCHES} seeded batches of {CALIBRATION_BATCH} N(0, 1) inputs, uint8 activations, int8 "
-        f"weights, per-channel or per-tensor. {SAMPLES} seeded N(0, 1) samples per cell; verify draws its own 2.",
+        f"{CALIBRATION_BATCHES} seeded batches of {CALIBRATION_BATCH} N(0, 1) inputs, int8 activations "
+        f"(asymmetric) and weights (symmetric), per-channel or per-tensor. {SAMPLES} seeded N(0, 1) samples per "
+        "cell; verify draws its own 2.",
         "",
         "*Δ outputs*: max |explained logits − the quantized model's logits| (onnxruntime both). *vs float*: "
         "‖R_q − R_f‖/‖R_f‖ against lrpc's relevance of the float model, median / worst (samples explaining the "
@@ -267,7 +318,24 @@ def render(rows: list[dict], command: str, minutes: float) -> str:
     errors = [f"- {r['model']}, {k}: `{v}`" for r in rows for k, v in r.get("float_errors", {}).items()]
     if errors:
         out += ["", "The float model failed to compile (no *vs float* cell):", ""] + errors
-    return "\n".join(out) + "\n"
+    return "\n".join(out + ["", "## Notes", "", NOTES]) + "\n"
+
+
+NOTES = """\
+- *Δ outputs* is 0 where the explained file runs onnxruntime's integer kernels (QLinearConv, QGemm, …) exactly
+  where the quantized model does (compiler/passes/quantized.py): the rules read their own copies of the
+  quantized layers, and the int8 activation pairs that onnxruntime's x86 build turns into uint8 before it fuses
+  (QDQS8ToU8Transformer: only a QuantizeLinear whose one reader is its DequantizeLinear) are turned so in the
+  file, since the rules' reads of the dequantized activations would otherwise stop onnxruntime from doing it.
+  Without the second step (lrpc at 2a24b45) none of the explained file's convs fused (ResNet-18, MobileNetV2:
+  onnxruntime's optimized graphs; it ran some Adds as QLinearAdd that it runs in float in the quantized model):
+  MobileNetV2 and EfficientNet-B0 per-channel were 0.36 and 0.30 off, the other files matched on these 4
+  samples nonetheless.
+- What the copies cost, `python benchmarks/quantized_zoo.py --copy-cost mobilenetv2_100` (per-channel, batch 16,
+  1 thread, 30 interleaved runs, 2026-12-07, x86_64 shared with other work): explained ÷ forward 12.6× with the
+  copies, 16.5× with `fusable_forward` switched off, neither copies nor uint8 pairs (13.1× / 17.2× in a second
+  run). Off, the file is slower: onnxruntime then fuses none of its units and runs every layer in float between
+  its quantizers, which costs more than the float copies do beside an integer forward."""
 
 
 def main(argv=None) -> int:
@@ -276,7 +344,11 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=CACHE / "quantized_zoo.json", help="every figure, per sample")
     parser.add_argument("--from-json", type=Path, help="render the report from an earlier run's JSON")
     parser.add_argument("--models", nargs="+", choices=MODELS, help="only these timm models")
+    parser.add_argument("--copy-cost", choices=MODELS, help="only time this model's copied layers (copy_cost)")
     args = parser.parse_args(argv)
+    if args.copy_cost:
+        print(json.dumps(copy_cost(args.copy_cost), indent=1))
+        return 0
     if args.from_json:
         data = json.loads(args.from_json.read_text())
         rows, minutes, command = data["rows"], data["minutes"], data["command"]

@@ -17,6 +17,17 @@ with per-tensor weights: logits 1.6e-2 apart). It fuses a unit only when nothing
 float output z, and the rules read z; `fusable_forward` gives the rules their own copy of such a layer,
 so the explained file's forward fuses as the quantized model's does and computes its outputs exactly.
 
+With int8 activations (quantize_static's default) there is a second condition: onnxruntime's x86 CPU build
+fuses units with uint8 activations only, and its QDQS8ToU8Transformer turns an int8 QuantizeLinear →
+DequantizeLinear pair into uint8 (zero point + 128, the same floats) only where the QuantizeLinear has
+that one DequantizeLinear as its only consumer, after EnsureUniqueDQForNodeUnit has given each consumer of
+a DequantizeLinear its own copy. The rules read the dequantized activations x̂, so in the explained file
+every such pair has several consumers and stays int8, and no unit next to it fuses (a two-conv stack:
+none; MobileNetV2 per-channel: logits 0.36 off). `fusable_forward` therefore also makes that conversion
+itself, on exactly the pairs onnxruntime converts in the quantized model (judged on the forward's readers
+alone). A build that fuses int8 activations (ARM, session.qdqisint8allowed) converts none and runs the
+quantized model's int8 kernels where the explained file's are uint8: not checked here.
+
 QOperator files (QLinearConv, ConvInteger, QLinearAdd, ...) compute in integers inside one node, with no
 float weight or activation to explain: `check_not_qoperator` refuses them, naming the node.
 """
@@ -93,9 +104,10 @@ def check_not_qoperator(node: ir.Node) -> None:
 
 def fusable_forward(graph: ir.Graph, b) -> int:
     """Give the nodes the builder `b` added their own copy of each forward layer whose output a forward QuantizeLinear
-    quantizes, so that the forward's Dequantize → layer → Quantize units stay fusable; returns how many."""
+    quantizes, so that the forward's Dequantize → layer → Quantize units stay fusable, and make uint8 the int8
+    activation pairs onnxruntime makes uint8 (`unsigned_activations`); returns how many copies."""
     added_set = set(b.added)
-    copies = 0
+    copies = []
     for node in [n for n in graph if n not in added_set]:
         if (
             len(node.outputs) != 1
@@ -113,5 +125,62 @@ def fusable_forward(graph: ir.Graph, b) -> int:
         graph.insert_after(node, twin)
         for user, i in users:
             user.replace_input_with(i, twin.outputs[0])
-        copies += 1
-    return copies
+        copies.append(twin)
+    unsigned_activations(graph, b, added_set | set(copies))
+    return len(copies)
+
+
+def _int8_scalar(value: ir.Value | None) -> np.ndarray | None:
+    """A constant int8 scalar initializer's value (onnxruntime takes no graph input for one), else None."""
+    array = None if value is None or value.is_graph_input() else _const(value)
+    return array if array is not None and array.dtype == np.int8 and array.size == 1 else None
+
+
+def _forward_uses(value: ir.Value, added: set) -> list:
+    return [(n, i) for n, i in value.uses() if n not in added]
+
+
+def unsigned_activations(graph: ir.Graph, b, added: set) -> int:
+    """Turn each int8 activation QuantizeLinear → DequantizeLinear pair that onnxruntime's QDQS8ToU8Transformer
+    converts in the quantized model into its uint8 form, zero point + 128 (the same dequantized floats): the
+    QuantizeLinear's only forward reader is the DequantizeLinear (input 0), which onnxruntime does not copy (it
+    has at most one forward reader, none if it is a graph output), the QuantizeLinear's output is not a graph
+    output, and both have the same constant int8 scalar zero point; returns how many.
+    `added` are the explanation's nodes (`b`'s and the copies); a pair whose integers they read is left as it is."""
+    converted = 0
+    for q in [n for n in graph if n not in added and n.op_type == "QuantizeLinear" and n.domain in ("", "ai.onnx")]:
+        y = q.outputs[0]
+        readers = _forward_uses(y, added)
+        if len(readers) != 1 or len(y.uses()) != 1 or y.is_graph_output() or "output_dtype" in q.attributes:
+            continue
+        dq, index = readers[0]
+        if dq.op_type != "DequantizeLinear" or dq.domain not in ("", "ai.onnx") or index != 0:
+            continue
+        dq_readers = len(_forward_uses(dq.outputs[0], added))  # onnxruntime copies a DequantizeLinear read twice
+        if (
+            dq_readers > 1
+            or (dq_readers and dq.outputs[0].is_graph_output())
+            or len(q.inputs) < 3
+            or len(dq.inputs) < 3
+        ):
+            continue
+        zq, zdq = _int8_scalar(q.inputs[2]), _int8_scalar(dq.inputs[2])
+        if zq is None or zdq is None or zq.item() != zdq.item():
+            continue
+        name = b.fresh_name(f"{q.inputs[2].name}_uint8")
+        zero_point = ir.Value(
+            name=name,
+            shape=ir.Shape(zq.shape),
+            type=ir.TensorType(ir.DataType.UINT8),
+            const_value=ir.tensor((zq.astype(np.int16) + 128).astype(np.uint8), name=name),
+        )
+        graph.register_initializer(zero_point)
+        int8 = {q.inputs[2], dq.inputs[2]}
+        q.replace_input_with(2, zero_point)
+        dq.replace_input_with(2, zero_point)
+        y.type = ir.TensorType(ir.DataType.UINT8)
+        for old in int8:  # unread now: onnxruntime would warn about each
+            if not old.uses() and graph.initializers.get(old.name) is old:
+                del graph.initializers[old.name]
+        converted += 1
+    return converted

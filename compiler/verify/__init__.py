@@ -39,7 +39,7 @@ from .conservation import check_conservation, conserving
 from .float32 import run_float32
 from .inputs import check_input_budget, make_feeds
 from .load import load, lrpc_metadata
-from .quantized import activation_quantizers, forced
+from .quantized import activation_quantizers, forced, in_reference_types
 from .report import Check, VerifyReport
 from .source import lacking, reference
 
@@ -107,7 +107,7 @@ def verify(
     checks = [_finite_check(finite), *ref.checks]
     errors = None
     if ref.model is not None:
-        integers = {name: got[name] for name in quantizers}  # the deployed quantizers' (verify/quantized.py)
+        integers = in_reference_types(ref.model, proto, {name: got[name] for name in quantizers})  # deployed ones
         errors, float64_check = compare_float64(
             forced(ref.model, integers),
             {**feeds, **integers},

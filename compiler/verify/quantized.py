@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx.helper import make_tensor_value_info, np_dtype_to_tensor_dtype
+from onnx.numpy_helper import to_array
 from onnx.reference.op_run import OpRun
 
 INTEGER_RANGES = {np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max) for t in (np.uint8, np.int8, np.uint16, np.int16)}
@@ -78,3 +79,30 @@ def forced(reference: onnx.ModelProto, quantized: dict[str, np.ndarray]) -> onnx
         make_tensor_value_info(name, np_dtype_to_tensor_dtype(a.dtype), a.shape) for name, a in quantized.items()
     )
     return model
+
+
+def _zero_points(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Each QuantizeLinear output's zero point (uint8 0 without one; None where it is not an initializer)."""
+    constants = {t.name: t for t in model.graph.initializer}
+    points = {}
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear":
+            name = n.input[2] if len(n.input) > 2 else ""
+            points[n.output[0]] = to_array(constants[name]) if name in constants else (None if name else np.uint8(0))
+    return points
+
+
+def in_reference_types(reference: onnx.ModelProto, proto: onnx.ModelProto, integers: dict) -> dict:
+    """The float32 run's integers as `reference`'s quantizers write them. A file compiled before lrpc made the
+    int8 activation pairs onnxruntime makes uint8 uint8 (passes/quantized.py) has int8 where a fresh compile has
+    uint8, zero point + 128: the same q − zp, so the same dequantized floats."""
+    theirs, ours = _zero_points(reference), _zero_points(proto)
+    out = {}
+    for name, q in integers.items():
+        want, have = theirs.get(name), ours.get(name)
+        if want is None or have is None or want.dtype == q.dtype or want.size != 1 or have.size != 1:
+            out[name] = q
+            continue
+        shifted = q.astype(np.int64) - int(have.reshape(-1)[0]) + int(want.reshape(-1)[0])
+        out[name] = np.clip(shifted, *INTEGER_RANGES[want.dtype]).astype(want.dtype)
+    return out

@@ -345,30 +345,6 @@ def conv_stack(channels=16, seed=0) -> onnx.ModelProto:
 NETS["conv_stack"] = conv_stack
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: here onnxruntime fuses none of the explained file's Dequantize → Conv → Quantize units, though "
-    "conv1's has no reader outside the unit (the forward alone, relevance output removed, fuses all three); "
-    "ResNet-18's per-tensor logits are exact since fusable_forward (benchmarks/QUANTIZED_ZOO.md)",
-)
-@pytest.mark.parametrize("how", ["composite", "epsilon"])
-def test_outputs_equal_onnxruntimes_integer_kernels(how, tmp_path_factory):
-    """onnxruntime fuses Dequantize → Conv → Quantize into QLinearConv, which rounds unlike the float math; the
-    explained file's forward must fuse alike (the rules read a copy of each quantized layer), not compute the
-    float math (ResNet-18 per-tensor: logits 1.6e-2 off the deployed model's before that copy)."""
-    import onnxruntime as ort
-
-    q = quantized("conv_stack", True, tmp_path_factory)
-    x = _x(n=64)
-    plain = ort.SessionOptions()
-    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    deployed = session(q).run(None, {"x": x})[0]
-    float_math = ort.InferenceSession(q.SerializeToString(), plain, providers=["CPUExecutionProvider"])
-    assert np.abs(float_math.run(None, {"x": x})[0] - deployed).max() > 1e-4  # the premise: the two differ here
-    explained = lrpc.compile(q, **OPTIONS[how])
-    np.testing.assert_array_equal(run(session(explained), x)["logits"], deployed)
-
-
 def test_a_qoperator_file_of_microsoft_ops_is_refused_as_qoperator(tmp_path):
     """quantize_static's QOperator format writes QLinearAdd, QGemm, … in com.microsoft: the refusal says
     QOperator and how to quantize instead, not merely "custom operator domains"."""

@@ -31,6 +31,21 @@ def test_the_float64_check_runs_and_passes_on_a_qdq_file(options, name, tmp_path
         assert all(r["error"] is not None and r["error"] <= 1e-5 for r in report.rows), report.text()
 
 
+def test_a_file_with_int8_pairs_passes_against_a_fresh_compile_with_uint8_ones(monkeypatch, tmp_path_factory):
+    """A file compiled before lrpc made onnxruntime's uint8 pairs uint8 (here: that step switched off) writes int8
+    integers where a fresh compile of its source reads uint8 ones: verify shifts them by the zero points."""
+    q = quantized("conv_stack", True, tmp_path_factory)
+    with monkeypatch.context() as patch:
+        patch.setattr("lrpc.passes.quantized.unsigned_activations", lambda *_: 0)
+        older = lrpc.compile(q)
+    zero_points = {t.name: t.data_type for t in older.graph.initializer}
+    assert {zero_points[n.input[2]] for n in older.graph.node if n.op_type == "QuantizeLinear"} == {
+        onnx.TensorProto.INT8
+    }
+    report = lrpc.verify(older, source=q.SerializeToString(), samples=2)
+    assert report.passed, report.text()
+
+
 def _doubled_relevance(explained: onnx.ModelProto) -> onnx.ModelProto:
     edited = onnx.ModelProto.FromString(explained.SerializeToString())
     (node,) = [n for n in edited.graph.node if "relevance" in n.output]
