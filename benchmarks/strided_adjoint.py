@@ -1,6 +1,6 @@
 """The transposed map of a strided Conv, three ways, on the strided layers of MobileNetV2/EfficientNet and ResNet-50.
 
-    python benchmarks/strided_adjoint.py [--batch 1 16] [--rounds 7] [--threads 2]
+    python benchmarks/strided_adjoint.py [--batch 1 16] [--rounds 7] [--threads 2] [--image 224]
 
 For y = Conv(x, W, stride s) the relevance rules need Wᵀ ȳ (the input-shaped adjoint). Per spatial axis
 (dilation 1), the input position i = q·s + r of phase r gets the taps k ≡ r + p (mod s):
@@ -178,6 +178,7 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--image", type=int, default=224, help="the network's input size (the layers' sizes scale)")
     args = ap.parse_args(argv)
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
@@ -188,6 +189,9 @@ def main(argv=None) -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, c_in, c_out, group, size, k, s, p in LAYERS:
+        size = size * args.image // 224
+        if args.image != 224:
+            name = f"{name.rsplit(' ', 2)[0]} {size}→{out_size(size, k, s, p)} k{k}"
         w = rng.standard_normal((c_out, c_in // group, k, k)).astype(np.float32)
         sessions = {
             key: ort.InferenceSession(
