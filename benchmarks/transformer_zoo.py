@@ -397,10 +397,11 @@ FINDINGS = """## Findings
   architecture with the same seed here (identical rows). Other ViT-like models (PiT's conv pooling, BEiT's relative
   bias, EVA's RoPE/SwiGLU, …) are not compared: their modules are not all covered by the LXT view.
 * **`lrpc verify` passes its float64 check on every compiled model** (max|R32 − R64|/max|R64| ≤ 2.4e-5 under
-  AttnLRP and CPLRP, 4.6e-4 for MLP-Mixer under EpsilonPlusFlat; outputs ~1e-6). Until lrpc's AttnLRP/CPLRP took ε = 1e-12 for every rule they govern and let constant addends
-  absorb their share (commit "AttnLRP and CPLRP: eps 1e-12 …"), 13 of 21 failed (1e-3 … 5.8e-2): a position
-  table's unit relevance was left with x and later divided by a near-zero pre-addend value, and ε = 1e-6 at
-  LayerNorm outputs near 0 followed their float32 rounding.
+  AttnLRP and CPLRP, 4.6e-4 for MLP-Mixer under EpsilonPlusFlat; outputs ~1e-6). Until lrpc's AttnLRP/CPLRP
+  took ε = 1e-12 for every rule they govern and let constant addends absorb their share (commit "AttnLRP and
+  CPLRP: eps 1e-12 …"), 13 of 21 failed (1e-3 … 5.8e-2): a position table's unit relevance was left with x
+  and later divided by a near-zero pre-addend value, and ε = 1e-6 at LayerNorm outputs near 0 followed their
+  float32 rounding.
 * **PiT**: onnx's reference evaluator raised `cannot reshape array of size 9 into shape (1,2,9)` on the
   relevance form's graph at batch 2 (reported "skipped", which verify counts as not passed); the gradient
   form's graph (lrpc/gradient_form.py, since 2026-12-07) it runs, and PiT passes.
