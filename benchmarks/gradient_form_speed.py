@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/gradient_form_speed.py out/transformer_speed/vit.onnx --composite AttnLRP --batch 8
 
 Compiles MODEL twice — as lrpc does (the gradient form where every rule is LRP-0-like: lrpc/gradient_form.py)
-and with the gradient form switched off (`lrpc.api.gradient_form_usable`) — and runs the plain model and
+and with the gradient form switched off (`lrpc.gradient_form.usable`) — and runs the plain model and
 both files in onnxruntime (CPU, the bench's session options: no spinning, no memory pattern), each round
 every session once, after two warm-ups; prints node counts, medians and each ÷ the forward, and the
 largest relative L2 between the two relevance maps.
@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 import lrpc
-import lrpc.api
+import lrpc.gradient_form
 from lrpc.bench import _session, feed_shape
 
 
@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     options = dict(rule=args.rule) if args.rule else dict(composite=args.composite)
     options["convention"] = args.convention
     files = {"gradient form": lrpc.compile(args.model, **options)}
-    with mock.patch.object(lrpc.api, "gradient_form_usable", lambda *a: False):
+    with mock.patch.object(lrpc.gradient_form, "usable", lambda *a: False):
         files["relevance form"] = lrpc.compile(args.model, **options)
     paths = {"forward": args.model}
     for name, proto in files.items():

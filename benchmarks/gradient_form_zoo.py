@@ -6,7 +6,7 @@ For every ONNX file in FOLDER (benchmarks/modern_zoo.py leaves its exports there
 note whether lrpc built the gradient form (lrpc/gradient_form.py; `lrpc inspect`'s "lowering:" line),
 verify the file against a fresh compile of the source (its float64 check: benchmarks/zoo_cells.py), and
 give the largest relative distance to the relevance form of the same rules on the same samples (the
-gradient form switched off, `lrpc.api.gradient_form_usable`). Prints a Markdown table.
+gradient form switched off, `lrpc.gradient_form.usable`). Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 import lrpc
-import lrpc.api
+import lrpc.gradient_form
 from zoo_cells import cell_text, compile_and_verify
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ def _relevance(proto, x):
 
 def row(path: Path, options: dict, samples: int) -> str:
     gradient = lrpc.compile(str(path), **options)
-    with mock.patch.object(lrpc.api, "gradient_form_usable", lambda *a: False):
+    with mock.patch.object(lrpc.gradient_form, "usable", lambda *a: False):
         relevance = lrpc.compile(str(path), **options)
     taken = len(gradient.graph.node) != len(relevance.graph.node)
     shape = [samples] + [d.dim_value for d in gradient.graph.input[0].type.tensor_type.shape.dim[1:]]

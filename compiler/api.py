@@ -20,7 +20,7 @@ from .builder import Builder
 from .emit import choose_opset, finish, relevance_output_name, save
 from .errors import LrpcError
 from . import frontend
-from .gradient_form import usable as gradient_form_usable
+from . import gradient_form
 from .lower import LoweringConfig, propagate
 from .metadata import checked_preprocess, file_metadata, source_sha256
 from .methods import lower_method, parse_method
@@ -224,7 +224,8 @@ def compile(
             reached = lower_method(graph, p.scores, r0, method, b, sources)
         else:
             cfg, gradient = lowering(p)
-            reached = propagate(graph, p.explained, r0, cfg, b, seed=seed if gradient else None)
+            g0 = gradient_form.seed(b, seed, p.scores, scaled) if gradient else None
+            reached = propagate(graph, p.explained, r0, cfg, b, seed=g0)
         b.scope = "lrp/tokens"
         per_token = {t.ids: token_relevance(b, t, reached, stand_ins) for t in tokens}
     relevance = {
@@ -298,7 +299,7 @@ def lowering(p: Plan) -> tuple[LoweringConfig, bool]:
     relevance form (gradient_form.py: lower.propagate then tries it first)."""
     absorb = p.convention == "lxt" or p.rules.absorb_constants
     cfg = LoweringConfig(p.rules.default, p.assigned, absorb_constants=absorb)
-    return cfg, gradient_form_usable(cfg, starts_at_value(p.convention, None), p.explained, p.scores)
+    return cfg, gradient_form.usable(cfg, p.explained, p.scores)
 
 
 def starts_at_value(convention: str, method) -> bool:

@@ -12,17 +12,16 @@ the product cancel, layer by layer, and what is left is a backward pass:
     a product, rule "half" (q·kᵀ, A·v, gate·up)  g_a = ½ ∂y/∂a ⊙ g,  g_b = ½ ∂y/∂b ⊙ g
     a norm with inv held fixed                   g_x = Jᵀ g, J = diag(γ·inv)(I − 𝟙𝟙ᵀ/n)  (rules/norms.py)
 
-seeded with the selection w at the explained logits (R₀ = w ⊙ y gives g₀ = w); the relevance of a source
-is x ⊙ g. Per linear layer this drops the stabilised quotient and the product with x (five to six
+seeded with g₀ = R₀ / y at the explained logits (w for R₀ = w ⊙ y, w / stab(y) for Zennit's R₀ = w); the
+relevance of a source is x ⊙ g. Per linear layer this drops the stabilised quotient and the product with x (five to six
 element-wise passes over the layer's output and input: benchmarks/PROFILE.md §9), leaving its adjoint
 product. It equals the relevance form where ε = 0; the ε = 1e-12 of AttnLRP and CPLRP changes a unit
 only where its pre-activation is within ~2²⁴ε of 0, and LXT itself has no ε there. Where z = 0 exactly
 the relevance form passes nothing below the unit and the gradient form passes g on (LXT's behaviour).
 
-It is taken when every rule the walk meets is LRP-0-like (ε ≤ 1e-12), constant addends absorb their
-share (AttnLRP, CPLRP, `--convention lxt`) and the start relevance is the explained value (not Zennit's
-1); any node outside that — another rule, an op without a gradient form here — makes lower.py build the
-relevance form instead.
+It is taken when every rule the walk meets is LRP-0-like (ε ≤ 1e-12) and constant addends absorb their
+share (AttnLRP, CPLRP, `--convention lxt`); any node outside that — another rule, an op without a
+gradient form here (QuantizeLinear) — makes lower.py build the relevance form instead.
 """
 
 from __future__ import annotations
@@ -134,10 +133,16 @@ TABLE.update({"Mul": product, "Div": product, "MatMul": matmul})
 TABLE.update({op: norm for op in ("LayerNormalization", "InstanceNormalization", "GroupNormalization")})
 
 
-def usable(cfg, scaled_start: bool, explained: ir.Value, scores: ir.Value) -> bool:
+def usable(cfg, explained: ir.Value, scores: ir.Value) -> bool:
     """Whether the gradient form may stand in for the relevance form, before any node is looked at:
-    constant addends absorb their share, and R₀ = w ⊙ y at the tensor relevance starts from."""
-    return scaled_start and cfg.absorb_constants and explained is scores
+    constant addends absorb their share, and relevance starts at the scores themselves."""
+    return cfg.absorb_constants and explained is scores
+
+
+def seed(b: Builder, w: ir.Value, y: ir.Value, scaled: bool) -> ir.Value:
+    """g₀ = R₀ / y: the selection w where R₀ = w ⊙ y, w / stab(y) where R₀ = w (Zennit's start, whose
+    first quotient the relevance form takes with the same ε)."""
+    return w if scaled else b.divide(w, y, LRP0_EPS)
 
 
 def gradient_form(graph: ir.Graph, start: ir.Value, seed: ir.Value, cfg, b: Builder, sources) -> dict:

@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 
 import lrpc
+import lrpc.gradient_form
 from lrpc.errors import LrpcError
 from oracle.attention import Block
 
@@ -157,12 +158,14 @@ def test_cplrp_holds_attention_weights_mixed_after_the_softmax():
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_softmax_reads_minus_inf_as_lowest_only_where_a_mask_can_reach(causal):
-    """In the relevance form (Zennit's start relevance 1), the Max that reads a masked −inf score as the
-    lowest float is kept after the causal Where and left out for scaled q·kᵀ scores
-    (test_attention_block_matches_oracle checks both against the oracle); the gradient form never
-    multiplies by the scores and needs none."""
-    relevance_form = lrpc.compile(Block(causal=causal).onnx_model(), composite="AttnLRP", convention="zennit")
+def test_softmax_reads_minus_inf_as_lowest_only_where_a_mask_can_reach(causal, monkeypatch):
+    """In the relevance form (the gradient form switched off), the Max that reads a masked −inf score as
+    the lowest float is kept after the causal Where and left out for scaled q·kᵀ scores (the relevance
+    form of test_attention_block_matches_oracle's rules); the gradient form never multiplies by the
+    scores and needs none."""
+    with monkeypatch.context() as patch:
+        patch.setattr(lrpc.gradient_form, "usable", lambda *args: False)
+        relevance_form = lrpc.compile(Block(causal=causal).onnx_model(), composite="AttnLRP")
     assert sum(n.op_type == "Max" for n in relevance_form.graph.node) == int(causal)
     gradient_form = lrpc.compile(Block(causal=causal).onnx_model(), composite="AttnLRP")
     assert not any(n.op_type in ("Max", "Div") for n in gradient_form.graph.node)

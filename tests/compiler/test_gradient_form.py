@@ -2,7 +2,7 @@
 same graph (which the float64 oracles check: test_rules_gates_norms.py, test_attention_rules.py), with
 fewer nodes; when each form is taken; and units whose pre-activation is exactly 0.
 
-The relevance form is built by switching the gradient form off (`lrpc.api.gradient_form_usable`)."""
+The relevance form is built by switching the gradient form off (`lrpc.gradient_form.usable`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from onnx import helper
 
 import lrpc
-import lrpc.api
+import lrpc.gradient_form
 from nets import make_model, small_cnn, tensor
 from oracle.attention import Block
 from test_rules_gates_norms import CASES
@@ -21,7 +21,7 @@ from test_rules_gates_norms import CASES
 def _forms(model, monkeypatch, **options):
     gradient = lrpc.compile(model, **options)
     with monkeypatch.context() as patch:
-        patch.setattr(lrpc.api, "gradient_form_usable", lambda *args: False)
+        patch.setattr(lrpc.gradient_form, "usable", lambda *args: False)
         relevance = lrpc.compile(model, **options)
     return gradient, relevance
 
@@ -72,6 +72,13 @@ def test_attention_equals_the_relevance_form(composite, causal, monkeypatch):
     _assert_same_relevance(gradient, relevance, x)
 
 
+def test_zennits_start_relevance_1(monkeypatch):
+    """R₀ = w: g₀ = w / stab(y), the relevance form's first quotient."""
+    gradient, relevance = _forms(Block(kv_heads=1).onnx_model(), monkeypatch, composite="AttnLRP", convention="zennit")
+    assert len(gradient.graph.node) < len(relevance.graph.node)
+    _assert_same_relevance(gradient, relevance, np.random.default_rng(6).standard_normal((3, 6, 8)))
+
+
 def test_relu_cnn_with_max_pool_under_the_lxt_convention(monkeypatch):
     gradient, relevance = _forms(small_cnn(softmax=False), monkeypatch, rule="epsilon", convention="lxt")
     assert _divisions(gradient) == 0 < _divisions(relevance)
@@ -81,7 +88,6 @@ def test_relu_cnn_with_max_pool_under_the_lxt_convention(monkeypatch):
 @pytest.mark.parametrize(
     "options",
     [
-        dict(composite="AttnLRP", convention="zennit"),  # start relevance 1: R₀ is not w ⊙ y
         dict(composite="AttnLRP", rule_map=["dense=epsilon:eps=0.01"]),  # ε not negligible
         dict(composite="AttnLRP", rule_map=["first=zplus"]),  # not LRP-0
         dict(rule="epsilon"),  # lrpc's convention: a constant addend gets no relevance
@@ -100,7 +106,7 @@ def test_inspect_names_the_form(tmp_path, capsys):
     path.write_bytes(Block(kv_heads=1).onnx_model().SerializeToString())
     assert main(["inspect", str(path)]) == 0
     assert "lowering: gradient form" in capsys.readouterr().out
-    assert main(["inspect", str(path), "--convention", "zennit"]) == 0
+    assert main(["inspect", str(path), "--rule", "epsilon"]) == 0  # lrpc's convention: constants get none
     assert "lowering:" not in capsys.readouterr().out
 
 
