@@ -13,9 +13,9 @@ the product cancel, layer by layer, and what is left is a backward pass:
     a norm with inv held fixed                   g_x = Jᵀ g, J = diag(γ·inv)(I − 𝟙𝟙ᵀ/n)  (rules/norms.py)
 
 seeded with g₀ = R₀ / y at the explained logits (w for R₀ = w ⊙ y, w / stab(y) for Zennit's R₀ = w); the
-relevance of a source is x ⊙ g. Per linear layer this drops the stabilised quotient and the product with x (five to six
-element-wise passes over the layer's output and input: benchmarks/PROFILE.md §9), leaving its adjoint
-product. It equals the relevance form where ε = 0; the ε = 1e-12 of AttnLRP and CPLRP changes a unit
+relevance of a source is x ⊙ g. Per linear layer this drops the stabilised quotient and the product with
+x (five to six element-wise passes over the layer's output and input: benchmarks/PROFILE.md §9, §11),
+leaving its adjoint product. It equals the relevance form where ε = 0; the ε = 1e-12 of AttnLRP and CPLRP changes a unit
 only where its pre-activation is within ~2²⁴ε of 0, and LXT itself has no ε there. Where z = 0 exactly
 the relevance form passes nothing below the unit and the gradient form passes g on (LXT's behaviour).
 
@@ -145,11 +145,11 @@ def seed(b: Builder, w: ir.Value, y: ir.Value, scaled: bool) -> ir.Value:
     return w if scaled else b.divide(w, y, LRP0_EPS)
 
 
-def gradient_form(graph: ir.Graph, start: ir.Value, seed: ir.Value, cfg, b: Builder, sources) -> dict:
-    """{source: x ⊙ g} for g walked back from `start` seeded with the selection `seed`; NotLrp0 (via the
-    walk's Unexplained) where a node has no gradient form."""
+def gradient_form(graph: ir.Graph, start: ir.Value, g0: ir.Value, cfg, b: Builder, sources) -> dict:
+    """{source: x ⊙ g} for g walked back from `start` seeded with `g0` (`seed`); the walk's Unexplained
+    (NotLrp0 among the reasons) where a node has no gradient form."""
     grads = reverse_walk(
-        list(graph), start, seed, sources, TABLE, lambda rule, node, g: rule(node, g, b, cfg), b, "lrp", "relevance"
+        list(graph), start, g0, sources, TABLE, lambda rule, node, g: rule(node, g, b, cfg), b, "lrp", "relevance"
     )
     b.scope = "lrp/inputs"
     return {x: None if g is None else b.op("Mul", x, g) for x, g in grads.items()}
