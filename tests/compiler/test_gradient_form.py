@@ -72,6 +72,15 @@ def test_attention_equals_the_relevance_form(composite, causal, monkeypatch):
     _assert_same_relevance(gradient, relevance, x)
 
 
+@pytest.mark.parametrize("target", ["all", "2", "max"])
+def test_targets_seed_the_gradient_form(target, monkeypatch):
+    """Every unit (g₀ = 1), a fixed unit and each sample's largest: the seed is the selection itself."""
+    options = dict(composite="CPLRP", target=target)
+    gradient, relevance = _forms(Block(kv_heads=1, causal=False).onnx_model(), monkeypatch, **options)
+    assert len(gradient.graph.node) < len(relevance.graph.node)
+    _assert_same_relevance(gradient, relevance, np.random.default_rng(7).standard_normal((3, 5, 8)))
+
+
 def test_zennits_start_relevance_1(monkeypatch):
     """R₀ = w: g₀ = w / stab(y), the relevance form's first quotient."""
     gradient, relevance = _forms(Block(kv_heads=1).onnx_model(), monkeypatch, composite="AttnLRP", convention="zennit")
