@@ -8,7 +8,11 @@ did not pass, "worst": the largest float32-vs-float64 error verify measured, or 
 from __future__ import annotations
 
 import re
+import subprocess
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def error_text(e: Exception) -> str:
@@ -50,3 +54,31 @@ def cell_text(cell: dict) -> str:
     if not cell["compiled"]:
         return f"no: `{short(cell['error'])}`"
     return "yes, verify " + ("pass" if cell["verify"] == "pass" else short(cell["verify"], 120).replace("|", "\\|"))
+
+
+def commit() -> str:
+    """The checkout's short commit, '+ working tree' (a report may be generated before committing)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        return head.stdout.strip() + " + working tree"
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown commit"
+
+
+def command_line(script: str, models, out) -> str:
+    """How a zoo run is repeated: `python benchmarks/SCRIPT [--models …] [--out …]`."""
+    return (
+        f"python benchmarks/{script}"
+        + (" --models " + " ".join(models) if models else "")
+        + (f" --out {out}" if out else "")
+    )
+
+
+def write_report(text: str, out) -> None:
+    """The Markdown report to `out`, or to standard output without one."""
+    if out:
+        Path(out).write_text(text)
+    else:
+        print(text)

@@ -67,8 +67,9 @@ def _check_lrp0(node, cfg) -> None:
         raise NotLrp0(f"{node_label(node)}: rule {rule.spec} is not LRP-0")
 
 
-def _only(grads: list, keep: int) -> list:
-    return [g if i == keep else None for i, g in enumerate(grads)]
+def _only(grads: list, keep) -> list:
+    """The gradients of the operands in `keep` (their indices), None for the held ones."""
+    return [g if i in keep else None for i, g in enumerate(grads)]
 
 
 def _halved(b, g_out):
@@ -94,7 +95,7 @@ def product(node, g_out, b, cfg):
     signal = signal_operand(node, cfg)
     if signal is None:
         return _plain(node, _halved(b, g_out), b)
-    return _only(_plain(node, g_out, b), signal)
+    return _only(_plain(node, g_out, b), {signal})
 
 
 def matmul(node, g_out, b, cfg):
@@ -108,7 +109,7 @@ def matmul(node, g_out, b, cfg):
     grads = _plain(node, _halved(b, g_out) if once else g_out, b)
     if len(terms) == 2 and not once:
         grads = [b.op("Mul", g, b.const(0.5)) for g in grads]
-    return [g if i in terms else None for i, g in enumerate(grads)]
+    return _only(grads, terms)
 
 
 def norm(node, g_out, b, cfg):
