@@ -17,10 +17,6 @@ from ..errors import LrpcError, node_label
 from .table import gradient_rule
 
 
-def _positive(b, x):
-    return b.op("Greater", x, b.const(0.0))
-
-
 @gradient_rule(*ELEMENTWISE)
 def chain(node, g_out, b, relu):
     x, y = node.inputs[0], node.outputs[0]
@@ -34,10 +30,10 @@ def chain(node, g_out, b, relu):
 @gradient_rule("Relu")
 def relu_backward(node, g_out, b, relu):
     """The method's ReLU mode: the gradient, guided backprop or deconvnet."""
-    g, x = g_out[0], node.inputs[0]
+    g = g_out[0]
     if relu == "deconvnet":
         return [b.op("Relu", g)]
-    g = b.op("Where", _positive(b, x), g, b.const(0.0))
+    g = b.op("Mul", g, b.positive_mask(node.outputs[0]))  # [y > 0] = [x > 0]: the fused Conv + Relu stays
     return [b.op("Relu", g) if relu == "guided" else g]
 
 

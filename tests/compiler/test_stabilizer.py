@@ -1,4 +1,5 @@
-"""The ε stabiliser's sign: Builder.sign_shift is bit for bit ε·sign₀(z) = where(z ≥ 0, ε, −ε).
+"""The ε stabiliser's sign: Builder.sign_shift is bit for bit ε·sign₀(z) = where(z ≥ 0, ε, −ε); and the
+ReLU's derivative: Builder.positive_mask is bit for bit [v > 0].
 
 Checked in onnxruntime against numpy on the values where a scaled clip could go wrong: ±0, the smallest
 subnormals, the largest finite floats, ±inf, and ε from 1e-12 (AttnLRP) to 1 (one scale factor or two).
@@ -23,16 +24,22 @@ def edge_values(dtype) -> np.ndarray:
     values = np.array(magnitudes, dtype=dtype)
     rng = np.random.default_rng(0)
     spread = rng.standard_normal(64) * 10.0 ** rng.integers(-40, 30, 64)
-    return np.concatenate([values, -values, spread.astype(dtype)])
+    with np.errstate(over="ignore"):  # float16: the large ones become ±inf, also edge values
+        return np.concatenate([values, -values, spread.astype(dtype)])
 
 
-def run_shift(dtype, ir_type, eps, z):
+def run_built(ir_type, make, z):
+    """Run `make(builder, z)`, a graph built on one input z, in onnxruntime."""
     graph = ir.Graph([], [], nodes=[], name="g", opset_imports={"": 17})
     value = ir.Value(name="z", type=ir.TensorType(ir_type), shape=ir.Shape(z.shape))
     graph.inputs.append(value)
-    graph.outputs.append(Builder(graph, ir_type).sign_shift(value, eps))
+    graph.outputs.append(make(Builder(graph, ir_type), value))
     proto = ir.serde.serialize_model(ir.Model(graph, ir_version=8))
     return oracle.session(proto).run(None, {"z": z})[0]
+
+
+def run_shift(dtype, ir_type, eps, z):
+    return run_built(ir_type, lambda b, v: b.sign_shift(v, eps), z)
 
 
 @pytest.mark.parametrize("eps", [1e-12, 1e-7, 2.4e-7, 1e-6, 0.25, 1.0])
@@ -69,3 +76,28 @@ def test_no_two_constant_factors_stand_next_to_each_other():
         assert not any(p is not None and p.op_type == "Mul" and any(i in constants for i in p.input) for p in inner), (
             node.name
         )
+
+
+@pytest.mark.parametrize(
+    "dtype,ir_type", DTYPES + [(np.float16, ir.DataType.FLOAT16)], ids=["float32", "float64", "float16"]
+)
+def test_positive_mask_is_the_step_bit_for_bit(dtype, ir_type):
+    v = edge_values(dtype)
+    got = run_built(ir_type, lambda b, x: b.positive_mask(x), v)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(np.abs(got), (v > 0).astype(dtype))  # 1 for every v > 0, ±0 elsewhere
+    assert np.isnan(run_built(ir_type, lambda b, x: b.positive_mask(x), np.array([np.nan], dtype))).all()
+
+
+def test_a_relu_gradient_multiplies_by_the_mask_of_its_output():
+    """The plain gradient through Conv + Relu reads the Relu's output, so onnxruntime keeps them fused,
+    and no Where (5× a Mul in onnxruntime 1.31) is left in the file."""
+    import lrpc
+    from nets import small_cnn
+
+    graph = lrpc.compile(small_cnn(bias=False), method="gradient").graph
+    relu_outputs = {n.output[0] for n in graph.node if n.op_type == "Relu"}
+    conv_outputs = {n.output[0] for n in graph.node if n.op_type == "Conv"}
+    readers = [n for n in graph.node if n.op_type != "Relu" and set(n.input) & conv_outputs]
+    assert relu_outputs and not readers, [n.name for n in readers]
+    assert not [n for n in graph.node if n.op_type == "Where"]
