@@ -71,3 +71,32 @@ def test_declared_derivative_matches_finite_differences(op):
     assert smooth.mean() >= 1 / 3, f"{op}: only {smooth.mean():.0%} of the points are away from a kink"
     want = (g * fine)[smooth]
     assert np.linalg.norm(got[smooth] - want) <= 2e-3 * np.linalg.norm(want), op
+
+
+@pytest.mark.parametrize("bounds", [(-1.0, 2.0), (0.0, 6.0), (None, 6.0), (0.0, None)], ids=str)
+def test_clip_derivative_at_its_bounds_is_exact(bounds):
+    """f′ = [lo < x < hi] exactly, also one float away from a bound and at it (PyTorch's 0 there)."""
+    lo, hi = bounds
+    names = [("lo", lo), ("hi", hi)]
+    extras = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in names if v is not None]
+    inputs = ["x", "lo" if lo is not None else "", "hi" if hi is not None else ""]
+    graph = helper.make_graph(
+        [helper.make_node("Clip", inputs, ["y"])],
+        "clip",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24])],
+        extras,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 10
+    edges = [np.float32(v) for v in (lo, hi) if v is not None]
+    x = np.array(
+        [e2 for e in edges for e2 in (e, np.nextafter(e, -np.inf), np.nextafter(e, np.inf))]
+        + [-1e30, -3.0, -1e-45, 0.0, 1e-45, 0.5, 1.5, 5.9, 7.0, 1e30, np.inf, -np.inf],
+        np.float32,
+    )
+    x = np.resize(x, (1, 24))
+    explained = lrpc.compile(model, method="gradient", target="mask", keep_output_activation=True)
+    got = _run(explained, {"x": x, "mask": np.full((1, 24), 3.0, np.float32)})[1]
+    inside = ((x > lo) if lo is not None else True) & ((x < hi) if hi is not None else True)
+    np.testing.assert_array_equal(np.abs(got), 3.0 * inside)
