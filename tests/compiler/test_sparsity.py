@@ -118,10 +118,11 @@ def test_a_residual_join_reads_its_relu_output_and_matches_the_dag_oracle(rule):
     oracle.assert_rel_close(got, expected, 1e-5)
 
 
-@pytest.mark.parametrize("rule, sign_tests", [("zplus", 0), ("alpha2beta1", 4), ("epsilon", 1)])
+@pytest.mark.parametrize("rule, sign_tests", [("zplus", 0), ("alpha2beta1", 4), ("epsilon", 0)])
 def test_stabilizers_of_non_negative_denominators_have_no_sign_test(rule, sign_tests):
-    """z⁺ = W⁺x⁺ + W⁻x⁻ + b⁺ ≥ 0 and a ReLU stand-in ≥ 0 get stab = z + ε; α-β's β part (≤ 0) and the
-    logits' ε (any sign) keep the sign test, a Clip each (Builder.sign_shift)."""
+    """z⁺ = W⁺x⁺ + W⁻x⁻ + b⁺ ≥ 0 and a ReLU stand-in ≥ 0 get stab = z + ε; α-β's β part (≤ 0) keeps the
+    sign test, a Clip each (Builder.sign_shift); the logits' ε (any sign) needs none either, as their
+    relevance y ⊙ w arrives as a product with y (Builder.divide: w ⊙ |y| / (|y| + ε))."""
     explained = lrpc.compile(vgg_like().model(), rule=rule)
     assert sum(n.op_type == "Clip" for n in explained.graph.node) == sign_tests
 
@@ -177,8 +178,9 @@ def test_a_clip_at_zero_reads_relu_of_z_and_matches_the_dag_oracle(rule):
                 assert set(users[z]) <= {"Clip", "Relu"} and ("Relu" in users[z] or rule != "epsilon"), users[z]
             else:
                 assert "Relu" not in users[z], (low, z, users[z])
-        if rule == "epsilon":  # only the logits' ε keeps a sign test under the Clip at 0 (conv_c feeds the join)
-            assert sign_tests(explained) == (2 if low == 0.0 else 5), (low, sign_tests(explained))
+        if rule == "epsilon":  # under the Clip at 0 none is left: conv_c's z and the logits get their relevance
+            # as products z ⊙ c (Builder.divide); at −1 the Clip outputs, not the zs, multiply the relevance
+            assert sign_tests(explained) == (0 if low == 0.0 else 3), (low, sign_tests(explained))
         read = {name for n in explained.graph.node for name in n.input} | {o.name for o in explained.graph.output}
         assert all(set(n.output) & read for n in explained.graph.node)  # an unread Relu(z) is dropped (Builder)
         session = oracle.session(explained)

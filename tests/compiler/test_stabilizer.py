@@ -66,7 +66,8 @@ def test_no_two_constant_factors_stand_next_to_each_other():
     import lrpc
     from nets import small_cnn
 
-    graph = lrpc.compile(small_cnn(bias=False), rule="epsilon:eps=1e-6").graph
+    # Zennit's start relevance w is no product z ⊙ c, so the top layer's quotient has a sign test
+    graph = lrpc.compile(small_cnn(bias=False), rule="epsilon:eps=1e-6", convention="zennit").graph
     constants = {t.name for t in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
     scaled = [n for n in graph.node if n.op_type == "Mul" and any(i in constants for i in n.input)]
@@ -101,3 +102,25 @@ def test_a_relu_gradient_multiplies_by_the_mask_of_its_output():
     readers = [n for n in graph.node if n.op_type != "Relu" and set(n.input) & conv_outputs]
     assert relu_outputs and not readers, [n.name for n in readers]
     assert not [n for n in graph.node if n.op_type == "Where"]
+
+
+@pytest.mark.parametrize("eps", [1e-12, 1e-6, 0.25])
+def test_a_quotient_of_z_times_c_skips_the_sign_test(eps):
+    """divide(z ⊙ c, z) = c ⊙ |z| / (|z| + ε): the quotient R / stab(z) within float rounding (0 where z = 0),
+    built without sign_shift's Clip."""
+    z = edge_values(np.float32)
+    z = z[np.isfinite(z) & (np.abs(z) < 1e30)]
+    c = np.random.default_rng(1).standard_normal(z.shape).astype(np.float32)
+    graph = ir.Graph([], [], nodes=[], name="g", opset_imports={"": 17})
+    values = [ir.Value(name=n, type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape(z.shape)) for n in "zc"]
+    graph.inputs.extend(values)
+    b = Builder(graph, ir.DataType.FLOAT)
+    graph.outputs.append(b.divide(b.op("Mul", values[0], values[1]), values[0], eps))
+    assert "Clip" not in {n.op_type for n in graph}
+    proto = ir.serde.serialize_model(ir.Model(graph, ir_version=8))
+    got = oracle.session(proto).run(None, {"z": z, "c": c})[0]
+    z64, c64 = z.astype(np.float64), c.astype(np.float64)
+    want = z64 * c64 / (z64 + np.float32(eps) * np.where(z64 >= 0, 1.0, -1.0))
+    tiny = np.finfo(np.float32).smallest_subnormal
+    np.testing.assert_allclose(got, want, rtol=4e-7, atol=4 * tiny)  # subnormal quotients round to a multiple
+    assert not got[z == 0].any()
