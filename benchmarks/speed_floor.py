@@ -121,8 +121,8 @@ def kernel_ms(path: str, batch: int, threads: int, runs: int) -> tuple[float, fl
 
 
 def part(row: dict, *keys: str) -> float:
-    """The wall ratio's part spent in the kernels of `keys`: ratio × their share of the profiled kernel time."""
-    return row["ratio"] * sum(row[k] for k in keys) / row["kernels_over_forward"]
+    """The wall ratio's part spent in the kernels whose shares of the profiled explained time are `keys`."""
+    return row["ratio"] * sum(row[k] for k in keys)
 
 
 def verdict(ratio: float, target: float | None, products: float, routes: float, gradient: float | None) -> str:
@@ -161,6 +161,7 @@ def measure(name: str, args, rows: list, save) -> None:
     methods, eps_target = MODELS[name]
     forward = _session(path, args.threads)
     forward_peak = {b: peak_rss_mb(path, args.threads, b) for b in {min(args.batches), max(args.batches)}}
+    forward_kernels = {}  # batch → the forward's profiled kernel time, once per model
     for method in ("gradient",) + methods:
         if any(r["model"] == name and r["method"] == method for r in rows):
             continue  # --json resumed
@@ -172,20 +173,20 @@ def measure(name: str, args, rows: list, save) -> None:
             session = _session(explained, args.threads)
             for batch in args.batches:
                 timed = time_interleaved(forward, session, batch, ROUNDS.get(name, 10), warmup=2)
-                fwd_kernels, _, _ = kernel_ms(path, batch, args.threads, PROFILED.get(name, 5))
+                if batch not in forward_kernels:
+                    forward_kernels[batch] = kernel_ms(path, batch, args.threads, PROFILED.get(name, 5))[0]
                 kernels, products, routes = kernel_ms(explained, batch, args.threads, PROFILED.get(name, 5))
                 row = dict(
                     model=name, method=method, batch=batch, forward_ms=timed.forward.median_ms,
                     explained_ms=timed.explained.median_ms, spread=max(timed.forward.spread, timed.explained.spread),
-                    ratio=timed.ratio, kernels_over_forward=kernels / fwd_kernels,
-                    products_over_forward=products / fwd_kernels, routes_over_forward=routes / fwd_kernels,
-                    compile_s=compile_s,
+                    ratio=timed.ratio, kernels_over_forward=kernels / forward_kernels[batch],
+                    products_share=products / kernels, routes_share=routes / kernels, compile_s=compile_s,
                 )  # fmt: skip
                 if args.memory and batch in (min(args.batches), max(args.batches)):
                     peak = peak_rss_mb(explained, args.threads, batch)
                     row["memory"] = memory_floor(explained, batch).summary(peak) | {"forward_mb": forward_peak[batch]}
                 rows.append(row)
-                products = part(row, "products_over_forward")
+                products = part(row, "products_share")
                 print(f"{name} {method} b{batch}: {row['ratio']:.2f}×, products {products:.2f}×", file=sys.stderr)
                 save()
             del session
@@ -215,7 +216,7 @@ def markdown(result: dict) -> str:
         methods, eps_target = MODELS[r["model"]]
         target = (eps_target or TARGETS["ε"]) if r["method"] in ("ε", "AttnLRP") else TARGETS.get(r["method"])
         grad = None if r["method"] == "gradient" else gradient.get((r["model"], r["batch"]))
-        products, routes = part(r, "products_over_forward"), part(r, "routes_over_forward")
+        products, routes = part(r, "products_share"), part(r, "routes_share")
         lines.append(
             f"| {r['model']} | {r['method']} | {r['batch']} | {r['forward_ms']:.1f} | {r['explained_ms']:.1f} "
             f"| {r['ratio']:.2f}× (±{r['spread']:.0%}) | {f'≤ {target}×' if target else '—'} "

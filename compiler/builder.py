@@ -137,7 +137,7 @@ class Builder:
 
         Every v > 0 saturates to 1 and v ≤ 0 gives 0 (NaN stays NaN): the ReLU's derivative as passes
         onnxruntime keeps in its blocked layout, where Where(v > 0, g, 0) costs ~5× a Mul
-        (benchmarks/PROFILE.md §12). The two powers of two stand apart, as in sign_shift.
+        (benchmarks/PROFILE.md §9, §12). The two powers of two stand apart, as in sign_shift.
         """
         info = ml_dtypes.finfo(self.dtype.numpy())
         first = info.maxexp - 1

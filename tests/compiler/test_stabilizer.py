@@ -28,18 +28,19 @@ def edge_values(dtype) -> np.ndarray:
         return np.concatenate([values, -values, spread.astype(dtype)])
 
 
-def run_built(ir_type, make, z):
-    """Run `make(builder, z)`, a graph built on one input z, in onnxruntime."""
+def run_built(ir_type, make, z, *others):
+    """(output, op types) of `make(builder, z, *others)`, a graph on the inputs z, …, run in onnxruntime."""
     graph = ir.Graph([], [], nodes=[], name="g", opset_imports={"": 17})
-    value = ir.Value(name="z", type=ir.TensorType(ir_type), shape=ir.Shape(z.shape))
-    graph.inputs.append(value)
-    graph.outputs.append(make(Builder(graph, ir_type), value))
+    feeds = {f"x{k}": v for k, v in enumerate((z, *others))}
+    values = [ir.Value(name=n, type=ir.TensorType(ir_type), shape=ir.Shape(v.shape)) for n, v in feeds.items()]
+    graph.inputs.extend(values)
+    graph.outputs.append(make(Builder(graph, ir_type), *values))
     proto = ir.serde.serialize_model(ir.Model(graph, ir_version=8))
-    return oracle.session(proto).run(None, {"z": z})[0]
+    return oracle.session(proto).run(None, feeds)[0], {n.op_type for n in graph}
 
 
 def run_shift(dtype, ir_type, eps, z):
-    return run_built(ir_type, lambda b, v: b.sign_shift(v, eps), z)
+    return run_built(ir_type, lambda b, v: b.sign_shift(v, eps), z)[0]
 
 
 @pytest.mark.parametrize("eps", [1e-12, 1e-7, 2.4e-7, 1e-6, 0.25, 1.0])
@@ -84,10 +85,10 @@ def test_no_two_constant_factors_stand_next_to_each_other():
 )
 def test_positive_mask_is_the_step_bit_for_bit(dtype, ir_type):
     v = edge_values(dtype)
-    got = run_built(ir_type, lambda b, x: b.positive_mask(x), v)
+    got = run_built(ir_type, lambda b, x: b.positive_mask(x), v)[0]
     assert got.dtype == dtype
     np.testing.assert_array_equal(np.abs(got), (v > 0).astype(dtype))  # 1 for every v > 0, ±0 elsewhere
-    assert np.isnan(run_built(ir_type, lambda b, x: b.positive_mask(x), np.array([np.nan], dtype))).all()
+    assert np.isnan(run_built(ir_type, lambda b, x: b.positive_mask(x), np.array([np.nan], dtype))[0]).all()
 
 
 def test_a_relu_gradient_multiplies_by_the_mask_of_its_output():
@@ -111,14 +112,8 @@ def test_a_quotient_of_z_times_c_skips_the_sign_test(eps):
     z = edge_values(np.float32)
     z = z[np.isfinite(z) & (np.abs(z) < 1e30)]
     c = np.random.default_rng(1).standard_normal(z.shape).astype(np.float32)
-    graph = ir.Graph([], [], nodes=[], name="g", opset_imports={"": 17})
-    values = [ir.Value(name=n, type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape(z.shape)) for n in "zc"]
-    graph.inputs.extend(values)
-    b = Builder(graph, ir.DataType.FLOAT)
-    graph.outputs.append(b.divide(b.op("Mul", values[0], values[1]), values[0], eps))
-    assert "Clip" not in {n.op_type for n in graph}
-    proto = ir.serde.serialize_model(ir.Model(graph, ir_version=8))
-    got = oracle.session(proto).run(None, {"z": z, "c": c})[0]
+    got, ops = run_built(ir.DataType.FLOAT, lambda b, zv, cv: b.divide(b.op("Mul", zv, cv), zv, eps), z, c)
+    assert "Clip" not in ops
     z64, c64 = z.astype(np.float64), c.astype(np.float64)
     want = z64 * c64 / (z64 + np.float32(eps) * np.where(z64 >= 0, 1.0, -1.0))
     tiny = np.finfo(np.float32).smallest_subnormal
