@@ -20,6 +20,7 @@ from lrpc_runtime.metadata import KEY_RELEVANCE, KEY_VERSION
 from lrpc_runtime.staging import remove_stale, signals_deferred, staging_prefix
 
 from .errors import LrpcError
+from .passes.matmul_add_to_gemm import unflattened_forward
 from .passes.quantized import fusable_forward
 from .schedule import order_by_level
 
@@ -74,6 +75,7 @@ def finish(
     for name, r, shape in extra_outputs:
         _output(graph, b, r, name, shape, b.dtype)
     b.drop_unused()
+    unflattened_forward(graph, set(b.added))  # a flattened layer's forward as the model had it
     fusable_forward(graph, b)  # a QDQ model's forward as onnxruntime fuses it (passes/quantized.py)
     model.opset_imports[""] = opset
     model.ir_version = ir_version_for(opset)

@@ -138,3 +138,23 @@ def test_exactly_zero_denominator(rule):
         np.testing.assert_allclose(R[0], [s1, s1], rtol=1e-6)
     if rule == "epsilon":  # stab(0) = +1e-6: unit 0 sends +R0/eps to x0 and -R0/eps to x1
         assert R[0, 0] > 1e4 and R[0, 1] < -1e4
+
+
+@pytest.mark.parametrize("rule", ["epsilon", "zplus", "gamma"])
+def test_a_flattened_affine_layer_runs_its_forward_as_the_model_had_it(rule):
+    """MatMulAddToGemm flattens x [N, 4, 6] @ W + b into a Gemm for the rule; the emitted forward is
+    MatMul + Add on x's own rank again (no forward Gemm reads a flattening Reshape), the forward output
+    is the plain model's bit for bit, and the relevance still matches the oracle."""
+    import lrpc
+    import onnxruntime as ort
+
+    model, layers = build("matmul3d_add", "two")
+    proto = lrpc.compile(model, rule=rule)
+    producers = {out: n for n in proto.graph.node for out in n.output}
+    forward = [n for n in proto.graph.node if not n.name.startswith("lrp/")]
+    flat_gemms = [n for n in forward if n.op_type == "Gemm" and producers.get(n.input[0], n).op_type == "Reshape"]
+    assert not flat_gemms and any(n.op_type == "MatMul" for n in forward)
+    X = oracle.pick_inputs(layers, rule, LAYERS["matmul3d_add"][0], BATCH, seed=7)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": X})
+    np.testing.assert_array_equal(run(proto)[0], run(model)[0])
+    oracle.check_against_oracle(model, layers, X, rule, tol=TOL, compiled=proto)
