@@ -1,5 +1,5 @@
-"""Issue 21's grid beside two floors: explained ÷ forward per target cell, what the products alone take,
-and what the plain gradient takes.
+"""Issue 21's grid beside its floors: explained ÷ forward per target cell, what the products alone take,
+and what the plain gradient and LRP-0's gradient form take.
 
     .venv/bin/python benchmarks/speed_floor.py --out benchmarks/SPEED_FLOOR.md --json out/speed_floor/floor.json
     .venv/bin/python benchmarks/speed_floor.py --models small_cnn --batches 8 --out /tmp/floor.md   # a minute
@@ -27,17 +27,22 @@ spinning, no memory pattern), the plain forward and the explained file interleav
     kernels ÷ fwd     the profiled explained kernel time over the profiled forward's, for comparison;
     gradient ratio    the ratio of the plain gradient (`method="gradient"`) of the same model and batch:
                       the adjoint products, the same pooling routes, one mask multiply per ReLU — lrpc's
-                      cheapest backward pass over this graph, no LRP rule's quotients.
+                      cheapest backward pass over this graph, no LRP rule's quotients;
+    LRP-0 form ratio  the ratio of LRP-0 in gradient form (ε = 1e-12, `convention="lxt"`, which compile
+                      builds as R = x ⊙ g: lrpc/gradient_form.py; the script checks that it does): the
+                      same backward pass with every gate held as the rules hold it (SiLU and GELU as
+                      identities, squeeze-excitation gates fixed) and no stabilised quotient — the ε
+                      rule's work less its stabilisers, where the plain gradient differentiates the gates.
 
 Verdict: "met"; "products' floor" where the products' part alone reaches the target, "products' and routes'
 floor" where they do with the routes; "the gradient misses
 it too" where the plain gradient's ratio does and is at most 1.1× the rule's (the noise between two cells;
 EfficientNet's SiLU gradient costs 1.2–1.3× its ε rule, AttnLRP holds what the gradient differentiates:
-no bound there); else plain "not met" (the rule's element-wise passes over
-its products are the gap). Memory (--memory): each explained session's peak RSS in a fresh process at the
-smallest and largest batch (lrpc.bench.peak_rss_mb) over the graph's floor (lrpc.memory_floor: weights +
-kept activations + the largest transient; the runtime's own memory is not in it, so the plain forward
-session's peak at that batch is given beside it); target ≤ 1.25×.
+no bound there), "LRP-0's gradient form misses it too" likewise; else plain "not met" (the rule's
+element-wise passes over its products are the gap). Memory (--memory): each explained session's peak RSS in
+a fresh process at the smallest and largest batch (lrpc.bench.peak_rss_mb) over the graph's floor
+(lrpc.memory_floor: weights + kept activations + the largest transient; the runtime's own memory is not in
+it, so the plain forward session's peak at that batch is given beside it); target ≤ 1.25×.
 """
 
 from __future__ import annotations
@@ -57,7 +62,9 @@ ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT / "models")]
 
 import lrpc  # noqa: E402
+from lrpc.api import plan  # noqa: E402
 from lrpc.bench import _session, peak_rss_mb, time_interleaved  # noqa: E402
+from lrpc.describe import gradient_form_taken  # noqa: E402
 from lrpc.memory_floor import memory_floor  # noqa: E402
 from profile_ops import op_times  # noqa: E402
 
@@ -70,7 +77,9 @@ METHODS = {
     "EpsilonGammaBox": dict(composite="EpsilonGammaBox:low=0,high=1"),  # inputs U[0, 1)
     "AttnLRP": dict(composite="AttnLRP"),
     "gradient": dict(method="gradient"),
+    "LRP-0 form": dict(rule="epsilon:eps=1e-12", convention="lxt"),
 }
+BOUNDS = ("gradient", "LRP-0 form")  # measured per model and batch, no target of their own
 TARGETS = {"ε": 2.2, "EpsilonPlusFlat": 3.0, "EpsilonGammaBox": 3.3}
 CNN = ("ε", "EpsilonPlusFlat", "EpsilonGammaBox")
 MODELS = {  # name: (methods with a target, ε's target where it is not 2.2)
@@ -125,7 +134,8 @@ def part(row: dict, *keys: str) -> float:
     return row["ratio"] * sum(row[k] for k in keys)
 
 
-def verdict(ratio: float, target: float | None, products: float, routes: float, gradient: float | None) -> str:
+def verdict(ratio: float, target: float | None, products: float, routes: float, bounds: dict) -> str:
+    """`bounds`: {bound method: its ratio at this model and batch}."""
     if target is None:
         return "—"
     if ratio <= target:
@@ -134,8 +144,11 @@ def verdict(ratio: float, target: float | None, products: float, routes: float, 
         return "**not met**: products' floor"
     if products + routes >= target:
         return "**not met**: products' and routes' floor"
+    gradient, lrp0 = bounds.get("gradient"), bounds.get("LRP-0 form")
     if gradient is not None and target <= gradient <= 1.1 * ratio:  # a gradient slower than the rule bounds nothing
         return "**not met**: the gradient misses it too"
+    if lrp0 is not None and target <= lrp0 <= 1.1 * ratio:
+        return "**not met**: LRP-0's gradient form misses it too"
     return "**not met**"
 
 
@@ -162,7 +175,7 @@ def measure(name: str, args, rows: list, save) -> None:
     forward = _session(path, args.threads)
     forward_peak = {b: peak_rss_mb(path, args.threads, b) for b in {min(args.batches), max(args.batches)}}
     forward_kernels = {}  # batch → the forward's profiled kernel time, once per model
-    for method in ("gradient",) + methods:
+    for method in BOUNDS + methods:
         if any(r["model"] == name and r["method"] == method for r in rows):
             continue  # --json resumed
         with tempfile.TemporaryDirectory() as folder:
@@ -170,6 +183,8 @@ def measure(name: str, args, rows: list, save) -> None:
             start = time.perf_counter()
             lrpc.compile(path, output=explained, **METHODS[method])
             compile_s = time.perf_counter() - start
+            if method == "LRP-0 form" and not gradient_form_taken(plan(path, **METHODS[method])):
+                raise SystemExit(f"{name}: LRP-0 is not built in gradient form here; it bounds nothing")
             session = _session(explained, args.threads)
             for batch in args.batches:
                 timed = time_interleaved(forward, session, batch, ROUNDS.get(name, 10), warmup=2)
@@ -194,8 +209,8 @@ def measure(name: str, args, rows: list, save) -> None:
 
 def markdown(result: dict) -> str:
     order = {name: k for k, name in enumerate([*MODELS, *METHODS])}
-    rows = sorted(result["rows"], key=lambda r: (order[r["model"]], r["method"] != "gradient", order[r["method"]]))
-    gradient = {(r["model"], r["batch"]): r["ratio"] for r in rows if r["method"] == "gradient"}
+    rows = sorted(result["rows"], key=lambda r: (order[r["model"]], r["method"] not in BOUNDS, order[r["method"]]))
+    bounds = {(r["model"], r["batch"], r["method"]): r["ratio"] for r in rows if r["method"] in BOUNDS}
     runs = [
         f"`{run['command']}` on {run['date']} at commit {run['commit']}, {run['minutes']:.0f} min, load average "
         f"{run['load'][0]:.1f} at the start and {run['load'][1]:.1f} at the end ({run['threads']} threads, "
@@ -209,19 +224,20 @@ def markdown(result: dict) -> str:
         "are interleaved medians of one cell; the kernel columns come from a separate profiled run of it.",
         "",
         "| model | method | batch | forward ms | explained ms | ratio | target | products' part | + routes "
-        "| kernels ÷ fwd | gradient ratio | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| kernels ÷ fwd | gradient ratio | LRP-0 form ratio | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         methods, eps_target = MODELS[r["model"]]
         target = (eps_target or TARGETS["ε"]) if r["method"] in ("ε", "AttnLRP") else TARGETS.get(r["method"])
-        grad = None if r["method"] == "gradient" else gradient.get((r["model"], r["batch"]))
+        cell = {m: bounds.get((r["model"], r["batch"], m)) for m in BOUNDS if m != r["method"]}
         products, routes = part(r, "products_share"), part(r, "routes_share")
         lines.append(
             f"| {r['model']} | {r['method']} | {r['batch']} | {r['forward_ms']:.1f} | {r['explained_ms']:.1f} "
             f"| {r['ratio']:.2f}× (±{r['spread']:.0%}) | {f'≤ {target}×' if target else '—'} "
             f"| {products:.2f}× | {products + routes:.2f}× | {r['kernels_over_forward']:.2f}× "
-            f"| {f'{grad:.2f}×' if grad else '—'} | {verdict(r['ratio'], target, products, routes, grad)} |"
+            + "".join(f"| {f'{cell[m]:.2f}×' if cell.get(m) else '—'} " for m in BOUNDS)
+            + f"| {verdict(r['ratio'], target, products, routes, cell)} |"
         )
     memory = [r for r in rows if r.get("memory")]
     if memory:
