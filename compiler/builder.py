@@ -104,10 +104,10 @@ class Builder:
             is_zero = self.op("Cast", self.op("Equal", z, self.const(0.0)), to=self.dtype)
             quotient = self.op("Div", r, self.op("Add", z, is_zero))
             return self.op("Mul", quotient, self.op("Sub", self.const(1.0), is_zero))
-        cofactor = _cofactor(r, z)
-        if cofactor is not None:
+        c = cofactor(r, z)
+        if c is not None:
             magnitude = self.op("Abs", z)
-            return self.op("Mul", cofactor, self.op("Div", magnitude, self.op("Add", magnitude, self.const(eps))))
+            return self.op("Mul", c, self.op("Div", magnitude, self.op("Add", magnitude, self.const(eps))))
         return self.op("Div", r, self.op("Add", z, self.sign_shift(z, eps)))
 
     def sign_shift(self, z: ir.Value, eps: float) -> ir.Value:
@@ -155,10 +155,11 @@ class Builder:
         return value if factor == 1.0 else self.op("Mul", value, self.const(factor))
 
 
-def _cofactor(r: ir.Value, z: ir.Value) -> ir.Value | None:
+def cofactor(r: ir.Value, z: ir.Value) -> ir.Value | None:
     """c where r = Mul(z, c) or Mul(c, z) — relevance handed down as z ⊙ c by the rule above (a join's
     share, a layer's x ⊙ Wᵀs) — else None. Then no sign test is needed for its quotient (Builder.divide):
-    ResNet's and MobileNet's signed conv outputs that feed a join or the next conv directly."""
+    ResNet's and MobileNet's signed conv outputs that feed a join or the next conv directly; and no mask for
+    a gated rule's R·[z ≷ 0] = c ⊙ z^± (rules/linear.py)."""
     node = r.producer()
     if node is None or node.op_type != "Mul" or node.domain not in ("", "ai.onnx"):
         return None

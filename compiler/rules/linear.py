@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 import onnx_ir as ir
 
-from ..builder import Builder
+from ..builder import Builder, cofactor
 from ..ops import NONNEGATIVE_OPS, SELECTING_OPS
 from ..passes.input_normalization import INPUT_AFFINE
 from ..passes.recognize_products import KIND
@@ -212,6 +212,9 @@ def lower_linear(layer: LinearLayer, r: ir.Value, rule: Rule, b: Builder) -> ir.
             z = _group_z(b, layer, group, terms)
         if group.gate and layer.relevant_where_positive:  # R is already 0 where z ≤ 0: no mask (sparsity.py)
             s = _gated_quotient(b, r, z, group.gate, rule.eps)
+        elif group.gate and (shared := cofactor(r, layer.z)) is not None:  # R = z ⊙ c: R·[z ≷ 0] = c ⊙ z^±
+            part = b.op("Relu", layer.z) if group.gate == "pos" else b.op("Min", layer.z, b.const(0.0))
+            s = _gated_quotient(b, b.op("Mul", shared, part), z, group.gate, rule.eps)
         elif group.gate:
             keep = b.op("Cast", b.op("Greater" if group.gate == "pos" else "Less", layer.z, b.const(0.0)), to=b.dtype)
             s = b.op("Mul", _gated_quotient(b, r, z, group.gate, rule.eps), keep)

@@ -47,7 +47,14 @@ def forward_outputs(model: onnx.ModelProto) -> dict[str, str]:
 
 
 def negative_gates(model: onnx.ModelProto) -> int:
-    return sum(n.op_type == "Less" for n in model.graph.node)
+    """How many quotients divide by min(z_g, 0) − ε: the negative groups lrpc builds (rules/linear.py)."""
+    producer = {out: n for n in model.graph.node for out in n.output}
+    count = 0
+    for node in model.graph.node:
+        stab = producer.get(node.input[1]) if node.op_type == "Div" else None
+        clipped = producer.get(stab.input[0]) if stab is not None and stab.op_type == "Add" else None
+        count += clipped is not None and clipped.op_type == "Min"
+    return count
 
 
 def inputs():
@@ -111,6 +118,9 @@ def test_a_residual_join_reads_its_relu_output_and_matches_the_dag_oracle(rule):
     explained = lrpc.compile(model, rule=rule)
     users = consumers(explained)
     assert users["join"] == ["Relu"] and users["za"] == ["Relu"], (users["join"], users["za"])
+    # conv_b's and the logits' relevance arrives as z ⊙ c: γ's groups take c ⊙ max(z, 0) and c ⊙ min(z, 0),
+    # no [z > 0] / [z < 0] mask (rules/linear.py)
+    assert not {"Greater", "Less"} & {n.op_type for n in explained.graph.node}
     x = np.random.default_rng(5).uniform(-1, 1, (3, 3, 5, 5)).astype(np.float32)
     session = oracle.session(explained)
     got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"x": x})))["relevance"]
