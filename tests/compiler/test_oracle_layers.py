@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 
+import lrpc
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 import oracle
@@ -145,9 +147,6 @@ def test_a_flattened_affine_layer_runs_its_forward_as_the_model_had_it(rule):
     """MatMulAddToGemm flattens x [N, 4, 6] @ W + b into a Gemm for the rule; the emitted forward is
     MatMul + Add on x's own rank again (no forward Gemm reads a flattening Reshape), the forward output
     is the plain model's bit for bit, and the relevance still matches the oracle."""
-    import lrpc
-    import onnxruntime as ort
-
     model, layers = build("matmul3d_add", "two")
     proto = lrpc.compile(model, rule=rule)
     producers = {out: n for n in proto.graph.node for out in n.output}
