@@ -144,11 +144,10 @@ def verdict(ratio: float, target: float | None, products: float, routes: float, 
         return "**not met**: products' floor"
     if products + routes >= target:
         return "**not met**: products' and routes' floor"
-    gradient, lrp0 = bounds.get("gradient"), bounds.get("LRP-0 form")
-    if gradient is not None and target <= gradient <= 1.1 * ratio:  # a gradient slower than the rule bounds nothing
-        return "**not met**: the gradient misses it too"
-    if lrp0 is not None and target <= lrp0 <= 1.1 * ratio:
-        return "**not met**: LRP-0's gradient form misses it too"
+    for method, name in zip(BOUNDS, ("the gradient", "LRP-0's gradient form")):
+        bound = bounds.get(method)
+        if bound is not None and target <= bound <= 1.1 * ratio:  # a bound slower than the rule bounds nothing
+            return f"**not met**: {name} misses it too"
     return "**not met**"
 
 
@@ -178,13 +177,13 @@ def measure(name: str, args, rows: list, save) -> None:
     for method in BOUNDS + methods:
         if any(r["model"] == name and r["method"] == method for r in rows):
             continue  # --json resumed
+        if method == "LRP-0 form" and not gradient_form_taken(plan(path, **METHODS[method])):
+            raise SystemExit(f"{name}: LRP-0 is not built in gradient form here; it bounds nothing")
         with tempfile.TemporaryDirectory() as folder:
             explained = os.path.join(folder, "explained.onnx")
             start = time.perf_counter()
             lrpc.compile(path, output=explained, **METHODS[method])
             compile_s = time.perf_counter() - start
-            if method == "LRP-0 form" and not gradient_form_taken(plan(path, **METHODS[method])):
-                raise SystemExit(f"{name}: LRP-0 is not built in gradient form here; it bounds nothing")
             session = _session(explained, args.threads)
             for batch in args.batches:
                 timed = time_interleaved(forward, session, batch, ROUNDS.get(name, 10), warmup=2)
