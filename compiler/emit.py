@@ -16,13 +16,13 @@ import tempfile
 import numpy as np
 import onnx
 import onnx_ir as ir
-from lrpc_runtime.metadata import KEY_RELEVANCE, KEY_VERSION
+from lrpc_runtime.metadata import KEY_EXECUTION_ORDER, KEY_RELEVANCE, KEY_VERSION
 from lrpc_runtime.staging import remove_stale, signals_deferred, staging_prefix
 
 from .errors import LrpcError
 from .passes.matmul_add_to_gemm import unflattened_forward
 from .passes.quantized import fusable_forward
-from .schedule import order_by_level
+from .schedule import order_by_level, runs_best_in_file_order
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 16  # ScatterElements with reduction="add" (MaxPool's rule)
@@ -83,6 +83,8 @@ def finish(
     model.metadata_props.update({**metadata, KEY_RELEVANCE: json.dumps(names)})
     proto = ir.serde.serialize_model(model)
     order_by_level(proto.graph)  # the order onnxruntime keeps least alive in (schedule.py)
+    if runs_best_in_file_order(proto):  # else onnxruntime's own order keeps less (schedule.py)
+        proto.metadata_props.add(key=KEY_EXECUTION_ORDER, value="file")
     if check and payload_bytes(proto) < _PROTOBUF_LIMIT:  # a larger one is checked when saved
         _check(proto)
     return proto

@@ -13,11 +13,20 @@ full activation-sized tensor alive per layer until the backward reaches it. Plac
 comes right after a, before the relevance R that reaches it, so onnxruntime computes it last, next to
 the division. The measured effect (VGG-16 ε: onnxruntime's live set about halved) and the command that
 reproduces it are in benchmarks/PROFILE.md §6.
+
+No one order suits every graph: onnxruntime can also run the nodes in the file's order
+(`ExecutionOrder.PRIORITY_BASED`: ready nodes by their index). `runs_best_in_file_order` compares the two
+orders' live sets — the most activation bytes alive at once, at batch 1 — and the file records the
+answer (`lrpc.execution_order = file`) for `lrpc_runtime.Explainer` and `lrpc bench`: ViT-Tiny AttnLRP at
+batch 16 peaks at 434 MB in the file's order and 815 MB in onnxruntime's own, VGG-16 ε at 2957 and 2557
+(PROFILE.md §14).
 """
 
 from __future__ import annotations
 
 import onnx
+
+from .memory_floor import tensor_sizes
 
 
 def order_by_level(graph: onnx.GraphProto) -> None:
@@ -37,3 +46,52 @@ def order_by_level(graph: onnx.GraphProto) -> None:
         copy.CopyFrom(node)
     del graph.node[:]
     graph.node.extend(copies)
+
+
+FILE_ORDER_GAIN = 0.8  # the file's order is recorded where its live set is below this share of onnxruntime's
+
+
+def onnxruntime_order(graph: onnx.GraphProto) -> list[int]:
+    """The node indices in the order onnxruntime's default walk runs them: post-order of a depth-first walk
+    from each leaf (in file order), entering a node's input producers latest-in-file first."""
+    producer = {name: k for k, node in enumerate(graph.node) for name in node.output}
+    read = {producer[name] for node in graph.node for name in node.input if name in producer}
+    order, seen = [], set()
+    for leaf in (k for k in range(len(graph.node)) if k not in read):
+        stack = [(leaf, False)]
+        while stack:
+            k, entered = stack.pop()
+            if entered:
+                order.append(k)
+            elif k not in seen:
+                seen.add(k)
+                stack.append((k, True))
+                inputs = sorted({producer[name] for name in graph.node[k].input if name in producer})
+                stack.extend((p, False) for p in inputs if p not in seen)  # the latest is popped first
+    return order
+
+
+def live_bytes(graph: onnx.GraphProto, order: list[int], sizes: dict) -> int:
+    """The most activation bytes alive at once when the nodes run in `order` (a tensor lives from its
+    producer, or the start for a graph input, to its last reader; the graph outputs to the end)."""
+    constants = {t.name for t in graph.initializer}
+    end = {o.name: len(order) for o in graph.output}
+    for step, k in enumerate(order):
+        for name in graph.node[k].input:
+            end[name] = max(end.get(name, step), step)
+    alive = {i.name: end.get(i.name, 0) for i in graph.input if i.name not in constants}
+    most = 0
+    for step, k in enumerate(order):
+        alive.update({name: end.get(name, step) for name in graph.node[k].output})
+        alive = {name: last for name, last in alive.items() if last >= step}
+        most = max(most, sum(sizes.get(name, 0) for name in alive))
+    return most
+
+
+def runs_best_in_file_order(model: onnx.ModelProto) -> bool:
+    """Whether the file's node order keeps markedly less alive than onnxruntime's default walk (sizes at
+    batch 1, other free dims 1: memory_floor.tensor_sizes)."""
+    graph = model.graph
+    sizes = tensor_sizes(model, 1)
+    file_order = live_bytes(graph, list(range(len(graph.node))), sizes)
+    return file_order < FILE_ORDER_GAIN * live_bytes(graph, onnxruntime_order(graph), sizes)

@@ -16,7 +16,8 @@ as ``session.get_modelmeta().custom_metadata_map``:
 and, when the compiler recorded them, ``lrpc.preprocess`` (the image preprocessing spec as
 JSON, see :mod:`lrpc_runtime.preprocess`), ``lrpc.output`` (the model output whose unit is
 explained; absent for an inner tensor), ``lrpc.classes``, ``lrpc.convention``, ``lrpc.method``,
-``lrpc.explained`` and ``lrpc.source_sha256``.
+``lrpc.explained``, ``lrpc.source_sha256`` and ``lrpc.execution_order`` (``"file"`` where the file's
+node order keeps markedly less alive than onnxruntime's default one: the Explainer then runs it so).
 
 Example::
 
@@ -50,6 +51,7 @@ __all__ = [
     "KEY_POSITION",
     "KEY_SOURCE_SHA256",
     "KEY_OPTIONS",
+    "KEY_EXECUTION_ORDER",
     "TARGET_INPUT_NAME",
     "MASK_INPUT_NAME",
     "ExplainedMetadata",
@@ -72,6 +74,7 @@ KEY_EXPLAINED = "lrpc.explained"
 KEY_POSITION = "lrpc.position"
 KEY_SOURCE_SHA256 = "lrpc.source_sha256"
 KEY_OPTIONS = "lrpc.options"
+KEY_EXECUTION_ORDER = "lrpc.execution_order"  # "file": the file's node order keeps less alive (compiler/schedule.py)
 REQUIRED_KEYS = (KEY_VERSION, KEY_RULE, KEY_TARGET, KEY_RELEVANCE)
 
 #: Name of the extra graph input added by ``lrpc compile --target input``.

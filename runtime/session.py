@@ -26,7 +26,14 @@ import onnxruntime as ort
 from .errors import DeviceUnavailableError, NotExplainedError
 from .feeds import InputSpec, batch_size_of, ort_dtype, prepare_inputs, prepare_target
 from .limits import MAX_BATCH_SIZE, MAX_THREADS, bounded_int
-from .metadata import KEY_RELEVANCE_OUTPUTS, MASK_INPUT_NAME, TARGET_INPUT_NAME, ExplainedMetadata, parse_metadata
+from .metadata import (
+    KEY_EXECUTION_ORDER,
+    KEY_RELEVANCE_OUTPUTS,
+    MASK_INPUT_NAME,
+    TARGET_INPUT_NAME,
+    ExplainedMetadata,
+    parse_metadata,
+)
 
 __all__ = ["Explainer", "Explanation"]
 
@@ -113,6 +120,14 @@ def _cuda_error(requested: str, available: Sequence[str], detail: str) -> Device
     )
 
 
+def _load(payload, options: ort.SessionOptions, providers, source: str) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(payload, sess_options=options, providers=providers)
+    except Exception as err:  # onnxruntime's error classes derive from Exception alone
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise NotExplainedError(f"{source}: onnxruntime cannot load it ({first_line})") from None
+
+
 class Explainer:
     """An onnxruntime session over an explained ONNX graph.
 
@@ -165,11 +180,14 @@ class Explainer:
             source = payload = os.fspath(model)
             if not os.path.isfile(source):
                 raise FileNotFoundError(errno.ENOENT, "no such file", source)
-        try:
-            self._session = ort.InferenceSession(payload, sess_options=options, providers=chosen)
-        except Exception as err:  # onnxruntime's error classes derive from Exception alone
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise NotExplainedError(f"{source}: onnxruntime cannot load it ({first_line})") from None
+        self._session = _load(payload, options, chosen, source)
+        meta = self._session.get_modelmeta().custom_metadata_map
+        if session_options is None and meta.get(KEY_EXECUTION_ORDER) == "file":
+            # the file's node order keeps less alive than onnxruntime's own (compiler/schedule.py): run it so,
+            # known only once loaded (ViT-Tiny AttnLRP, batch 16: 815 → 434 MB, benchmarks/PROFILE.md §14)
+            del self._session
+            options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+            self._session = _load(payload, options, chosen, source)
         if wants_cuda and CUDA_PROVIDER not in self._session.get_providers():
             raise _cuda_error(
                 requested,
@@ -178,8 +196,7 @@ class Explainer:
                 "session (the CUDA or cuDNN libraries probably failed to load; see "
                 "the onnxruntime warnings above)",
             )
-        meta_map = self._session.get_modelmeta().custom_metadata_map
-        self._meta = parse_metadata(meta_map, source)
+        self._meta = parse_metadata(meta, source)
         self._load_signature(source)
 
     def _load_signature(self, source: str) -> None:
