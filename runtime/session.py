@@ -139,6 +139,9 @@ class Explainer:
     :meth:`explain` sends to the session at once. ``low_memory`` turns off
     onnxruntime's weight prepacking: a dense layer's weights are then held once
     instead of packed for both Wx and Wᵀs (VGG-16: the README's "Speed").
+    Without ``session_options`` the session runs with the memory-pattern planner
+    off, and in the file's node order where the file says it keeps less alive so
+    (``lrpc.execution_order``); given options are used as they are.
 
     Example::
 
