@@ -61,7 +61,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import subprocess
 import sys
@@ -78,6 +77,7 @@ from lrpc.api import plan  # noqa: E402
 from lrpc.bench import _session, peak_rss_mb, time_interleaved  # noqa: E402
 from lrpc.describe import gradient_form_taken  # noqa: E402
 from lrpc.memory_floor import memory_floor, tensor_sizes  # noqa: E402
+from lrpc.schedule import live_bytes  # noqa: E402
 from profile_ops import op_times  # noqa: E402
 
 WORK = ROOT / "out" / "speed_floor"
@@ -190,26 +190,16 @@ def cell_bounds(row: dict, bounds: dict) -> dict:
 
 def forward_floor_mb(path: str, batch: int) -> float | None:
     """The plain model's weights + the most activation bytes alive at once when its nodes run in the file's
-    order (a tensor lives from its producer to its last reader, the graph inputs and outputs throughout): a
-    floor that order reaches, so the floor is at most this. None where a tensor's size is unknown."""
+    order (lrpc.schedule.live_bytes): a floor that order reaches, so the floor is at most this. None where a
+    tensor's size is unknown."""
     import onnx
 
     model = onnx.load(path, load_external_data=False)
     floor = memory_floor(model, batch)
     if floor.unknown:
         return None
-    sizes, constants = tensor_sizes(model, batch), {t.name for t in model.graph.initializer}
-    nodes, ends = list(model.graph.node), {o.name: math.inf for o in model.graph.output}
-    for k, node in enumerate(nodes):
-        for name in node.input:
-            ends[name] = max(ends.get(name, k), k)
-    alive = {i.name: ends.get(i.name, 0) for i in model.graph.input if i.name not in constants}
-    most = 0
-    for k, node in enumerate(nodes):
-        alive.update({name: ends.get(name, k) for name in node.output})
-        alive = {name: end for name, end in alive.items() if end >= k}
-        most = max(most, sum(sizes.get(name, 0) for name in alive))
-    return (floor.weights + most) / 2**20
+    alive = live_bytes(model.graph, list(range(len(model.graph.node))), tensor_sizes(model, batch))
+    return (floor.weights + alive) / 2**20
 
 
 def runtime_mb(threads: int) -> float | None:
