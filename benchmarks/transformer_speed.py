@@ -213,9 +213,15 @@ def session_options(profile: str | None = None):
 
 
 def session(path: Path, profile: str | None = None):
+    """A session under `session_options`, in the file's node order where the file asks for it, as
+    lrpc_runtime.Explainer runs it (lrpc.execution_order, compiler/schedule.py)."""
     import onnxruntime as ort
+    from lrpc_runtime.metadata import KEY_EXECUTION_ORDER, read_file_metadata
 
-    return ort.InferenceSession(str(path), session_options(profile), providers=["CPUExecutionProvider"])
+    options = session_options(profile)
+    if read_file_metadata(str(path)).get(KEY_EXECUTION_ORDER) == "file":
+        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 METHODS = ("ort forward", "lrpc AttnLRP", "lrpc CPLRP", "LXT AttnLRP", "torch forward")

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
-from lrpc_runtime.metadata import KEY_EXECUTION_ORDER
+from lrpc_runtime.metadata import KEY_EXECUTION_ORDER, read_file_metadata
 from lrpc_runtime.limits import MAX_BATCH_BYTES, MAX_BATCH_SIZE, MAX_THREADS, bounded_int, size_text
 
 from .api import compile as compile_model
@@ -86,11 +86,8 @@ def _session(path: str, threads: int, low_memory: bool = False):
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if low_memory:
         options.add_session_config_entry(NO_PREPACKING, "1")
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    if session.get_modelmeta().custom_metadata_map.get(KEY_EXECUTION_ORDER) != "file":
-        return session
-    del session  # run in the file's order, as lrpc_runtime.Explainer does (compiler/schedule.py)
-    options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    if read_file_metadata(path).get(KEY_EXECUTION_ORDER) == "file":  # as lrpc_runtime.Explainer runs it
+        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "MASK_INPUT_NAME",
     "ExplainedMetadata",
     "parse_metadata",
+    "read_file_metadata",
 ]
 
 # The metadata_props keys of an explained file, each written once here (the compiler writes them,
@@ -193,3 +194,60 @@ def parse_metadata(meta: Mapping[str, str], source: str = "model") -> ExplainedM
             if k.startswith("lrpc.") and k not in (*REQUIRED_KEYS, KEY_PREPROCESS, KEY_OUTPUT, KEY_CLASSES)
         },
     )
+
+
+def _varint(data, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if byte < 0x80:
+            return value, at
+
+
+def _fields(data, start: int, end: int):
+    """(field number, start, end) of each length-delimited field of the protobuf message in data[start:end];
+    the other wire types are skipped, and nothing is copied (a graph field can be gigabytes)."""
+    at = start
+    while at < end:
+        tag, at = _varint(data, at)
+        wire = tag & 7
+        if wire == 0:
+            _, at = _varint(data, at)
+        elif wire in (1, 5):
+            at += 8 if wire == 1 else 4
+        elif wire == 2:
+            size, at = _varint(data, at)
+            yield tag >> 3, at, at + size
+            at += size
+        else:
+            raise ValueError(f"protobuf wire type {wire}")
+
+
+MODEL_METADATA_PROPS = 14  # ModelProto.metadata_props: repeated StringStringEntryProto {key = 1, value = 2}
+
+
+def read_file_metadata(model: bytes | str) -> dict[str, str]:
+    """An ONNX file's metadata_props (a path or the model's bytes), read without parsing its graph: the
+    top-level fields are walked and only field 14 is decoded. For the options a session needs before it is
+    created (``lrpc.execution_order``). What is not a readable ModelProto gives {}: creating the session
+    then says what is wrong with it."""
+    import mmap
+
+    try:
+        if isinstance(model, (bytes, bytearray)):
+            return _metadata_of(model)
+        with open(model, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return _metadata_of(data)
+    except (OSError, ValueError, IndexError, UnicodeDecodeError):
+        return {}
+
+
+def _metadata_of(data) -> dict[str, str]:
+    meta = {}
+    for number, start, end in _fields(data, 0, len(data)):
+        if number == MODEL_METADATA_PROPS:
+            parts = {k: bytes(data[a:b]).decode() for k, a, b in _fields(data, start, end)}
+            meta[parts.get(1, "")] = parts.get(2, "")
+    return meta

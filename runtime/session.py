@@ -33,6 +33,7 @@ from .metadata import (
     TARGET_INPUT_NAME,
     ExplainedMetadata,
     parse_metadata,
+    read_file_metadata,
 )
 
 __all__ = ["Explainer", "Explanation"]
@@ -120,14 +121,6 @@ def _cuda_error(requested: str, available: Sequence[str], detail: str) -> Device
     )
 
 
-def _load(payload, options: ort.SessionOptions, providers, source: str) -> ort.InferenceSession:
-    try:
-        return ort.InferenceSession(payload, sess_options=options, providers=providers)
-    except Exception as err:  # onnxruntime's error classes derive from Exception alone
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise NotExplainedError(f"{source}: onnxruntime cannot load it ({first_line})") from None
-
-
 class Explainer:
     """An onnxruntime session over an explained ONNX graph.
 
@@ -183,14 +176,16 @@ class Explainer:
             source = payload = os.fspath(model)
             if not os.path.isfile(source):
                 raise FileNotFoundError(errno.ENOENT, "no such file", source)
-        self._session = _load(payload, options, chosen, source)
-        meta = self._session.get_modelmeta().custom_metadata_map
-        if session_options is None and meta.get(KEY_EXECUTION_ORDER) == "file":
-            # the file's node order keeps less alive than onnxruntime's own (compiler/schedule.py): run it so,
-            # known only once loaded (ViT-Tiny AttnLRP, batch 16: 815 → 434 MB, benchmarks/PROFILE.md §14)
-            del self._session
+        if session_options is None and read_file_metadata(payload).get(KEY_EXECUTION_ORDER) == "file":
+            # the file's node order keeps less alive than onnxruntime's own (compiler/schedule.py): run it so
+            # (ViT-Tiny AttnLRP, batch 16: 815 → 434 MB, benchmarks/PROFILE.md §14)
             options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
-            self._session = _load(payload, options, chosen, source)
+        try:
+            self._session = ort.InferenceSession(payload, sess_options=options, providers=chosen)
+        except Exception as err:  # onnxruntime's error classes derive from Exception alone
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise NotExplainedError(f"{source}: onnxruntime cannot load it ({first_line})") from None
+        meta = self._session.get_modelmeta().custom_metadata_map
         if wants_cuda and CUDA_PROVIDER not in self._session.get_providers():
             raise _cuda_error(
                 requested,

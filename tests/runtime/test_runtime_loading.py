@@ -104,3 +104,27 @@ def test_sessions_run_without_the_memory_pattern_planner_unless_told(single_mode
     assert (
         Explainer(single_model("max"), session_options=given)._session.get_session_options().enable_mem_pattern is True
     )
+
+
+def test_the_metadata_is_read_without_parsing_the_graph(single_model, tmp_path):
+    """read_file_metadata walks the top-level fields of the file (mmapped) and decodes only metadata_props:
+    the same entries as onnx's parse, from a path or from bytes; a file that is no ModelProto gives none."""
+    from lrpc_runtime.metadata import read_file_metadata
+
+    plain = single_model("max")
+    model = onnx.load_from_string(plain)
+    model.metadata_props.add(key="lrpc.execution_order", value="file")
+    onnx.save(model, tmp_path / "ordered.onnx")
+    expected = {p.key: p.value for p in model.metadata_props}
+    assert (
+        read_file_metadata(str(tmp_path / "ordered.onnx")) == expected == read_file_metadata(model.SerializeToString())
+    )
+    assert Explainer(tmp_path / "ordered.onnx")._session.get_session_options().execution_order == (
+        ort.ExecutionOrder.PRIORITY_BASED
+    )
+    assert Explainer(plain)._session.get_session_options().execution_order == ort.ExecutionOrder.DEFAULT
+    (tmp_path / "junk.onnx").write_bytes(b"\xff" * 64)
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    assert read_file_metadata(str(tmp_path / "junk.onnx")) == {} == read_file_metadata(str(tmp_path / "empty.onnx"))
+    with pytest.raises(NotExplainedError, match="onnxruntime cannot load it"):
+        Explainer(tmp_path / "junk.onnx")
