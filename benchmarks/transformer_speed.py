@@ -216,11 +216,9 @@ def session(path: Path, profile: str | None = None):
     """A session under `session_options`, in the file's node order where the file asks for it, as
     lrpc_runtime.Explainer runs it (lrpc.execution_order, compiler/schedule.py)."""
     import onnxruntime as ort
-    from lrpc_runtime.metadata import KEY_EXECUTION_ORDER, read_file_metadata
+    from lrpc_runtime.session import in_recorded_order
 
-    options = session_options(profile)
-    if read_file_metadata(str(path)).get(KEY_EXECUTION_ORDER) == "file":
-        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    options = in_recorded_order(session_options(profile), str(path))
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

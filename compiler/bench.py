@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
-from lrpc_runtime.metadata import KEY_EXECUTION_ORDER, read_file_metadata
 from lrpc_runtime.limits import MAX_BATCH_BYTES, MAX_BATCH_SIZE, MAX_THREADS, bounded_int, size_text
 
 from .api import compile as compile_model
@@ -74,7 +73,7 @@ class BenchResult:
 
 def _session(path: str, threads: int, low_memory: bool = False):
     import onnxruntime as ort
-    from lrpc_runtime.session import NO_PREPACKING
+    from lrpc_runtime.session import NO_PREPACKING, in_recorded_order
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -86,9 +85,7 @@ def _session(path: str, threads: int, low_memory: bool = False):
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if low_memory:
         options.add_session_config_entry(NO_PREPACKING, "1")
-    if read_file_metadata(path).get(KEY_EXECUTION_ORDER) == "file":  # as lrpc_runtime.Explainer runs it
-        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, in_recorded_order(options, path), providers=["CPUExecutionProvider"])
 
 
 def feed_shape(dims, batch: int) -> list[int]:

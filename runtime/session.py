@@ -121,6 +121,15 @@ def _cuda_error(requested: str, available: Sequence[str], detail: str) -> Device
     )
 
 
+def in_recorded_order(options: ort.SessionOptions, model: bytes | str) -> ort.SessionOptions:
+    """`options` set to run `model` in its file's node order where the file records that this keeps less
+    alive than onnxruntime's own walk (``lrpc.execution_order``, compiler/schedule.py; ViT-Tiny AttnLRP at
+    batch 16: 815 → 434 MB, benchmarks/PROFILE.md §14). Read from the file, before the session exists."""
+    if read_file_metadata(model).get(KEY_EXECUTION_ORDER) == "file":
+        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    return options
+
+
 class Explainer:
     """An onnxruntime session over an explained ONNX graph.
 
@@ -176,10 +185,8 @@ class Explainer:
             source = payload = os.fspath(model)
             if not os.path.isfile(source):
                 raise FileNotFoundError(errno.ENOENT, "no such file", source)
-        if session_options is None and read_file_metadata(payload).get(KEY_EXECUTION_ORDER) == "file":
-            # the file's node order keeps less alive than onnxruntime's own (compiler/schedule.py): run it so
-            # (ViT-Tiny AttnLRP, batch 16: 815 → 434 MB, benchmarks/PROFILE.md §14)
-            options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+        if session_options is None:
+            in_recorded_order(options, payload)
         try:
             self._session = ort.InferenceSession(payload, sess_options=options, providers=chosen)
         except Exception as err:  # onnxruntime's error classes derive from Exception alone
