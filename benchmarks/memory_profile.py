@@ -34,7 +34,7 @@ import onnx
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import lrpc  # noqa: E402
-from lrpc.memory_floor import tensor_sizes  # noqa: E402  (shapes at the batch, one place)
+from lrpc.tensor_sizes import tensor_sizes  # noqa: E402  (shapes at the batch, one place)
 
 MB = 2**20
 

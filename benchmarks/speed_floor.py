@@ -76,7 +76,8 @@ import lrpc  # noqa: E402
 from lrpc.api import plan  # noqa: E402
 from lrpc.bench import _session, peak_rss_mb, time_interleaved  # noqa: E402
 from lrpc.describe import gradient_form_taken  # noqa: E402
-from lrpc.memory_floor import memory_floor, tensor_sizes  # noqa: E402
+from lrpc.memory_floor import memory_floor  # noqa: E402
+from lrpc.tensor_sizes import tensor_sizes  # noqa: E402
 from lrpc.schedule import live_bytes  # noqa: E402
 from profile_ops import op_times  # noqa: E402
 

@@ -22,8 +22,8 @@ T   the most the backward pass needs above K at one node, net of the kept tensor
 
     so W + K + T = W + max(K, max live(n)), and each of those is held at one moment of every schedule.
 
-Sizes: onnx shape inference (data_prop=True) with the inputs' dynamic dims fixed as `lrpc bench` feeds
-them (axis 0: the batch, any other: 1), and MaxUnpool's output shape taken from its Shape input. A view
+Sizes: lrpc.tensor_sizes (shapes inferred with the inputs' dynamic dims fixed as `lrpc bench` feeds
+them: axis 0 the batch, any other 1; computed shape values evaluated where onnx leaves them). A view
 (Reshape, Flatten, Squeeze, Unsqueeze, Identity: onnxruntime hands back its input's buffer) is its
 input's buffer, counted once. A tensor whose shape stays unknown counts 0 bytes and is listed in
 `unknown` ("floor: N tensors of unknown size left out"). Not modelled: an elementwise output written
@@ -38,17 +38,15 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import numpy as np
 import onnx
-from onnx import helper, shape_inference
 
 from lrpc_runtime.metadata import KEY_EXPLAINED, KEY_RELEVANCE, KEY_RELEVANCE_OUTPUTS
 
 from .ops import RANDOM_OPS, VIEW_OPS
+from .tensor_sizes import tensor_sizes
 from .text import PER_FEATURE_SUFFIX
 
 MB = 2**20
-_SMALL = 4096  # initializers with more elements go to shape inference as typed inputs, without their data
 
 
 @dataclass
@@ -79,89 +77,6 @@ class Floor:
             "unknown_size_tensors": len(self.unknown),
             "explained_peak_over_floor": None if peak_mb is None or not self.total else peak_mb * MB / self.total,
         }
-
-
-def _dtype_bytes(elem_type: int) -> int | None:
-    try:
-        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).itemsize
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def value_bytes(value: onnx.ValueInfoProto) -> int | None:
-    """Bytes of a tensor from its type and shape; None where the dtype or any dim is unknown."""
-    t = value.type.tensor_type
-    if not value.type.HasField("tensor_type") or not t.HasField("shape") or not t.elem_type:
-        return None
-    if any(not d.HasField("dim_value") for d in t.shape.dim):
-        return None
-    itemsize = _dtype_bytes(t.elem_type)
-    return None if itemsize is None else int(np.prod([d.dim_value for d in t.shape.dim])) * itemsize
-
-
-def _fix_dims(values, batch: int) -> None:
-    """Input dims as lrpc bench feeds them: a dynamic axis 0 → batch, any other dynamic axis → 1."""
-    for value in values:
-        for k, dim in enumerate(value.type.tensor_type.shape.dim):
-            if not dim.HasField("dim_value"):
-                dim.ClearField("dim_param")
-                dim.dim_value = batch if k == 0 else 1
-
-
-def shapes_at_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
-    """A data-light copy of `model` with its inputs' dims fixed at `batch` and every shape inferred (large
-    initializers become typed inputs: shapes need their dims, not their values)."""
-    small = [t for t in model.graph.initializer if np.prod(t.dims) <= _SMALL]
-    large = [
-        helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-        for t in model.graph.initializer
-        if np.prod(t.dims) > _SMALL
-    ]
-    outputs = [helper.make_value_info(o.name, onnx.TypeProto()) for o in model.graph.output]  # re-inferred
-    graph = helper.make_graph(model.graph.node, model.graph.name, [*model.graph.input, *large], outputs, small)
-    _fix_dims(graph.input[: len(model.graph.input)], batch)
-    shell = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
-    shell.functions.extend(model.functions)
-    inferred = shape_inference.infer_shapes(shell, data_prop=True)
-    unpooled = _unpooled_shapes(inferred.graph)
-    if not unpooled:
-        return inferred
-    for value in inferred.graph.value_info:
-        if value.name in unpooled:
-            value.CopyFrom(unpooled.pop(value.name))
-    inferred.graph.value_info.extend(unpooled.values())
-    return shape_inference.infer_shapes(inferred, data_prop=True)
-
-
-def _unpooled_shapes(graph: onnx.GraphProto) -> dict[str, onnx.ValueInfoProto]:
-    """MaxUnpool outputs whose output_shape is Shape(t) of a known t: onnx takes no value from that input,
-    so the output and everything after it would stay unknown."""
-    known = {v.name: v for v in [*graph.value_info, *graph.input] if value_bytes(v) is not None}
-    producer = {name: node for node in graph.node for name in node.output}
-    found = {}
-    for node in graph.node:
-        shape = producer.get(node.input[2]) if node.op_type == "MaxUnpool" and len(node.input) > 2 else None
-        if shape is not None and shape.op_type == "Shape" and not shape.attribute and shape.input[0] in known:
-            t = known[shape.input[0]].type.tensor_type
-            found[node.output[0]] = helper.make_tensor_value_info(
-                node.output[0], t.elem_type, [d.dim_value for d in t.shape.dim]
-            )
-    return found
-
-
-def tensor_sizes(model: onnx.ModelProto, batch: int) -> dict[str, int]:
-    """Bytes of every tensor whose shape is known at `batch` (initializers from their dims)."""
-    inferred = shapes_at_batch(model, batch)
-    sizes = {}
-    for value in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
-        size = value_bytes(value)
-        if size is not None:
-            sizes[value.name] = size
-    for t in model.graph.initializer:
-        itemsize = _dtype_bytes(t.data_type)
-        if itemsize is not None:
-            sizes[t.name] = int(np.prod(t.dims)) * itemsize
-    return sizes
 
 
 class Node(NamedTuple):
