@@ -62,7 +62,8 @@ def _peak_live(nodes, size: dict, outputs: set) -> int:
 
 def live_in_file_order(path: str, batch: int) -> int:
     model = onnx.load(path, load_external_data=False)
-    return _peak_live(list(model.graph.node), tensor_sizes(model, batch), {o.name for o in model.graph.output})
+    sizes = tensor_sizes(model, batch, os.path.dirname(os.path.abspath(path)))
+    return _peak_live(list(model.graph.node), sizes, {o.name for o in model.graph.output})
 
 
 def live_in_runtime_order(path: str, batch: int, threads: int, folder: str) -> int:

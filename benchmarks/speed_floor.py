@@ -195,11 +195,12 @@ def forward_floor_mb(path: str, batch: int) -> float | None:
     tensor's size is unknown."""
     import onnx
 
-    model = onnx.load(path, load_external_data=False)
-    floor = memory_floor(model, batch)
+    floor = memory_floor(path, batch)
     if floor.unknown:
         return None
-    alive = live_bytes(model.graph, list(range(len(model.graph.node))), tensor_sizes(model, batch))
+    model = onnx.load(path, load_external_data=False)
+    sizes = tensor_sizes(model, batch, os.path.dirname(os.path.abspath(path)))
+    alive = live_bytes(model.graph, list(range(len(model.graph.node))), sizes)
     return (floor.weights + alive) / 2**20
 
 

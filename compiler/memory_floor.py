@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -236,9 +237,11 @@ def largest_live(
 def memory_floor(model: onnx.ModelProto | str, batch: int, outputs: list[str] | None = None) -> Floor:
     """The floor of an explained `model` (a path or ModelProto) at `batch`; `outputs` are the plain model's
     outputs (default: the graph outputs that are not relevance)."""
+    base_dir = None
     if not isinstance(model, onnx.ModelProto):
+        base_dir = os.path.dirname(os.path.abspath(model))
         model = onnx.load(str(model), load_external_data=False)
-    sizes = tensor_sizes(model, batch)
+    sizes = tensor_sizes(model, batch, base_dir)
     inputs = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
     nodes = nodes_of(model.graph)
     skip, constants = folded(nodes, {t.name for t in model.graph.initializer} - inputs)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import external_data_helper, helper, numpy_helper, shape_inference
 from onnx.reference import ReferenceEvaluator
 
 from .ops import RANDOM_OPS
@@ -29,6 +29,10 @@ def _dtype_bytes(elem_type: int) -> int | None:
         return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).itemsize
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _external(t: onnx.TensorProto) -> bool:
+    return t.data_location == onnx.TensorProto.EXTERNAL
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[int] | None:
@@ -139,18 +143,36 @@ def _with_values_folded(inferred: onnx.ModelProto, opset: int) -> onnx.ModelProt
     return shell
 
 
-def shapes_at_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+def _inline(t: onnx.TensorProto, base_dir: str | None) -> onnx.TensorProto:
+    """`t` with its data read from beside the model where it lies in another file and `base_dir` is known."""
+    if not _external(t) or base_dir is None:
+        return t
+    copy = onnx.TensorProto()
+    copy.CopyFrom(t)
+    try:
+        external_data_helper.load_external_data_for_tensor(copy, base_dir)
+    except (OSError, ValueError, onnx.checker.ValidationError):
+        return t  # unreadable: sized from its dims, its values unknown
+    copy.data_location = onnx.TensorProto.DEFAULT
+    del copy.external_data[:]
+    return copy
+
+
+def shapes_at_batch(model: onnx.ModelProto, batch: int, base_dir: str | None = None) -> onnx.ModelProto:
     """A data-light copy of `model` with its inputs' dims fixed at `batch` and every shape inferred (large
-    initializers become typed inputs: shapes need their dims, not their values). Nodes whose outputs were
+    initializers become typed inputs: shapes need their dims, not their values; a small one whose data lies
+    in another file is read from `base_dir`, or else typed too). Nodes whose outputs were
     evaluated are constants in it."""
-    small = [t for t in model.graph.initializer if np.prod(t.dims) <= _SMALL]
-    large = [
+    inline = [_inline(t, base_dir) for t in model.graph.initializer if np.prod(t.dims) <= _SMALL]
+    inline = [t for t in inline if not _external(t)]
+    names = {t.name for t in inline}
+    typed = [
         helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
         for t in model.graph.initializer
-        if np.prod(t.dims) > _SMALL
+        if t.name not in names
     ]
     outputs = [helper.make_value_info(o.name, onnx.TypeProto()) for o in model.graph.output]  # re-inferred
-    graph = helper.make_graph(model.graph.node, model.graph.name, [*model.graph.input, *large], outputs, small)
+    graph = helper.make_graph(model.graph.node, model.graph.name, [*model.graph.input, *typed], outputs, inline)
     _fix_dims(graph.input[: len(model.graph.input)], batch)
     shell = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
     shell.functions.extend(model.functions)
@@ -164,9 +186,10 @@ def shapes_at_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
     return inferred
 
 
-def tensor_sizes(model: onnx.ModelProto, batch: int) -> dict[str, int]:
-    """Bytes of every tensor whose shape is known at `batch` (initializers from their dims)."""
-    inferred = shapes_at_batch(model, batch)
+def tensor_sizes(model: onnx.ModelProto, batch: int, base_dir: str | None = None) -> dict[str, int]:
+    """Bytes of every tensor whose shape is known at `batch` (initializers from their dims); `base_dir`: the
+    folder of a model loaded without its external data."""
+    inferred = shapes_at_batch(model, batch, base_dir)
     sizes = {}
     for value in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         size = value_bytes(value)

@@ -64,3 +64,17 @@ def test_a_data_dependent_shape_stays_unknown():
     model.graph.output.append(tensor("nz", [3, None], I64))
     sizes = tensor_sizes(model, 2)
     assert "nz" not in sizes and sizes["joined"] == 2 * 4 * 4 * 4
+
+
+def test_initializers_whose_data_lies_in_another_file_are_sized_from_their_dims(tmp_path):
+    model = class_token_and_flat_scatter()
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.ones((2, 3), np.float32), "unused_weight"))
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, size_threshold=0)
+    stored = onnx.load(path, load_external_data=False)  # as the floor reads a file: data not loaded
+    assert all(t.data_location == onnx.TensorProto.EXTERNAL for t in stored.graph.initializer)
+    sizes = tensor_sizes(stored, 5, str(tmp_path))  # the shape constants read from model.onnx's data file
+    assert sizes["unused_weight"] == 24 and sizes["joined"] == 5 * 4 * 4 * 4 and sizes["flat"] == 5 * 12 * 4
+    assert memory_floor(path, 5).unknown == []  # from a path, the data file is found beside it
+    blind = tensor_sizes(stored, 5)  # no folder: the constants' values are unknown, their dims are not
+    assert blind["unused_weight"] == 24 and "flat" not in blind
