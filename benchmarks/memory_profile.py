@@ -66,16 +66,25 @@ def live_in_file_order(path: str, batch: int) -> int:
     return _peak_live(list(model.graph.node), sizes, {o.name for o in model.graph.output})
 
 
+# element sizes of the dtypes onnxruntime's profiler names in a node's output_type_shape
+PROFILED_ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "float16": 2, "int32": 4, "float": 4, "int64": 8, "double": 8}
+
+
 def live_in_runtime_order(path: str, batch: int, threads: int, folder: str) -> int:
+    """The live set of the graph onnxruntime optimized `path` into, in the order it ran its nodes (from its
+    profiler, with the output shapes it recorded), under lrpc bench's session options and the file's
+    recorded node order (lrpc_runtime.session.in_recorded_order)."""
     import onnxruntime as ort
+    from lrpc_runtime.session import in_recorded_order
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    options.enable_mem_pattern = False
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(folder, "profile")
     options.optimized_model_filepath = os.path.join(folder, "optimized.onnx")
     options.log_severity_level = 3  # not the warning that the optimized file is for this machine only
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(path, in_recorded_order(options, path), providers=["CPUExecutionProvider"])
     session.run(None, _feeds(session, batch))
     with open(session.end_profiling()) as f:
         events = [e for e in json.load(f) if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
@@ -89,7 +98,7 @@ def live_in_runtime_order(path: str, batch: int, threads: int, folder: str) -> i
         nodes.append(node)
         for name, typed in zip(node.output, event["args"].get("output_type_shape", [])):
             ((dtype, dims),) = typed.items()
-            size[name] = int(np.prod(dims)) * (8 if "int64" in dtype else 4)
+            size[name] = int(np.prod(dims)) * PROFILED_ITEMSIZE.get(dtype, 4)
     return _peak_live(nodes, size, {o.name for o in optimized.graph.output})
 
 

@@ -46,14 +46,10 @@ it too" where the plain gradient's ratio does and is at most 1.1× the rule's (t
 EfficientNet's SiLU gradient costs 1.2–1.3× its ε rule, AttnLRP holds what the gradient differentiates:
 no bound there), "LRP-0's gradient form misses it too" and "the gradient with the rule's own products
 misses it too" likewise; else plain "not met" (the rule's element-wise passes over its products are the
-gap). Memory (--memory): each explained session's peak RSS in a fresh process at the smallest and largest
-batch (lrpc.bench.peak_rss_mb) over the graph's floor
-(lrpc.memory_floor: weights + kept activations + the largest transient; the runtime's own memory is not in
-it, so the plain forward session's peak at that batch is given beside it); target ≤ 1.25×. Beside it, the
-plain forward's peak over its own floor's upper bound (`forward_floor_mb`: its weights + the most activation
-bytes alive at once in the file's node order, one schedule a runtime could run): where that exceeds 1.25×,
-onnxruntime holds the plain model above the target's ratio by itself, and the verdict says "the plain
-forward misses it too".
+gap). Memory (--memory): at the smallest and largest batch, each explained session's peak RSS over the graph's
+floor, what onnxruntime's own plan holds and what its allocator adds (benchmarks/memory_cells.py, which
+gives the columns and the verdicts); --memory-only measures those again for the rows --json holds, without
+timing them.
 """
 
 from __future__ import annotations
@@ -74,11 +70,9 @@ sys.path[:0] = [str(HERE), str(ROOT / "models")]
 
 import lrpc  # noqa: E402
 from lrpc.api import plan  # noqa: E402
-from lrpc.bench import _session, peak_rss_mb, time_interleaved  # noqa: E402
+from lrpc.bench import _session, time_interleaved  # noqa: E402
 from lrpc.describe import gradient_form_taken  # noqa: E402
-from lrpc.memory_floor import memory_floor  # noqa: E402
-from lrpc.tensor_sizes import tensor_sizes  # noqa: E402
-from lrpc.schedule import live_bytes  # noqa: E402
+from memory_cells import explained_memory, forward_memory, runtime_mb, table  # noqa: E402
 from profile_ops import op_times  # noqa: E402
 
 WORK = ROOT / "out" / "speed_floor"
@@ -95,7 +89,6 @@ METHODS = {
 BOUNDS = ("gradient", "LRP-0 form")  # measured per model and batch, no target of their own
 OWN_PRODUCTS = ("EpsilonPlusFlat", "EpsilonGammaBox")  # rules with products the gradient does not run
 TARGETS = {"ε": 2.2, "EpsilonPlusFlat": 3.0, "EpsilonGammaBox": 3.3}
-MEMORY_TARGET = 1.25  # the explained session's peak ÷ the graph's floor, at the smallest and largest batch
 CNN = ("ε", "EpsilonPlusFlat", "EpsilonGammaBox")
 MODELS = {  # name: (methods with a target, ε's target where it is not 2.2)
     "small_cnn": (CNN, None),
@@ -165,17 +158,6 @@ def verdict(ratio: float, target: float | None, products: float, routes: float, 
     return "**not met**"
 
 
-def memory_verdict(over: float | None, forward_over: float | None) -> str:
-    """Peak ÷ floor against 1.25×, beside the plain forward's own peak ÷ (an upper bound of) its floor."""
-    if over is None:
-        return "not run"
-    if over <= MEMORY_TARGET:
-        return "met"
-    if forward_over is not None and forward_over > MEMORY_TARGET:
-        return "**not met**: the plain forward misses it too"
-    return "**not met**"
-
-
 def cell_bounds(row: dict, bounds: dict) -> dict:
     """{bound's name: ratio} for `row` from `bounds` = {(model, batch, method): bound row}."""
     key = row["model"], row["batch"]
@@ -189,48 +171,16 @@ def cell_bounds(row: dict, bounds: dict) -> dict:
     return out
 
 
-def forward_floor_mb(path: str, batch: int) -> float | None:
-    """The plain model's weights + the most activation bytes alive at once when its nodes run in the file's
-    order (lrpc.schedule.live_bytes): a floor that order reaches, so the floor is at most this. None where a
-    tensor's size is unknown."""
-    import onnx
-
-    floor = memory_floor(path, batch)
-    if floor.unknown:
-        return None
-    model = onnx.load(path, load_external_data=False)
-    sizes = tensor_sizes(model, batch, os.path.dirname(os.path.abspath(path)))
-    alive = live_bytes(model.graph, list(range(len(model.graph.node))), sizes)
-    return (floor.weights + alive) / 2**20
-
-
-def runtime_mb(threads: int) -> float | None:
-    """Peak RSS of an onnxruntime session over one Identity node: the library's own memory, no model's."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "identity",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
-    )
-    path = WORK / "identity.onnx"
-    WORK.mkdir(parents=True, exist_ok=True)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
-    return peak_rss_mb(str(path), threads, 1)
-
-
 def measure(name: str, args, rows: list, save) -> None:
     path = str(source(name))
     methods, eps_target = MODELS[name]
     forward = _session(path, args.threads)
-    ends = {min(args.batches), max(args.batches)}
-    forward_peak = {b: peak_rss_mb(path, args.threads, b) for b in ends}
-    forward_floor = {b: forward_floor_mb(path, b) for b in ends}
+    ends = (min(args.batches), max(args.batches)) if args.memory else ()
+    forward_cells = {b: forward_memory(path, b, args.threads) for b in set(ends)}
     forward_kernels = {}  # batch → the forward's profiled kernel time, once per model
     for method in BOUNDS + methods:
-        if any(r["model"] == name and r["method"] == method for r in rows):
+        done = {r["batch"]: r for r in rows if r["model"] == name and r["method"] == method}
+        if done and not args.memory_only:
             continue  # --json resumed
         if method == "LRP-0 form" and not gradient_form_taken(plan(path, **METHODS[method])):
             raise SystemExit(f"{name}: LRP-0 is not built in gradient form here; it bounds nothing")
@@ -239,6 +189,12 @@ def measure(name: str, args, rows: list, save) -> None:
             start = time.perf_counter()
             lrpc.compile(path, output=explained, **METHODS[method])
             compile_s = time.perf_counter() - start
+            if args.memory_only:
+                for batch in set(ends) & set(done):
+                    done[batch]["memory"] = explained_memory(explained, batch, args.threads, forward_cells[batch])
+                    print(f"{name} {method} b{batch}: memory measured again", file=sys.stderr)
+                    save()
+                continue
             session = _session(explained, args.threads)
             for batch in args.batches:
                 timed = time_interleaved(forward, session, batch, ROUNDS.get(name, 10), warmup=2)
@@ -251,10 +207,8 @@ def measure(name: str, args, rows: list, save) -> None:
                     ratio=timed.ratio, kernels_over_forward=kernels / forward_kernels[batch],
                     products_share=products / kernels, routes_share=routes / kernels, compile_s=compile_s,
                 )  # fmt: skip
-                if args.memory and batch in (min(args.batches), max(args.batches)):
-                    peak = peak_rss_mb(explained, args.threads, batch)
-                    plain = {"forward_mb": forward_peak[batch], "forward_floor_mb": forward_floor[batch]}
-                    row["memory"] = memory_floor(explained, batch).summary(peak) | plain
+                if batch in ends:
+                    row["memory"] = explained_memory(explained, batch, args.threads, forward_cells[batch])
                 rows.append(row)
                 products = part(row, "products_share")
                 print(f"{name} {method} b{batch}: {row['ratio']:.2f}×, products {products:.2f}×", file=sys.stderr)
@@ -301,37 +255,7 @@ def markdown(result: dict) -> str:
         )
     memory = [r for r in rows if r.get("memory")]
     if memory:
-        lines += [
-            "",
-            "Memory: the explained session's peak RSS (a fresh process, 3 runs) over the graph's floor; "
-            f"target ≤ {MEMORY_TARGET}×. The floor has no runtime in it: "
-            + (
-                f"an onnxruntime session over one Identity node peaks at {result['runtime_mb']:.1f} MB (library, "
-                "allocator, thread pool), and peak ÷ (floor + runtime) divides the peak by floor + that. The plain "
-                "forward's own peak over an upper bound of its floor (its weights + the most activations alive "
-                "at once in file order) says whether onnxruntime holds even the plain model within the target."
-                if result.get("runtime_mb")
-                else "the runtime's own memory was not measured in this run."
-            ),
-            "",
-            "| model | method | batch | forward peak MB | floor MB (weights + kept + transient) | peak MB "
-            "| peak ÷ floor | peak ÷ (floor + runtime) | forward peak ÷ its floor (≤) | verdict |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for r in memory:
-            m = r["memory"]
-            over = m["explained_peak_over_floor"]
-            floor = f"{m['floor_mb']:.0f} ({m['weights_mb']:.0f} + {m['kept_mb']:.0f} + {m['transient_mb']:.0f})"
-            if m["unknown_size_tensors"]:
-                floor += f"; {m['unknown_size_tensors']} tensors of unknown size left out"
-            base = result.get("runtime_mb")
-            peak = f"{over * m['floor_mb']:.0f} | {over:.2f}×" if over else "not run | —"
-            peak += f" | {over * m['floor_mb'] / (m['floor_mb'] + base):.2f}×" if over and base else " | —"
-            own = m["forward_mb"] / m["forward_floor_mb"] if m.get("forward_mb") and m.get("forward_floor_mb") else None
-            peak += f" | {own:.2f}×" if own else " | —"
-            peak += f" | {memory_verdict(over, own)}"
-            forward = f"{m['forward_mb']:.0f}" if m.get("forward_mb") else "not run"
-            lines.append(f"| {r['model']} | {r['method']} | {r['batch']} | {forward} | {floor} | {peak} |")
+        lines += ["", *table(memory, result.get("runtime_mb"))]
     return "\n".join(lines) + "\n"
 
 
@@ -341,6 +265,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default="1,8,16")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--memory-only", action="store_true", help="measure the memory of --json's rows again")
     ap.add_argument("--out", default=str(HERE / "SPEED_FLOOR.md"))
     ap.add_argument("--json", help="keep (and resume from) the rows here")
     ap.add_argument("--from-json", action="store_true", help="only render --json's rows")
@@ -349,6 +274,8 @@ def main(argv=None) -> int:
     models = args.models.split(",")
     if unknown := set(models) - set(MODELS):
         ap.error(f"unknown model(s) {', '.join(sorted(unknown))}; known: {', '.join(MODELS)}")
+    if args.memory_only and not (args.memory and args.json):
+        ap.error("--memory-only measures the rows --json holds again: give --json, and not --no-memory")
     json_path = Path(args.json) if args.json else None
     result = json.loads(json_path.read_text()) if json_path and json_path.exists() else {"rows": [], "runs": []}
     if not args.from_json:
@@ -362,6 +289,8 @@ def main(argv=None) -> int:
             onnxruntime=onnxruntime.__version__,
         )  # fmt: skip
         result["runs"].append(run)
+        if args.memory_only and set(models) == set(MODELS):
+            result.pop("backfilled", None)  # every forward floor is measured again
 
         def save():
             run.update(load=[load, os.getloadavg()[0]], minutes=(time.perf_counter() - started) / 60)
@@ -370,7 +299,8 @@ def main(argv=None) -> int:
                 json_path.write_text(json.dumps(result, indent=1, ensure_ascii=False))
 
         if args.memory:
-            result["runtime_mb"] = runtime_mb(args.threads)
+            WORK.mkdir(parents=True, exist_ok=True)
+            result["runtime_mb"] = runtime_mb(args.threads, str(WORK))
         for name in models:
             measure(name, args, result["rows"], save)
         save()

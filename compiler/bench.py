@@ -170,14 +170,16 @@ def time_interleaved(forward, explained, batch: int, repeats: int, warmup: int) 
     return BatchResult(batch, f, e, e.median_ms / f.median_ms)
 
 
-def _child_peak_rss(path: str, threads: int, batch: int, runs: int, low_memory: bool, queue) -> None:
-    """In a child process: RSS growth (MB) from before the session to the peak over creation and runs."""
+def _child_rss(path: str, threads: int, batch: int, runs: int, low_memory: bool, queue) -> None:
+    """In a child process: RSS growth (MB) from before the session to right after its creation, and to the
+    peak over creation and runs."""
     before = _rss_now_kb()
     session = _session(path, threads, low_memory)
+    held = _rss_now_kb()
     feeds = _feeds(session, batch)
     for _ in range(runs):
         session.run(None, feeds)
-    queue.put((_status_kb("VmHWM:") - before) / 1024)
+    queue.put(((held - before) / 1024, (_status_kb("VmHWM:") - before) / 1024))
 
 
 def _rss_now_kb() -> float:
@@ -190,16 +192,23 @@ def _status_kb(field: str) -> float:
         return next(float(line.split()[1]) for line in f if line.startswith(field))
 
 
-def peak_rss_mb(path: str, threads: int, batch: int, runs: int = 3, low_memory: bool = False) -> float | None:
-    """Peak memory of one session (creation and `runs` runs at `batch`), measured in a fresh process."""
+def rss_mb(path: str, threads: int, batch: int, runs: int = 3, low_memory: bool = False) -> tuple | None:
+    """(memory the session holds once created, its peak over creation and `runs` runs at `batch`), MB, in a
+    fresh process; None where it cannot be measured."""
     if not os.path.exists("/proc/self/status"):
         return None
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    child = context.Process(target=_child_peak_rss, args=(path, threads, batch, runs, low_memory, queue))
+    child = context.Process(target=_child_rss, args=(path, threads, batch, runs, low_memory, queue))
     child.start()
     child.join()
     return queue.get() if child.exitcode == 0 and not queue.empty() else None
+
+
+def peak_rss_mb(path: str, threads: int, batch: int, runs: int = 3, low_memory: bool = False) -> float | None:
+    """Peak memory of one session (creation and `runs` runs at `batch`), measured in a fresh process."""
+    measured = rss_mb(path, threads, batch, runs, low_memory)
+    return None if measured is None else measured[1]
 
 
 def bench(
