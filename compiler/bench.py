@@ -66,6 +66,7 @@ class BenchResult:
     batches: list = field(default_factory=list)
     memory_floor: dict | None = None  # Floor.summary at the largest batch (MB), peak over floor if measured
     low_memory: bool = False  # both sessions without weight prepacking (lrpc_runtime.Explainer's low_memory)
+    held_rss_mb: dict = field(default_factory=dict)  # {"forward": MB, "explained": MB} right after creation
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
@@ -253,10 +254,12 @@ def bench(
             result.batches.append(time_interleaved(sessions["forward"], sessions["explained"], batch, repeats, warmup))
         if memory:
             del sessions
-            result.peak_rss_mb = {
-                name: peak_rss_mb(str(path), threads, max(batches), low_memory=low_memory)
+            measured = {
+                name: rss_mb(str(path), threads, max(batches), low_memory=low_memory) or (None, None)
                 for name, path in (("forward", model_path), ("explained", explained_path))
             }
+            result.held_rss_mb = {name: held for name, (held, _) in measured.items()}
+            result.peak_rss_mb = {name: peak for name, (_, peak) in measured.items()}
         result.memory_floor = memory_floor(explained_path, max(batches)).summary(result.peak_rss_mb["explained"])
     return result
 
@@ -276,6 +279,12 @@ def format_table(result: BenchResult) -> str:
         lines.append(
             f"peak RSS (batch {max(r.batch for r in result.batches)}): forward {rss['forward']:.0f} MB, "
             f"explained {rss['explained']:.0f} MB ({rss['explained'] / rss['forward']:.2f}×)"
+        )
+    held = result.held_rss_mb
+    if held.get("forward") is not None and held.get("explained") is not None:
+        lines.append(
+            f"held once the session is created (weights as onnxruntime packs them, the library): forward "
+            f"{held['forward']:.0f} MB, explained {held['explained']:.0f} MB"
         )
     if result.memory_floor is not None:
         lines.append(floor_line(result.memory_floor, rss["explained"]))

@@ -22,6 +22,9 @@ def test_bench_runs_both_graphs_at_each_batch(tmp_path):
         assert abs(r.ratio - r.explained.median_ms / r.forward.median_ms) < 1e-9
     assert result.compile_s > 0 and set(result.session_s) == {"forward", "explained"}
     assert all(v is not None and v >= 0 for v in result.peak_rss_mb.values())
+    for name, held in result.held_rss_mb.items():  # what the session holds once created is part of its peak
+        assert 0 < held <= result.peak_rss_mb[name]
+    assert f"explained {result.held_rss_mb['explained']:.0f} MB" in format_table(result).splitlines()[3]
     floor = result.memory_floor  # at the largest batch, against the explained session's peak
     assert floor["batch"] == 3 and floor["floor_mb"] > 0
     assert abs(floor["explained_peak_over_floor"] - result.peak_rss_mb["explained"] / floor["floor_mb"]) < 1e-9
