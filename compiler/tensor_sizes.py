@@ -13,6 +13,8 @@ shape is taken from its Shape input. A tensor whose shape stays unknown is left 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 from onnx import external_data_helper, helper, numpy_helper, shape_inference
@@ -96,8 +98,39 @@ def _shape_value(node: onnx.NodeProto, dims: list[int]) -> np.ndarray:
     return np.array(dims[slice(attrs.get("start", 0), attrs.get("end"))], dtype=np.int64)
 
 
+# ops of shape arithmetic whose output has at most max(∏, Σ) of their inputs' elements
+_BOUNDED_BY_INPUTS = {
+    "Abs", "Add", "And", "Cast", "Ceil", "Clip", "Concat", "Div", "Equal", "Flatten", "Floor", "Gather",
+    "Greater", "GreaterOrEqual", "Identity", "Less", "LessOrEqual", "Max", "Min", "Mod", "Mul", "Neg", "Not",
+    "Or", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceSum", "Reshape", "Sign", "Slice", "Squeeze", "Sub",
+    "Transpose", "Unsqueeze", "Where",
+}  # fmt: skip
+
+
+def _output_bound(node: onnx.NodeProto, values: dict, dims: dict) -> float:
+    """An upper bound of the elements of `node`'s largest output, from the shapes inference knows or the input
+    values; inf where there is none, so that the node is not evaluated."""
+    known = [dims.get(name) for name in node.output if name]
+    if known and all(d is not None for d in known):
+        return max(float(np.prod(d)) for d in known)
+    inputs = [values[name] for name in node.input if name]
+    sizes = [float(np.size(v)) for v in inputs]
+    if node.op_type == "ConstantOfShape":
+        return float(np.prod(np.abs(inputs[0]))) if inputs else 1.0
+    if node.op_type in ("Expand", "Tile") and len(inputs) == 2:
+        return sizes[0] * float(np.prod(np.abs(inputs[1])))
+    if node.op_type == "Range" and len(inputs) == 3 and inputs[2] != 0:
+        return max(0.0, float(np.ceil((inputs[1] - inputs[0]) / inputs[2])))
+    if node.op_type == "NonZero" and inputs:
+        return sizes[0] * max(1, np.ndim(inputs[0]))
+    if node.op_type in _BOUNDED_BY_INPUTS:
+        return max(float(np.prod(sizes)), sum(sizes))
+    return math.inf
+
+
 def _shape_values(graph: onnx.GraphProto, opset: int) -> dict[str, np.ndarray]:
-    """The small tensors computable from shapes and small constants alone, by name."""
+    """The small tensors computable from shapes and small constants alone, by name; a node whose output
+    may be large is not evaluated."""
     values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     dims = {v.name: _dims(v) for v in [*graph.input, *graph.value_info]}
     for node in graph.node:
@@ -107,6 +140,7 @@ def _shape_values(graph: onnx.GraphProto, opset: int) -> dict[str, np.ndarray]:
             node.domain in ("", "ai.onnx")
             and node.op_type not in RANDOM_OPS
             and all(not name or name in values for name in node.input)
+            and _output_bound(node, values, dims) <= _SMALL
         ):
             feeds = {name: values[name] for name in node.input if name}
             try:
@@ -151,8 +185,8 @@ def _inline(t: onnx.TensorProto, base_dir: str | None) -> onnx.TensorProto:
     copy.CopyFrom(t)
     try:
         external_data_helper.load_external_data_for_tensor(copy, base_dir)
-    except (OSError, ValueError, onnx.checker.ValidationError):
-        return t  # unreadable: sized from its dims, its values unknown
+    except Exception:  # unreadable (missing, short, outside the folder): sized from its dims, values unknown
+        return t
     copy.data_location = onnx.TensorProto.DEFAULT
     del copy.external_data[:]
     return copy

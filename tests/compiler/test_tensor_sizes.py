@@ -78,3 +78,19 @@ def test_initializers_whose_data_lies_in_another_file_are_sized_from_their_dims(
     assert memory_floor(path, 5).unknown == []  # from a path, the data file is found beside it
     blind = tensor_sizes(stored, 5)  # no folder: the constants' values are unknown, their dims are not
     assert blind["unused_weight"] == 24 and "flat" not in blind
+
+
+def test_a_large_computed_tensor_is_sized_without_being_evaluated(monkeypatch):
+    import lrpc.tensor_sizes as tensor_sizes_module
+
+    evaluated = []
+    real = tensor_sizes_module.ReferenceEvaluator
+
+    def recording(node, **kwargs):
+        evaluated.append(node.op_type)
+        return real(node, **kwargs)
+
+    monkeypatch.setattr(tensor_sizes_module, "ReferenceEvaluator", recording)
+    sizes = tensor_sizes(class_token_and_flat_scatter(), 500)  # flat: 6000 elements, over the 4096 evaluated
+    assert sizes["flat"] == 500 * 12 * 4 and sizes["joined"] == 500 * 4 * 4 * 4
+    assert "Where" in evaluated and "ConstantOfShape" not in evaluated and "Expand" not in evaluated
