@@ -93,4 +93,4 @@ def test_a_large_computed_tensor_is_sized_without_being_evaluated(monkeypatch):
     monkeypatch.setattr(tensor_sizes_module, "ReferenceEvaluator", recording)
     sizes = tensor_sizes(class_token_and_flat_scatter(), 500)  # flat: 6000 elements, over the 4096 evaluated
     assert sizes["flat"] == 500 * 12 * 4 and sizes["joined"] == 500 * 4 * 4 * 4
-    assert "Where" in evaluated and "ConstantOfShape" not in evaluated and "Expand" not in evaluated
+    assert "Where" in evaluated and "ConstantOfShape" not in evaluated  # tokens, 2000 elements, may be
