@@ -101,6 +101,13 @@ def _ratio(a, b) -> float | None:
     return a / b if a and b else None
 
 
+def _plans(m: dict) -> tuple[float | None, float | None]:
+    """(explained held + live, forward held + live) of cell `m`, MB; None where not measured."""
+    explained = m["held_mb"] + m["live_mb"] if m.get("held_mb") is not None and m.get("live_mb") else None
+    forward = (m.get("forward_held_mb") or 0) + (m.get("forward_live_mb") or 0)
+    return explained, forward or None
+
+
 def verdict(m: dict, runtime: float | None) -> str:
     """The verdict of memory cell `m` (explained_memory's entries); `runtime`: runtime_mb."""
     over = m["explained_peak_over_floor"]
@@ -111,9 +118,9 @@ def verdict(m: dict, runtime: float | None) -> str:
     forward_over = _ratio(m.get("forward_mb"), m.get("forward_floor_mb"))
     if forward_over is not None and forward_over > MEMORY_TARGET:
         return "**not met**: the plain forward misses it too"
-    if m.get("held_mb") is None or m.get("live_mb") is None:
+    plan, forward_plan = _plans(m)
+    if plan is None:
         return "**not met**"
-    plan = m["held_mb"] + m["live_mb"]
     if plan > MEMORY_TARGET * m["floor_mb"]:
         weights_excess = m["held_mb"] - (runtime or 0.0) - m["weights_mb"]
         if weights_excess >= m["live_mb"] - m["kept_mb"] - m["transient_mb"]:
@@ -121,7 +128,7 @@ def verdict(m: dict, runtime: float | None) -> str:
             return "**not met**: onnxruntime's packed weights" + (f" (`--low-memory`: {low:.2f}×)" if low else "")
         return "**not met**: onnxruntime's optimized graph"
     allocator = over * m["floor_mb"] / plan
-    forward = _ratio(m.get("forward_mb"), (m.get("forward_held_mb") or 0) + (m.get("forward_live_mb") or 0))
+    forward = _ratio(m.get("forward_mb"), forward_plan)
     if forward is not None and forward * NOISE >= allocator:
         return "**not met**: onnxruntime's allocator"
     return "**not met**"
@@ -154,8 +161,7 @@ def table(rows: list, runtime: float | None) -> list[str]:
         forward_over = _ratio(m.get("forward_mb"), m.get("forward_floor_mb"))
         forward = f"{m['forward_mb']:.0f}" if m.get("forward_mb") else "not run"
         forward += f" ({forward_over:.2f}×)" if forward_over else ""
-        plan = m["held_mb"] + m["live_mb"] if m.get("held_mb") is not None and m.get("live_mb") else None
-        forward_plan = (m.get("forward_held_mb") or 0) + (m.get("forward_live_mb") or 0)
+        plan, forward_plan = _plans(m)
         cells = [
             r["model"],
             r["method"],

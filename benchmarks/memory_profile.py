@@ -72,19 +72,18 @@ PROFILED_ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "float16": 2, "int32": 4,
 
 def live_in_runtime_order(path: str, batch: int, threads: int, folder: str) -> int:
     """The live set of the graph onnxruntime optimized `path` into, in the order it ran its nodes (from its
-    profiler, with the output shapes it recorded), under lrpc bench's session options and the file's
-    recorded node order (lrpc_runtime.session.in_recorded_order)."""
+    profiler, with the output shapes it recorded), under lrpc bench's session options (lrpc.bench.session_options:
+    the file's recorded node order among them)."""
     import onnxruntime as ort
-    from lrpc_runtime.session import in_recorded_order
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.enable_mem_pattern = False
+    from lrpc.bench import session_options
+
+    options = session_options(path, threads)
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(folder, "profile")
     options.optimized_model_filepath = os.path.join(folder, "optimized.onnx")
     options.log_severity_level = 3  # not the warning that the optimized file is for this machine only
-    session = ort.InferenceSession(path, in_recorded_order(options, path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     session.run(None, _feeds(session, batch))
     with open(session.end_profiling()) as f:
         events = [e for e in json.load(f) if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]

@@ -74,6 +74,13 @@ class BenchResult:
 
 def _session(path: str, threads: int, low_memory: bool = False):
     import onnxruntime as ort
+
+    return ort.InferenceSession(path, session_options(path, threads, low_memory), providers=["CPUExecutionProvider"])
+
+
+def session_options(path: str, threads: int, low_memory: bool = False):
+    """The onnxruntime options bench runs `path` under, in the node order the file records."""
+    import onnxruntime as ort
     from lrpc_runtime.session import NO_PREPACKING, in_recorded_order
 
     options = ort.SessionOptions()
@@ -86,7 +93,7 @@ def _session(path: str, threads: int, low_memory: bool = False):
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if low_memory:
         options.add_session_config_entry(NO_PREPACKING, "1")
-    return ort.InferenceSession(path, in_recorded_order(options, path), providers=["CPUExecutionProvider"])
+    return in_recorded_order(options, path)
 
 
 def feed_shape(dims, batch: int) -> list[int]:
